@@ -1,0 +1,221 @@
+"""Durations and sizes as people write them, and back.
+
+Policies, decorator arguments and environment variables all accept human values (`"20m"`,
+`"1h30m"`, `"512MB"`, `"80%"`); this module is the one place that turns them into seconds and
+bytes, so every surface accepts the same spellings and fails with the same clear message.
+
+Sizes follow Heroku's quotas and DESIGN section 5: `KB`, `MB`, `GB`, `TB` (and `K`, `M`, `G`,
+`T`) are powers of 1024, exactly like `KiB`, `MiB`, `GiB`, `TiB`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Union
+
+import attrs
+
+__all__ = [
+    "Percent",
+    "format_duration",
+    "format_size",
+    "parse_duration",
+    "parse_size",
+]
+
+_DURATION_UNITS: dict[str, float] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*")
+_DURATION_HELP = 'expected a duration such as 90, "90s", "20m", "1h30m", "1.5h", "2d", "500ms"'
+
+_SIZE_MULTIPLIERS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1024,
+    "kb": 1024,
+    "kib": 1024,
+    "m": 1024**2,
+    "mb": 1024**2,
+    "mib": 1024**2,
+    "g": 1024**3,
+    "gb": 1024**3,
+    "gib": 1024**3,
+    "t": 1024**4,
+    "tb": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
+_SIZE_HELP = 'expected a size such as 1048576, "512MB", "1.5GiB", "300 KB"'
+_PERCENT_HELP = ' or a percentage of the limit such as "80%"'
+
+
+def _show(value: object) -> str:
+    """The bad value as it appears in an error message: strings quoted, others as repr."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number (seconds) or a string such as `"90s"`, `"20m"`, `"1h30m"`.
+
+    Accepted units: `ms`, `s`, `m`, `h`, `d`; parts add up (`"1h30m"`, `"1h 30m"`); a bare
+    number, as a number or a string, is seconds. Booleans, negative, infinite or NaN values
+    are rejected with a `ValueError` naming the value and what is allowed.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{_DURATION_HELP}; got {_show(value)}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (must be finite)")
+        if seconds < 0:
+            raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (must not be negative)")
+        return seconds
+    if not isinstance(value, str):
+        raise ValueError(f"{_DURATION_HELP}; got {_show(value)} ({type(value).__name__})")
+    plain = _PLAIN_NUMBER.fullmatch(value)
+    total = float(plain.group(1)) if plain else _sum_duration_parts(value)
+    if not math.isfinite(total):
+        raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (too large)")
+    return total
+
+
+def _sum_duration_parts(value: str) -> float:
+    """Seconds in `value`, a run of number-unit parts such as `1h30m`; each unit at most once."""
+    text = value.strip()
+    if not text:
+        raise ValueError(f"{_DURATION_HELP}; got {_show(value)}")
+    total = 0.0
+    position = 0
+    seen: set[str] = set()
+    while position < len(text):
+        match = _DURATION_PART.match(text, position)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit in seen:
+            negative = text.startswith("-")
+            hint = " (must not be negative)" if negative else ""
+            raise ValueError(f"{_DURATION_HELP}; got {_show(value)}{hint}")
+        seen.add(unit)
+        total += float(match.group(1)) * _DURATION_UNITS[unit]
+        position = match.end()
+    return total
+
+
+@attrs.frozen(repr=False)
+class Percent:
+    """A share of the memory limit, such as `80%` (`fraction=0.8`).
+
+    Kept unresolved until the limit is known: with `limit = "auto"` only the monitor knows the
+    container's or machine's limit, at run time.
+    """
+
+    fraction: float = attrs.field(converter=float)
+
+    @fraction.validator
+    def _check(self, attribute: attrs.Attribute[float], value: float) -> None:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"a percentage must be finite and not negative; got {value!r}")
+
+    def of(self, limit: int) -> int:
+        """This share of `limit` bytes, in whole bytes."""
+        return round(limit * self.fraction)
+
+    def __str__(self) -> str:
+        return f"{round(self.fraction * 100, 6):g}%"
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Percent]:
+    """Bytes from an int or a string such as `"512MB"`, `"1.5GiB"`, `"300 KB"`, `"2048"`.
+
+    `K`/`KB`/`KiB`, `M`/`MB`/`MiB`, `G`/`GB`/`GiB`, `T`/`TB`/`TiB` are powers of 1024; `B` or
+    no unit is bytes. With `allow_percent`, `"80%"` gives `Percent(0.8)` (a share of the
+    limit). Anything else raises `ValueError` naming the value and what is allowed.
+    """
+    help_text = _SIZE_HELP + (_PERCENT_HELP if allow_percent else "")
+    if isinstance(value, bool):
+        raise ValueError(f"{help_text}; got {_show(value)}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{help_text}; got {value!r} (must not be negative)")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0 or not value.is_integer():
+            raise ValueError(f"{help_text}; got {value!r} (must be a whole number of bytes)")
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{help_text}; got {_show(value)} ({type(value).__name__})")
+    percent = _PERCENT.fullmatch(value)
+    if percent:
+        if not allow_percent:
+            raise ValueError(
+                f"{_SIZE_HELP}; got {_show(value)} (a percentage needs a memory limit and is "
+                "allowed only for memory thresholds)"
+            )
+        return Percent(float(percent.group(1)) / 100)
+    match = _SIZE.fullmatch(value)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_MULTIPLIERS:
+        hint = " (must not be negative)" if value.strip().startswith("-") else ""
+        raise ValueError(f"{help_text}; got {_show(value)}{hint}")
+    number = float(match.group(1))
+    multiplier = _SIZE_MULTIPLIERS[unit]
+    if multiplier == 1 and not number.is_integer():
+        raise ValueError(f"{help_text}; got {_show(value)} (must be a whole number of bytes)")
+    if not math.isfinite(number * multiplier):
+        raise ValueError(f"{help_text}; got {_show(value)} (too large)")
+    return round(number * multiplier)
+
+
+def format_size(n: Union[int, float]) -> str:
+    """A byte count for people: `"812B"`, `"3.1KB"`, `"35.2MB"`, `"1.5GB"` (1024-based)."""
+    size = float(n)
+    sign = "-" if size < 0 else ""
+    size = abs(size)
+    if size < 1024:
+        return f"{sign}{size:.0f}B"
+    for unit in ("KB", "MB", "GB", "TB"):
+        size /= 1024
+        if round(size, 1) < 1024 or unit == "TB":
+            return f"{sign}{size:.1f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds for people, in the spelling `parse_duration` reads back.
+
+    Whole minutes compose (`"20m"`, `"1h30m"`, `"2d"`); other whole seconds under an hour stay
+    in seconds (`"90s"`), longer ones compose with seconds (`"1h5s"`);
+    fractions show as `"1.5s"` or `"500ms"`.
+    """
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        millis = round(seconds * 1000, 3)
+        return f"{millis:g}ms"
+    if not float(seconds).is_integer():
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    whole = int(seconds)
+    if whole % 60 and whole < 3600:
+        return f"{whole}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
