@@ -17,11 +17,15 @@ from typing import Union
 import attrs
 
 __all__ = [
+    "DURATION_HELP",
+    "PERCENT_HELP",
+    "SIZE_HELP",
     "Percent",
     "format_duration",
     "format_size",
     "parse_duration",
     "parse_size",
+    "show_value",
 ]
 
 _DURATION_UNITS: dict[str, float] = {
@@ -33,7 +37,8 @@ _DURATION_UNITS: dict[str, float] = {
 }
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)", re.IGNORECASE)
 _PLAIN_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*")
-_DURATION_HELP = 'expected a duration such as 90, "90s", "20m", "1h30m", "1.5h", "2d", "500ms"'
+#: What a duration may look like; error messages end with this, then the bad value.
+DURATION_HELP = 'expected a duration such as 90, "90s", "20m", "1h30m", "1.5h", "2d", "500ms"'
 
 _SIZE_MULTIPLIERS: dict[str, int] = {
     "": 1,
@@ -53,11 +58,12 @@ _SIZE_MULTIPLIERS: dict[str, int] = {
 }
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
-_SIZE_HELP = 'expected a size such as 1048576, "512MB", "1.5GiB", "300 KB"'
-_PERCENT_HELP = ' or a percentage of the limit such as "80%"'
+#: What a size may look like (and, for thresholds, a percentage).
+SIZE_HELP = 'expected a size such as 1048576, "512MB", "1.5GiB", "300 KB"'
+PERCENT_HELP = ' or a percentage of the limit such as "80%"'
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     """The bad value as it appears in an error message: strings quoted, others as repr."""
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -72,20 +78,20 @@ def parse_duration(value: object) -> float:
     are rejected with a `ValueError` naming the value and what is allowed.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{_DURATION_HELP}; got {_show(value)}")
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)}")
     if isinstance(value, (int, float)):
         seconds = float(value)
         if not math.isfinite(seconds):
-            raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (must be finite)")
+            raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must be finite)")
         if seconds < 0:
-            raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (must not be negative)")
+            raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must not be negative)")
         return seconds
     if not isinstance(value, str):
-        raise ValueError(f"{_DURATION_HELP}; got {_show(value)} ({type(value).__name__})")
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} ({type(value).__name__})")
     plain = _PLAIN_NUMBER.fullmatch(value)
     total = float(plain.group(1)) if plain else _sum_duration_parts(value)
     if not math.isfinite(total):
-        raise ValueError(f"{_DURATION_HELP}; got {_show(value)} (too large)")
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (too large)")
     return total
 
 
@@ -93,7 +99,7 @@ def _sum_duration_parts(value: str) -> float:
     """Seconds in `value`, a run of number-unit parts such as `1h30m`; each unit at most once."""
     text = value.strip()
     if not text:
-        raise ValueError(f"{_DURATION_HELP}; got {_show(value)}")
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)}")
     total = 0.0
     position = 0
     seen: set[str] = set()
@@ -103,7 +109,7 @@ def _sum_duration_parts(value: str) -> float:
         if match is None or unit in seen:
             negative = text.startswith("-")
             hint = " (must not be negative)" if negative else ""
-            raise ValueError(f"{_DURATION_HELP}; got {_show(value)}{hint}")
+            raise ValueError(f"{DURATION_HELP}; got {show_value(value)}{hint}")
         seen.add(unit)
         total += float(match.group(1)) * _DURATION_UNITS[unit]
         position = match.end()
@@ -143,9 +149,9 @@ def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Perc
     no unit is bytes. With `allow_percent`, `"80%"` gives `Percent(0.8)` (a share of the
     limit). Anything else raises `ValueError` naming the value and what is allowed.
     """
-    help_text = _SIZE_HELP + (_PERCENT_HELP if allow_percent else "")
+    help_text = SIZE_HELP + (PERCENT_HELP if allow_percent else "")
     if isinstance(value, bool):
-        raise ValueError(f"{help_text}; got {_show(value)}")
+        raise ValueError(f"{help_text}; got {show_value(value)}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{help_text}; got {value!r} (must not be negative)")
@@ -155,12 +161,12 @@ def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Perc
             raise ValueError(f"{help_text}; got {value!r} (must be a whole number of bytes)")
         return int(value)
     if not isinstance(value, str):
-        raise ValueError(f"{help_text}; got {_show(value)} ({type(value).__name__})")
+        raise ValueError(f"{help_text}; got {show_value(value)} ({type(value).__name__})")
     percent = _PERCENT.fullmatch(value)
     if percent:
         if not allow_percent:
             raise ValueError(
-                f"{_SIZE_HELP}; got {_show(value)} (a percentage needs a memory limit and is "
+                f"{SIZE_HELP}; got {show_value(value)} (a percentage needs a memory limit and is "
                 "allowed only for memory thresholds)"
             )
         return Percent(float(percent.group(1)) / 100)
@@ -168,13 +174,13 @@ def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Perc
     unit = match.group(2).lower() if match else ""
     if match is None or unit not in _SIZE_MULTIPLIERS:
         hint = " (must not be negative)" if value.strip().startswith("-") else ""
-        raise ValueError(f"{help_text}; got {_show(value)}{hint}")
+        raise ValueError(f"{help_text}; got {show_value(value)}{hint}")
     number = float(match.group(1))
     multiplier = _SIZE_MULTIPLIERS[unit]
     if multiplier == 1 and not number.is_integer():
-        raise ValueError(f"{help_text}; got {_show(value)} (must be a whole number of bytes)")
+        raise ValueError(f"{help_text}; got {show_value(value)} (must be a whole number of bytes)")
     if not math.isfinite(number * multiplier):
-        raise ValueError(f"{help_text}; got {_show(value)} (too large)")
+        raise ValueError(f"{help_text}; got {show_value(value)} (too large)")
     return round(number * multiplier)
 
 
