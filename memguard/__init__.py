@@ -1,0 +1,40 @@
+"""memguard: keep long-running Python web processes under their memory limit.
+
+This module only re-exports the public names; each lives in the module of its concern.
+"""
+
+from memguard._manager import MemoryManager, manager
+from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
+from memguard.memory import MemorySample
+from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline
+from memguard.policy import MemoryPolicy, Policy, StorePolicy
+from memguard.rules import Cause, Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Rule
+from memguard.store import StoreHandle, StoreStats, handle, managed_store
+from memguard.touch import touches
+
+__all__ = [
+    "Cause",
+    "CleanupReport",
+    "Emergency",
+    "EvictionEvent",
+    "MaxAge",
+    "MaxBytes",
+    "MaxIdle",
+    "MaxJobs",
+    "MemguardError",
+    "MemoryManager",
+    "MemoryPolicy",
+    "MemorySample",
+    "Pipeline",
+    "Policy",
+    "PolicyError",
+    "Rule",
+    "StoreDefinitionError",
+    "StoreHandle",
+    "StorePolicy",
+    "StoreStats",
+    "handle",
+    "managed_store",
+    "manager",
+    "touches",
+]

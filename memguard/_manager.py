@@ -1,0 +1,211 @@
+"""`MemoryManager`: the registry of live stores, their policy, cleanups and listeners.
+
+`memguard.manager` is the process-wide default instance; stores declared without
+`manager=` register with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from memguard.errors import PolicyError
+from memguard.pipeline import CleanupReport, EvictionEvent
+from memguard.policy import Policy
+from memguard.rules import Budget, Pass
+from memguard.store import StoreHandle, _Backend, attach, handle
+
+logger = logging.getLogger("memguard")
+
+EvictionCallback = Callable[[EvictionEvent], object]
+
+
+class MemoryManager:
+    """Keeps every registered store within its policy and the process within its memory."""
+
+    def __init__(self, policy: Optional[Policy] = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 probe: Optional[Callable[[], Any]] = None) -> None:
+        self.clock = clock
+        self.probe = probe
+        self._policy = policy if policy is not None else Policy()
+        self._lock = threading.RLock()
+        self._handles: dict[str, list[StoreHandle]] = {}
+        self._plain: dict[int, StoreHandle] = {}
+        self._callbacks: tuple[EvictionCallback, ...] = ()
+        self.monitor: Any = None
+        _managers.add(self)
+
+    def __repr__(self) -> str:
+        return f"<MemoryManager stores={sorted(self._handles)} policy={self._policy.source}>"
+
+    # -- policy ------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def load_policy(self, path_or_policy: Union[str, Path, Policy]) -> Policy:
+        """Apply a policy to every live store at once, or (on any error) change nothing."""
+        from memguard.policy import load_policy
+
+        policy = (path_or_policy if isinstance(path_or_policy, Policy)
+                  else load_policy(path_or_policy))
+        self.apply_policy(policy)
+        return policy
+
+    def apply_policy(self, policy: Policy) -> None:
+        with self._lock:
+            handles = [h for group in self._handles.values() for h in group]
+            effective = []
+            for store in handles:  # validate everything before applying anything
+                try:
+                    effective.append(store.effective_policy(policy))
+                except (ValueError, TypeError) as error:
+                    if isinstance(error, PolicyError):
+                        raise
+                    raise PolicyError(str(error), source=policy.source,
+                                      key=f"stores.{store.name}") from None
+            for store, store_policy in zip(handles, effective):
+                store.apply_policy(policy, store_policy)
+            self._policy = policy
+        if self.monitor is not None:
+            self.monitor.policy_changed()
+
+    # -- the registry -----------------------------------------------------------------------------
+
+    def register(self, store_handle: StoreHandle, owner: Any) -> None:
+        """Track `store_handle` while `owner` (the store object) lives."""
+        with self._lock:
+            self._handles.setdefault(store_handle.name, []).append(store_handle)
+        try:
+            weakref.finalize(owner, self._unregister, store_handle)
+        except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
+            self._plain[id(owner)] = store_handle
+
+    def _unregister(self, store_handle: StoreHandle) -> None:
+        with self._lock:
+            group = self._handles.get(store_handle.name, [])
+            if store_handle in group:
+                group.remove(store_handle)
+            if not group:
+                self._handles.pop(store_handle.name, None)
+
+    @property
+    def stores(self) -> Mapping[str, tuple[StoreHandle, ...]]:
+        """Store name -> the live handles of that name (usually one)."""
+        with self._lock:
+            return {name: tuple(group) for name, group in sorted(self._handles.items())}
+
+    def handles(self) -> list[StoreHandle]:
+        with self._lock:
+            return [h for _, group in sorted(self._handles.items()) for h in group]
+
+    def setup_job_store_cleanup(self, store: MutableMapping[Any, Any], name: str,
+                                max_age: Union[float, str, None] = None,
+                                max_jobs: Optional[int] = None, **rules: Any) -> StoreHandle:
+        """Manage `store` under `name`: a managed store gets these rules added; a plain dict
+        is adopted (it cannot report its writes, so each pass reconciles its keys, O(n))."""
+        existing = getattr(store, "_memguard", None)
+        declared = {"max_age": max_age, "max_jobs": max_jobs, **rules}
+        if isinstance(existing, StoreHandle):
+            existing.declare(**declared)
+            return existing
+        if id(store) in self._plain:
+            found = self._plain[id(store)]
+            found.declare(**declared)
+            return found
+        declared = {k: v for k, v in declared.items() if v is not None}
+        backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
+                           keys=type(store).keys)
+        backend.needs_sync = True
+        try:
+            store_handle = StoreHandle(name, manager=self, declared=declared, backend=backend)
+        except (ValueError, TypeError) as error:
+            raise PolicyError(str(error), source="setup_job_store_cleanup", key=name) from None
+        try:
+            attach(store, store_handle)
+        except (AttributeError, TypeError):
+            pass  # plain dicts take no attributes; found through the registry instead
+        store_handle.adopt_existing()
+        self.register(store_handle, store)
+        return store_handle
+
+    def touch_job(self, store: Any, key: Any) -> None:
+        """Mark job `key` of `store` as just used."""
+        handle(store).touch(key)
+
+    # -- cleanups -------------------------------------------------------------------------------
+
+    def run_cleanup(self) -> CleanupReport:
+        """One periodic pass over every store, synchronously."""
+        start = self.clock()
+        events: list[EvictionEvent] = []
+        for store in self.handles():
+            events += store.run_pass(Pass(now=start, order=store.policy.order))
+        report = CleanupReport.from_events("periodic", events, started_at=start,
+                                           duration=self.clock() - start)
+        if report.evicted:
+            logger.info("memguard: %s", report.summary())
+        return report
+
+    def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
+        """Run every store's pipeline with an emergency budget of `amount` bytes.
+
+        Stores are visited largest first (by weighed bytes), so the budget is spent where
+        the memory is; within a store the emergency order applies.
+        """
+        budget = Budget(amount)
+        now = self.clock()
+        events: list[EvictionEvent] = []
+        stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
+        for store in stores:
+            events += store.run_pass(Pass(now=now, order=store.policy.order, budget=budget))
+        return events
+
+    def emergency_cleanup(self) -> CleanupReport:
+        """Evict until usage is down to the emergency target, then reclaim and re-sample."""
+        if self.monitor is not None:
+            report: CleanupReport = self.monitor.emergency(forced=True)
+            return report
+        from memguard.monitor import Monitor
+
+        return Monitor(self).emergency(forced=True)
+
+    # -- listeners --------------------------------------------------------------------------------
+
+    def on_evict(self, callback: EvictionCallback) -> EvictionCallback:
+        """Call `callback(event)` after each eviction, outside store locks. Usable as decorator."""
+        with self._lock:
+            self._callbacks += (callback,)
+        return callback
+
+    def remove_evict_callback(self, callback: EvictionCallback) -> None:
+        with self._lock:
+            self._callbacks = tuple(c for c in self._callbacks if c is not callback)
+
+    def notify_evictions(self, events: list[EvictionEvent]) -> None:
+        for callback in self._callbacks:
+            for event in events:
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("memguard: on_evict callback %r failed", callback)
+
+
+def find_plain_handle(store: Any) -> Optional[StoreHandle]:
+    """The handle a manager gave a plain dict in `setup_job_store_cleanup`, if any."""
+    for candidate in list(_managers):
+        found = candidate._plain.get(id(store))
+        if found is not None:
+            return found
+    return None
+
+
+_managers: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
+manager = MemoryManager()

@@ -1,0 +1,169 @@
+"""Eviction rules: one small callable per strategy, composed with `|`.
+
+A rule is called as `rule(index, ctx)` with the store's `JobIndex` and the running `Pass`, and
+yields `(key, cause)` pairs to evict. The pipeline evicts each pair before asking for the next,
+so a rule can stop as soon as its bound is met and touches only what it evicts. Any callable
+with that signature can stand in for a rule.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
+
+import attrs
+
+from memguard._units import parse_duration, parse_size
+from memguard.tracking import JobIndex, Key
+
+if TYPE_CHECKING:
+    from memguard.pipeline import Pipeline
+
+
+class Cause(str, enum.Enum):
+    """Why a job was evicted."""
+
+    AGE = "age"
+    IDLE = "idle"
+    COUNT = "count"
+    BYTES = "bytes"
+    EMERGENCY = "emergency"
+    EXPLICIT = "explicit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.define
+class Budget:
+    """Bytes an emergency still has to free; shared by every store of one cleanup."""
+
+    remaining: int
+
+
+@attrs.define
+class Pass:
+    """What one run of the pipeline knows: the time, the store's order, an emergency budget."""
+
+    now: float
+    order: str = "lru"
+    budget: Optional[Budget] = None
+
+
+Eviction = tuple[Key, Cause]
+
+
+class Rule(Protocol):
+    """The rule protocol: yield `(key, cause)` pairs to evict, in order."""
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterable[Eviction]: ...
+
+
+class _Composable:
+    """`a | b` builds a pipeline running `a` then `b` (tenacity's `stop_a | stop_b`)."""
+
+    def __or__(self, other: Any) -> Pipeline:
+        from memguard.pipeline import Pipeline
+
+        return Pipeline((self,)) | other
+
+    def __ror__(self, other: Any) -> Pipeline:
+        from memguard.pipeline import Pipeline
+
+        return Pipeline((other,)) | self
+
+
+def _positive_seconds(value: Union[float, str]) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration; got {value!r}")
+    return seconds
+
+
+def _positive_bytes(value: Union[int, str]) -> int:
+    size = parse_size(value)
+    if not isinstance(size, int) or size <= 0:
+        raise ValueError(f"expected a positive size such as 512MB; got {value!r}")
+    return size
+
+
+def _positive_count(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a positive whole number of jobs; got {value!r}")
+    return value
+
+
+@attrs.frozen
+class MaxAge(_Composable):
+    """Evict jobs created more than `seconds` ago (absolute expiry), oldest first."""
+
+    seconds: float = attrs.field(converter=_positive_seconds)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for key in index.created_before(ctx.now - self.seconds):
+            yield key, Cause.AGE
+
+
+@attrs.frozen
+class MaxIdle(_Composable):
+    """Evict jobs not touched for `seconds` (sliding expiry, dated to the pass)."""
+
+    seconds: float = attrs.field(converter=_positive_seconds)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for key in index.idle_before(ctx.now - self.seconds):
+            yield key, Cause.IDLE
+
+
+@attrs.frozen
+class MaxJobs(_Composable):
+    """Keep at most `count` jobs, evicting in the store's order (active jobs stay)."""
+
+    count: int = attrs.field(converter=_positive_count)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        if len(index) <= self.count:
+            return
+        for key in index.candidates(ctx.order):
+            yield key, Cause.COUNT
+            if len(index) <= self.count:
+                return
+
+
+@attrs.frozen
+class MaxBytes(_Composable):
+    """Keep the weighed jobs under `size` bytes, evicting in the store's order."""
+
+    size: int = attrs.field(converter=_positive_bytes)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        if index.total_bytes <= self.size:
+            return
+        for key in index.candidates(ctx.order):
+            yield key, Cause.BYTES
+            if index.total_bytes <= self.size:
+                return
+
+
+@attrs.frozen
+class Emergency(_Composable):
+    """Under memory pressure, evict in `order` until the pass's budget is spent.
+
+    Outside an emergency (no budget) it does nothing, so it can sit in every pipeline.
+    """
+
+    order: Optional[str] = None
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        budget = ctx.budget
+        if budget is None or budget.remaining <= 0:
+            return
+        for key in index.candidates(self.order or ctx.order):
+            yield key, Cause.EMERGENCY
+            if budget.remaining <= 0:
+                return
+
+
+#: TOML `[pipeline] rules` names, in the order a pass runs them.
+RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")

@@ -1,0 +1,86 @@
+"""Fakes for users' own tests: a clock you advance, a probe you set, captured evictions."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Optional, Union
+
+from memguard._units import parse_size
+from memguard.pipeline import EvictionEvent
+
+if TYPE_CHECKING:
+    from memguard._manager import MemoryManager
+    from memguard.memory import MemorySample
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told: `clock()` reads, `advance(s)` moves."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = float(start)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError(f"a monotonic clock cannot go back; got advance({seconds})")
+        with self._lock:
+            self.now += seconds
+            return self.now
+
+    def __repr__(self) -> str:
+        return f"FakeClock({self.now:g})"
+
+
+def _bytes(value: Union[int, str]) -> int:
+    size = parse_size(value)
+    if not isinstance(size, int):
+        raise ValueError(f"expected a size in bytes or like '450MB'; got {value!r}")
+    return size
+
+
+class FakeProbe:
+    """A memory probe reporting what the test sets: `probe.set("450MB")`."""
+
+    def __init__(self, usage: Union[int, str], limit: Union[int, str, None] = None, *,
+                 heap: Union[int, str, None] = None, scope: str = "process") -> None:
+        self.usage = _bytes(usage)
+        self.limit = None if limit is None else _bytes(limit)
+        self.heap = None if heap is None else _bytes(heap)
+        self.scope = scope
+        self.calls = 0
+
+    def set(self, usage: Union[int, str], *, heap: Union[int, str, None] = None) -> None:
+        self.usage = _bytes(usage)
+        if heap is not None:
+            self.heap = _bytes(heap)
+
+    def __call__(self) -> MemorySample:
+        from memguard.memory import MemorySample
+
+        self.calls += 1
+        return MemorySample(usage=self.usage, rss=self.usage, swap=0, heap=self.heap,
+                            limit=self.limit, scope=self.scope)
+
+
+@contextlib.contextmanager
+def capture_evictions(manager: Optional[MemoryManager] = None) -> Iterator[list[EvictionEvent]]:
+    """Collect the `EvictionEvent`s of `manager` (default: memguard.manager) in a list."""
+    if manager is None:
+        from memguard._manager import manager as default
+
+        manager = default
+    events: list[EvictionEvent] = []
+    collect = events.append
+    manager.on_evict(collect)
+    try:
+        yield events
+    finally:
+        manager.remove_evict_callback(collect)
+
+
+__all__ = ["FakeClock", "FakeProbe", "capture_evictions"]
