@@ -170,12 +170,42 @@ class MemoryManager:
 
     def emergency_cleanup(self) -> CleanupReport:
         """Evict until usage is down to the emergency target, then reclaim and re-sample."""
-        if self.monitor is not None:
-            report: CleanupReport = self.monitor.emergency(forced=True)
-            return report
-        from memguard.monitor import Monitor
+        report: CleanupReport = self._monitor().emergency(forced=True)
+        return report
 
-        return Monitor(self).emergency(forced=True)
+    # -- monitoring (the thread lives in memguard.monitor) -------------------------------------
+
+    def _monitor(self) -> Any:
+        if self.monitor is None:
+            from memguard.monitor import Monitor
+
+            self.monitor = Monitor(self)
+        return self.monitor
+
+    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Any:
+        """Start the background monitor (every `interval`, default the policy's check_interval)."""
+        monitor = self._monitor()
+        if interval is not None:
+            monitor.set_interval(interval)
+        monitor.start()
+        return monitor
+
+    def start(self) -> None:
+        """Start monitoring with the policy's settings (idempotent)."""
+        self.setup_memory_monitoring()
+
+    def stop(self) -> None:
+        """Stop the monitor thread, if any, and wait for it."""
+        if self.monitor is not None:
+            self.monitor.stop()
+
+    def get_memory_stats(self) -> Any:
+        """A fresh `MemoryStats`: sample, level, thresholds, stores, recent cleanups."""
+        return self._monitor().stats()
+
+    def is_memory_high(self, threshold_mb: Optional[float] = None) -> bool:
+        """True at warning level or above, or above `threshold_mb` MiB when given."""
+        return bool(self._monitor().is_high(threshold_mb))
 
     # -- listeners --------------------------------------------------------------------------------
 
