@@ -68,7 +68,9 @@ _PROC_SELF_CGROUP: Final = "/proc/self/cgroup"
 _UNLIMITED_FLOOR: Final = 1 << 62
 
 # Reading the heap figure may cost milliseconds on a fragmented glibc heap (mallinfo2 walks every
-# free chunk). Probes refresh it at most as often as keeps that cost under this share of time.
+# free chunk). Once a read costs more than _HEAP_SLOW, probes refresh it at most as often as
+# keeps that cost under _HEAP_DUTY of the time; cheaper reads are always fresh.
+_HEAP_SLOW: Final = 0.001
 _HEAP_DUTY: Final = 0.001
 
 
@@ -343,10 +345,12 @@ def heap_bytes() -> Optional[int]:
 
 
 class _HeapGauge:
-    """`heap_bytes()` at a bounded cost: after a read that took t seconds, the next fresh read
-    waits t / _HEAP_DUTY seconds (the previous figure is reported meanwhile), so heap reading
-    never takes more than 0.1% of the time. On a normal heap t is microseconds and every sample
-    is fresh; on a fragmented one a 25 ms read is refreshed at most every 25 s.
+    """`heap_bytes()` at a bounded cost.
+
+    A read that takes under a millisecond (the normal case: microseconds) leaves every sample
+    fresh. After a slower one (t seconds, a heavily fragmented heap), the next fresh read waits
+    t / 0.1% (a 25 ms read is refreshed at most every 25 s) and samples meanwhile repeat the
+    last figure, so reading the heap never takes more than 0.1% of the time.
     """
 
     __slots__ = ("_last", "_next")
@@ -360,9 +364,9 @@ class _HeapGauge:
         if start < self._next:
             return self._last
         value = heap_bytes()
-        end = time.perf_counter()
+        cost = time.perf_counter() - start
         self._last = value
-        self._next = end + (end - start) / _HEAP_DUTY
+        self._next = start + cost / _HEAP_DUTY if cost > _HEAP_SLOW else 0.0
         return value
 
 
