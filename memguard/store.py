@@ -367,6 +367,12 @@ def managed_store(
     def decorate(cls: C) -> C:
         if not isinstance(cls, type):
             raise StoreDefinitionError(f"@managed_store decorates classes, not {cls!r}")
+        for key, value in declared.items():  # one at a time, so the error names the option
+            try:
+                StorePolicy(**{key: value})
+            except (ValueError, TypeError) as error:
+                raise StoreDefinitionError(
+                    f"@managed_store on {cls.__qualname__}: {key}={value!r}: {error}") from None
         try:
             StorePolicy(**declared)
         except (ValueError, TypeError) as error:
@@ -491,10 +497,9 @@ def _managed_dict_class(cls: type, spec: Optional[_Spec]) -> type:
     def update(self: Any, *args: Any, **kwargs: Any) -> None:
         if len(args) > 1:
             raise TypeError(f"update expected at most 1 argument, got {len(args)}")
-        items: Any = args[0] if args else ()
-        if hasattr(items, "keys"):
-            items = ((key, items[key]) for key in items.keys())
-        for key, value in items:
+        source: Any = args[0] if args else ()
+        pairs = ((key, source[key]) for key in source.keys()) if hasattr(source, "keys") else source
+        for key, value in pairs:
             self[key] = value
         for key, value in kwargs.items():
             self[key] = value
