@@ -717,24 +717,15 @@ class Policy:
         Precedence, lowest first: built-in, `[defaults]`, `declared` (a None value counts as
         not given), `[stores.NAME]`, environment. Raises ValueError naming a bad option.
         """
-        values: dict[str, Any] = {}
-        for options, _origin in self._layers(name, declared):
-            values.update(options)
-        return StorePolicy(**self._capped(values))
+        values, _origins = self._merged(name, declared)
+        return StorePolicy(**values)
 
     def explain(
         self, name: str, declared: Optional[Mapping[str, Any]] = None
     ) -> dict[str, tuple[Any, str]]:
         """Each StorePolicy field of store `name` -> (effective value, where it came from)."""
-        effective = self.store_policy(name, declared)
-        origins = dict.fromkeys(STORE_FIELDS, BUILT_IN)
-        values: dict[str, Any] = {}
-        for options, origin in self._layers(name, declared):
-            values.update(options)
-            for key in options:
-                origins[key] = origin(key)
-        if self._capped(values) is not values:
-            origins["max_idle"] = f"{self._origin('overrides', 'max_age')} (caps max_idle)"
+        values, origins = self._merged(name, declared)
+        effective = StorePolicy(**values)
         return {key: (getattr(effective, key), origins[key]) for key in STORE_FIELDS}
 
     def explain_memory(self) -> dict[str, tuple[Any, str]]:
@@ -762,20 +753,28 @@ class Policy:
             (self.overrides, lambda key: self._origin("overrides", key)),
         ]
 
-    def _capped(self, values: dict[str, Any]) -> dict[str, Any]:
-        """`values`, with max_idle capped when the environment's max_age is shorter.
+    def _merged(
+        self, name: str, declared: Optional[Mapping[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The options of store `name` after precedence, and where each came from.
 
-        The operator's retention knob applies to every store and must not make any store's
-        policy invalid; idle expiry never extends past age expiry anyway.
+        A max_age set at a higher level than max_idle caps max_idle: a store's shorter
+        lifetime (or the operator's retention knob) must not make an inherited idle limit
+        invalid, and idle expiry never extends past age expiry anyway. Both set at one level
+        and out of order stays an error.
         """
-        age = self.overrides.get("max_age")
-        idle = values.get("max_idle")
-        if age is None or idle is None:
-            return values
-        idle_seconds = _to_max_idle(idle)
-        if idle_seconds is not None and idle_seconds > age:
-            return {**values, "max_idle": age}
-        return values
+        values: dict[str, Any] = {}
+        origins = dict.fromkeys(STORE_FIELDS, BUILT_IN)
+        levels: dict[str, int] = {}
+        for level, (options, origin) in enumerate(self._layers(name, declared)):
+            for key, value in options.items():
+                values[key], origins[key], levels[key] = value, origin(key), level
+        if "max_idle" in levels and levels.get("max_age", -1) > levels["max_idle"]:
+            idle, age = _to_max_idle(values["max_idle"]), _to_max_age(values["max_age"])
+            if idle is not None and age is not None and idle > age:
+                values["max_idle"] = age
+                origins["max_idle"] = f"{origins['max_age']} (max_age caps max_idle)"
+        return values, origins
 
 
 # --------------------------------------------------------------------------------------------
@@ -1116,13 +1115,15 @@ class _Loader:
     def check_idle(
         self, section: _KeyPath, defaults: Mapping[str, Any], options: Mapping[str, Any]
     ) -> None:
-        """Blames the most specific key that sets max_idle or max_age, when idle > age."""
+        """max_idle above max_age is an error when max_idle is set at the same or a higher
+        level (a higher-level max_age caps it instead: see `Policy._merged`)."""
         age = options.get("max_age", defaults.get("max_age"))
         idle = options.get("max_idle", defaults.get("max_idle"))
         if age is None or idle is None or idle <= age:
             return
-        key = next((k for k in ("max_idle", "max_age") if k in options), None)
-        path = (*section, key) if key else ("defaults", "max_idle")
+        if "max_age" in options and "max_idle" not in options:
+            return
+        path = (*section, "max_idle") if "max_idle" in options else ("defaults", "max_idle")
         raise self.error(
             path,
             f"got {show_value(self.raw[path])}; max_idle ({format_duration(idle)}) must not "
