@@ -531,3 +531,15 @@ def test_detailed_usage() -> None:
     assert all(isinstance(v, int) for v in details.values())
     with pytest.raises(ProcessLookupError):
         detailed_usage(2**22 + 12345)
+
+
+def test_heap_gauge_stays_fresh_when_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fast_heap() -> int:
+        calls.append(1)
+        return len(calls)
+
+    monkeypatch.setattr(memory, "heap_bytes", fast_heap)
+    probe = ProcessProbe()
+    assert [probe().heap for _ in range(3)] == [1, 2, 3]
