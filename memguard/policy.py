@@ -687,9 +687,7 @@ class Policy:
     rules: tuple[str, ...] = attrs.field(default=RULE_NAMES, converter=_to_rules)
     source: str = "<built-in>"
     overrides: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_overrides)
-    provenance: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_to_provenance, repr=False
-    )
+    provenance: Mapping[str, str] = attrs.field(factory=dict, converter=_to_provenance, repr=False)
 
     @classmethod
     def from_toml(
@@ -1030,9 +1028,7 @@ class _Loader:
 
     def table(self, path: _KeyPath, value: object) -> Mapping[str, Any]:
         if not isinstance(value, Mapping):
-            raise self.error(
-                path, f"expected a table [{_dotted(path)}]; got {show_value(value)}"
-            )
+            raise self.error(path, f"expected a table [{_dotted(path)}]; got {show_value(value)}")
         return value
 
     def store(self, name: str, value: object) -> dict[str, Any]:
