@@ -1,0 +1,79 @@
+"""Flask adapter: ``init_app(app)`` registers the memguard endpoints as a Blueprint.
+
+    from flask import Flask
+    from memguard.integrations.flask import init_app
+
+    app = Flask(__name__)
+    init_app(app, prefix="/ops")   # GET /ops/health, /ops/memory, /ops/metrics ...
+
+The routes answer every method so that a wrong one gets memguard's JSON 405 (with ``Allow``)
+rather than Flask's HTML page; paths that are not memguard's stay the app's own (its 404).
+The monitor is started here (idempotent, so once per process); under gunicorn each worker
+imports the app after the fork, or the `memguard.integrations.gunicorn` hooks start it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional
+
+from flask import Blueprint, Flask, request
+from flask import Response as FlaskResponse
+
+from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, _error, _guarded
+
+if TYPE_CHECKING:
+    from memguard._manager import MemoryManager
+
+__all__ = ["EXTENSION_KEY", "init_app"]
+
+EXTENSION_KEY: Final = "memguard"
+"""``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.Endpoints` serving the app."""
+
+ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def init_app(app: Flask, manager: Optional[MemoryManager] = None, *, prefix: str = "",
+             token: Optional[str] = None, start: bool = True) -> Blueprint:
+    """Serve the memguard endpoints from `app` under `prefix` and start the monitor.
+
+    `token` (default: ``MEMGUARD_TOKEN``) enables ``POST /memory/cleanup``; `start=False`
+    leaves the monitor to you (for example to the gunicorn hooks). Returns the registered
+    Blueprint, named ``memguard``.
+    """
+    endpoints = Endpoints(manager, token=token)
+    blueprint = Blueprint("memguard", __name__, url_prefix=prefix.rstrip("/") or None)
+    for route in ROUTES:
+        name = route.strip("/").replace("/", "_")
+        blueprint.add_url_rule(route, endpoint=name, view_func=_view(endpoints, route),
+                               methods=list(ALL_METHODS), provide_automatic_options=False)
+    app.register_blueprint(blueprint)
+    app.extensions[EXTENSION_KEY] = endpoints
+    if start:
+        endpoints.manager.start()
+    return blueprint
+
+
+def _view(endpoints: Endpoints, route: str) -> Callable[[], FlaskResponse]:
+    def view() -> FlaskResponse:
+        body = b""
+        if request.method == "POST" and "POST" in ROUTES[route]:
+            if (request.content_length or 0) > MAX_BODY_BYTES:
+                return _to_flask(_error(413, f"request body over {MAX_BODY_BYTES} bytes"))
+            body = request.get_data(cache=False)
+        answer = endpoints.dispatch_route(
+            route, request.method, authorization=request.headers.get("Authorization"),
+            body=body, content_type=request.content_type,
+            accept=request.headers.get("Accept"))
+        return _to_flask(answer if isinstance(answer, Response) else _guarded(answer))
+
+    view.__name__ = f"memguard_{route.strip('/').replace('/', '_')}"
+    return view
+
+
+def _to_flask(response: Response) -> FlaskResponse:
+    headers: list[tuple[str, Any]] = [(k, v) for k, v in response.headers
+                                      if k.lower() != "content-length"]
+    result = FlaskResponse(response.body, status=response.status, headers=headers)
+    if response.body == b"" and (length := response.header("content-length")):
+        result.headers["Content-Length"] = length  # HEAD: the GET body's length
+    return result

@@ -1,0 +1,94 @@
+"""gunicorn server hooks: start the monitor in each worker, stop it on exit, recycle at critical.
+
+In ``gunicorn.conf.py``::
+
+    from memguard.integrations.gunicorn import post_fork, worker_exit
+
+gunicorn picks the hooks up by name. ``post_fork`` runs in each worker right after the fork
+and starts the monitor there (a monitor thread never survives a fork, and the arbiter itself
+holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager other than the
+default, build the hooks with `GunicornHooks`::
+
+    hooks = GunicornHooks(my_manager)
+    post_fork, worker_exit = hooks.post_fork, hooks.worker_exit
+
+Graceful recycle (opt-in: ``recycle = true`` under ``[memory]`` in the policy): when the
+monitor reaches critical it calls its ``on_recycle`` hook, which these hooks set to
+`GunicornHooks.recycle`: mark the worker not alive (the sync and gthread workers finish the
+request in flight, leave their loop and exit) and send the worker itself SIGTERM, which
+gunicorn workers (uvicorn's included) treat as "graceful shutdown" and which wakes a worker
+waiting in ``select``. The arbiter then forks a fresh worker. Nothing is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from memguard._manager import MemoryManager
+
+__all__ = ["GunicornHooks", "post_fork", "worker_exit"]
+
+logger = logging.getLogger("memguard")
+
+
+class GunicornHooks:
+    """The gunicorn server hooks for one manager (default: ``memguard.manager``).
+
+    `nudge=False` only marks the worker not alive on recycle, without the SIGTERM; a sync
+    worker then notices at its next loop (within its timeout), an ASGI worker may not at all.
+    """
+
+    def __init__(self, manager: Optional[MemoryManager] = None, *, nudge: bool = True) -> None:
+        self._manager = manager
+        self.nudge = nudge
+        self._recycling = threading.Event()
+
+    @property
+    def manager(self) -> MemoryManager:
+        if self._manager is None:
+            from memguard._manager import manager
+
+            return manager
+        return self._manager
+
+    def post_fork(self, server: Any, worker: Any) -> None:
+        """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook."""
+        monitor = self.manager.setup_memory_monitoring()
+        self._recycling.clear()
+        if monitor is not None:
+            monitor.on_recycle = lambda: self.recycle(worker)
+        logger.debug("memguard: monitor started in gunicorn worker %s", os.getpid())
+
+    def worker_exit(self, server: Any, worker: Any) -> None:
+        """gunicorn ``worker_exit``: stop the monitor thread before the worker exits."""
+        self.manager.stop()
+
+    def recycle(self, worker: Any) -> None:
+        """Ask gunicorn to replace `worker` gracefully, once: it finishes in-flight requests,
+        exits, and the arbiter forks a replacement."""
+        if self._recycling.is_set():
+            return
+        self._recycling.set()
+        logger.critical("memguard: memory critical; asking gunicorn to recycle worker %s "
+                        "gracefully", os.getpid())
+        worker.alive = False
+        if self.nudge:
+            os.kill(os.getpid(), signal.SIGTERM)  # gunicorn workers: graceful shutdown
+
+
+_default = GunicornHooks()
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """gunicorn ``post_fork`` hook for ``memguard.manager`` (see `GunicornHooks.post_fork`)."""
+    _default.post_fork(server, worker)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """gunicorn ``worker_exit`` hook for ``memguard.manager``."""
+    _default.worker_exit(server, worker)
