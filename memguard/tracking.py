@@ -198,25 +198,32 @@ class JobIndex:
             yield key
 
     def _least_recent(self, *, until: Optional[Epoch]) -> Iterator[Key]:
-        lru = self.lru
-        skipped = 0
-        while lru and skipped <= len(self.created):
-            key = next(iter(lru))
-            if isinstance(key, Epoch):
-                self._drop_epoch(key)
-                if key is until:
-                    return
-                continue
-            job = self._job_or_forget(key)
-            if job is _ABSENT:
-                continue
-            if self.is_active(key, job):
-                lru.move_to_end(key)
-                skipped += 1
-                continue
-            yield key
-            if key in self.created:  # the consumer kept it: stop here
+        # Active jobs keep their place; `kept` counts the entries left in front of the scan.
+        # Chunks are copied with one C call (atomic under the GIL), so lock-free readers
+        # moving keys to the end cannot break the iteration.
+        kept = 0
+        while True:
+            chunk = list(islice(self.lru, kept, kept + _CHUNK))
+            if not chunk:
                 return
+            for key in chunk:
+                if isinstance(key, Epoch):
+                    if kept == 0:  # no job before it left to date
+                        self._drop_epoch(key)
+                    else:
+                        kept += 1
+                    if key is until:
+                        return
+                    continue
+                job = self._job_or_forget(key)
+                if job is _ABSENT:
+                    continue
+                if self.is_active(key, job):
+                    kept += 1
+                    continue
+                yield key
+                if key in self.created:  # the consumer kept it: stop here
+                    return
 
     def _oldest(self) -> Iterator[Key]:
         skipped = 0

@@ -1,0 +1,210 @@
+"""@touches: each binding case touches the right job in the right store."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Optional
+
+import pytest
+
+from memguard import MemoryManager, StoreDefinitionError, handle, managed_store, touches
+
+
+def done() -> dict[str, Any]:
+    return {"status": "done", "result": "r"}
+
+
+@pytest.fixture
+def iac_class(manager: MemoryManager) -> Any:
+    @managed_store(name="iac", mapping="jobs", manager=manager)
+    class IacJobStore:
+        def __init__(self) -> None:
+            self.jobs: dict[str, Any] = {}
+
+        @touches
+        def get_job(self, job_id: str) -> Optional[dict[str, Any]]:
+            return self.jobs.get(job_id)
+
+        @touches(key="job_id")
+        def status(self, *, job_id: str) -> Any:
+            job = self.jobs.get(job_id)
+            return job and job["status"]
+
+        @touches(key="job_id")
+        def describe(self, prefix: str, job_id: str) -> str:
+            return f"{prefix}{job_id}"
+
+        @touches(key=lambda job: job["id"])
+        def newest(self) -> Optional[dict[str, Any]]:
+            return dict.get(self.jobs, max(self.jobs), None) if self.jobs else None
+
+        @touches
+        async def poll(self, job_id: str) -> Any:
+            await asyncio.sleep(0)
+            return self.jobs.get(job_id)
+
+        @touches(key="job_id")
+        async def poll_keyword(self, *, job_id: str) -> Any:
+            return self.jobs.get(job_id)
+
+    return IacJobStore
+
+
+@pytest.fixture
+def iac(iac_class: Any) -> Any:
+    store = iac_class()
+    for key in ("a", "b", "c"):
+        store.jobs[key] = {**done(), "id": key}
+    return store
+
+
+def recency(store: Any) -> list[Any]:
+    return list(handle(store).recency())
+
+
+def test_method_first_argument(iac: Any) -> None:
+    iac.get_job("a")
+    assert recency(iac)[-1] == "a"
+
+
+def test_method_keyword_only_key(iac: Any) -> None:
+    iac.status(job_id="a")
+    assert recency(iac)[-1] == "a"
+
+
+def test_named_key_given_positionally_or_by_keyword(iac: Any) -> None:
+    assert iac.describe("job:", "a") == "job:a"
+    assert recency(iac)[-1] == "a"
+    iac.describe(prefix="x", job_id="b")
+    assert recency(iac)[-1] == "b"
+
+
+def test_key_from_result(iac: Any) -> None:
+    iac.jobs.pop("c")
+    iac.jobs["c"] = {**done(), "id": "c"}
+    iac.get_job("a")
+    assert iac.newest()["id"] == "c"
+    assert recency(iac)[-1] == "c"
+
+
+def test_async_methods_stay_coroutine_functions(iac: Any) -> None:
+    assert inspect.iscoroutinefunction(iac.poll)
+    asyncio.run(iac.poll("a"))
+    assert recency(iac)[-1] == "a"
+    asyncio.run(iac.poll_keyword(job_id="b"))
+    assert recency(iac)[-1] == "b"
+
+
+def test_unknown_job_id_is_not_an_error(iac: Any) -> None:
+    before = recency(iac)
+    assert iac.get_job("nope") is None
+    assert recency(iac) == before
+
+
+def test_exception_means_no_touch(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        def explode(self, job_id: str) -> None:
+            raise LookupError(job_id)
+
+    store = Jobs(a=done(), b=done())
+    with pytest.raises(LookupError):
+        store.explode("a")
+    assert recency(store) == ["a", "b"]
+
+
+def test_dict_store_methods(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        def result(self, job_id: str) -> Any:
+            return dict.get(self, job_id, {}).get("result")
+
+    store = Jobs(a=done(), b=done())
+    assert store.result("a") == "r"
+    assert recency(store) == ["b", "a"]
+
+
+def test_module_function_names_its_store(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs(a=done(), b=done())
+
+    @touches(store=store)
+    def read(job_id: str) -> Any:
+        return dict.get(store, job_id)
+
+    @touches(store=lambda: handle(store), key="job_id")
+    async def read_async(*, job_id: str) -> Any:
+        return dict.get(store, job_id)
+
+    read("a")
+    assert recency(store) == ["b", "a"]
+    asyncio.run(read_async(job_id="b"))
+    assert recency(store) == ["a", "b"]
+
+
+def test_classmethod_and_staticmethod(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs(a=done(), b=done(), c=done())
+
+    class Service:
+        @touches(store=store)
+        @classmethod
+        def lookup(cls, job_id: str) -> Any:
+            assert cls is Service
+            return dict.get(store, job_id)
+
+        @touches(store=store)
+        @staticmethod
+        def peek(job_id: str) -> Any:
+            return dict.get(store, job_id)
+
+    Service.lookup("a")
+    assert recency(store)[-1] == "a"
+    Service().peek("b")
+    assert recency(store)[-1] == "b"
+    Service.peek("c")
+    assert recency(store)[-1] == "c"
+
+
+def test_plain_dict_store_by_handle(manager: MemoryManager) -> None:
+    jobs = {"a": done(), "b": done()}
+    manager.setup_job_store_cleanup(jobs, "plain")
+
+    @touches(store=jobs)
+    def read(job_id: str) -> Any:
+        return jobs.get(job_id)
+
+    read("a")
+    assert handle(jobs).recency() == ["b", "a"]
+
+
+def test_bad_key_fails_at_decoration_time() -> None:
+    with pytest.raises(StoreDefinitionError, match=r"fetch.*'job'.*job_id"):
+        @touches(key="job")
+        def fetch(job_id: str) -> None: ...
+
+    with pytest.raises(StoreDefinitionError, match="key must be"):
+        touches(key=42)(lambda job_id: None)  # type: ignore[arg-type]
+
+
+def test_method_on_an_unmanaged_class_says_what_to_do() -> None:
+    class Plain:
+        @touches
+        def get(self, job_id: str) -> None: ...
+
+    with pytest.raises(StoreDefinitionError, match="store="):
+        Plain().get("a")
+
+
+def test_wrapped_function_keeps_its_metadata(iac_class: Any) -> None:
+    assert iac_class.get_job.__name__ == "get_job"
+    assert list(inspect.signature(iac_class.get_job).parameters) == ["self", "job_id"]
