@@ -10,6 +10,7 @@ Sizes follow Heroku's quotas and DESIGN section 5: `KB`, `MB`, `GB`, `TB` (and `
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Union
@@ -64,9 +65,10 @@ PERCENT_HELP = ' or a percentage of the limit such as "80%"'
 
 
 def show_value(value: object) -> str:
-    """The bad value as it appears in an error message: strings quoted, others as repr."""
+    """The bad value as an error message shows it: strings quoted and escaped onto one line
+    (as TOML and JSON write them), others as repr."""
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)  # quoted, escapes on one line
     return repr(value)
 
 
