@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -128,10 +129,8 @@ class MemoryManager:
             store_handle = StoreHandle(name, manager=self, declared=declared, backend=backend)
         except (ValueError, TypeError) as error:
             raise PolicyError(str(error), source="setup_job_store_cleanup", key=name) from None
-        try:
-            attach(store, store_handle)
-        except (AttributeError, TypeError):
-            pass  # plain dicts take no attributes; found through the registry instead
+        with contextlib.suppress(AttributeError, TypeError):
+            attach(store, store_handle)  # plain dicts take no attributes: found by registry
         store_handle.adopt_existing()
         self.register(store_handle, store)
         return store_handle

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Any, Optional
 import attrs
 
 from memguard._units import format_size
-from memguard.rules import Cause, Emergency, Eviction, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pass, Rule
+from memguard.rules import (
+    Cause,
+    Emergency,
+    Eviction,
+    MaxAge,
+    MaxBytes,
+    MaxIdle,
+    MaxJobs,
+    Pass,
+    Rule,
+)
 from memguard.tracking import JobIndex
 
 if TYPE_CHECKING:
@@ -101,7 +111,8 @@ class CleanupReport:
     note: str = ""
 
     @classmethod
-    def from_events(cls, kind: str, events: Iterable[EvictionEvent], **fields: Any) -> CleanupReport:
+    def from_events(cls, kind: str, events: Iterable[EvictionEvent],
+                    **fields: Any) -> CleanupReport:
         by_store: dict[str, Counter[str]] = {}
         freed = 0
         for event in events:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional, Protocol, Union
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, cast
 
 import attrs
 
@@ -66,12 +66,12 @@ class _Composable:
     def __or__(self, other: Any) -> Pipeline:
         from memguard.pipeline import Pipeline
 
-        return Pipeline((self,)) | other
+        return Pipeline((cast(Rule, self),)).__or__(other)
 
     def __ror__(self, other: Any) -> Pipeline:
         from memguard.pipeline import Pipeline
 
-        return Pipeline((other,)) | self
+        return Pipeline((other,)).__or__(self)
 
 
 def _positive_seconds(value: Union[float, str]) -> float:

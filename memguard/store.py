@@ -13,8 +13,8 @@ import re
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Hashable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, overload
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast, overload
 
 import attrs
 
@@ -82,7 +82,7 @@ class _Backend:
         if store is not None:
             self._delete(store, key)
 
-    def keys(self) -> list[Key]:
+    def list_keys(self) -> list[Key]:
         store = self._ref()
         return [] if store is None else list(self._keys(store))
 
@@ -270,7 +270,7 @@ class StoreHandle:
         """Index keys written without going through the managed methods (`dict.__init__`)."""
         with self.lock:
             now = self.manager.clock()
-            for key in self._backend.keys():
+            for key in self._backend.list_keys():
                 if key not in self.index:
                     self.index.add(key, self._backend.get(key), now)
 
@@ -287,7 +287,7 @@ class StoreHandle:
         """Plain dicts cannot tell us about writes: reconcile keys (O(n), plain dicts only)."""
         if not self._backend.needs_sync:
             return
-        present = self._backend.keys()
+        present = self._backend.list_keys()
         now = self.manager.clock()
         for key in set(self.index.created).difference(present):
             self.index.remove(key)
@@ -332,9 +332,23 @@ class _Spec:
 
 
 @overload
-def managed_store(maybe_cls: C, **options: Any) -> C: ...
+def managed_store(maybe_cls: C) -> C: ...
 @overload
-def managed_store(maybe_cls: None = None, **options: Any) -> Callable[[C], C]: ...
+def managed_store(
+    maybe_cls: None = None,
+    *,
+    name: Optional[str] = None,
+    mapping: Optional[str] = None,
+    max_age: Union[float, str, None] = None,
+    max_idle: Union[float, str, None] = None,
+    max_jobs: Optional[int] = None,
+    max_bytes: Union[int, str, None] = None,
+    active: Optional[Callable[[Any], bool]] = None,
+    release: tuple[str, ...] = ("result",),
+    size: Optional[Callable[[Any], int]] = None,
+    order: str = "lru",
+    manager: Optional[MemoryManager] = None,
+) -> Callable[[C], C]: ...
 def managed_store(
     maybe_cls: Optional[C] = None,
     *,
@@ -358,7 +372,7 @@ def managed_store(
     """
     given = {"max_age": max_age, "max_idle": max_idle, "max_jobs": max_jobs,
              "max_bytes": max_bytes, "active": active, "size": size}
-    declared = {key: value for key, value in given.items() if value is not None}
+    declared: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     if tuple(release) != ("result",):
         declared["release"] = tuple(release)
     if order != "lru":
@@ -421,7 +435,7 @@ def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
     return names + (() if has_weakref else ("__weakref__",))
 
 
-def _managed_dict_class(cls: type, spec: Optional[_Spec]) -> type:
+def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
     """A dict subclass of `cls` that indexes every write and touches on `[]` and `get`."""
     base_init = cls.__init__
     base_getitem = cls.__getitem__
@@ -443,7 +457,7 @@ def _managed_dict_class(cls: type, spec: Optional[_Spec]) -> type:
 
     def __getitem__(self: Any, key: Key) -> Any:
         value = base_getitem(self, key)
-        try:
+        try:  # the hot path: try/except is cheaper than contextlib.suppress
             self._memguard_lru.move_to_end(key)
         except KeyError:
             pass
@@ -498,7 +512,7 @@ def _managed_dict_class(cls: type, spec: Optional[_Spec]) -> type:
         if len(args) > 1:
             raise TypeError(f"update expected at most 1 argument, got {len(args)}")
         source: Any = args[0] if args else ()
-        pairs = ((key, source[key]) for key in source.keys()) if hasattr(source, "keys") else source
+        pairs = ((key, source[key]) for key in source) if hasattr(source, "keys") else source
         for key, value in pairs:
             self[key] = value
         for key, value in kwargs.items():
@@ -524,8 +538,9 @@ def _managed_dict_class(cls: type, spec: Optional[_Spec]) -> type:
 
 
 def attach(store: Any, handle: StoreHandle) -> None:
+    """Give `store` its handle (and managed dicts their LRU, for the one-lookup read path)."""
     store._memguard = handle
-    if isinstance(store, dict):
+    if hasattr(type(store), "_memguard_lru"):
         store._memguard_lru = handle.index.lru
 
 
@@ -533,7 +548,7 @@ class _QuietValuesView(ValuesView[Any]):
     """`values()` of a managed MutableMapping: iterating reads without touching."""
 
     def __iter__(self) -> Iterator[Any]:
-        mapping: Any = self._mapping
+        mapping: Any = cast(Any, self)._mapping
         for key in mapping:
             yield mapping._memguard_raw_get(key)
 
@@ -542,12 +557,12 @@ class _QuietItemsView(ItemsView[Any, Any]):
     """`items()` of a managed MutableMapping: iterating reads without touching."""
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        mapping: Any = self._mapping
+        mapping: Any = cast(Any, self)._mapping
         for key in mapping:
             yield key, mapping._memguard_raw_get(key)
 
 
-def _managed_mapping_class(cls: type, spec: _Spec) -> type:
+def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     """A subclass of a MutableMapping class: the class's own methods do the storing."""
     base_init = cls.__init__
     base_getitem = cls.__getitem__
@@ -661,7 +676,7 @@ def _owner_handle(owner: Any, descriptor: _MappingAttribute) -> StoreHandle:
     return handle
 
 
-def _with_mapping_attribute(cls: type, attribute: str, spec: _Spec) -> type:
+def _with_mapping_attribute(cls: Any, attribute: str, spec: _Spec) -> type:
     """A subclass of `cls` whose `attribute` dict is a managed job store."""
     if not attribute.isidentifier():
         raise StoreDefinitionError(

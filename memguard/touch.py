@@ -25,7 +25,8 @@ _NO_KEY: Any = object()
 @overload
 def touches(wrapped: F, *, key: KeySpec = None, store: Any = None) -> F: ...
 @overload
-def touches(wrapped: None = None, *, key: KeySpec = None, store: Any = None) -> Callable[[F], F]: ...
+def touches(wrapped: None = None, *, key: KeySpec = None,
+            store: Any = None) -> Callable[[F], F]: ...
 def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
             store: Any = None) -> Union[F, Callable[[F], F]]:
     """Touch the job an accessor returns, after it returns.
@@ -36,7 +37,7 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
     a store name, or a zero-argument callable returning one of those).
     """
     if wrapped is None:
-        return functools.partial(touches, key=key, store=store)  # type: ignore[return-value]
+        return functools.partial(touches, key=key, store=store)
     if key is not None and not isinstance(key, str) and not callable(key):
         raise StoreDefinitionError(
             f"@touches on {_name(wrapped)}: key must be an argument name or a callable taking "
@@ -52,7 +53,7 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
             _touch(find_store(instance), find_key(args, kwargs, result))
             return result
 
-        return touch_after_await(wrapped)  # type: ignore[no-any-return]
+        return touch_after_await(wrapped)
 
     @wrapt.decorator
     def touch_after(wrapped: Any, instance: Any, args: tuple[Any, ...],
@@ -61,7 +62,7 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
         _touch(find_store(instance), find_key(args, kwargs, result))
         return result
 
-    return touch_after(wrapped)  # type: ignore[no-any-return]
+    return touch_after(wrapped)
 
 
 def _touch(stores: Any, key: Any) -> None:
@@ -75,7 +76,8 @@ def _touch(stores: Any, key: Any) -> None:
 
 
 def _function(wrapped: Any) -> Callable[..., Any]:
-    return getattr(wrapped, "__func__", wrapped)  # classmethod / staticmethod objects
+    function: Callable[..., Any] = getattr(wrapped, "__func__", wrapped)  # class/staticmethod
+    return function
 
 
 def _name(wrapped: Any) -> str:
@@ -83,11 +85,14 @@ def _name(wrapped: Any) -> str:
     return getattr(function, "__qualname__", repr(function))
 
 
-def _key_finder(wrapped: Any, key: KeySpec) -> Callable[[tuple[Any, ...], dict[str, Any], Any], Any]:
+KeyFinder = Callable[[tuple[Any, ...], dict[str, Any], Any], Any]
+
+
+def _key_finder(wrapped: Any, key: KeySpec) -> KeyFinder:
     """How to find the job id from a call's arguments (self/cls excluded) and its result."""
     if callable(key):
         def from_result(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> Any:
-            return _NO_KEY if result is None else key(result)  # type: ignore[misc,operator]
+            return _NO_KEY if result is None else key(result)
         return from_result
 
     parameters = _parameters(wrapped)

@@ -17,6 +17,7 @@ Mutations happen with `lock` held; the store's write paths and the pipeline take
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -291,10 +292,8 @@ class JobIndex:
 
     def _drop_epoch(self, epoch: Epoch) -> None:
         self.lru.pop(epoch, None)
-        try:
+        with contextlib.suppress(ValueError):
             self.epochs.remove(epoch)
-        except ValueError:
-            pass
 
 
 class _Absent:

@@ -20,7 +20,7 @@ def done(result: str = "r") -> dict[str, Any]:
 def index_matches(store: Any) -> None:
     """The side index holds exactly the store's keys, once each."""
     h = handle(store)
-    keys = set(h._backend.keys())
+    keys = set(h._backend.list_keys())
     assert set(h.index.created) == keys
     assert set(h.recency()) == keys
     assert len(h.recency()) == len(keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from typing import Any
@@ -42,10 +43,8 @@ def test_mixed_reads_writes_and_cleanups_keep_the_index_exact() -> None:
                 op = rng.random()
                 if op < 0.40:
                     store.get(key)
-                    try:
+                    with contextlib.suppress(KeyError):
                         store[key]
-                    except KeyError:
-                        pass
                 elif op < 0.70:
                     store[key] = {"status": "done", "result": "x" * rng.randrange(10, 500)}
                 elif op < 0.75:
