@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from memguard import MemoryManager, MemoryPolicy, Policy, PolicyError, StorePolicy, handle
-from memguard import managed_store
+from memguard import (
+    MemoryManager,
+    MemoryPolicy,
+    Policy,
+    PolicyError,
+    StorePolicy,
+    handle,
+    managed_store,
+)
 from memguard._units import Percent
 from memguard.policy import (
     DEFAULT_ACTIVE_STATUSES,
@@ -101,7 +108,7 @@ def test_bundled_policy_names_and_paths() -> None:
     assert set(bundled_policy_names()) == {path.stem for path in POLICY_FILES}
     assert bundled_policy("default") == bundled_policy("default.toml")
     assert bundled_policy("default").read_text() == (ROOT / "policies" / "default.toml").read_text()
-    with pytest.raises(FileNotFoundError, match="available: .*default"):
+    with pytest.raises(FileNotFoundError, match=r"available: .*default"):
         bundled_policy("nope")
 
 
