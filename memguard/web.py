@@ -178,7 +178,7 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
     manager = _default_manager(manager)
     now = _iso(wall_clock)
     try:
-        stats = manager.get_memory_stats()
+        sample, level, thresholds = _reading(manager)
     except Exception as error:  # the probe failed: say so, never raise out of a health check
         output = f"memory stats unavailable: {type(error).__name__}: {error}"[:300]
         payload = {
@@ -192,11 +192,8 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
         }
         return 503, payload
 
-    sample = stats.sample
-    level = str(stats.level)
     status = LEVEL_STATUS.get(level, "warn")
     utilization = sample.utilization
-    thresholds = _thresholds_dict(stats)
     output = (f"level {level}: usage {_fmt_mib(sample.usage)} of limit "
               f"{_fmt_mib(sample.limit)} ({sample.scope})")
     checks: dict[str, list[dict[str, Any]]] = {
@@ -237,8 +234,30 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
     return (503 if status == "fail" else 200), _json_safe(payload)
 
 
+def _reading(manager: MemoryManager) -> tuple[Any, str, dict[str, Any]]:
+    """(sample, level, thresholds) for a health check: one probe read, no store walk.
+
+    Once the manager has a monitor this asks it directly (the same level `MemoryStats` would
+    report, hysteresis included) instead of building full stats, which visit every store
+    under its lock: health checks come every few seconds from every load balancer.
+    """
+    monitor = manager.monitor
+    if monitor is None:
+        stats = manager.get_memory_stats()
+        return stats.sample, str(stats.level), _thresholds_dict(stats)
+    from memguard.monitor import next_level
+
+    sample = monitor.probe()
+    thresholds = monitor.thresholds(sample)
+    level = next_level(monitor.level, sample.usage, thresholds)
+    return sample, level, _as_dict(thresholds)
+
+
 def _thresholds_dict(stats: Any) -> dict[str, Any]:
-    thresholds = getattr(stats, "thresholds", None)
+    return _as_dict(getattr(stats, "thresholds", None))
+
+
+def _as_dict(thresholds: Any) -> dict[str, Any]:
     if thresholds is None:
         return {}
     if isinstance(thresholds, Mapping):
@@ -317,6 +336,8 @@ class _StatsCollector:
                                        "Configured thresholds resolved to bytes.",
                                        labels=["threshold"])
         for name, value in sorted(_thresholds_dict(stats).items()):
+            if name == "limit":  # memguard_memory_limit_bytes carries it
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 thresholds.add_metric([name], float(value))
         yield thresholds
@@ -396,20 +417,54 @@ class _StatsCollector:
                           "Estimated bytes of the jobs cleanups evicted.", value=float(freed))
 
 
+class _CleanupTally:
+    """Cumulative cleanup counters for one manager, accumulated from its recent cleanups.
+
+    The monitor keeps the last cleanups (a bounded window), not running totals; each scrape
+    adds the reports it has not seen yet. A report is recognised by its kind, start time and
+    figures. Cleanups are missed only if more than the window's size (20) happen between two
+    scrapes; the counters start with the process, as Prometheus counters do.
+    """
+
+    _SEEN_LIMIT: Final = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[Any, ...], None] = {}
+        self.cleanups: dict[str, int] = {}
+        self.reclaimed_bytes = 0
+        self.freed_estimate_bytes = 0
+
+    def update(self, reports: Iterable[Any]) -> dict[str, Any]:
+        with self._lock:
+            for report in reports:
+                key = (report.kind, report.started_at, report.duration, report.evicted,
+                       report.freed_estimate, report.usage_before, report.usage_after)
+                if key in self._seen:
+                    continue
+                self._seen[key] = None
+                if len(self._seen) > self._SEEN_LIMIT:  # keep the newest keys only
+                    del self._seen[next(iter(self._seen))]
+                self.cleanups[report.kind] = self.cleanups.get(report.kind, 0) + 1
+                self.freed_estimate_bytes += max(0, int(report.freed_estimate or 0))
+                reclaimed = report.reclaimed
+                if reclaimed is not None and reclaimed > 0:
+                    self.reclaimed_bytes += int(reclaimed)
+            return {"cleanups": dict(self.cleanups), "reclaimed_bytes": self.reclaimed_bytes,
+                    "freed_estimate_bytes": self.freed_estimate_bytes}
+
+
+_tallies: weakref.WeakKeyDictionary[Any, _CleanupTally] = weakref.WeakKeyDictionary()
+_tallies_guard = threading.Lock()
+
+
 def _cleanup_totals(stats: Any, manager: MemoryManager) -> dict[str, Any]:
     """Counters since start: {"cleanups": {kind: n}, "reclaimed_bytes": n, ...}."""
-    totals = getattr(stats, "totals", None)
-    if totals is None and manager.monitor is not None:
-        totals = getattr(manager.monitor, "totals", None)
-    if callable(totals):
-        totals = totals()
-    if totals is None:
-        return {}
-    if isinstance(totals, Mapping):
-        return dict(totals)
-    if attrs.has(type(totals)):
-        return attrs.asdict(totals)
-    return {}
+    with _tallies_guard:
+        tally = _tallies.get(manager)
+        if tally is None:
+            tally = _tallies[manager] = _CleanupTally()
+    return tally.update(getattr(stats, "recent_cleanups", ()))
 
 
 # --------------------------------------------------------------------------------------------
