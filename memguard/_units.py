@@ -68,8 +68,15 @@ def show_value(value: object) -> str:
     """The bad value as an error message shows it: strings quoted and escaped onto one line
     (as TOML and JSON write them), others as repr."""
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # quoted, escapes on one line
+        body = json.dumps(value, ensure_ascii=False)[1:-1]  # quotes and backslashes escaped
+        return '"' + "".join(char if char.isprintable() else _escape(char) for char in body) + '"'
     return repr(value)
+
+
+def _escape(char: str) -> str:
+    """A character that would break or hide in a line of text, as a TOML/JSON escape."""
+    code = ord(char)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def parse_duration(value: object) -> float:

@@ -789,7 +789,7 @@ _KeyPath = tuple[str, ...]
 
 def _dotted(path: Iterable[str]) -> str:
     """A key path as TOML writes it: `stores.diagram.max_age`, `stores."a.b".max_age`."""
-    return ".".join(part if _BARE_KEY.fullmatch(part) else json.dumps(part) for part in path)
+    return ".".join(part if _BARE_KEY.fullmatch(part) else show_value(part) for part in path)
 
 
 def _key_parts(text: str) -> _KeyPath:
