@@ -432,8 +432,8 @@ class Monitor:
             self._started = True
             if self.running:
                 return
+            self._update_signal_handler()
             self._launch()
-        self._update_signal_handler()
 
     def _launch(self) -> None:
         self._stop_event = stop = threading.Event()
@@ -720,21 +720,24 @@ class Monitor:
         while target is not None and usage > target and rounds < MAX_ROUNDS:
             rounds += 1
             heap_before = self._fresh_heap(sample)
-            got = self.manager.evict_bytes(usage - target)
+            need = usage - target
+            got = self.manager.evict_bytes(need)
             estimate = sum(event.size or 0 for event in got)
             events += got
             reclaim()
             sample = self.probe()
             fell = usage - sample.usage
             usage = sample.usage
-            if not got or estimate <= 0:
-                notes.append(f"nothing left to evict after {rounds - 1} round(s): "
-                             f"{self._unevictable()}")
+            if usage <= target:
                 break
-            if usage > target and fell < FRAGMENTATION_RATIO * estimate:
+            if estimate > 0 and fell < FRAGMENTATION_RATIO * estimate:
                 heap_after = self._fresh_heap(sample)
                 notes.append(_diagnose(estimate, fell, heap_before, heap_after))
                 stalled = True
+            if estimate < need:  # the budget was not spent: every store ran out
+                notes.append(f"nothing left to evict: {self._unevictable()}")
+                break
+            if stalled:
                 break
         else:
             if target is not None and usage > target:

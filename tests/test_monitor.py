@@ -1,0 +1,706 @@
+"""The monitor's decisions, driven synchronously with FakeClock and FakeProbe through `tick()`.
+
+Only the tests of the thread itself (robustness, SIGUSR1, interval) start it, and each waits
+with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import pytest
+
+from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
+from memguard._units import parse_size
+from memguard.memory import MemorySample, Reclaim
+from memguard.monitor import (
+    HYSTERESIS,
+    MAX_ROUNDS,
+    THREAD_NAME,
+    MemoryStats,
+    Monitor,
+    growth_rate,
+    heroku_line,
+    next_level,
+    raw_level,
+)
+from memguard.policy import Thresholds
+from memguard.testing import FakeClock, FakeProbe, capture_evictions
+
+MB = 2**20
+
+THRESHOLDS: dict[str, Any] = {
+    "limit": "512MB",
+    "warning": "400MB",
+    "emergency": "450MB",
+    "emergency_target": "350MB",
+    "critical": "500MB",
+    "check_interval": "2m",
+    "gc_interval": "5m",
+    "cooldown": "30s",
+    "summary_interval": "10m",
+}
+
+
+def make_policy(**memory: Any) -> Policy:
+    return Policy(memory=MemoryPolicy(**{**THRESHOLDS, **memory}))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll `predicate` until true or `timeout` seconds pass (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.fixture(autouse=True)
+def no_real_reclaim(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """reclaim() would gc the test process and trim its heap: count calls instead."""
+    calls: list[int] = []
+
+    def fake() -> Reclaim:
+        calls.append(1)
+        return Reclaim(collected=0, trimmed=False, seconds=0.0)
+
+    monkeypatch.setattr("memguard.monitor.reclaim", fake)
+    return calls
+
+
+class StoreProbe:
+    """Usage = a base plus the weighed bytes of every store: eviction gives memory back at
+    `efficiency` (1.0 = every estimated byte; 0.0 = a perfectly fragmented heap)."""
+
+    def __init__(self, manager: MemoryManager, base: int, *, efficiency: float = 1.0,
+                 limit: Optional[int] = 512 * MB) -> None:
+        self.manager = manager
+        self.base = base
+        self.efficiency = efficiency
+        self.limit = limit
+        self.start: Optional[int] = None
+
+    def stored(self) -> int:
+        return sum(h.index.total_bytes for h in self.manager.handles())
+
+    def __call__(self) -> MemorySample:
+        stored = self.stored()
+        if self.start is None:
+            self.start = stored
+        gone = self.start - stored
+        usage = self.base + self.start - int(gone * self.efficiency)
+        return MemorySample(usage=usage, rss=usage, swap=0, heap=None, limit=self.limit,
+                            scope="process")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def probe() -> FakeProbe:
+    return FakeProbe("300MB", limit="512MB")
+
+
+@pytest.fixture
+def manager(clock: FakeClock, probe: FakeProbe) -> Iterator[MemoryManager]:
+    manager = MemoryManager(make_policy(), clock=clock, probe=probe)
+    yield manager
+    manager.stop()
+
+
+@pytest.fixture
+def monitor(manager: MemoryManager) -> Monitor:
+    monitor = Monitor(manager)
+    manager.monitor = monitor
+    return monitor
+
+
+def fill(manager: MemoryManager, name: str, *, done: int, running: int = 0,
+         size: int = MB) -> Any:
+    """A managed store `name` with `done` finished jobs of ~`size` bytes and `running` active."""
+
+    @managed_store(name=name, manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for i in range(running):
+        store[f"run-{i}"] = {"status": "running", "result": "r" * size}
+    for i in range(done):
+        store[f"done-{i}"] = {"status": "done", "result": "d" * size}
+    return store
+
+
+def level_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "memory level" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------------------------
+# Levels and hysteresis
+
+
+def test_levels_rise_at_once_and_fall_only_past_the_margin() -> None:
+    t = Thresholds(warning=400, emergency=500, emergency_target=350, critical=600, limit=512)
+    assert raw_level(399, t) == "ok"
+    assert raw_level(400, t) == "warning"
+    assert raw_level(500, t) == "emergency"
+    assert raw_level(700, t) == "critical"
+    assert next_level("ok", 600, t) == "critical"  # rising skips levels
+    # falling: hold the level within 5% of its threshold, then drop
+    assert next_level("warning", 399, t) == "warning"
+    assert next_level("warning", int(400 * (1 - HYSTERESIS)), t) == "warning"
+    assert next_level("warning", int(400 * (1 - HYSTERESIS)) - 1, t) == "ok"
+    assert next_level("critical", 580, t) == "critical"
+    assert next_level("critical", 560, t) == "emergency"
+    # a big fall drops several levels at once, but stops where the margin holds
+    assert next_level("critical", 100, t) == "ok"
+    assert next_level("critical", 390, t) == "warning"
+
+
+def test_unset_thresholds_are_never_entered() -> None:
+    t = Thresholds(warning=None, emergency=500, critical=None)
+    assert raw_level(10**12, t) == "emergency"
+    assert next_level("critical", 499, t) == "emergency"
+
+
+def test_tick_levels_with_hysteresis_and_each_change_logged_once(
+    monitor: Monitor, probe: FakeProbe, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="memguard")
+    seen = []
+    for usage in ("300MB", "410MB", "420MB", "395MB", "385MB", "370MB", "370MB", "510MB",
+                  "505MB", "300MB"):
+        probe.set(usage)
+        clock.advance(1)
+        seen.append(monitor.tick().level)
+    assert seen == ["ok", "warning", "warning", "warning", "warning", "ok", "ok", "critical",
+                    "critical", "ok"]
+    records = level_records(caplog)
+    assert [r.getMessage().split(":")[1].strip() for r in records] == [
+        "memory level ok -> warning",
+        "memory level warning -> ok",
+        "memory level ok -> critical",
+        "memory level critical -> ok",
+    ]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO, logging.CRITICAL,
+                                            logging.INFO]
+    assert monitor.level == "ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Periodic work
+
+
+def test_periodic_pass_runs_every_tick(monitor: Monitor, manager: MemoryManager,
+                                       clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[float] = []
+    real = manager.run_cleanup
+
+    def counting() -> Any:
+        calls.append(clock())
+        return real()
+
+    monkeypatch.setattr(manager, "run_cleanup", counting)
+    for _ in range(5):
+        clock.advance(1)
+        monitor.tick()
+    assert calls == [1001, 1002, 1003, 1004, 1005]
+
+
+def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
+    monitor: Monitor, manager: MemoryManager, clock: FakeClock
+) -> None:
+    store = fill(manager, "aging", done=3)
+    manager.load_policy(Policy(memory=manager.policy.memory, stores={"aging": {"max_age": "20m"}}))
+    clock.advance(19 * 60)
+    assert monitor.tick().cleanup is not None
+    assert len(store) == 3
+    clock.advance(2 * 60)
+    result = monitor.tick()
+    assert result.cleanup is not None and result.cleanup.by_cause == {"age": 3}
+    assert len(store) == 0
+    assert list(monitor.recent_cleanups) == [result.cleanup]
+
+
+def test_gc_runs_every_gc_interval(monitor: Monitor, clock: FakeClock) -> None:
+    # check every 2m, gc every 5m: ticks at 0, 2, 4, 6, 8, 10, 12 minutes
+    collected = []
+    for _ in range(7):
+        collected.append(monitor.tick().gc_collected is not None)
+        clock.advance(120)
+    assert collected == [False, False, False, True, False, False, True]
+
+
+def test_summary_line_every_summary_interval(
+    monitor: Monitor, manager: MemoryManager, clock: FakeClock,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="memguard")
+    store = fill(manager, "diagram", done=2)
+    for _ in range(11):  # 0..20 minutes every 2 minutes: summaries at 0, 10, 20
+        monitor.tick()
+        clock.advance(120)
+    lines = [r.getMessage() for r in caplog.records if "; jobs " in r.getMessage()]
+    assert len(lines) == 3
+    assert "usage 300.0MB (59% of limit)" in lines[0]
+    assert "diagram=2 (" in lines[0] and len(store) == 2
+
+
+def test_heroku_sample_lines_only_when_enabled(
+    manager: MemoryManager, monitor: Monitor, probe: FakeProbe,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="memguard")
+    monitor.tick()
+    assert not [r for r in caplog.records if "sample#" in r.getMessage()]
+    manager.load_policy(make_policy(log_samples=True))
+    probe.set("431.7MB")
+    monitor.tick()
+    lines = [r.getMessage() for r in caplog.records if "sample#" in r.getMessage()]
+    assert len(lines) == 1
+    assert "sample#memguard.rss=431.7MB" in lines[0]
+    assert lines[0].endswith("sample#memguard.level=warning")
+
+
+def test_heroku_line_format() -> None:
+    sample = MemorySample(usage=453_000_000, rss=452_700_000, swap=300_000, heap=10 * MB,
+                          limit=512 * MB, scope="process")
+    assert heroku_line(sample, "warning") == (
+        "sample#memguard.usage=432.0MB sample#memguard.rss=431.7MB "
+        "sample#memguard.swap=293.0KB sample#memguard.heap=10.0MB "
+        "sample#memguard.utilization=84.4% sample#memguard.level=warning"
+    )
+
+
+def test_heap_warning_logged_once_per_crossing(
+    manager: MemoryManager, monitor: Monitor, probe: FakeProbe,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    manager.load_policy(make_policy(warning_heap="300MB"))
+    caplog.set_level(logging.INFO, logger="memguard")
+    for heap in ("100MB", "310MB", "320MB", "299MB", "250MB", "305MB"):
+        probe.set("300MB", heap=heap)
+        monitor.tick()
+    warnings = [r for r in caplog.records if "warning_heap" in r.getMessage()
+                and r.levelno == logging.WARNING]
+    back = [r for r in caplog.records if "back below warning_heap" in r.getMessage()]
+    assert len(warnings) == 2 and len(back) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Emergency
+
+
+def test_emergency_evicts_to_the_target_by_estimate(clock: FakeClock) -> None:
+    manager = MemoryManager(make_policy(), clock=clock)
+    big = fill(manager, "big", done=60, size=2 * MB)
+    small = fill(manager, "small", done=40, size=MB // 2)
+    probe = StoreProbe(manager, base=320 * MB)
+    manager.probe = probe
+    monitor = Monitor(manager)
+    usage = probe().usage
+    assert usage > 450 * MB  # 320 + 120 + 20 MB
+    with capture_evictions(manager) as events:
+        result = monitor.tick()
+    report = result.emergency
+    assert report is not None and report.kind == "emergency"
+    need = usage - 350 * MB
+    estimate = sum(e.size or 0 for e in events)
+    assert report.freed_estimate == estimate
+    assert need <= estimate < need + 2 * MB + 64 * 1024  # at most one job past the budget
+    assert report.usage_before == usage
+    assert report.usage_after is not None and report.usage_after <= 350 * MB
+    assert report.reclaimed == usage - report.usage_after
+    assert report.note == ""
+    # largest store first: the big store paid for it all
+    assert {e.store for e in events} == {"big"}
+    assert len(small) == 40 and len(big) < 60
+    assert result.level == "ok"  # re-judged after the cleanup: below 95% of warning (380MB)
+
+
+def test_emergency_waits_for_the_cooldown_unless_forced(
+    clock: FakeClock, no_real_reclaim: list[int]
+) -> None:
+    manager = MemoryManager(make_policy(cooldown="30s"), clock=clock)
+    store = fill(manager, "jobs", done=100, size=2 * MB)
+    probe = StoreProbe(manager, base=300 * MB)
+    manager.probe = probe
+    monitor = Monitor(manager)
+    assert monitor.tick().emergency is not None
+    for i in range(60):  # usage climbs back above emergency
+        store[f"new-{i}"] = {"status": "done", "result": "n" * (2 * MB)}
+    clock.advance(10)
+    assert probe().usage >= 450 * MB
+    assert monitor.tick().emergency is None  # cooling down
+    skipped = monitor.emergency()
+    assert skipped.evicted == 0 and skipped.note.startswith("skipped: cooldown")
+    forced = monitor.emergency(forced=True)
+    assert forced.evicted > 0
+    for i in range(60):
+        store[f"again-{i}"] = {"status": "done", "result": "a" * (2 * MB)}
+    clock.advance(29)
+    assert monitor.tick().emergency is None
+    clock.advance(1)
+    assert monitor.tick().emergency is not None
+    assert [r.kind for r in monitor.recent_cleanups] == ["emergency"] * 3
+
+
+def test_emergency_never_evicts_active_jobs(clock: FakeClock) -> None:
+    manager = MemoryManager(make_policy(), clock=clock)
+    store = fill(manager, "jobs", done=10, running=5, size=2 * MB)
+    manager.probe = FakeProbe("490MB", limit="512MB")  # far above what the stores hold
+    monitor = Monitor(manager)
+    with capture_evictions(manager) as events:
+        report = monitor.emergency(forced=True)
+    assert len(events) == 10
+    assert sorted(store) == [f"run-{i}" for i in range(5)]
+    assert all(store[f"run-{i}"]["result"] is not None for i in range(5))
+    assert "nothing left to evict" in report.note and "5 active" in report.note
+
+
+def test_fragmentation_stops_after_one_round_without_emptying_the_stores(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe, clock: FakeClock,
+    caplog: pytest.LogCaptureFixture, no_real_reclaim: list[int]
+) -> None:
+    caplog.set_level(logging.INFO, logger="memguard")
+    store = fill(manager, "jobs", done=200, size=MB)
+    probe.set("480MB")  # and it will not move, whatever is evicted
+    result = monitor.tick()
+    report = result.emergency
+    assert report is not None
+    assert 130 <= report.evicted <= 131  # one round: 480 - 350 = 130MB by estimate
+    assert len(store) >= 69
+    assert len(no_real_reclaim) == 1
+    assert report.usage_before == report.usage_after == parse_size("480MB")
+    assert report.note.startswith("stopped: evicting ~")
+    assert "fragmentation" in report.note
+    logged = [r for r in caplog.records if r.levelno == logging.WARNING and
+              "stopped: evicting" in r.getMessage()]
+    assert len(logged) == 1
+    # later ticks, past the cooldown, do not keep evicting at the same usage...
+    for _ in range(5):
+        clock.advance(60)
+        assert monitor.tick().emergency is None
+    assert len(store) >= 69
+    # ...until usage grows again
+    probe.set("510MB")
+    clock.advance(60)
+    assert monitor.tick().emergency is not None
+
+
+def test_fragmentation_diagnosis_uses_the_heap_figure(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe
+) -> None:
+    store = fill(manager, "jobs", done=200, size=MB)
+    probe.set("480MB", heap="300MB")
+
+    real_evict = manager.evict_bytes
+
+    def evict_and_free_heap(amount: int, **kw: Any) -> list[Any]:
+        events = real_evict(amount, **kw)
+        probe.set("480MB", heap="170MB")  # the heap gave the results back, RSS did not
+        return events
+
+    manager.evict_bytes = evict_and_free_heap  # type: ignore[method-assign]
+    report = monitor.emergency(forced=True)
+    assert "heap 300.0MB -> 170.0MB" in report.note
+    assert "cannot return their pages" in report.note
+    assert len(store) < 200
+
+
+def test_emergency_rounds_are_bounded(clock: FakeClock, no_real_reclaim: list[int]) -> None:
+    manager = MemoryManager(make_policy(), clock=clock)
+    store = fill(manager, "jobs", done=300, size=MB)
+    # 60% of each round's estimate comes back: enough to go on, never enough to finish
+    probe = StoreProbe(manager, base=200 * MB, efficiency=0.6)
+    manager.probe = probe
+    monitor = Monitor(manager)
+    report = monitor.emergency(forced=True)
+    assert len(no_real_reclaim) == MAX_ROUNDS
+    assert report.usage_after is not None and report.usage_after > 350 * MB
+    assert f"after {MAX_ROUNDS} rounds" in report.note
+    assert len(store) > 0
+
+
+def test_forced_emergency_below_target_still_reclaims(
+    monitor: Monitor, manager: MemoryManager, no_real_reclaim: list[int]
+) -> None:
+    store = fill(manager, "jobs", done=5)
+    report = monitor.emergency(forced=True)
+    assert report.evicted == 0 and len(store) == 5
+    assert len(no_real_reclaim) == 1
+    assert report.usage_before == report.usage_after == parse_size("300MB")
+
+
+def test_critical_calls_the_recycle_hook_once_when_enabled(
+    manager: MemoryManager, monitor: Monitor, probe: FakeProbe, clock: FakeClock,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+    monitor.on_recycle = lambda: calls.append(1)
+    probe.set("600MB")
+    monitor.tick()
+    assert calls == []  # recycle is off by default
+    probe.set("300MB")
+    monitor.tick()
+    manager.load_policy(make_policy(recycle=True))
+    caplog.set_level(logging.INFO, logger="memguard")
+    probe.set("600MB")
+    results = []
+    for _ in range(3):
+        clock.advance(60)
+        results.append(monitor.tick().recycled)
+    assert results == [True, False, False] and calls == [1]
+    assert any(r.levelno == logging.CRITICAL and "recycle" in r.getMessage()
+               for r in caplog.records)
+    probe.set("300MB")
+    monitor.tick()
+    probe.set("600MB")
+    assert monitor.tick().recycled and calls == [1, 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness
+
+
+def test_a_failing_step_is_logged_and_the_others_still_run(
+    manager: MemoryManager, monitor: Monitor, probe: FakeProbe,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> MemorySample:
+        raise OSError("probe exploded")
+
+    manager.probe = broken
+    result = monitor.tick()
+    assert result.sample is None and result.cleanup is not None
+    assert result.errors == ("probe: OSError: probe exploded",)
+    assert monitor.failures == 1
+    assert any(r.exc_info for r in caplog.records if "'probe' failed" in r.getMessage())
+    manager.probe = probe
+    assert monitor.tick().errors == ()
+
+
+def test_thread_survives_failing_probe_rule_callback_and_hook(
+    manager: MemoryManager, probe: FakeProbe
+) -> None:
+    store = fill(manager, "jobs", done=50)
+    calls = {"probe": 0}
+
+    def flaky() -> MemorySample:
+        calls["probe"] += 1
+        if calls["probe"] % 2:
+            raise RuntimeError("flaky probe")
+        return probe()
+
+    def bad_rule(index: Any, ctx: Any) -> Any:
+        raise ValueError("bad rule")
+
+    def bad_callback(event: Any) -> None:
+        raise KeyError("bad callback")
+
+    def bad_hook() -> None:
+        raise RuntimeError("bad hook")
+
+    from memguard.store import handle
+
+    h = handle(store)
+    h.pipeline = h.pipeline | bad_rule
+    manager.on_evict(bad_callback)
+    manager.load_policy(make_policy(recycle=True))
+    manager.probe = flaky
+    probe.set("600MB")
+    monitor = manager.setup_memory_monitoring(0.01)
+    monitor.on_recycle = bad_hook
+    assert wait_until(lambda: monitor.ticks >= 6)
+    assert monitor.running and monitor.failures >= 3
+    assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
+    assert monitor.stop(timeout=5)
+    assert not monitor.running
+
+
+def test_start_is_idempotent_and_stop_leaves_no_thread(manager: MemoryManager) -> None:
+    monitor = manager.setup_memory_monitoring("1h")
+    first = monitor._thread
+    monitor.start()
+    manager.start()
+    assert monitor._thread is first
+    assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
+    assert wait_until(lambda: monitor.ticks >= 1)
+    began = time.monotonic()
+    assert monitor.stop(timeout=5)
+    assert time.monotonic() - began < 1.0  # an hour's wait is interrupted at once
+    assert THREAD_NAME not in [t.name for t in threading.enumerate()]
+    assert not monitor.running and not monitor.started
+    monitor.start()  # restartable
+    assert monitor.running
+    monitor.stop()
+
+
+def test_set_interval_reads_durations_and_wakes_the_thread(manager: MemoryManager) -> None:
+    monitor = manager.setup_memory_monitoring("1h")
+    assert monitor.interval == 3600
+    assert wait_until(lambda: monitor.ticks >= 1)
+    monitor.set_interval("50ms")
+    assert monitor.interval == 0.05
+    assert wait_until(lambda: monitor.ticks >= 4)
+    monitor.set_interval(None)
+    assert monitor.interval == 120
+    with pytest.raises(ValueError):
+        monitor.set_interval(0)
+    monitor.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# SIGUSR1
+
+
+@pytest.fixture
+def sigusr1() -> Iterator[None]:
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 on this platform")
+    before = signal.getsignal(signal.SIGUSR1)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGUSR1, before)
+
+
+@pytest.mark.usefixtures("sigusr1")
+def test_sigusr1_triggers_an_emergency_cleanup_when_enabled(manager: MemoryManager) -> None:
+    manager.load_policy(make_policy(signal_cleanup=True))
+    store = fill(manager, "jobs", done=5)
+    monitor = manager.setup_memory_monitoring("1h")
+    assert wait_until(lambda: monitor.ticks >= 1)
+    assert signal.getsignal(signal.SIGUSR1) == monitor._on_signal
+    assert not monitor.recent_cleanups  # 300MB: nothing to do until asked
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert wait_until(lambda: len(monitor.recent_cleanups) == 1, timeout=5)
+    assert monitor.recent_cleanups[0].kind == "emergency"
+    assert len(store) == 5
+    monitor.stop()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # put back
+
+
+@pytest.mark.usefixtures("sigusr1")
+def test_no_signal_handler_unless_enabled(manager: MemoryManager) -> None:
+    monitor = manager.setup_memory_monitoring("1h")
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    monitor.stop()
+
+
+@pytest.mark.usefixtures("sigusr1")
+def test_an_app_servers_handler_is_never_replaced(
+    manager: MemoryManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    def server_handler(signum: int, frame: Any) -> None:
+        pass
+
+    signal.signal(signal.SIGUSR1, server_handler)
+    manager.load_policy(make_policy(signal_cleanup=True))
+    monitor = manager.setup_memory_monitoring("1h")
+    assert signal.getsignal(signal.SIGUSR1) is server_handler
+    assert any("already has a handler" in r.getMessage() for r in caplog.records)
+    monitor.stop()
+    assert signal.getsignal(signal.SIGUSR1) is server_handler
+
+
+@pytest.mark.usefixtures("sigusr1")
+def test_no_handler_from_a_worker_thread(manager: MemoryManager) -> None:
+    manager.load_policy(make_policy(signal_cleanup=True))
+    started = threading.Thread(target=manager.start)
+    started.start()
+    started.join(5)
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    manager.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Stats and questions
+
+
+def test_stats_growth_time_to_limit_and_json(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe, clock: FakeClock
+) -> None:
+    store = fill(manager, "diagram", done=2, running=1)
+    for minute in range(5):  # +10MB a minute from 300MB
+        probe.set(300 * MB + minute * 10 * MB)
+        monitor.tick()
+        clock.advance(60)
+    probe.set(350 * MB)
+    stats = monitor.stats()
+    assert isinstance(stats, MemoryStats)
+    assert stats.growth_per_minute == pytest.approx(10 * MB)
+    assert stats.time_to_limit == pytest.approx((512 - 350) / 10 * 60)
+    assert stats.level == "ok" and not stats.monitoring
+    assert stats.thresholds is not None and stats.thresholds.emergency == 450 * MB
+    data = json.loads(json.dumps(stats.to_dict()))
+    assert data["level"] == "ok"
+    assert data["sample"]["usage"] == 350 * MB
+    assert data["thresholds"]["critical"] == 500 * MB
+    assert data["stores"] == [{"name": "diagram", "jobs": 3, "active": 1, "pinned": 0,
+                               "bytes": data["stores"][0]["bytes"], "unweighed": 1,
+                               "evictions": {}}]
+    assert data["growth_per_minute"] == pytest.approx(10 * MB)
+    assert set(data) == {"sample", "level", "thresholds", "stores", "recent_cleanups",
+                         "growth_per_minute", "time_to_limit", "monitoring"}
+    assert manager.get_memory_stats().sample.usage == 350 * MB
+    assert len(store) == 3
+
+
+def test_time_to_limit_none_without_growth_or_limit(clock: FakeClock) -> None:
+    probe = FakeProbe("100MB")
+    manager = MemoryManager(Policy(memory=MemoryPolicy(
+        limit=None, warning="400MB", emergency="450MB", emergency_target="350MB",
+        critical="500MB")), clock=clock, probe=probe)
+    monitor = Monitor(manager)
+    for _ in range(3):
+        monitor.tick()
+        clock.advance(60)
+    stats = monitor.stats()
+    assert stats.growth_per_minute == 0 and stats.time_to_limit is None
+    assert stats.thresholds is not None and stats.thresholds.limit is None
+
+
+def test_growth_rate_is_a_least_squares_slope() -> None:
+    assert growth_rate([]) is None
+    assert growth_rate([(0.0, 5)]) is None
+    assert growth_rate([(1.0, 5), (1.0, 9)]) is None
+    assert growth_rate([(0.0, 0), (60.0, 120), (120.0, 240)]) == pytest.approx(120)
+    assert growth_rate([(0.0, 10), (60.0, 0), (120.0, 20)]) == pytest.approx(5)
+
+
+def test_is_high(monitor: Monitor, manager: MemoryManager, probe: FakeProbe) -> None:
+    assert not monitor.is_high()
+    probe.set("401MB")
+    assert monitor.is_high() and manager.is_memory_high()
+    assert monitor.is_high(400) and not monitor.is_high(402)
+    assert monitor.level == "ok"  # a question never moves the level
+
+
+def test_percentages_resolve_against_the_probes_limit(clock: FakeClock) -> None:
+    probe = FakeProbe("700MB", limit="1GB")
+    policy = Policy(memory=MemoryPolicy(limit="auto", warning="60%", emergency="80%",
+                                        emergency_target="50%", critical="95%"))
+    manager = MemoryManager(policy, clock=clock, probe=probe)
+    monitor = Monitor(manager)
+    assert monitor.tick().level == "warning"
+    t = monitor.thresholds(probe())
+    assert (t.warning, t.emergency, t.limit) == (round(0.6 * 2**30), round(0.8 * 2**30), 2**30)
+
+
+def test_policy_changed_rereads_thresholds(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe
+) -> None:
+    probe.set("380MB")
+    assert monitor.tick().level == "ok"
+    manager.load_policy(make_policy(warning="350MB"))  # the manager calls policy_changed()
+    assert monitor.tick().level == "warning"
