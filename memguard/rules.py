@@ -107,13 +107,19 @@ class MaxAge(_Composable):
 
 @attrs.frozen
 class MaxIdle(_Composable):
-    """Evict jobs not touched for `seconds` (sliding expiry, dated to the pass)."""
+    """Evict jobs not touched for `seconds` (sliding expiry, dated to the pass).
+
+    Touches carry no timestamp (the read path never reads the clock); each pass lays an
+    epoch marker into the recency order instead, and a job behind a marker older than
+    `seconds` is idle. Only stores with this rule pay for the markers.
+    """
 
     seconds: float = attrs.field(converter=_positive_seconds)
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         for key in index.idle_before(ctx.now - self.seconds):
             yield key, Cause.IDLE
+        index.lay_epoch(ctx.now)  # date this pass's touches for the next one
 
 
 @attrs.frozen

@@ -261,10 +261,9 @@ class StoreHandle:
         return events
 
     def prepare_pass(self, now: float) -> None:
-        """Before a pass (lock held): catch up with plain dicts, weigh, date touches."""
+        """Before a pass (lock held): catch up with plain dicts, weigh finished jobs."""
         self._sync()
         self.index.weigh_pending()
-        self.index.lay_epoch(now)
 
     def adopt_existing(self) -> None:
         """Index keys written without going through the managed methods (`dict.__init__`)."""
@@ -444,6 +443,7 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
     base_pop = cls.pop
     base_popitem = cls.popitem
     base_clear = cls.clear
+    dict_get = dict.get  # never calls __missing__, unlike dict.__getitem__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         if spec is not None:  # a nested dict (mapping=) is attached by its owner instead
@@ -457,20 +457,14 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
 
     def __getitem__(self: Any, key: Key) -> Any:
         value = base_getitem(self, key)
-        try:  # the hot path: try/except is cheaper than contextlib.suppress
-            self._memguard_lru.move_to_end(key)
-        except KeyError:
-            pass
+        self._memguard_touch(key)
         return value
 
     def get(self: Any, key: Key, default: Any = None) -> Any:
-        value = dict.get(self, key, _MISSING)
+        value = dict_get(self, key, _MISSING)
         if value is _MISSING:
             return default
-        try:
-            self._memguard_lru.move_to_end(key)
-        except KeyError:
-            pass
+        self._memguard_touch(key)
         return value
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
@@ -529,7 +523,7 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
             handle.index.clear()
 
     namespace = {
-        "__slots__": _slots_for(cls, "_memguard", "_memguard_lru"),
+        "__slots__": _slots_for(cls, "_memguard", "_memguard_touch"),
         "__init__": __init__, "__getitem__": __getitem__, "get": get,
         "__setitem__": __setitem__, "__delitem__": __delitem__, "pop": pop, "popitem": popitem,
         "setdefault": setdefault, "update": update, "__ior__": __ior__, "clear": clear,
@@ -538,10 +532,10 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
 
 
 def attach(store: Any, handle: StoreHandle) -> None:
-    """Give `store` its handle (and managed dicts their LRU, for the one-lookup read path)."""
+    """Give `store` its handle (and managed dicts the bound touch, for a one-call read path)."""
     store._memguard = handle
-    if hasattr(type(store), "_memguard_lru"):
-        store._memguard_lru = handle.index.lru
+    if hasattr(type(store), "_memguard_touch"):
+        store._memguard_touch = handle.index.reads.append
 
 
 class _QuietValuesView(ValuesView[Any]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
@@ -44,6 +45,9 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
             f"the result; got {key!r}")
     find_key = _key_finder(wrapped, key)
     find_store = _store_finder(wrapped, store)
+    fast = _plain_method_accessor(wrapped, key, store)
+    if fast is not None:
+        return fast
 
     if inspect.iscoroutinefunction(_function(wrapped)):
         @wrapt.decorator
@@ -63,6 +67,46 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
         return result
 
     return touch_after(wrapped)
+
+
+def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[Callable[..., Any]]:
+    """The common case, `def get_job(self, job_id)`, as a plain function.
+
+    wrapt builds a bound wrapper object on every attribute access of a method, which alone
+    costs about 450 ns here, more than the whole budget of a touch. A plain function binds
+    for free and behaves the same for a sync instance method whose store is its instance.
+    """
+    function = wrapped
+    if (store is not None or callable(key) or not isinstance(function, types.FunctionType)
+            or inspect.iscoroutinefunction(function)):
+        return None
+    names = list(inspect.signature(function).parameters)
+    if names[:1] != ["self"]:
+        return None
+    parameters = _parameters(function)
+    name = key if isinstance(key, str) else (parameters[0] if parameters else None)
+    if name is None or _is_keyword_only(function, name):
+        return None
+    position = parameters.index(name)
+
+    @functools.wraps(function)
+    def touching(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = function(self, *args, **kwargs)
+        if position < len(args):
+            job_id = args[position]
+        elif name in kwargs:
+            job_id = kwargs[name]
+        else:
+            return result
+        found = getattr(self, "_memguard", None)
+        if found is None:
+            raise StoreDefinitionError(
+                f"@touches on {_name(function)}: called on {self!r}, which is not a managed "
+                "store; pass store= to name the store it reads")
+        found.index.reads.append(job_id)
+        return result
+
+    return touching
 
 
 def _touch(stores: Any, key: Any) -> None:

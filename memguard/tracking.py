@@ -1,12 +1,15 @@
 """The side index of one store: creation times, recency, sizes and pins, under one lock.
 
-The index never holds job values, only keys and a few numbers, so it costs well under 200
-bytes per job. Three structures, each with one purpose:
+The index never holds job values, only keys and a few numbers, so it costs under 200 bytes
+per job. Its structures, each with one purpose:
 
-- `lru`: an `OrderedDict` of key -> size (None until weighed), least recently used first.
-  A read moves its key to the end: one C call, no clock read, no lock (the move is atomic
-  under the GIL). `Epoch` markers laid into it at each pass date the touches coarsely, which
-  is what idle expiry needs.
+- `reads`: a bounded deque the read path appends touched keys to: one C call, no lock, no
+  clock. Like Caffeine's read buffer it is lossy: when more reads than its length arrive
+  between two drains, the oldest are forgotten, which only blurs recency.
+- `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
+  first. Writes and passes drain `reads` into it under the lock (pop and re-insert moves a
+  key to the end). `Epoch` markers laid into it at each pass date the touches coarsely,
+  which is what idle expiry needs.
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
   age order.
 - `unweighed`: keys whose size is not known yet (the job was active when stored, and its
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Hashable, Iterator
 from itertools import islice
 from typing import Any, Callable, Optional
@@ -29,6 +32,7 @@ logger = logging.getLogger("memguard")
 
 Key = Hashable
 MAX_EPOCHS = 64
+READ_BUFFER = 8192
 _CHUNK = 256
 
 
@@ -55,6 +59,7 @@ class JobIndex:
         "lock",
         "lru",
         "pins",
+        "reads",
         "sizer",
         "total_bytes",
         "unweighed",
@@ -70,7 +75,8 @@ class JobIndex:
         self.job_of = job_of
         self.active = active
         self.sizer = sizer
-        self.lru: OrderedDict[Key, Optional[int]] = OrderedDict()
+        self.lru: dict[Key, Optional[int]] = {}
+        self.reads: deque[Key] = deque(maxlen=READ_BUFFER)
         self.created: dict[Key, float] = {}
         self.unweighed: dict[Key, None] = {}
         self.pins: dict[Key, int] = {}
@@ -88,19 +94,26 @@ class JobIndex:
 
     def touch(self, key: Key) -> None:
         """Mark `key` most recently used. O(1), lock-free, never reads the clock."""
-        try:
-            self.lru.move_to_end(key)
-        except KeyError:  # not (or no longer) indexed: nothing to touch
-            pass
+        self.reads.append(key)
+
+    def drain_reads(self) -> None:
+        """Apply buffered touches to the recency order, oldest first (lock held)."""
+        reads, lru = self.reads, self.lru
+        for _ in range(len(reads)):
+            key = reads.popleft()
+            size = lru.pop(key, _ABSENT)
+            if size is not _ABSENT:
+                lru[key] = size
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
     def add(self, key: Key, job: Any, now: float) -> None:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
         if key in self.created:
+            self.drain_reads()
             self._forget_size(key)
+            del self.lru[key]
             self.lru[key] = None
-            self.lru.move_to_end(key)
         else:
             self.created[key] = now
             self.lru[key] = None
@@ -119,6 +132,7 @@ class JobIndex:
 
     def clear(self) -> None:
         self.lru.clear()
+        self.reads.clear()
         self.created.clear()
         self.unweighed.clear()
         self.pins.clear()
@@ -139,6 +153,7 @@ class JobIndex:
 
     def lay_epoch(self, now: float) -> None:
         """Date every touch so far as at or before `now` (a pass calls this once)."""
+        self.drain_reads()
         if self.lru and isinstance(next(reversed(self.lru)), Epoch):
             return  # nothing touched since the last epoch: it already dates everything
         if len(self.epochs) >= MAX_EPOCHS:  # merge the oldest span into the next: conservative
@@ -164,7 +179,9 @@ class JobIndex:
 
     def recency(self) -> list[Key]:
         """Job keys, least recently used first (epoch markers left out)."""
-        return [key for key in list(self.lru) if not isinstance(key, Epoch)]
+        with self.lock:
+            self.drain_reads()
+            return [key for key in self.lru if not isinstance(key, Epoch)]
 
     # -- candidates for eviction, in each order; active jobs are never yielded -------------
 
@@ -200,8 +217,8 @@ class JobIndex:
 
     def _least_recent(self, *, until: Optional[Epoch]) -> Iterator[Key]:
         # Active jobs keep their place; `kept` counts the entries left in front of the scan.
-        # Chunks are copied with one C call (atomic under the GIL), so lock-free readers
-        # moving keys to the end cannot break the iteration.
+        # The consumer removes what we yield, so the scan reads the order in chunks.
+        self.drain_reads()
         kept = 0
         while True:
             chunk = list(islice(self.lru, kept, kept + _CHUNK))
@@ -245,9 +262,8 @@ class JobIndex:
 
     def _largest(self) -> Iterator[Key]:
         # O(n log n) when it evicts; documented in docs/decisions.md.
-        weighed = sorted(
-            ((size, key) for key, size in list(self.lru.items()) if size), key=lambda p: -p[0]
-        )
+        weighed = sorted(((size, key) for key, size in self.lru.items() if size),
+                         key=lambda pair: -pair[0])
         for _, key in weighed:
             if key not in self.created:
                 continue
