@@ -394,7 +394,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[tuple[str, Se
 
         console = Console(file=out, force_terminal=color, no_color=color is False,
                           highlight=False, soft_wrap=False, width=max(100, _width(out)))
-        table = Table(title=title, title_justify="left", header_style="bold")
+        console.print(_escape(title), style="bold")
+        table = Table(header_style="bold")
         for i, header in enumerate(headers):
             table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True)
         for label, cells in rows:
@@ -463,8 +464,9 @@ def plot_stress(results: Sequence[StressResult], path: str) -> None:
         axes.axhline(first.limit / mb, linewidth=2, color="black",
                      label=f"limit {format_size(first.limit)}")
         params = first.params
-        axes.set_title(f"memguard stress: seed {params.get('seed')}, {params.get('rate')} jobs/min,"
-                       f" {params.get('minutes')} simulated minutes")
+        axes.set_title(f"memguard stress: seed {params.get('seed')}, "
+                       f"{float(params.get('rate', 0)):g} jobs/min, "
+                       f"{float(params.get('minutes', 0)):g} simulated minutes")
         axes.set_xlabel("simulated minutes")
         axes.set_ylabel("memory used (MB, RSS)")
         axes.set_ylim(bottom=0)

@@ -53,6 +53,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `memguard ... | head`: the reader left; say nothing more
+        _silence_stdout()
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_policy_command(commands)
+    add_health_command(commands)
+    add_monitor_command(commands)
+    add_stress_command(commands)
+    add_cleanup_command(commands)
     return parser
 
 
@@ -250,6 +268,703 @@ def _print_entries(entries: dict[str, dict[str, Any]], out: TextIO, indent: str)
     for key, text in shown.items():
         source = entries[key]["source"]
         print(f"{indent}{key:<{key_width}}  {text:<{value_width}}  {source}".rstrip(), file=out)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by health, monitor, stress and cleanup: argument types, targets, HTTP
+# --------------------------------------------------------------------------------------------
+
+#: Seconds an HTTP request to a running app may take (`--timeout`).
+DEFAULT_TIMEOUT = 5.0
+
+
+class CheckFailed(MemguardError):
+    """A target could not be checked (unreachable URL, missing process, refused request).
+
+    `main` prints it as one line and exits 1, like any failed check.
+    """
+
+
+def _duration(text: str) -> float:
+    """argparse type: a positive duration (`2`, `"500ms"`, `"1m30s"`) in seconds."""
+    from memguard._units import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(_one_line(str(error))) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero; got {text!r}")
+    return seconds
+
+
+def _positive_number(text: str) -> float:
+    """argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above zero; got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number above zero; got {text!r}")
+    return value
+
+
+def _pid(text: str) -> int:
+    """argparse type: a process id (a whole number above zero)."""
+    try:
+        pid = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a process id; got {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"expected a process id above zero; got {text!r}")
+    return pid
+
+
+def _url(text: str) -> str:
+    """argparse type: an http(s) URL with a host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"expected an http:// or https:// URL such as http://127.0.0.1:8000/memory; "
+            f"got {text!r}")
+    return text
+
+
+def _size(text: str) -> int:
+    """argparse type: a size above zero (`"512MB"`, `"1.5GiB"`, bytes)."""
+    from memguard._units import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(_one_line(str(error))) from None
+    if not isinstance(size, int) or size <= 0:
+        raise argparse.ArgumentTypeError(f"expected a size above zero; got {text!r}")
+    return size
+
+
+def _add_target_options(parser: argparse.ArgumentParser) -> None:
+    """--pid / --url (one at most; neither = this machine), --policy, --timeout."""
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--pid", type=_pid, metavar="PID",
+                        help="check this process's resident memory against the policy")
+    target.add_argument("--url", type=_url, metavar="URL",
+                        help="ask a running app: its /memory or /health endpoint, or the base "
+                             "URL where memguard's web app is mounted (then /memory is read)")
+    parser.add_argument("--policy", metavar="FILE",
+                        help="thresholds for --pid and this machine: a TOML file or a bundled "
+                             "name (default: MEMGUARD_POLICY, else the built-in policy)")
+    parser.add_argument("--timeout", type=_duration, default=DEFAULT_TIMEOUT, metavar="DURATION",
+                        help=f"HTTP timeout for --url (default {DEFAULT_TIMEOUT:g}s)")
+
+
+def _local_policy(argument: Optional[str]) -> Policy:
+    """The policy judging local targets: `--policy`, else what the environment says."""
+    if argument is not None:
+        return load_policy(_policy_file(argument))
+    return policy_from_environment()
+
+
+def _read_target(args: argparse.Namespace) -> Any:
+    """A `Reading` of the target the arguments name; raises CheckFailed when unreachable."""
+    if args.url is not None:
+        return _read_url(args.url, args.timeout)
+    policy = _local_policy(args.policy)
+    if args.pid is not None:
+        return _read_pid(args.pid, policy)
+    return _read_machine(policy)
+
+
+def _judge(policy: Policy, usage: int, limit: Optional[int]) -> tuple[str, dict[str, Any]]:
+    """(level, thresholds in bytes) of `usage` under `policy`, percentages of `limit`."""
+    from memguard.monitor import raw_level
+
+    thresholds = policy.memory.resolve(limit)
+    names = ("warning", "emergency", "emergency_target", "critical")
+    as_dict = {name: getattr(thresholds, name) for name in names}
+    if all(as_dict[name] is None for name in ("warning", "emergency", "critical")):
+        return "unknown", as_dict
+    return raw_level(usage, thresholds), as_dict
+
+
+def _read_pid(pid: int, policy: Policy) -> Any:
+    """Resident memory of `pid` against `policy` (its numeric limit, else the detected one)."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    from memguard._cli_view import Reading
+    from memguard.memory import detect_limit, read_rss
+
+    try:
+        rss = read_rss(pid)
+        name = psutil.Process(pid).name()
+    except ProcessLookupError:
+        raise CheckFailed(f"no process with pid {pid}") from None
+    except (PermissionError, psutil.AccessDenied):
+        raise CheckFailed(f"not allowed to read the memory of pid {pid}") from None
+    except psutil.NoSuchProcess:
+        raise CheckFailed(f"no process with pid {pid}") from None
+    limit = policy.memory.limit if isinstance(policy.memory.limit, int) else detect_limit()
+    level, thresholds = _judge(policy, rss, limit)
+    return Reading(target=f"pid {pid} ({name})", scope="process", usage=rss, rss=rss,
+                   limit=limit, level=level, thresholds=thresholds)
+
+
+def _read_machine(policy: Policy) -> Any:
+    """This machine: the container's cgroup when it has a memory limit, else the whole RAM."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    from memguard._cli_view import Reading
+    from memguard.memory import CgroupProbe, ProbeError
+
+    numeric = policy.memory.limit if isinstance(policy.memory.limit, int) else None
+    try:
+        probe = CgroupProbe(heap=False)
+        try:
+            cgroup_limit = probe.read_limit()
+            sample = probe() if cgroup_limit is not None else None
+        finally:
+            probe.close()
+    except (ValueError, ProbeError):
+        sample, cgroup_limit = None, None
+    if sample is not None:
+        limit = numeric or cgroup_limit
+        level, thresholds = _judge(policy, sample.usage, limit)
+        return Reading(target="this container", scope="cgroup", usage=sample.usage,
+                       limit=limit, level=level, thresholds=thresholds)
+    memory = psutil.virtual_memory()
+    used = int(memory.total - memory.available)
+    limit = numeric or int(memory.total)
+    level, thresholds = _judge(policy, used, limit)
+    return Reading(target="this machine", scope="machine", usage=used, limit=limit,
+                   level=level, thresholds=thresholds,
+                   note="machine usage = total RAM minus what is available (page cache excluded)")
+
+
+def _http(method: str, url: str, *, timeout: float,
+          headers: Optional[dict[str, str]] = None) -> tuple[int, bytes]:
+    """(status, body) of one request; HTTP errors are answers, not exceptions.
+
+    Loopback addresses bypass any configured proxy. Raises CheckFailed when the server
+    cannot be reached.
+    """
+    import socket
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    handlers: list[Any] = []
+    if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+        handlers.append(urllib.request.ProxyHandler({}))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(url, method=method, headers={
+        "Accept": "application/json, application/health+json", "User-Agent": "memguard-cli",
+        **(headers or {})}, data=b"" if method == "POST" else None)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            return int(response.status), response.read(4 * 2**20)
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read(4 * 2**20)
+    except urllib.error.URLError as error:
+        reason = error.reason
+        raise CheckFailed(f"cannot reach {url}: {_one_line(str(reason))}") from None
+    except (socket.timeout, TimeoutError):
+        raise CheckFailed(f"cannot reach {url}: no answer within {timeout:g}s") from None
+    except (OSError, ValueError) as error:
+        raise CheckFailed(f"cannot reach {url}: {_one_line(str(error))}") from None
+
+
+def _endpoint(url: str, path: str) -> str:
+    """`url` itself when it already names `path` (or another memguard route), else url+path."""
+    from urllib.parse import urlsplit
+
+    route = urlsplit(url).path.rstrip("/")
+    if route.endswith(("/memory", "/health", "/health/ready", "/memory/cleanup")):
+        return url
+    return url.rstrip("/") + path
+
+
+def _read_url(url: str, timeout: float) -> Any:
+    """A `Reading` from a running app's ``/memory`` (or ``/health``) payload."""
+    endpoint = _endpoint(url, "/memory")
+    status, body = _http("GET", endpoint, timeout=timeout)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if status == 404:
+        raise CheckFailed(f"{endpoint}: HTTP 404: no memguard endpoint there (give the URL of "
+                          "/memory, /health, or where memguard's web app is mounted)")
+    if not isinstance(data, dict):
+        raise CheckFailed(f"{endpoint}: HTTP {status}, and the answer is not JSON")
+    try:
+        if "sample" in data:
+            return _memory_reading(endpoint, data)
+        if "checks" in data:
+            return _health_reading(endpoint, data)
+    except (KeyError, TypeError, ValueError, IndexError):
+        pass
+    raise CheckFailed(f"{endpoint}: HTTP {status}: not a memguard /memory or /health payload")
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
+
+
+def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
+    from memguard._cli_view import LEVEL_STYLES, Reading
+
+    sample = data["sample"]
+    thresholds = data.get("thresholds") or {}
+    level = str(data.get("level", "unknown"))
+    if level not in LEVEL_STYLES:
+        raise ValueError(level)
+    limit = _int_or_none(sample.get("limit") if sample.get("limit") is not None
+                         else thresholds.get("limit"))
+    stores = tuple(dict(store) for store in data.get("stores") or () if isinstance(store, dict))
+    growth = data.get("growth_per_minute")
+    ttl = data.get("time_to_limit")
+    return Reading(
+        target=endpoint, scope=str(sample.get("scope", "remote")), usage=int(sample["usage"]),
+        rss=_int_or_none(sample.get("rss")), limit=limit, level=level,
+        thresholds={name: _int_or_none(thresholds.get(name))
+                    for name in ("warning", "emergency", "emergency_target", "critical")},
+        stores=stores, status=_LEVEL_STATUS.get(level, ""),
+        growth_per_minute=None if growth is None else float(growth),
+        time_to_limit=None if ttl is None else float(ttl),
+        monitoring=data.get("monitoring"),
+    )
+
+
+#: The health status a level maps to (memguard.web.LEVEL_STATUS, without importing web).
+_LEVEL_STATUS = {"ok": "pass", "warning": "warn", "emergency": "warn", "critical": "fail"}
+
+
+def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
+    from memguard._cli_view import LEVEL_STYLES, Reading
+
+    status = str(data["status"])
+    checks = data["checks"]
+    utilization = checks["memory:utilization"][0]
+    level = str(utilization.get("level", "unknown"))
+    if level not in LEVEL_STYLES:
+        level = "unknown"
+    usage_check = (checks.get("memory:usage") or [{}])[0]
+    thresholds = usage_check.get("thresholds") or {}
+    usage = usage_check.get("observedValue")
+    if usage is None:
+        raise ValueError("no usage")
+    return Reading(
+        target=endpoint, scope="remote", usage=int(usage),
+        limit=_int_or_none(thresholds.get("limit")), level=level,
+        thresholds={name: _int_or_none(thresholds.get(name))
+                    for name in ("warning", "emergency", "emergency_target", "critical")},
+        status=status, note=str(data.get("output", "")),
+    )
+
+
+def _quiet_memguard_logs(verbose: bool) -> None:
+    """Show memguard's own log lines on stderr with -v, else only errors."""
+    import logging
+
+    logger = logging.getLogger("memguard")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    else:
+        logger.setLevel(logging.ERROR)
+
+
+# --------------------------------------------------------------------------------------------
+# memguard health
+# --------------------------------------------------------------------------------------------
+
+
+def add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard health [--pid PID | --url URL] [--json]`."""
+    health = commands.add_parser(
+        "health",
+        help="one memory check of this machine, a process, or a running app (exit 1 at "
+             "emergency or critical)",
+        description=(
+            "Check memory once and print the level (ok, warning, emergency, critical). Without "
+            "--pid or --url, checks this machine: the container's cgroup when it has a memory "
+            "limit, else the whole RAM. Exit 0 ok or warning, 1 at emergency or critical, when "
+            "the app reports fail, or when the target cannot be read, 2 on usage errors."
+        ),
+    )
+    _add_target_options(health)
+    health.add_argument("--json", action="store_true", help="print the reading as JSON")
+    health.set_defaults(run=_health)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from memguard._cli_view import health_lines
+
+    reading = _read_target(args)
+    if args.json:
+        json.dump(reading.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        for line in health_lines(reading):
+            print(line)
+    return EXIT_FAILED if reading.failing else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# memguard monitor
+# --------------------------------------------------------------------------------------------
+
+
+def add_monitor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard monitor [--pid|--url] [--interval] [--duration] [--logfmt]`."""
+    monitor = commands.add_parser(
+        "monitor",
+        help="live view of memory against the thresholds (or logfmt lines)",
+        description=(
+            "Watch memory live: usage against the limit and each threshold, a chart of recent "
+            "samples coloured by level, and the stores' counts when --url reports them. "
+            "With --logfmt, or when stdout is not a terminal, or without rich installed, "
+            "prints one logfmt line per sample instead. Stops after --duration or on Ctrl-C."
+        ),
+    )
+    _add_target_options(monitor)
+    monitor.add_argument("--interval", type=_duration, default=2.0, metavar="DURATION",
+                         help="time between samples (default 2s)")
+    monitor.add_argument("--duration", type=_duration, metavar="DURATION",
+                         help="stop after this long (default: until Ctrl-C)")
+    monitor.add_argument("--logfmt", action="store_true",
+                         help="plain logfmt lines, one per sample, instead of the live view")
+    monitor.set_defaults(run=_monitor)
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    import time
+
+    from memguard._cli_view import have_rich
+
+    first = _read_target(args)  # a target that cannot be read at all is an error at once
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    live = not args.logfmt and sys.stdout.isatty() and have_rich()
+    try:
+        if live:
+            _monitor_live(args, first, deadline)
+        else:
+            _monitor_lines(args, first, deadline)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def _next_reading(args: argparse.Namespace, last: Any) -> Any:
+    """A fresh reading, or the last one marked unreachable (the monitor keeps going)."""
+    import attrs
+
+    try:
+        return _read_target(args)
+    except CheckFailed as error:
+        import time
+
+        return attrs.evolve(last, level="unknown", status="", note=str(error), at=time.time())
+
+
+def _sleep_until(moment: float, deadline: Optional[float]) -> bool:
+    """Sleep until `moment` (monotonic), not past `deadline`; False once the deadline is hit."""
+    import time
+
+    end = moment if deadline is None else min(moment, deadline)
+    pause = end - time.monotonic()
+    if pause > 0:
+        time.sleep(pause)
+    return deadline is None or time.monotonic() < deadline
+
+
+def _monitor_lines(args: argparse.Namespace, reading: Any, deadline: Optional[float]) -> None:
+    import time
+
+    from memguard._cli_view import logfmt_line
+
+    while True:
+        line = logfmt_line(reading)
+        if reading.level == "unknown" and reading.note:
+            line += f' error="{reading.note}"'
+        print(line, flush=True)
+        if not _sleep_until(time.monotonic() + args.interval, deadline):
+            return
+        reading = _next_reading(args, reading)
+
+
+def _monitor_live(args: argparse.Namespace, reading: Any, deadline: Optional[float]) -> None:
+    import time
+
+    import attrs
+    from rich.console import Console
+    from rich.live import Live
+
+    from memguard._cli_view import monitor_view
+    from memguard.monitor import growth_rate
+
+    console = Console()
+    history: list[tuple[float, int, str]] = []
+
+    def view(current: Any) -> Any:
+        history.append((current.at, current.usage, current.level))
+        del history[:-400]
+        if current.growth_per_minute is None and current.level != "unknown":
+            growth = growth_rate([(t, u) for t, u, _ in history[-30:]])
+            current = attrs.evolve(current, growth_per_minute=growth)
+        return monitor_view(current, history, interval=args.interval, width=console.width)
+
+    with Live(view(reading), console=console, auto_refresh=False, transient=False) as screen:
+        while _sleep_until(time.monotonic() + args.interval, deadline):
+            reading = _next_reading(args, reading)
+            screen.update(view(reading), refresh=True)
+
+
+# --------------------------------------------------------------------------------------------
+# memguard stress
+# --------------------------------------------------------------------------------------------
+
+
+def add_stress_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard stress`: the seed workload on a simulated clock, with a verdict."""
+    stress = commands.add_parser(
+        "stress",
+        help="run the seed workload (six stores, AI-sized results) on a simulated clock",
+        description=(
+            "Run simulated traffic against the six seed stores under a policy, measuring this "
+            "process's real memory, and report peak and final usage against the limit, time "
+            "at each level, evictions, memory reclaimed and active jobs lost. Exit 0 when the "
+            "peak stayed under the limit with no active job lost, 1 otherwise. See "
+            "docs/stress.md."
+        ),
+    )
+    stress.add_argument("--policy", metavar="FILE",
+                        help="a TOML policy file or a bundled name (default: the bundled "
+                             "default policy, environment ignored)")
+    stress.add_argument("--minutes", type=_positive_number, default=60.0, metavar="N",
+                        help="simulated minutes of traffic (default 60)")
+    stress.add_argument("--seed", type=int, default=1, metavar="N",
+                        help="the traffic's random seed (default 1)")
+    stress.add_argument("--rate", type=_positive_number, metavar="JOBS",
+                        help="jobs per simulated minute (default 9)")
+    stress.add_argument("--scale", type=_positive_number, default=1.0, metavar="X",
+                        help="multiply every result size (default 1)")
+    stress.add_argument("--limit", type=_size, metavar="SIZE",
+                        help="run at this memory limit, the policy's thresholds scaled alike")
+    stress.add_argument("--no-guard", action="store_true",
+                        help="baseline: the same traffic on plain dicts, nothing evicted")
+    stress.add_argument("--json", metavar="FILE",
+                        help="write the full result (samples included) as JSON; - for stdout")
+    stress.add_argument("--plot", metavar="FILE.png",
+                        help="draw usage over time with the thresholds (needs matplotlib)")
+    stress.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bar and no table: only the verdict")
+    stress.add_argument("-v", "--verbose", action="store_true",
+                        help="show the monitor's log lines on stderr")
+    stress.set_defaults(run=_stress, parser=stress)
+
+
+def _stress(args: argparse.Namespace) -> int:
+    from memguard import simulate
+
+    parser: argparse.ArgumentParser = args.parser
+    for option, value in (("--json", args.json), ("--plot", args.plot)):
+        if value not in (None, "-") and not Path(value).resolve().parent.is_dir():
+            return _usage_error(parser, f"{option}: no directory for {value!r}")
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            return _usage_error(parser, "--plot needs matplotlib: pip install 'memguard[cli]'")
+    policy = None if args.policy is None else load_policy(_policy_file(args.policy))
+    try:
+        config = simulate.StressConfig(
+            minutes=args.minutes, rate=args.rate or simulate.DEFAULT_RATE, seed=args.seed,
+            scale=args.scale, guard=not args.no_guard, policy=policy, limit=args.limit)
+        config.resolved_policy()
+    except ValueError as error:
+        return _usage_error(parser, _one_line(str(error)))
+    _quiet_memguard_logs(args.verbose)
+    to_stdout = args.json == "-"
+    try:
+        result = _run_stress(config, progress=not (args.quiet or to_stdout))
+    except ValueError as error:
+        raise CheckFailed(_one_line(str(error))) from None
+    if args.json is not None:
+        text = json.dumps(result.to_dict(), indent=None if to_stdout else 1)
+        if to_stdout:
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+    if args.plot is not None:
+        from memguard._cli_view import plot_stress
+
+        plot_stress([result], args.plot)
+    out = sys.stderr if to_stdout else sys.stdout
+    if not args.quiet and not to_stdout:
+        _print_stress(result, out)
+    print(result.verdict(), file=out)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _run_stress(config: Any, *, progress: bool) -> Any:
+    """Run the workload, with a progress bar on a terminal's stderr."""
+    from memguard import simulate
+    from memguard._cli_view import have_rich
+
+    if not (progress and sys.stderr.isatty() and have_rich()):
+        return simulate.run(config)
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from memguard._units import format_size
+
+    mode = "guarded" if config.guard else "baseline"
+    columns = (TextColumn(f"stress {mode}"), BarColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=1.0)
+
+        def update(done: float, sample: Any) -> None:
+            bar.update(task, completed=done, description=(
+                f"minute {sample.t / 60:4.0f}  {format_size(sample.usage):>8}  "
+                f"{sample.level:<9} {sample.jobs} jobs"))
+
+        return simulate.run(config, progress=update)
+
+
+def _print_stress(result: Any, out: TextIO) -> None:
+    from memguard._cli_view import print_table, stress_charts, stress_rows
+
+    params = result.params
+    mode = "guarded" if result.guard else "baseline (no guard)"
+    title = (f"memguard stress: {mode}, {params['minutes']:g} simulated minutes, "
+             f"{params['rate']:g} jobs/min, seed {params['seed']}, policy {params['policy']}")
+    print_table(title, ["", "guarded" if result.guard else "baseline"], stress_rows([result]),
+                out=out)
+    for name, line in stress_charts([result]):
+        print(f"usage over time ({name}, full height = max(limit, peak)): {line}", file=out)
+
+
+# --------------------------------------------------------------------------------------------
+# memguard cleanup
+# --------------------------------------------------------------------------------------------
+
+#: Environment variable holding the cleanup token when --token is not given.
+TOKEN_ENV = "MEMGUARD_TOKEN"
+
+
+def add_cleanup_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard cleanup --url URL --token T | --pid PID`."""
+    cleanup = commands.add_parser(
+        "cleanup",
+        help="ask a running app for an emergency cleanup (HTTP or SIGUSR1)",
+        description=(
+            "Trigger an emergency cleanup in a running app: --url POSTs to its "
+            "/memory/cleanup endpoint with a bearer token; --pid sends SIGUSR1, which memguard "
+            "handles only when the app's policy says signal_cleanup = true (checked first: "
+            "SIGUSR1's default action would terminate the process)."
+        ),
+    )
+    target = cleanup.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", type=_url, metavar="URL",
+                        help="the app's /memory/cleanup endpoint or memguard's base URL")
+    target.add_argument("--pid", type=_pid, metavar="PID", help="send SIGUSR1 to this process")
+    cleanup.add_argument("--token", metavar="TOKEN",
+                         help=f"the bearer token for --url (default: ${TOKEN_ENV})")
+    cleanup.add_argument("--timeout", type=_duration, default=30.0, metavar="DURATION",
+                         help="HTTP timeout (default 30s: a cleanup may take a moment)")
+    cleanup.add_argument("--force", action="store_true",
+                         help="--pid: send SIGUSR1 even when the process does not seem to "
+                              "handle it")
+    cleanup.add_argument("--json", action="store_true", help="print the cleanup report as JSON")
+    cleanup.set_defaults(run=_cleanup, parser=cleanup)
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    if args.pid is not None:
+        return _cleanup_pid(args)
+    import os
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
+    if not token.strip():
+        return _usage_error(args.parser, f"--url needs --token (or {TOKEN_ENV})")
+    endpoint = _endpoint(args.url, "/memory/cleanup")
+    status, body = _http("POST", endpoint, timeout=args.timeout,
+                         headers={"Authorization": f"Bearer {token.strip()}"})
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if status != 200 or not isinstance(data, dict):
+        reason = data.get("error") if isinstance(data, dict) else None
+        raise CheckFailed(f"{endpoint}: cleanup refused: HTTP {status}"
+                          + (f": {_one_line(str(reason))}" if reason else ""))
+    if args.json:
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        print(_cleanup_summary(endpoint, data))
+    return EXIT_OK
+
+
+def _cleanup_summary(endpoint: str, report: dict[str, Any]) -> str:
+    causes = ", ".join(f"{k} {v}" for k, v in sorted((report.get("by_cause") or {}).items()))
+    text = (f"cleanup at {endpoint}: evicted {report.get('evicted', 0)} jobs"
+            + (f" ({causes})" if causes else "")
+            + f", freed ~{format_size(report.get('freed_estimate_bytes') or 0)}")
+    before, after = report.get("usage_before_bytes"), report.get("usage_after_bytes")
+    if before is not None and after is not None:
+        text += (f", usage {format_size(before)} -> {format_size(after)}"
+                 f" (reclaimed {format_size(before - after)})")
+    if report.get("note"):
+        text += f"; {report['note']}"
+    return text
+
+
+def _handles_signal(pid: int, signum: int) -> Optional[bool]:
+    """Whether `pid` catches `signum` (Linux ``SigCgt``); None when that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cleanup_pid(args: argparse.Namespace) -> int:
+    import os
+    import signal
+
+    pid: int = args.pid
+    signum = getattr(signal, "SIGUSR1", None)
+    if signum is None:
+        raise CheckFailed("--pid needs SIGUSR1, which this platform does not have; use --url")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise CheckFailed(f"no process with pid {pid}") from None
+    except PermissionError:
+        raise CheckFailed(f"not allowed to signal pid {pid}") from None
+    handles = _handles_signal(pid, signum)
+    if not handles and not args.force:
+        why = ("does not handle SIGUSR1" if handles is False
+               else "may not handle SIGUSR1 (cannot read /proc/PID/status to check)")
+        raise CheckFailed(
+            f"pid {pid} {why}; its default action would terminate the process. Enable "
+            "signal_cleanup = true under [memory] in the app's policy (memguard installs the "
+            "handler when its monitor starts), or pass --force")
+    os.kill(pid, signum)
+    print(f"sent SIGUSR1 to pid {pid}: memguard runs an emergency cleanup there if the app "
+          "enabled it (signal_cleanup = true under [memory]); see the app's log for the report")
+    return EXIT_OK
 
 
 if __name__ == "__main__":
