@@ -74,8 +74,8 @@ class GunicornHooks:
         if self._recycling.is_set():
             return
         self._recycling.set()
-        logger.critical("memguard: memory critical; asking gunicorn to recycle worker %s "
-                        "gracefully", os.getpid())
+        logger.warning("memguard: asking gunicorn to recycle worker %s gracefully (it finishes "
+                       "its requests in flight; the arbiter starts a replacement)", os.getpid())
         worker.alive = False
         if self.nudge:
             os.kill(os.getpid(), signal.SIGTERM)  # gunicorn workers: graceful shutdown
