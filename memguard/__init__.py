@@ -7,7 +7,7 @@ from memguard._manager import MemoryManager, manager
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
 from memguard.memory import MemorySample
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline
-from memguard.policy import MemoryPolicy, Policy, StorePolicy
+from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
 from memguard.rules import Cause, Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Rule
 from memguard.store import StoreHandle, StoreStats, handle, managed_store
 from memguard.touch import touches
@@ -34,6 +34,7 @@ __all__ = [
     "StorePolicy",
     "StoreStats",
     "handle",
+    "load_policy",
     "managed_store",
     "manager",
     "touches",

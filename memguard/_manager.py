@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 from memguard.errors import PolicyError
 from memguard.pipeline import CleanupReport, EvictionEvent
-from memguard.policy import Policy
+from memguard.policy import Policy, policy_from_environment
 from memguard.rules import Budget, Pass
 from memguard.store import StoreHandle, _Backend, attach, handle
 
@@ -34,12 +34,14 @@ class MemoryManager:
                  probe: Optional[Callable[[], Any]] = None) -> None:
         self.clock = clock
         self.probe = probe
-        self._policy = policy if policy is not None else Policy()
+        # No policy given: the one the environment names (MEMGUARD_POLICY and overrides).
+        self._policy = policy if policy is not None else policy_from_environment()
         self._lock = threading.RLock()
         self._handles: dict[str, list[StoreHandle]] = {}
         self._plain: dict[int, StoreHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Any = None
+        self.policy_error: Optional[PolicyError] = None
         _managers.add(self)
 
     def __repr__(self) -> str:
@@ -75,6 +77,7 @@ class MemoryManager:
             for store, store_policy in zip(handles, effective):
                 store.apply_policy(policy, store_policy)
             self._policy = policy
+            self.policy_error = None
         if self.monitor is not None:
             self.monitor.policy_changed()
 
@@ -182,7 +185,12 @@ class MemoryManager:
         return self.monitor
 
     def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Any:
-        """Start the background monitor (every `interval`, default the policy's check_interval)."""
+        """Start the background monitor (every `interval`, default the policy's check_interval).
+
+        Raises the environment's `PolicyError` if the default policy could not be loaded.
+        """
+        if self.policy_error is not None:
+            raise self.policy_error
         monitor = self._monitor()
         if interval is not None:
             monitor.set_interval(interval)
@@ -236,5 +244,17 @@ def find_plain_handle(store: Any) -> Optional[StoreHandle]:
     return None
 
 
+def _default_manager() -> MemoryManager:
+    """The process-wide manager. Importing memguard never fails (CLI tools that report the
+    problem must still run): with a broken environment policy the built-in policy stands in,
+    and `start()` raises the error, so an app fails where it turns memguard on."""
+    try:
+        return MemoryManager(policy_from_environment())
+    except PolicyError as error:
+        fallback = MemoryManager(Policy())
+        fallback.policy_error = error
+        return fallback
+
+
 _managers: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
-manager = MemoryManager()
+manager = _default_manager()
