@@ -61,7 +61,7 @@ def format_value(value: Optional[float], unit: str) -> str:
                 return f"{value / (scale >> 10):.4g} {suffix}"
         return f"{value / (1 << 30):.4g} GiB"
     if unit == "%":
-        return f"{value:.1f}%"
+        return f"{value:.1f}%" if abs(value) >= 1 else f"{value:.3g}%"
     if unit == "x":
         return f"{value:.3g}x"
     if unit == "ns":
