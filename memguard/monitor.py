@@ -430,8 +430,10 @@ class Monitor:
         """Start the daemon thread ``memguard-monitor`` (idempotent); it ticks at once."""
         with self._work:
             self._started = True
-            if self.running:
+            if self.running and not self._stop_event.is_set():
                 return
+            # Not running, or a stop() timed out on a thread still finishing its tick (it ends
+            # as soon as that tick does): start a fresh thread with its own stop event.
             self._update_signal_handler()
             self._launch()
 
@@ -473,6 +475,8 @@ class Monitor:
             except Exception:  # tick guards each step; this is the last line of defence
                 self.failures += 1
                 logger.exception("memguard: monitor tick failed; carrying on")
+            if stop.is_set():
+                break
             self._wait(stop)
         logger.debug("memguard: monitor stopped")
 
@@ -543,15 +547,15 @@ class Monitor:
             self._guard(errors, "level", self._observe, after, memory, False)
 
         recycled = False
-        if self._level == "critical" and not self._recycle_requested:
-            self._recycle_requested = True
-            recycled = bool(self._guard(errors, "recycle", self._recycle, memory))
+        if self._level == "critical" and memory.recycle and not self._recycle_requested:
+            self._recycle_requested = True  # once per stay at critical
+            recycled = bool(self._guard(errors, "recycle", self._recycle))
 
         if sample is not None and (
             self._last_summary is None or now - self._last_summary >= memory.summary_interval
         ):
             self._last_summary = now
-            self._guard(errors, "summary", self._log_summary, sample)
+            self._guard(errors, "summary", self._log_summary, self.last_sample or sample)
 
         return TickResult(
             at=now,
@@ -649,9 +653,7 @@ class Monitor:
             " ".join(parts) or "none",
         )
 
-    def _recycle(self, memory: MemoryPolicy) -> bool:
-        if not memory.recycle:
-            return False
+    def _recycle(self) -> bool:
         hook = self.on_recycle
         if hook is None:
             logger.critical(

@@ -704,3 +704,26 @@ def test_policy_changed_rereads_thresholds(
     assert monitor.tick().level == "ok"
     manager.load_policy(make_policy(warning="350MB"))  # the manager calls policy_changed()
     assert monitor.tick().level == "warning"
+
+
+def test_start_after_a_stop_that_timed_out_mid_tick(manager: MemoryManager,
+                                                    probe: FakeProbe) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck() -> MemorySample:
+        entered.set()
+        release.wait(5)
+        return probe()
+
+    manager.probe = stuck
+    monitor = manager.setup_memory_monitoring("1h")
+    assert entered.wait(5)
+    assert monitor.stop(timeout=0.05) is False  # the tick is still running
+    old = monitor._thread
+    release.set()
+    manager.probe = probe
+    monitor.start()  # waits for the tick, then starts afresh
+    assert monitor.running and monitor._thread is not old
+    assert old is not None and wait_until(lambda: not old.is_alive())
+    assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
+    assert monitor.stop()
