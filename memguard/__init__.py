@@ -6,6 +6,7 @@ This module only re-exports the public names; each lives in the module of its co
 from memguard._manager import MemoryManager, manager
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
 from memguard.memory import MemorySample
+from memguard.monitor import MemoryStats
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline
 from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
 from memguard.rules import Cause, Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Rule
@@ -25,6 +26,7 @@ __all__ = [
     "MemoryManager",
     "MemoryPolicy",
     "MemorySample",
+    "MemoryStats",
     "Pipeline",
     "Policy",
     "PolicyError",
