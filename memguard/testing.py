@@ -25,12 +25,12 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
-    def advance(self, seconds: float) -> float:
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (thread-safe); a monotonic clock never goes back."""
         if seconds < 0:
             raise ValueError(f"a monotonic clock cannot go back; got advance({seconds})")
         with self._lock:
             self.now += seconds
-            return self.now
 
     def __repr__(self) -> str:
         return f"FakeClock({self.now:g})"
