@@ -269,7 +269,8 @@ def _as_dict(thresholds: Any) -> dict[str, Any]:
 
 def memory_payload(manager: Optional[MemoryManager] = None, *,
                    wall_clock: WallClock = time.time) -> dict[str, Any]:
-    """The whole `MemoryStats` as JSON-safe data, plus the pid and the time of reading.
+    """The whole `MemoryStats` as JSON-safe data, plus the pid, the wall time of reading and
+    the manager's clock now (`recent_cleanups[].started_at` are readings of that clock).
 
     Everything comes from `MemoryStats.to_dict()`: counts and sizes in bytes, never a job.
     """
@@ -280,6 +281,7 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
     payload.setdefault("thresholds", _thresholds_dict(stats))
     payload["pid"] = os.getpid()
     payload["time"] = _iso(wall_clock)
+    payload["clock"] = manager.clock()  # the cleanups' started_at are on this clock
     result: dict[str, Any] = _json_safe(payload)
     return result
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import shlex
 import signal
 import socket
 import statistics
@@ -513,3 +515,21 @@ def test_gunicorn_recycles_a_critical_worker_gracefully(
         log = server.log()
         assert "asking gunicorn to recycle" in log
         assert server.process.poll() is None  # the arbiter itself carries on
+
+
+def test_the_documented_procfile_serves(server_env: dict[str, str], tmp_path: Path) -> None:
+    """docs/integrations.md's Procfile line, run as Heroku would (on loopback here)."""
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    match = re.search(r"^web: (.+)$", text, re.MULTILINE)
+    assert match is not None
+    port = free_port()
+    command = match.group(1).replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1")
+    argv = shlex.split(command)
+    assert argv[0] == "gunicorn"
+    env = dict(server_env, PORT=str(port), MALLOC_ARENA_MAX="2")
+    log = tmp_path / "procfile.log"
+    with serve("procfile", gunicorn_argv(*argv[1:]), port, env, log) as web, \
+            httpx.Client(base_url=web.url, timeout=10) as client:
+        assert client.get("/health").json()["status"] == "pass"
+        job_id = create_job(client, "magic", "concept", "heroku")
+        poll_until_done(client, "magic", "concept", job_id)
