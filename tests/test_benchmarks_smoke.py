@@ -1,0 +1,140 @@
+"""Smoke test of the benchmark suite: every piece runs at tiny sizes and reports well-formed
+results. No timing is asserted here; the figures belong to `python -m benchmarks`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import Settings, Timing, case, compare, ratio, row, target, timeit_func
+from benchmarks import __main__ as suite
+
+TINY = Settings(rounds=2, sample_seconds=0.0002, warmups=1)
+
+
+def assert_well_formed(result: dict[str, Any], case_id: str) -> None:
+    """The shape `__main__` prints and writes: rows with figures, ratios, targets with verdicts."""
+    assert result["id"] == case_id
+    assert result["title"]
+    assert not result["skipped"], result["skipped"]
+    assert result["rows"]
+    for line in result["rows"]:
+        assert line["name"] and isinstance(line["unit"], str)
+        assert isinstance(line["value"], (int, float)) and math.isfinite(line["value"])
+        for item in line["ratios"]:
+            assert item["peer"] and item["ratio"] > 0 and math.isfinite(item["ratio"])
+    for goal in result["targets"]:
+        assert goal["op"] in ("<=", ">=")
+        assert goal["met"] in (True, False)
+        assert math.isfinite(goal["figure"])
+    json.dumps(result)  # everything goes to JSON as it is
+    assert suite.render_case(result).startswith("== ")
+
+
+def test_harness_interleaves_and_reports_pyperf_statistics() -> None:
+    slow = timeit_func("sum(r)", {"r": range(200)})
+    fast = timeit_func("len(r)", {"r": range(200)})
+    timings = compare({"slow": slow, "fast": fast}, TINY, group="smoke")
+    assert set(timings) == {"slow", "fast"}
+    for timing in timings.values():
+        assert len(timing.values) == TINY.rounds and len(timing.warmups) == TINY.warmups
+        assert timing.loops >= 1 and all(value > 0 for value in timing.values)
+        stats = timing.stats()
+        assert stats["values"] == TINY.rounds and stats["min"] <= stats["median"]
+    assert ratio(timings["slow"], timings["fast"]) > 0
+
+
+def test_records_and_targets() -> None:
+    timing = Timing("x", [2e-9, 3e-9], loops=10)
+    assert timing.best == 2e-9 and timing.median == 2.5e-9
+    assert target("t", 0.5, "<=", 1.0, "x")["met"] is True
+    assert target("t", 80.0, ">=", 85.0, "%")["met"] is False
+    assert target("t", None, "<=", 1.0, "x")["met"] is None
+    result = case("c", "c", rows=[row("r", 1.0, "bytes", ratios=[("p", 2.0)])])
+    assert result["rows"][0]["ratios"] == [{"peer": "p", "ratio": 2.0}]
+
+
+@pytest.mark.parametrize(("value", "unit", "text"), [
+    (1.5e-8, "s", "15 ns"), (2.5e-6, "s", "2.5 us"), (0.0123, "s", "12.3 ms"),
+    (133.0, "bytes", "133 B"), (99.25, "%", "99.2%"), (0.744, "x", "0.744x"), (None, "s", "n/a"),
+])
+def test_format_value(value: Any, unit: str, text: str) -> None:
+    assert suite.format_value(value, unit) == text
+
+
+def test_access_case() -> None:
+    from benchmarks import bench_access
+
+    result = bench_access.run(True, settings=TINY, n_jobs=64)
+    assert_well_formed(result, "access")
+    assert len(result["targets"]) == 3
+
+
+def test_insert_case() -> None:
+    from benchmarks import bench_insert
+
+    result = bench_insert.run(True, settings=TINY, capacities=(20, 40))
+    assert_well_formed(result, "insert")
+
+
+def test_pass_case() -> None:
+    from benchmarks import bench_pass
+
+    result = bench_pass.run(True, settings=TINY, sizes=(100, 200), turnover=3)
+    assert_well_formed(result, "pass")
+    assert [t["name"].split(":")[0] for t in result["targets"]] == [
+        "pass evicting nothing (evict 0, fresh)", "pass evicting nothing (evict 0, after turnover)"]
+    notes = {line["name"]: line["note"] for line in result["rows"]}
+    assert notes["pass, 2e+02 jobs, evict 1%"].startswith("2 evicted per pass")  # 1% of 200
+
+
+def test_bookkeeping_case() -> None:
+    from benchmarks import bench_bookkeeping
+
+    result = bench_bookkeeping.run(True, n_jobs=300)
+    assert_well_formed(result, "bookkeeping")
+    assert result["rows"][1]["value"] > 0
+
+
+def test_reclaim_worker_in_process_and_in_a_subprocess() -> None:
+    from benchmarks import bench_reclaim
+
+    here = bench_reclaim.worker("memguard", "json", 1, 1, True)
+    assert here["left"] == 0 and here["jobs"] > 0 and here["filled"] >= here["before"]
+    there = bench_reclaim.measure("cachetools", "text", 1)
+    assert there["contender"] == "cachetools" and there["left"] == 0
+    assert math.isfinite(there["returned_percent"])
+
+
+def test_stress_case() -> None:
+    from benchmarks import bench_stress
+
+    result = bench_stress.run(True, minutes=1, seeds=(1,))
+    assert_well_formed(result, "stress")
+    assert [line["name"] for line in result["rows"]] == [
+        "seed 1: guarded peak / limit", "seed 1: baseline peak / limit"]
+
+
+def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    def fake_run(quick: bool) -> dict[str, Any]:
+        return case("fake", "fake case", rows=[row("thing", 1e-7, "s", ratios=[("peer", 0.5)])],
+                    targets=[target("thing vs peer", 0.5, "<=", 1.0, "x")])
+
+    def broken_run(quick: bool) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    runs = {"benchmarks.bench_access": fake_run, "benchmarks.bench_insert": broken_run}
+    monkeypatch.setattr(suite, "load_case", lambda name: runs[name])
+    out = tmp_path / "results.json"
+    assert suite.main(["--quick", "--only", "access", "insert", "--json", str(out),
+                       "--pyperf", str(tmp_path / "pyperf.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "== fake case ==" in printed and "MET" in printed and "failed: RuntimeError" in printed
+    report = json.loads(out.read_text())
+    assert report["quick"] is True and [c["id"] for c in report["cases"]] == ["fake", "insert"]
+    assert report["targets"][0]["met"] is True and report["environment"]["python"]
