@@ -77,7 +77,17 @@ def _spread(row: Mapping[str, Any]) -> str:
 
 
 def _ratios(row: Mapping[str, Any]) -> str:
-    return ", ".join(f"{item['ratio']:.3g}x {item['peer']}" for item in row.get("ratios", ()))
+    """`0.74x peer, ...`; a qualifier the row and a peer share (", capacity 1e+03") is shown
+    once, in the row's name."""
+    name = str(row.get("name", ""))
+    shared = ", " + name.rsplit(", ", 1)[-1] if ", " in name else None
+    parts = []
+    for item in row.get("ratios", ()):
+        peer = str(item["peer"])
+        if shared and peer.endswith(shared):
+            peer = peer[: -len(shared)]
+        parts.append(f"{item['ratio']:.3g}x {peer}")
+    return ", ".join(parts)
 
 
 def render_case(result: Mapping[str, Any]) -> str:
@@ -125,11 +135,11 @@ def render_target(t: Mapping[str, Any]) -> str:
 
 def environment() -> dict[str, Any]:
     """Where and with what the figures were taken."""
-    versions = {}
+    from importlib.metadata import version
+
+    versions: dict[str, Optional[str]] = {}
     for name in ("memguard", "cachetools", "cachebox", "pyperf", "psutil", "wrapt"):
         try:
-            from importlib.metadata import version
-
             versions[name] = version(name)
         except Exception:  # not installed
             versions[name] = None

@@ -26,6 +26,7 @@ from benchmarks import (
 )
 from memguard import MemoryManager, managed_store, touches
 
+cachebox: Any
 try:  # optional peer (the `bench` extra installs it)
     import cachebox
 except ImportError:  # pragma: no cover - depends on the environment
@@ -82,8 +83,8 @@ def build(n_jobs: int) -> dict[str, Any]:
         "lru": lru, "ttl": ttl,
     }
     if cachebox is not None:
-        cb_lru = cachebox.LRUCache(n_jobs * 2)
-        cb_ttl = cachebox.TTLCache(n_jobs * 2, TTL_SECONDS)
+        cb_lru: Any = cachebox.LRUCache(n_jobs * 2)
+        cb_ttl: Any = cachebox.TTLCache(n_jobs * 2, TTL_SECONDS)
         cb_lru.update(jobs)
         cb_ttl.update(jobs)
         contenders.update(cb_lru=cb_lru, cb_ttl=cb_ttl)

@@ -21,6 +21,7 @@ from benchmarks import Settings, TimeFunc, Timing, case, compare, ratio, timeit_
 from benchmarks import timing_row as _timing_row
 from memguard import MemoryManager, managed_store
 
+cachebox: Any
 try:  # optional peer (the `bench` extra installs it)
     import cachebox
 except ImportError:  # pragma: no cover - depends on the environment

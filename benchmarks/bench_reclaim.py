@@ -58,7 +58,7 @@ def _json_result(rng: random.Random, i: int) -> dict[str, Any]:
 
 
 def _rss() -> int:
-    import psutil
+    import psutil  # type: ignore[import-untyped, unused-ignore]
 
     return int(psutil.Process().memory_info().rss)
 
