@@ -126,7 +126,10 @@ def _json_safe(value: Any) -> Any:
 
 
 def _monitor_state(manager: MemoryManager) -> tuple[bool, bool]:
-    """(started, running) of the manager's monitor, without creating or sampling one."""
+    """(started, running) of the manager's monitor, without creating or sampling one.
+
+    `started` is the monitor's own flag: true from `start()` until `stop()`.
+    """
     monitor = manager.monitor
     if monitor is None:
         return False, False
@@ -141,15 +144,16 @@ def _fmt_mib(size: Optional[int]) -> str:
 
 def live_payload(manager: Optional[MemoryManager] = None, *,
                  wall_clock: WallClock = time.time) -> tuple[int, dict[str, Any]]:
-    """Liveness: (200, pass) while the monitor runs or was never started; (503, fail) once it
-    was started and is no longer running (it died or was stopped). Samples nothing."""
+    """Liveness: (200, pass) while the monitor runs, or when it is not meant to run (never
+    started, or stopped on purpose with `stop()`); (503, fail) when it was started and its
+    thread is gone without a `stop()` (it died). Samples nothing, takes no lock."""
     manager = _default_manager(manager)
     started, running = _monitor_state(manager)
     if running:
         status, output = "pass", "monitor running"
     elif started:
         status, output = "fail", "monitor was started and is no longer running"
-    else:
+    else:  # never started, or stopped on purpose (stop()): nothing is meant to be running
         status, output = "pass", "monitor not started"
     payload = {
         "status": status,
