@@ -566,7 +566,8 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
 
 
 def _quiet_memguard_logs(verbose: bool) -> None:
-    """Show memguard's own log lines on stderr with -v, else only errors."""
+    """Show memguard's own log lines on stderr with -v; else only its errors (a step that
+    raised), not the level changes and cleanups the final table reports anyway."""
     import logging
 
     logger = logging.getLogger("memguard")
@@ -577,6 +578,7 @@ def _quiet_memguard_logs(verbose: bool) -> None:
         logger.setLevel(logging.INFO)
     else:
         logger.setLevel(logging.ERROR)
+        logger.addFilter(lambda record: record.levelno == logging.ERROR)
 
 
 # --------------------------------------------------------------------------------------------

@@ -175,10 +175,18 @@ class StressConfig:
     sample_every: float = attrs.field(default=10.0, validator=_positive)
 
     def resolved_policy(self) -> Policy:
-        """The policy the run uses: given or default, resized to `limit` when one is given."""
+        """The policy the run uses: given or default, resized to `limit` when one is given.
+
+        Raises ValueError when it has no memory limit in bytes (``limit = "auto"``): a run is
+        judged against a limit, and the machine's RAM would make every run pass.
+        """
         policy = self.policy if self.policy is not None else default_policy()
         if self.limit is not None:
             policy = scaled_policy(policy, self.limit)
+        if not isinstance(policy.memory.limit, int):
+            raise ValueError(
+                f"the stress run needs a memory limit in bytes; {policy.source} has "
+                f"limit = {policy.memory.limit!r} (give one, e.g. --limit 512MB)")
         return policy
 
 
@@ -528,10 +536,7 @@ class _Run:
         self.progress = progress
         self.policy = config.resolved_policy()
         memory: MemoryPolicy = self.policy.memory
-        if not isinstance(memory.limit, int):
-            raise ValueError(
-                f"the stress run needs a memory limit in bytes; {self.policy.source} has "
-                f"limit = {memory.limit!r} (pass a limit, e.g. --limit 512MB)")
+        assert isinstance(memory.limit, int)  # resolved_policy made sure
         self.limit: int = memory.limit
         self.thresholds = memory.resolve(self.limit)
         self.profiles = SEED_STORES
