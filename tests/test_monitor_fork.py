@@ -52,8 +52,12 @@ FORK_CHILD = textwrap.dedent(
         os.close(read)
         out = {"pid": os.getpid()}
         try:
-            time.sleep(0.2)
-            out["threads"] = [t.name for t in threading.enumerate()]
+            names = lambda: [t.name for t in threading.enumerate()]
+            if START:  # the at-fork hook restarts it: wait (bounded) for it to appear
+                wait_until(lambda: "memguard-monitor" in names())
+            else:  # give a wrongly restarted thread the time to show up
+                time.sleep(0.2)
+            out["threads"] = names()
             out["running"] = monitor.running
             if START:
                 ticks = monitor.ticks
