@@ -56,6 +56,10 @@ __all__ = [
     "MemoryStats",
     "Monitor",
     "TickResult",
+    "growth_rate",
+    "heroku_line",
+    "next_level",
+    "raw_level",
 ]
 
 logger = logging.getLogger("memguard")
