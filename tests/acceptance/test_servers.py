@@ -122,20 +122,42 @@ def server_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module", params=["uvicorn-fastapi", "gunicorn-flask"])
-def server(request: pytest.FixtureRequest, server_env: dict[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def example_server(kind: str, env: dict[str, str],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``uvicorn-fastapi`` or ``gunicorn-flask``, on a free port, stopped on exit."""
     port = free_port()
-    log = tmp_path_factory.mktemp("logs") / f"{request.param}.log"
-    env = dict(server_env, PORT=str(port))
-    if request.param == "uvicorn-fastapi":
+    log = tmp_path_factory.mktemp("logs") / f"{kind}.log"
+    if kind == "uvicorn-fastapi":
         argv = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app",
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     else:
         argv = gunicorn_argv("-c", "examples/gunicorn.conf.py", "--access-logfile", "/dev/null",
                              "examples.flask_app:app")
-    with serve(request.param, argv, port, env, log) as running:
+    with serve(kind, argv, port, dict(env, PORT=str(port)), log) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def uvicorn_server(server_env: dict[str, str],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with example_server("uvicorn-fastapi", server_env, tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def gunicorn_server(server_env: dict[str, str],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with example_server("gunicorn-flask", server_env, tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["uvicorn_server", "gunicorn_server"],
+                ids=["uvicorn-fastapi", "gunicorn-flask"])
+def server(request: pytest.FixtureRequest) -> Server:
+    """Each example server in turn."""
+    running: Server = request.getfixturevalue(request.param)
+    return running
 
 
 def gunicorn_argv(*args: str) -> list[str]:
@@ -235,9 +257,9 @@ def test_health_memory_and_metrics(server: Server) -> None:
         assert ("memguard_store_jobs", (("store", "app_creation"),)) in samples
 
 
-def test_uvicorn_counts_match_the_jobs_created(server: Server) -> None:
-    if server.name != "uvicorn-fastapi":
-        pytest.skip("one process: every job is in the process that answers")
+def test_uvicorn_counts_match_the_jobs_created(uvicorn_server: Server) -> None:
+    """One process: every job is in the process that answers."""
+    server = uvicorn_server
     with httpx.Client(base_url=server.url, timeout=10) as client:
         before = {s["name"]: s["jobs"] for s in client.get("/memory").json()["stores"]}
         ids = [create_job(client, "magic", "concept", f"c{i}") for i in range(3)]
@@ -250,9 +272,8 @@ def test_uvicorn_counts_match_the_jobs_created(server: Server) -> None:
         assert samples[("memguard_store_jobs", (("store", "concept"),))] == after["concept"]["jobs"]
 
 
-def test_gunicorn_runs_two_workers_each_with_a_monitor(server: Server) -> None:
-    if server.name != "gunicorn-flask":
-        pytest.skip("gunicorn only")
+def test_gunicorn_runs_two_workers_each_with_a_monitor(gunicorn_server: Server) -> None:
+    server = gunicorn_server
     workers = psutil.Process(server.process.pid).children()
     assert len(workers) == 2
     pids: set[int] = set()
