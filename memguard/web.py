@@ -58,6 +58,7 @@ __all__ = [
     "live_payload",
     "memory_payload",
     "metrics_payload",
+    "run_guarded",
     "wsgi_app",
 ]
 
@@ -569,9 +570,13 @@ class Endpoints:
         return path if path in ROUTES else None
 
     def dispatch(self, method: str, path: str, *, authorization: Optional[str] = None,
-                 body: bytes = b"", content_type: Optional[str] = None,
+                 body: Optional[bytes] = b"", content_type: Optional[str] = None,
                  accept: Optional[str] = None) -> Union[Response, Work]:
-        """Answer one request, or return the blocking `Work` that will."""
+        """Answer one request, or return the blocking `Work` that will.
+
+        `body` is None when the request's body was over `MAX_BODY_BYTES` and left unread; it is
+        answered 413 only after authorization, like any other body problem.
+        """
         route = self.route(path)
         if route is None:
             return _error(404, "not found")
@@ -579,7 +584,7 @@ class Endpoints:
                                    content_type=content_type, accept=accept)
 
     def dispatch_route(self, route: str, method: str, *, authorization: Optional[str] = None,
-                       body: bytes = b"", content_type: Optional[str] = None,
+                       body: Optional[bytes] = b"", content_type: Optional[str] = None,
                        accept: Optional[str] = None) -> Union[Response, Work]:
         """Like `dispatch` for an already-routed request (the framework adapters route)."""
         method = method.upper()
@@ -602,7 +607,7 @@ class Endpoints:
     def handle(self, method: str, path: str, **request: Any) -> Response:
         """`dispatch` and run its work here (for synchronous servers)."""
         answer = self.dispatch(method, path, **request)
-        return answer if isinstance(answer, Response) else _guarded(answer)
+        return answer if isinstance(answer, Response) else run_guarded(answer)
 
     # -- the routes ------------------------------------------------------------------------
 
@@ -619,7 +624,7 @@ class Endpoints:
                               ("content-length", str(len(body))),
                               ("cache-control", "no-store")), body)
 
-    def _cleanup_request(self, authorization: Optional[str], body: bytes,
+    def _cleanup_request(self, authorization: Optional[str], body: Optional[bytes],
                          content_type: Optional[str]) -> Union[Response, Work]:
         """Authorize, validate the (optional) body, then hand back the cleanup as work."""
         if self._token is None:
@@ -632,7 +637,7 @@ class Endpoints:
                           extra=(("www-authenticate", 'Bearer realm="memguard"'),))
         if not hmac.compare_digest(given.encode(), self._token):
             return _error(403, "invalid token")
-        if len(body) > MAX_BODY_BYTES:
+        if body is None or len(body) > MAX_BODY_BYTES:
             return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
         if body.strip():
             try:
@@ -659,7 +664,7 @@ def _head(response: Response, head: bool) -> Response:
     return attrs.evolve(response, body=b"") if head else response
 
 
-def _guarded(work: Work) -> Response:
+def run_guarded(work: Work) -> Response:
     """Run `work`; an unexpected error becomes a JSON 500 that names only the error type."""
     try:
         return work()
@@ -745,19 +750,15 @@ def asgi_app(manager: Optional[MemoryManager] = None, *, prefix: str = "",
         if root_path and (path == root_path or path.startswith(root_path + "/")):
             path = path[len(root_path):] or "/"
         method = str(scope.get("method", "GET"))
-        body = b""
+        body: Optional[bytes] = b""
         if method.upper() == "POST" and endpoints.route(path) is not None:
-            read = await _read_body(receive, MAX_BODY_BYTES)
-            if read is None:
-                await _asgi_send(send, _error(413, f"request body over {MAX_BODY_BYTES} bytes"))
-                return
-            body = read
+            body = await _read_body(receive, MAX_BODY_BYTES)  # None: over the limit
         answer = endpoints.dispatch(
             method, path, authorization=_asgi_header(scope, b"authorization"), body=body,
             content_type=_asgi_header(scope, b"content-type"),
             accept=_asgi_header(scope, b"accept"))
         if not isinstance(answer, Response):
-            answer = await asyncio.to_thread(_guarded, answer)
+            answer = await asyncio.to_thread(run_guarded, answer)
         await _asgi_send(send, answer)
 
     app.endpoints = endpoints  # type: ignore[attr-defined]
@@ -796,20 +797,12 @@ def wsgi_app(manager: Optional[MemoryManager] = None, *, prefix: str = "",
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO") or "/")
         method = str(environ.get("REQUEST_METHOD", "GET"))
-        body = b""
+        body: Optional[bytes] = b""
         if method.upper() == "POST" and endpoints.route(path) is not None:
-            read = _wsgi_body(environ)
-            response: Optional[Response] = None
-            if read is None:
-                response = _error(413, f"request body over {MAX_BODY_BYTES} bytes")
-            else:
-                body = read
-        else:
-            response = None
-        if response is None:
-            response = endpoints.handle(
-                method, path, authorization=environ.get("HTTP_AUTHORIZATION"), body=body,
-                content_type=environ.get("CONTENT_TYPE"), accept=environ.get("HTTP_ACCEPT"))
+            body = _wsgi_body(environ)  # None: over the limit
+        response = endpoints.handle(
+            method, path, authorization=environ.get("HTTP_AUTHORIZATION"), body=body,
+            content_type=environ.get("CONTENT_TYPE"), accept=environ.get("HTTP_ACCEPT"))
         start_response(f"{response.status} {_REASONS.get(response.status, '')}".rstrip(),
                        list(response.headers))
         return [response.body]

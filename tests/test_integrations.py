@@ -98,6 +98,9 @@ def test_flask_cleanup_auth_and_body(flask_client: Any, jobs: Any, probe: FakePr
     bad = flask_client.post("/ops/memory/cleanup", headers=auth, data=b"{oops",
                             content_type="application/json")
     assert bad.status_code == 400
+    huge = b"x" * 70_000
+    assert flask_client.post("/ops/memory/cleanup", data=huge).status_code == 401
+    assert flask_client.post("/ops/memory/cleanup", headers=auth, data=huge).status_code == 413
     assert len(jobs) == 4
     probe.set("700MB")
     done = flask_client.post("/ops/memory/cleanup", headers=auth, json={})
@@ -207,6 +210,8 @@ def test_fastapi_cleanup_auth_and_body(fastapi_client: Any, jobs: Any, probe: Fa
                                content=b"[1").status_code == 400
     assert fastapi_client.post("/ops/memory/cleanup", headers=auth,
                                content=b"x" * 70_000).status_code == 413
+    assert fastapi_client.post("/ops/memory/cleanup",
+                               content=b"x" * 70_000).status_code == 401
     probe.set("700MB")
     done = fastapi_client.post("/ops/memory/cleanup", headers=auth)
     assert done.status_code == 200 and done.json()["evicted"] == 4

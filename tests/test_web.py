@@ -391,6 +391,11 @@ def test_cleanup_body_too_large_is_413(client: Client, store: Any) -> None:
 def test_auth_is_checked_before_the_body(client: Client, store: Any) -> None:
     response = client.post("/memory/cleanup", content=b"{broken")
     assert response.status_code == 401
+    huge = client.post("/memory/cleanup", content=b"x" * (MAX_BODY_BYTES + 1))
+    assert huge.status_code == 401
+    huge = client.post("/memory/cleanup", content=b"x" * (MAX_BODY_BYTES + 1),
+                       headers=bearer("wrong"))
+    assert huge.status_code == 403
 
 
 def test_a_second_concurrent_cleanup_gets_409(mgr: MemoryManager,

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response as StarletteResponse
 from starlette.concurrency import run_in_threadpool
 
-from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, _error, _guarded
+from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -65,18 +65,15 @@ def router(manager: Optional[MemoryManager] = None, *, token: Optional[str] = No
 
 def _endpoint(endpoints: Endpoints, route: str) -> Endpoint:
     async def endpoint(request: Request) -> StarletteResponse:
-        body = b""
+        body: Optional[bytes] = b""
         if request.method == "POST" and "POST" in ROUTES[route]:
-            read = await _read_body(request)
-            if read is None:
-                return _to_starlette(_error(413, f"request body over {MAX_BODY_BYTES} bytes"))
-            body = read
+            body = await _read_body(request)  # None: over the limit
         answer = endpoints.dispatch_route(
             route, request.method, authorization=request.headers.get("authorization"),
             body=body, content_type=request.headers.get("content-type"),
             accept=request.headers.get("accept"))
         if not isinstance(answer, Response):
-            answer = await run_in_threadpool(_guarded, answer)
+            answer = await run_in_threadpool(run_guarded, answer)
         return _to_starlette(answer)
 
     endpoint.__name__ = "memguard_" + route.strip("/").replace("/", "_")

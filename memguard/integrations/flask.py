@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 from flask import Blueprint, Flask, request
 from flask import Response as FlaskResponse
 
-from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, _error, _guarded
+from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -55,16 +55,15 @@ def init_app(app: Flask, manager: Optional[MemoryManager] = None, *, prefix: str
 
 def _view(endpoints: Endpoints, route: str) -> Callable[[], FlaskResponse]:
     def view() -> FlaskResponse:
-        body = b""
+        body: Optional[bytes] = b""
         if request.method == "POST" and "POST" in ROUTES[route]:
-            if (request.content_length or 0) > MAX_BODY_BYTES:
-                return _to_flask(_error(413, f"request body over {MAX_BODY_BYTES} bytes"))
-            body = request.get_data(cache=False)
+            too_large = (request.content_length or 0) > MAX_BODY_BYTES
+            body = None if too_large else request.get_data(cache=False)
         answer = endpoints.dispatch_route(
             route, request.method, authorization=request.headers.get("Authorization"),
             body=body, content_type=request.content_type,
             accept=request.headers.get("Accept"))
-        return _to_flask(answer if isinstance(answer, Response) else _guarded(answer))
+        return _to_flask(answer if isinstance(answer, Response) else run_guarded(answer))
 
     view.__name__ = f"memguard_{route.strip('/').replace('/', '_')}"
     return view
