@@ -133,6 +133,17 @@ def _iso(moment: float) -> str:
     return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def human_duration(seconds: float) -> str:
+    """An estimate's duration, rounded as people say it: ``45s``, ``55 min``, ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def threshold_line(reading: Reading) -> str:
     """``warning 400.0MB · emergency 500.0MB · critical 600.0MB · limit 512.0MB``."""
     parts = [f"{name} {format_size(value)}" for name in _THRESHOLD_NAMES
@@ -150,7 +161,7 @@ def health_lines(reading: Reading) -> list[str]:
     if reading.growth_per_minute is not None:
         lines.append(f"growth: {format_size(reading.growth_per_minute)}/min"
                      + ("" if reading.time_to_limit is None
-                        else f", limit in {format_duration(round(reading.time_to_limit))}"))
+                        else f", limit in {human_duration(reading.time_to_limit)}"))
     for store in reading.stores:
         lines.append(f"store {store.get('name')}: {store.get('jobs', 0)} jobs, "
                      f"{store.get('active', 0)} active, {format_size(store.get('bytes') or 0)}")
@@ -254,7 +265,7 @@ def monitor_view(reading: Reading, history: Sequence[tuple[float, int, str]], *,
     if reading.growth_per_minute is not None:
         usage.append(f"  growth {format_size(reading.growth_per_minute)}/min", style="dim")
     if reading.time_to_limit is not None:
-        usage.append(f"  limit in {format_duration(round(reading.time_to_limit))}", style="dim")
+        usage.append(f"  limit in {human_duration(reading.time_to_limit)}", style="dim")
 
     top = _chart_top(reading, [u for _, u, _ in history])
     gauge = _gauge(reading, top, chart_width)

@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import struct
 import subprocess
@@ -81,7 +82,7 @@ def memory_payload(level: str, usage: int) -> dict[str, Any]:
         ],
         "recent_cleanups": [],
         "growth_per_minute": 1.5 * MB,
-        "time_to_limit": 4800.0,
+        "time_to_limit": round((limit - usage) / (1.5 * MB) * 60),
         "monitoring": True,
         "pid": 4242,
         "time": "2026-01-01T00:00:00.000Z",
@@ -645,3 +646,47 @@ def test_cleanup_force_sends_the_signal_anyway() -> None:
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+# -- the examples of docs/cli.md and docs/stress.md ------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def documented_commands() -> list[str]:
+    """Each `memguard ...` line of a shell block in the CLI docs (synopsis lines excepted)."""
+    commands = []
+    for page in ("cli.md", "stress.md"):
+        in_shell = False
+        for line in (DOCS / page).read_text().splitlines():
+            if line.startswith("```"):
+                in_shell = line.strip() == "```sh"
+                continue
+            command = line.removeprefix("$ ").split("  #")[0].strip()
+            if in_shell and command.startswith("memguard ") and not any(
+                    mark in command for mark in ("[", "|", "...")):
+                commands.append(command)
+    return commands
+
+
+def test_the_docs_show_commands() -> None:
+    assert len(documented_commands()) >= 10
+
+
+@pytest.mark.parametrize("command", documented_commands())
+def test_documented_commands_parse(command: str) -> None:
+    from memguard.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert callable(args.run)
+
+
+def test_documented_health_example(app: FakeApp) -> None:
+    """The `memguard health --url` example of docs/cli.md, against a fake app in that state."""
+    app.level, app.usage = "warning", 430 * MB
+    text = (DOCS / "cli.md").read_text()
+    block = text.split("$ memguard health --url http://127.0.0.1:8000/memory\n", 1)[1]
+    expected = block.split("$ echo $?", 1)[0].replace("http://127.0.0.1:8000", app.url)
+    result = memguard("health", "--url", f"{app.url}/memory")
+    assert result.returncode == 0
+    assert result.stdout == expected
