@@ -26,6 +26,7 @@ __all__ = [
     "FAILING_LEVELS",
     "LEVEL_STYLES",
     "Reading",
+    "bar_chart",
     "have_rich",
     "logfmt_line",
     "monitor_view",
@@ -217,6 +218,23 @@ def sparkline(values: Sequence[float], top: float, width: int) -> str:
     return "".join(out)
 
 
+def bar_chart(values: Sequence[float], top: float, rows: int) -> list[str]:
+    """`values` as vertical bars `rows` characters high (eighth-block resolution), top row
+    first; a value of `top` fills its column."""
+    if not values or top <= 0 or rows <= 0:
+        return []
+    steps = len(_BLOCKS)
+    heights = [round(min(max(v / top, 0.0), 1.0) * rows * steps) for v in values]
+    lines = []
+    for row in range(rows - 1, -1, -1):
+        cells = []
+        for height in heights:
+            filled = height - row * steps
+            cells.append(" " if filled <= 0 else _BLOCKS[min(filled, steps) - 1])
+        lines.append("".join(cells))
+    return lines
+
+
 def _resample(values: Sequence[float], width: int) -> list[float]:
     """`values` squeezed (by maxima of equal spans) or kept, to at most `width` points."""
     if len(values) <= width:
@@ -277,11 +295,15 @@ def monitor_view(reading: Reading, history: Sequence[tuple[float, int, str]], *,
     if reading.limit is not None:
         legend.append(f"limit {format_size(reading.limit)}", style="bold")
 
-    chart = Text()
     points = history[-chart_width:]
-    for _, value, level in points:
-        chart.append(sparkline([value], top, 1), style=LEVEL_STYLES.get(level, "")
-                     .replace("bold ", "").replace("white on red", "red"))
+    colours = [LEVEL_STYLES.get(level, "").replace("bold ", "").replace("white on red", "red")
+               for _, _, level in points]
+    chart = Text()
+    for line in bar_chart([float(value) for _, value, _ in points], top, rows=5):
+        for cell, colour in zip(line, colours):
+            chart.append(cell, style=colour)
+        chart.append("\n")
+    chart.rstrip()
     span = (points[-1][0] - points[0][0]) if len(points) > 1 else 0.0
     chart_caption = Text(f"last {len(points)} samples over {format_duration(round(span))}, "
                          f"full height {format_size(top)}", style="dim")
