@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--json FILE] [--only CASE ...] [--pyperf FILE]``.
+"""``python -m benchmarks [--quick] [--json FILE] [--only CASE ...] [--markdown FILE]
+[--pyperf FILE]``.
 
 Runs every case of the suite in order, prints one table per case and a summary of the
 targets (met / not met, with the figure), and writes everything as JSON (default
@@ -228,6 +229,49 @@ def render_summary(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell: pipes and underscores escaped."""
+    return text.replace("|", "\\|").replace("_", "\\_")
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The run as Markdown tables (docs/benchmarks.md pastes this): targets, then each case."""
+    env = report.get("environment", {})
+    versions = env.get("versions", {})
+    lines = [
+        f"Run of {env.get('date', '?')} ({'quick' if report.get('quick') else 'full'}, "
+        f"{report.get('seconds', 0):.0f} s): CPython {env.get('python', '?')} on "
+        f"{env.get('cpu', '?')} x {env.get('cpu_count', '?')}, {env.get('platform', '?')}; "
+        + ", ".join(f"{name} {v}" for name, v in versions.items() if v)
+        + f"; commit {env.get('git_commit', '?')}.",
+        "",
+        "| case | target | figure | limit | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for t in report.get("targets", ()):
+        unit = str(t.get("unit", ""))
+        verdict = {True: "met", False: "**not met**", None: "n/a"}[t.get("met")]
+        figure = format_value(t.get("figure"), unit)
+        if t.get("detail"):
+            figure += f" ({t['detail']})"
+        lines.append(f"| {t.get('case')} | {_cell(str(t.get('name')))} | {_cell(figure)} | "
+                     f"{t.get('op')} {format_value(t.get('limit'), unit)} | {verdict} |")
+    for result in report.get("cases", ()):
+        lines += ["", f"#### {result.get('title', result.get('id'))}", ""]
+        if result.get("skipped"):
+            lines.append(f"Skipped: {result['skipped']}")
+            continue
+        lines += ["| contender | best | median | ratios (same run) | note |",
+                  "|---|---|---|---|---|"]
+        for r in result.get("rows", ()):
+            unit = str(r.get("unit", ""))
+            stats = r.get("stats") or {}
+            median = format_value(stats.get("median"), unit) if stats else ""
+            lines.append(f"| {_cell(str(r.get('name')))} | {format_value(r.get('value'), unit)} "
+                         f"| {median} | {_cell(_ratios(r))} | {_cell(str(r.get('note', '')))} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse arguments, run the suite, print the tables and write the JSON."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
@@ -239,6 +283,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"(default {DEFAULT_JSON.relative_to(ROOT.parent)})")
     parser.add_argument("--only", nargs="+", choices=list(CASES), metavar="CASE",
                         help=f"run only these cases ({', '.join(CASES)})")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="also write the results as Markdown tables (docs/benchmarks.md)")
     parser.add_argument("--pyperf", type=Path, metavar="FILE",
                         help="also write every timing as a pyperf suite (pyperf stats FILE)")
     args = parser.parse_args(argv)
@@ -250,6 +296,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"\nresults written to {args.json}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(render_markdown(report))
+        print(f"Markdown tables written to {args.markdown}")
     if args.pyperf is not None and PYPERF_BENCHMARKS:
         pyperf.BenchmarkSuite(PYPERF_BENCHMARKS).dump(str(args.pyperf), replace=True)
         print(f"pyperf suite written to {args.pyperf}")

@@ -130,11 +130,14 @@ def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pyte
 
     runs = {"benchmarks.bench_access": fake_run, "benchmarks.bench_insert": broken_run}
     monkeypatch.setattr(suite, "load_case", lambda name: runs[name])
-    out = tmp_path / "results.json"
+    out, markdown = tmp_path / "results.json", tmp_path / "results.md"
     assert suite.main(["--quick", "--only", "access", "insert", "--json", str(out),
-                       "--pyperf", str(tmp_path / "pyperf.json")]) == 0
+                       "--markdown", str(markdown), "--pyperf", str(tmp_path / "pyperf.json")]) == 0
     printed = capsys.readouterr().out
     assert "== fake case ==" in printed and "MET" in printed and "failed: RuntimeError" in printed
     report = json.loads(out.read_text())
     assert report["quick"] is True and [c["id"] for c in report["cases"]] == ["fake", "insert"]
     assert report["targets"][0]["met"] is True and report["environment"]["python"]
+    tables = markdown.read_text()
+    assert "| fake | thing vs peer | 0.5x | <= 1x | met |" in tables
+    assert "| thing | 100 ns |" in tables and "Skipped: failed: RuntimeError" in tables
