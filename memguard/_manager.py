@@ -87,6 +87,8 @@ class MemoryManager:
         """Track `store_handle` while `owner` (the store object) lives."""
         with self._lock:
             self._handles.setdefault(store_handle.name, []).append(store_handle)
+            if store_handle.policy_source is not self._policy:  # a reload raced its creation
+                store_handle.apply_policy(self._policy)
         try:
             weakref.finalize(owner, self._unregister, store_handle)
         except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
@@ -115,15 +117,14 @@ class MemoryManager:
                                 max_jobs: Optional[int] = None, **rules: Any) -> StoreHandle:
         """Manage `store` under `name`: a managed store gets these rules added; a plain dict
         is adopted (it cannot report its writes, so each pass reconciles its keys, O(n))."""
-        existing = getattr(store, "_memguard", None)
         declared = {"max_age": max_age, "max_jobs": max_jobs, **rules}
+        existing = getattr(store, "_memguard", None) or self._plain.get(id(store))
         if isinstance(existing, StoreHandle):
-            existing.declare(**declared)
+            try:
+                existing.declare(**declared)
+            except (ValueError, TypeError) as error:
+                raise _setup_error(error, name) from None
             return existing
-        if id(store) in self._plain:
-            found = self._plain[id(store)]
-            found.declare(**declared)
-            return found
         declared = {k: v for k, v in declared.items() if v is not None}
         backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
                            keys=type(store).keys)
@@ -131,10 +132,10 @@ class MemoryManager:
         try:
             store_handle = StoreHandle(name, manager=self, declared=declared, backend=backend)
         except (ValueError, TypeError) as error:
-            raise PolicyError(str(error), source="setup_job_store_cleanup", key=name) from None
+            raise _setup_error(error, name) from None
         with contextlib.suppress(AttributeError, TypeError):
             attach(store, store_handle)  # plain dicts take no attributes: found by registry
-        store_handle.adopt_existing()
+        store_handle.reconcile()
         self.register(store_handle, store)
         return store_handle
 
@@ -149,7 +150,7 @@ class MemoryManager:
         start = self.clock()
         events: list[EvictionEvent] = []
         for store in self.handles():
-            events += store.run_pass(Pass(now=start, order=store.policy.order))
+            events += _isolated(store, Pass(now=start, order=store.policy.order))
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
         if report.evicted:
@@ -167,7 +168,7 @@ class MemoryManager:
         events: list[EvictionEvent] = []
         stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
         for store in stores:
-            events += store.run_pass(Pass(now=now, order=store.policy.order, budget=budget))
+            events += _isolated(store, Pass(now=now, order=store.policy.order, budget=budget))
         return events
 
     def emergency_cleanup(self) -> CleanupReport:
@@ -235,9 +236,27 @@ class MemoryManager:
                     logger.exception("memguard: on_evict callback %r failed", callback)
 
 
+def all_managers() -> list[MemoryManager]:
+    """Every live manager (the default one and any an app created)."""
+    return list(_managers)
+
+
+def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
+    """One store's pass; a failure is logged and the other stores still get theirs."""
+    try:
+        return store.run_pass(ctx)
+    except Exception:
+        logger.exception("memguard: the pass over store %s failed", store.name)
+        return []
+
+
+def _setup_error(error: Exception, name: str) -> PolicyError:
+    return PolicyError(str(error), source="setup_job_store_cleanup", key=name)
+
+
 def find_plain_handle(store: Any) -> Optional[StoreHandle]:
     """The handle a manager gave a plain dict in `setup_job_store_cleanup`, if any."""
-    for candidate in list(_managers):
+    for candidate in all_managers():
         found = candidate._plain.get(id(store))
         if found is not None:
             return found

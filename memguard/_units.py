@@ -234,3 +234,31 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+def positive_duration(value: object) -> float:
+    """A duration above zero, in seconds."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must be more than zero)")
+    return seconds
+
+
+def positive_count(value: object) -> int:
+    """A whole number above zero (a count of jobs)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"expected a whole number above zero such as 50; got {show_value(value)} "
+            f"({type(value).__name__})"
+        )
+    if value <= 0:
+        raise ValueError(f"expected a whole number above zero such as 50; got {value}")
+    return value
+
+
+def positive_size(value: object) -> int:
+    """A size above zero, in bytes."""
+    size = parse_size(value)
+    if not isinstance(size, int) or size <= 0:
+        raise ValueError(f"{SIZE_HELP}; got {show_value(value)} (must be more than zero)")
+    return size

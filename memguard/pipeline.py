@@ -64,11 +64,15 @@ class Pipeline:
     def run(self, store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
         """One pass over `store`: evict what the rules name, then notify outside the lock."""
         evicted = []
+        index = store.index
         with store.lock:
-            store.prepare_pass(ctx.now)
+            store.prepare_pass()
             for rule in self.rules:
                 try:
-                    for key, cause in rule(store.index, ctx):
+                    for key, cause in rule(index, ctx):
+                        # Whatever a rule says, an active job stays (user rules included).
+                        if cause is not Cause.EXPLICIT and not index.evictable(key):
+                            continue
                         victim = store.evict_locked(key, cause)
                         if victim is not None:
                             evicted.append(victim)
@@ -140,12 +144,19 @@ class CleanupReport:
         return self.usage_before - self.usage_after
 
     def summary(self) -> str:
-        """A line a person can grep: `Cleaned 12 jobs from diagram (age=10 count=2), ...`."""
-        parts = []
-        for name, causes in sorted(self.by_store.items()):
-            detail = " ".join(f"{cause}={n}" for cause, n in sorted(causes.items()))
-            parts.append(f"{sum(causes.values())} from {name} ({detail})")
-        text = f"{self.kind} cleanup: " + ("; ".join(parts) if parts else "nothing to evict")
+        """A line a person can grep (DESIGN section 4), e.g.
+        `Cleaned 12 jobs from diagram (age=10 count=2), freed ~35.2MB, usage 498.1MB -> 431.7MB`.
+
+        Other kinds than periodic are named in brackets; "usage" is the probe's figure (RSS
+        for the process scope, the container's usage for the cgroup scope).
+        """
+        stores = ", ".join(
+            f"{name} ({' '.join(f'{cause}={n}' for cause, n in sorted(causes.items()))})"
+            for name, causes in sorted(self.by_store.items()))
+        count = self.evicted
+        text = f"Cleaned {count} job{'' if count == 1 else 's'}"
+        text += f" from {stores}" if stores else ""
+        text += "" if self.kind == "periodic" else f" [{self.kind}]"
         text += f", freed ~{format_size(self.freed_estimate)}"
         if self.usage_before is not None and self.usage_after is not None:
             text += f", usage {format_size(self.usage_before)} -> {format_size(self.usage_after)}"

@@ -25,13 +25,15 @@ from typing import Any, Callable, Optional, Union
 import attrs
 
 from memguard._units import (
-    DURATION_HELP,
     SIZE_HELP,
     Percent,
     format_duration,
     format_size,
     parse_duration,
     parse_size,
+    positive_count,
+    positive_duration,
+    positive_size,
     show_value,
 )
 from memguard.errors import PolicyError
@@ -81,6 +83,9 @@ ENV_MEMORY_LIMIT = "MEMGUARD_MEMORY_LIMIT"
 ENV_CHECK_INTERVAL = "MEMGUARD_CHECK_INTERVAL"
 ENV_JOB_RETENTION_MINUTES = "JOB_RETENTION_MINUTES"
 ENV_MAX_JOBS_PER_STORE = "MAX_JOBS_PER_STORE"
+#: Every environment variable a policy reads.
+ENVIRONMENT_KNOBS = (ENV_POLICY, ENV_MEMORY_LIMIT, ENV_CHECK_INTERVAL, ENV_JOB_RETENTION_MINUTES,
+                     ENV_MAX_JOBS_PER_STORE)
 
 #: Provenance of a value nobody set.
 BUILT_IN = "built-in"
@@ -108,37 +113,9 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f' did you mean "{close[0]}"?' if close else ""
 
 
-def _positive_duration(value: object) -> float:
-    """A duration above zero, in seconds."""
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must be more than zero)")
-    return seconds
-
-
 def _any_duration(value: object) -> float:
     """A duration of zero or more, in seconds (zero turns a wait off)."""
     return parse_duration(value)
-
-
-def _positive_count(value: object) -> int:
-    """A whole number above zero (a count of jobs)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(
-            f"expected a whole number above zero such as 50; got {show_value(value)} "
-            f"({type(value).__name__})"
-        )
-    if value <= 0:
-        raise ValueError(f"expected a whole number above zero such as 50; got {value}")
-    return value
-
-
-def _positive_size(value: object) -> int:
-    """A size above zero, in bytes."""
-    size = parse_size(value)
-    if not isinstance(size, int) or size <= 0:
-        raise ValueError(f"{SIZE_HELP}; got {show_value(value)} (must be more than zero)")
-    return size
 
 
 def _threshold(value: object) -> Threshold:
@@ -164,7 +141,7 @@ def _limit(value: object) -> Union[int, str, None]:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
-        return _positive_size(value)
+        return positive_size(value)
     except ValueError as error:
         raise ValueError(f'{error}; or "auto" (the container limit, else physical RAM)') from None
 
@@ -280,7 +257,7 @@ def _minutes(text: str) -> float:
 def _count_text(text: str) -> int:
     """`MAX_JOBS_PER_STORE`: a whole number above zero."""
     try:
-        return _positive_count(int(text.strip()))
+        return positive_count(int(text.strip()))
     except ValueError:
         raise ValueError(f"expected a whole number above zero such as 50; got {text!r}") from None
 
@@ -323,19 +300,19 @@ class ActiveWhen:
 
 
 def _to_max_age(value: object) -> Optional[float]:
-    return _optional(_positive_duration, "max_age", value)  # type: ignore[no-any-return]
+    return _optional(positive_duration, "max_age", value)  # type: ignore[no-any-return]
 
 
 def _to_max_idle(value: object) -> Optional[float]:
-    return _optional(_positive_duration, "max_idle", value)  # type: ignore[no-any-return]
+    return _optional(positive_duration, "max_idle", value)  # type: ignore[no-any-return]
 
 
 def _to_max_jobs(value: object) -> Optional[int]:
-    return _optional(_positive_count, "max_jobs", value)  # type: ignore[no-any-return]
+    return _optional(positive_count, "max_jobs", value)  # type: ignore[no-any-return]
 
 
 def _to_max_bytes(value: object) -> Optional[int]:
-    return _optional(_positive_size, "max_bytes", value)  # type: ignore[no-any-return]
+    return _optional(positive_size, "max_bytes", value)  # type: ignore[no-any-return]
 
 
 def _to_active(value: object) -> Callable[[Any], bool]:
@@ -420,11 +397,11 @@ def _to_critical(value: object) -> Optional[Threshold]:
 
 
 def _to_check_interval(value: object) -> float:
-    return _with_key("check_interval", _positive_duration, value)  # type: ignore[no-any-return]
+    return _with_key("check_interval", positive_duration, value)  # type: ignore[no-any-return]
 
 
 def _to_gc_interval(value: object) -> float:
-    return _with_key("gc_interval", _positive_duration, value)  # type: ignore[no-any-return]
+    return _with_key("gc_interval", positive_duration, value)  # type: ignore[no-any-return]
 
 
 def _to_cooldown(value: object) -> float:
@@ -432,7 +409,7 @@ def _to_cooldown(value: object) -> float:
 
 
 def _to_summary_interval(value: object) -> float:
-    return _with_key("summary_interval", _positive_duration, value)  # type: ignore[no-any-return]
+    return _with_key("summary_interval", positive_duration, value)  # type: ignore[no-any-return]
 
 
 def _to_emergency_order(value: object) -> str:
@@ -602,20 +579,20 @@ _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "emergency": _threshold,
     "emergency_target": _threshold,
     "critical": _threshold,
-    "check_interval": _positive_duration,
-    "gc_interval": _positive_duration,
+    "check_interval": positive_duration,
+    "gc_interval": positive_duration,
     "emergency_order": _order,
     "cooldown": _any_duration,
     "recycle": _boolean,
     "signal_cleanup": _boolean,
     "log_samples": _boolean,
-    "summary_interval": _positive_duration,
+    "summary_interval": positive_duration,
 }
 _STORE_KEYS: dict[str, Callable[[object], Any]] = {
-    "max_age": _positive_duration,
-    "max_idle": _positive_duration,
-    "max_jobs": _positive_count,
-    "max_bytes": _positive_size,
+    "max_age": positive_duration,
+    "max_idle": positive_duration,
+    "max_jobs": positive_count,
+    "max_bytes": positive_size,
     "active": _active,
     "release": _release,
     "order": _order,
@@ -1149,7 +1126,7 @@ class _Environment:
             values["limit"] = self.read(ENV_MEMORY_LIMIT, _limit, "memory.limit")
         if ENV_CHECK_INTERVAL in self.environ:
             values["check_interval"] = self.read(
-                ENV_CHECK_INTERVAL, _positive_duration, "memory.check_interval"
+                ENV_CHECK_INTERVAL, positive_duration, "memory.check_interval"
             )
         return values
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, cast
+from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
 
 import attrs
 
-from memguard._units import parse_duration, parse_size
+from memguard._units import positive_count, positive_duration, positive_size
 from memguard.tracking import JobIndex, Key
 
 if TYPE_CHECKING:
@@ -74,31 +74,11 @@ class _Composable:
         return Pipeline((other,)).__or__(self)
 
 
-def _positive_seconds(value: Union[float, str]) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration; got {value!r}")
-    return seconds
-
-
-def _positive_bytes(value: Union[int, str]) -> int:
-    size = parse_size(value)
-    if not isinstance(size, int) or size <= 0:
-        raise ValueError(f"expected a positive size such as 512MB; got {value!r}")
-    return size
-
-
-def _positive_count(value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"expected a positive whole number of jobs; got {value!r}")
-    return value
-
-
 @attrs.frozen
 class MaxAge(_Composable):
     """Evict jobs created more than `seconds` ago (absolute expiry), oldest first."""
 
-    seconds: float = attrs.field(converter=_positive_seconds)
+    seconds: float = attrs.field(converter=positive_duration)
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         for key in index.created_before(ctx.now - self.seconds):
@@ -114,19 +94,21 @@ class MaxIdle(_Composable):
     `seconds` is idle. Only stores with this rule pay for the markers.
     """
 
-    seconds: float = attrs.field(converter=_positive_seconds)
+    seconds: float = attrs.field(converter=positive_duration)
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         for key in index.idle_before(ctx.now - self.seconds):
             yield key, Cause.IDLE
-        index.lay_epoch(ctx.now)  # date this pass's touches for the next one
+        # Date this pass's touches for the next; markers closer than 1/32 of the idle time
+        # would add precision nobody needs and crowd out the old ones.
+        index.lay_epoch(ctx.now, min_gap=self.seconds / 32)
 
 
 @attrs.frozen
 class MaxJobs(_Composable):
     """Keep at most `count` jobs, evicting in the store's order (active jobs stay)."""
 
-    count: int = attrs.field(converter=_positive_count)
+    count: int = attrs.field(converter=positive_count)
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         if len(index) <= self.count:
@@ -141,7 +123,7 @@ class MaxJobs(_Composable):
 class MaxBytes(_Composable):
     """Keep the weighed jobs under `size` bytes, evicting in the store's order."""
 
-    size: int = attrs.field(converter=_positive_bytes)
+    size: int = attrs.field(converter=positive_size)
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         if index.total_bytes <= self.size:

@@ -8,6 +8,7 @@ instance gets a `StoreHandle`, registered with its manager while the instance li
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -22,7 +23,7 @@ from memguard._sizing import estimate_size
 from memguard.errors import StoreDefinitionError
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline, pipeline_for
 from memguard.policy import Policy, StorePolicy
-from memguard.rules import Cause, MaxBytes, MaxJobs, Pass, Rule
+from memguard.rules import Cause, Emergency, MaxBytes, MaxJobs, Pass, Rule
 from memguard.tracking import JobIndex, Key
 
 if TYPE_CHECKING:
@@ -107,6 +108,8 @@ class StoreHandle:
         self.evictions: Counter[str] = Counter()
         self.policy = StorePolicy()
         self.pipeline = Pipeline()
+        self.extra_rules: tuple[Rule, ...] = ()
+        self.policy_source: Optional[Policy] = None
         self._insert_rules: Optional[Pipeline] = None
         self._max_jobs: Optional[int] = None
         self._max_bytes: Optional[int] = None
@@ -130,12 +133,16 @@ class StoreHandle:
         store_policy = effective or self.effective_policy(policy)
         pipeline = pipeline_for(store_policy, policy.rules,
                                 emergency_order=policy.memory.emergency_order)
+        pipeline = Pipeline(pipeline.rules[:-1] + self.extra_rules + pipeline.rules[-1:]
+                            if pipeline.rules and isinstance(pipeline.rules[-1], Emergency)
+                            else pipeline.rules + self.extra_rules)
         on_insert: list[Rule] = []
         if "count" in policy.rules and store_policy.max_jobs is not None:
             on_insert.append(MaxJobs(store_policy.max_jobs))
         if "bytes" in policy.rules and store_policy.max_bytes is not None:
             on_insert.append(MaxBytes(store_policy.max_bytes))
         with self.lock:
+            self.policy_source = policy
             self.policy = store_policy
             self.pipeline = pipeline
             self.index.active = store_policy.active
@@ -145,15 +152,29 @@ class StoreHandle:
             self._max_bytes = store_policy.max_bytes if "bytes" in policy.rules else None
 
     def declare(self, **rules: Any) -> None:
-        """Add decorator-level rules (used by `setup_job_store_cleanup`) and re-apply."""
-        self._declared.update({k: v for k, v in rules.items() if v is not None})
-        self.apply_policy(self.manager.policy)
+        """Add decorator-level rules (used by `setup_job_store_cleanup`) and re-apply.
+
+        Validated first: on a bad value nothing changes (raises ValueError naming it).
+        """
+        declared = {**self._declared, **{k: v for k, v in rules.items() if v is not None}}
+        policy = self.manager.policy
+        effective = policy.store_policy(self.name, declared)
+        self._declared = declared
+        self.apply_policy(policy, effective)
+
+    def add_rule(self, rule: Rule) -> None:
+        """Run `rule` (a rule, a `|` composition or a plain callable) in every pass of this
+        store, after the policy's rules and before the emergency rule; kept across reloads."""
+        self.extra_rules += rule.rules if isinstance(rule, Pipeline) else (rule,)
+        self.apply_policy(self.manager.policy, self.policy)
 
     # -- public operations ------------------------------------------------------------------
 
     def touch(self, key: Key) -> None:
         """Mark `key` as just used. O(1); an unknown key is ignored."""
-        if self._backend.needs_sync and key not in self.index:
+        if key not in self.index:
+            if not self._backend.needs_sync:
+                return  # unknown to a managed store: nothing to touch
             self._adopt(key)
         self.index.touch(key)
 
@@ -200,7 +221,8 @@ class StoreHandle:
     def stats(self) -> StoreStats:
         """Jobs, active jobs, pins, weighed bytes and evictions by cause (O(jobs))."""
         with self.lock:
-            self._sync()
+            if self._backend.needs_sync:
+                self.reconcile()
             keys = list(self.index.created)
             active = 0
             for key in keys:
@@ -221,18 +243,35 @@ class StoreHandle:
 
     # -- internals: called by the store classes and the pipeline ------------------------------
 
+    def switch_backend(self, backend: _Backend) -> None:
+        """Read and delete through `backend` from now on (a reassigned `mapping=` dict)."""
+        self._backend = backend
+        self.index.job_of = backend.get
+
     def stored_locked(self, key: Key, job: Any) -> list[_Victim]:
-        """Index a write and enforce the insert-time bounds; returns what they evicted."""
-        self.index.add(key, job, self.manager.clock())
+        """Index a write and enforce the insert-time bounds; returns what they evicted.
+
+        The job just written is never the victim: when every other job is active the store
+        stays over its bound until one finishes, rather than drop what was just stored.
+        """
+        now = self.manager.clock()
+        self.index.add(key, job, now)
         rules = self._insert_rules
         if rules is None or not self._over_bounds():
             return []
         victims = []
-        ctx = Pass(now=self.manager.clock(), order=self.policy.order)
-        for victim_key, cause in rules(self.index, ctx):
-            victim = self.evict_locked(victim_key, cause)
-            if victim is not None:
-                victims.append(victim)
+        pins = self.index.pins
+        pins[key] = pins.get(key, 0) + 1
+        try:
+            for victim_key, cause in rules(self.index, Pass(now=now, order=self.policy.order)):
+                victim = self.evict_locked(victim_key, cause)
+                if victim is not None:
+                    victims.append(victim)
+        finally:
+            if pins[key] <= 1:
+                del pins[key]
+            else:
+                pins[key] -= 1
         return victims
 
     def _over_bounds(self) -> bool:
@@ -254,47 +293,38 @@ class StoreHandle:
         events = []
         for victim in victims:
             _release(victim.job, self.policy.release, victim.key)
-            self.evictions[victim.cause.value] += 1
             events.append(EvictionEvent(self.name, victim.key, victim.cause, victim.size))
         if events:
+            with self.lock:
+                self.evictions.update(event.cause.value for event in events)
             self.manager.notify_evictions(events)
         return events
 
-    def prepare_pass(self, now: float) -> None:
+    def prepare_pass(self) -> None:
         """Before a pass (lock held): catch up with plain dicts, weigh finished jobs."""
-        self._sync()
+        if self._backend.needs_sync:
+            self.reconcile()
         self.index.weigh_pending()
 
-    def adopt_existing(self) -> None:
-        """Index keys written without going through the managed methods (`dict.__init__`)."""
+    def reconcile(self) -> None:
+        """Make the index match the store's keys after writes it could not see: plain dicts,
+        `dict.__init__`, a user's own `update`. O(n); new keys count as created now."""
         with self.lock:
-            now = self.manager.clock()
-            for key in self._backend.list_keys():
+            present = self._backend.list_keys()
+            for key in set(self.index.created).difference(present):
+                self.index.remove(key)
+            for key in present:
                 if key not in self.index:
-                    self.index.add(key, self._backend.get(key), now)
+                    self._adopt(key)
 
     def _adopt(self, key: Key) -> None:
         with self.lock:
             try:
                 job = self._backend.get(key)
-            except KeyError:
+            except KeyError:  # gone again meanwhile (a plain dict written by another thread)
                 return
             if key not in self.index:
                 self.index.add(key, job, self.manager.clock())
-
-    def _sync(self) -> None:
-        """Plain dicts cannot tell us about writes: reconcile keys (O(n), plain dicts only)."""
-        if not self._backend.needs_sync:
-            return
-        present = self._backend.list_keys()
-        now = self.manager.clock()
-        for key in set(self.index.created).difference(present):
-            self.index.remove(key)
-        for key in present:
-            if key not in self.index:
-                self.index.add(key, self._backend.get(key), now)
-            elif key in self.index.unweighed:
-                pass  # weighed by weigh_pending once inactive
 
 
 def _release(job: Any, fields: tuple[str, ...], key: Key) -> None:
@@ -372,8 +402,9 @@ def managed_store(
     given = {"max_age": max_age, "max_idle": max_idle, "max_jobs": max_jobs,
              "max_bytes": max_bytes, "active": active, "size": size}
     declared: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
-    if tuple(release) != ("result",):
-        declared["release"] = tuple(release)
+    releases = (release,) if isinstance(release, str) else release
+    if releases is not None and tuple(releases) != ("result",):
+        declared["release"] = tuple(releases)
     if order != "lru":
         declared["order"] = order
 
@@ -421,58 +452,38 @@ def _new_handle(spec: _Spec, backend: _Backend) -> StoreHandle:
     return handle
 
 
-def _finish(cls: type, managed: type) -> type:
+def _owns(instance: Any, spec: _Spec) -> bool:
+    """Whether `spec` is the nearest managed class of `instance`'s type: when a managed class
+    is decorated again (or subclassed and decorated), only the outermost one manages it."""
+    return type(instance)._memguard_spec is spec
+
+
+def _finish(cls: type, managed: type, spec: Optional[_Spec]) -> type:
     for attribute in ("__module__", "__qualname__", "__doc__"):
         setattr(managed, attribute, getattr(cls, attribute))
     managed.__name__ = cls.__name__
     managed.__wrapped__ = cls  # type: ignore[attr-defined]
+    managed._memguard_spec = spec  # type: ignore[attr-defined]
     return managed
 
 
 def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
-    has_weakref = any("__weakref__" in vars(k) for k in cls.__mro__)
-    return names + (() if has_weakref else ("__weakref__",))
+    """The slots `names` not already provided by a base, plus `__weakref__` if missing."""
+    wanted = (*names, "__weakref__")
+    return tuple(name for name in wanted if not any(
+        name in getattr(k, "__slots__", ()) or name in vars(k) for k in cls.__mro__))
 
 
-def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
-    """A dict subclass of `cls` that indexes every write and touches on `[]` and `get`."""
-    base_init = cls.__init__
-    base_getitem = cls.__getitem__
-    base_setitem = cls.__setitem__
-    base_delitem = cls.__delitem__
-    base_pop = cls.pop
-    base_popitem = cls.popitem
-    base_clear = cls.clear
-    dict_get = dict.get  # never calls __missing__, unlike dict.__getitem__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if spec is not None:  # a nested dict (mapping=) is attached by its owner instead
-            handle = _new_handle(spec, _Backend(self, get=_dict_get, delete=base_delitem,
-                                                keys=dict.keys))
-            attach(self, handle)
-        base_init(self, *args, **kwargs)
-        if spec is not None:
-            self._memguard.adopt_existing()
-            self._memguard.manager.register(self._memguard, self)
-
-    def __getitem__(self: Any, key: Key) -> Any:
-        value = base_getitem(self, key)
-        self._memguard_touch(key)
-        return value
-
-    def get(self: Any, key: Key, default: Any = None) -> Any:
-        value = dict_get(self, key, _MISSING)
-        if value is _MISSING:
-            return default
-        self._memguard_touch(key)
-        return value
+def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
+                    base_delitem: Callable[[Any, Key], None]) -> dict[str, Any]:
+    """`__setitem__` and `__delitem__` that keep the index exact (for every kind of store)."""
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
         handle: StoreHandle = self._memguard
         with handle.lock:
             base_setitem(self, key, value)
             victims = handle.stored_locked(key, value)
-        if victims:
+        if victims:  # release and callbacks outside the lock
             handle.finish_evictions(victims)
 
     def __delitem__(self: Any, key: Key) -> None:
@@ -480,6 +491,60 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         with handle.lock:
             base_delitem(self, key)
             handle.index.remove(key)
+
+    return {"__setitem__": __setitem__, "__delitem__": __delitem__}
+
+
+def _plain_copy(self: Any) -> tuple[Any, ...]:
+    # A copy (copy, deepcopy, pickle) is a plain dict: it must not share the store's index.
+    return (dict, (dict(self),))
+
+
+def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
+    """A dict subclass of `cls` that indexes every write and touches on `[]` and `get`.
+
+    Methods the class overrides keep running: a user `get` is called and then touches; a user
+    `update`, `setdefault` or `|=` is called and the index reconciled afterwards (O(n)), since
+    it may write through `dict` methods memguard cannot see.
+    """
+    base_init = cls.__init__
+    base_getitem = cls.__getitem__
+    base_setitem = cls.__setitem__
+    base_delitem = cls.__delitem__
+    base_pop = cls.pop
+    base_popitem = cls.popitem
+    base_clear = cls.clear
+    user_get = None if cls.get is dict.get else cls.get
+    dict_get = dict.get  # never calls __missing__, unlike dict.__getitem__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        owner = spec is not None and _owns(self, spec)
+        if owner:  # a mapping= dict is attached by its owner instead
+            assert spec is not None
+            store_handle = _new_handle(spec, _Backend(self, get=_dict_get, delete=base_delitem,
+                                                      keys=dict.keys))
+            attach(self, store_handle)
+        base_init(self, *args, **kwargs)
+        if owner:
+            self._memguard.reconcile()  # dict.__init__ stores without __setitem__
+            self._memguard.manager.register(self._memguard, self)
+
+    def __getitem__(self: Any, key: Key) -> Any:
+        value = base_getitem(self, key)
+        self._memguard_touch(key, None)
+        return value
+
+    def get(self: Any, key: Key, default: Any = None) -> Any:
+        if user_get is not None:
+            value = user_get(self, key, default)
+            if dict.__contains__(self, key):
+                self._memguard_touch(key, None)
+            return value
+        value = dict_get(self, key, _MISSING)
+        if value is _MISSING:
+            return default
+        self._memguard_touch(key, None)
+        return value
 
     def pop(self: Any, key: Key, *default: Any) -> Any:
         handle: StoreHandle = self._memguard
@@ -496,11 +561,17 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         return key, value
 
     def setdefault(self: Any, key: Key, default: Any = None) -> Any:
-        with self._memguard.lock:
-            if dict.__contains__(self, key):
-                return self[key]
-            self[key] = default
-            return default
+        handle: StoreHandle = self._memguard
+        with handle.lock:
+            value = dict_get(self, key, _MISSING)
+            if value is not _MISSING:
+                self._memguard_touch(key, None)
+                return value
+            base_setitem(self, key, default)
+            victims = handle.stored_locked(key, default)
+        if victims:
+            handle.finish_evictions(victims)
+        return default
 
     def update(self: Any, *args: Any, **kwargs: Any) -> None:
         if len(args) > 1:
@@ -522,20 +593,37 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
             base_clear(self)
             handle.index.clear()
 
-    namespace = {
+    namespace: dict[str, Any] = {
         "__slots__": _slots_for(cls, "_memguard", "_memguard_touch"),
-        "__init__": __init__, "__getitem__": __getitem__, "get": get,
-        "__setitem__": __setitem__, "__delitem__": __delitem__, "pop": pop, "popitem": popitem,
-        "setdefault": setdefault, "update": update, "__ior__": __ior__, "clear": clear,
+        "__init__": __init__, "__getitem__": __getitem__, "get": get, "pop": pop,
+        "popitem": popitem, "setdefault": setdefault, "update": update, "__ior__": __ior__,
+        "clear": clear, "__reduce__": _plain_copy, **_indexed_writes(base_setitem, base_delitem),
     }
-    return _finish(cls, type(cls.__name__, (cls,), namespace))
+    for method in ("update", "setdefault", "__ior__"):
+        if getattr(cls, method) is not getattr(dict, method):
+            namespace[method] = _then_reconcile(getattr(cls, method))
+    return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
 
-def attach(store: Any, handle: StoreHandle) -> None:
+def _then_reconcile(user_method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a store class's own write method, then catch the index up with what it did."""
+
+    @functools.wraps(user_method)
+    def reconciling(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return user_method(self, *args, **kwargs)
+        finally:
+            self._memguard.reconcile()
+
+    return reconciling
+
+
+def attach(store: Any, handle: Optional[StoreHandle]) -> None:
     """Give `store` its handle (and managed dicts the bound touch, for a one-call read path)."""
     store._memguard = handle
     if hasattr(type(store), "_memguard_touch"):
-        store._memguard_touch = handle.index.reads.append
+        # `store[key]` then costs one more C call: reads.__setitem__(key, None)
+        store._memguard_touch = None if handle is None else handle.index.reads.__setitem__
 
 
 class _QuietValuesView(ValuesView[Any]):
@@ -560,37 +648,25 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     """A subclass of a MutableMapping class: the class's own methods do the storing."""
     base_init = cls.__init__
     base_getitem = cls.__getitem__
-    base_setitem = cls.__setitem__
     base_delitem = cls.__delitem__
     own_contains = cls.__contains__ is not Mapping.__contains__
     base_contains = cls.__contains__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        handle = _new_handle(spec, _Backend(self, get=base_getitem, delete=base_delitem,
-                                            keys=cls.__iter__))
-        attach(self, handle)
+        if not _owns(self, spec):
+            base_init(self, *args, **kwargs)
+            return
+        store_handle = _new_handle(spec, _Backend(self, get=base_getitem, delete=base_delitem,
+                                                  keys=cls.__iter__))
+        attach(self, store_handle)
         base_init(self, *args, **kwargs)
-        handle.adopt_existing()
-        handle.manager.register(handle, self)
+        store_handle.reconcile()
+        store_handle.manager.register(store_handle, self)
 
     def __getitem__(self: Any, key: Key) -> Any:
         value = base_getitem(self, key)
         self._memguard.index.touch(key)
         return value
-
-    def __setitem__(self: Any, key: Key, value: Any) -> None:
-        handle: StoreHandle = self._memguard
-        with handle.lock:
-            base_setitem(self, key, value)
-            victims = handle.stored_locked(key, value)
-        if victims:
-            handle.finish_evictions(victims)
-
-    def __delitem__(self: Any, key: Key) -> None:
-        handle: StoreHandle = self._memguard
-        with handle.lock:
-            base_delitem(self, key)
-            handle.index.remove(key)
 
     def __contains__(self: Any, key: object) -> bool:
         if own_contains:
@@ -610,19 +686,36 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
 
     namespace = {
         "__slots__": _slots_for(cls, "_memguard"),
-        "__init__": __init__, "__getitem__": __getitem__, "__setitem__": __setitem__,
-        "__delitem__": __delitem__, "__contains__": __contains__, "clear": clear,
-        "_memguard_raw_get": base_getitem,
+        "__init__": __init__, "__getitem__": __getitem__, "__contains__": __contains__,
+        "clear": clear, "_memguard_raw_get": base_getitem,
         "values": lambda self: _QuietValuesView(self),
         "items": lambda self: _QuietItemsView(self),
+        **_indexed_writes(cls.__setitem__, base_delitem),
     }
-    return _finish(cls, type(cls.__name__, (cls,), namespace))
+    return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
 
 #: The dict class that backs a `mapping=` attribute: indexes writes into its owner's handle.
 ManagedDict = _managed_dict_class(dict, None)
 ManagedDict.__qualname__ = ManagedDict.__name__ = "ManagedDict"
 ManagedDict.__module__ = __name__
+
+
+class _DetachedDict(ManagedDict):  # type: ignore[valid-type,misc]
+    """What a replaced `mapping=` dict becomes: a plain dict again, no longer writing into
+    the store's index (a subclass with no slots of its own, so its class can be switched)."""
+
+    __slots__ = ()
+    __getitem__ = dict.__getitem__
+    get = dict.get
+    __setitem__ = dict.__setitem__
+    __delitem__ = dict.__delitem__
+    pop = dict.pop
+    popitem = dict.popitem
+    setdefault = dict.setdefault
+    update = dict.update
+    __ior__ = dict.__ior__
+    clear = dict.clear
 
 
 class _MappingAttribute:
@@ -641,6 +734,7 @@ class _MappingAttribute:
             raise AttributeError(self.attribute) from None
 
     def __set__(self, owner: Any, value: Any) -> None:
+        """Adopt `value`: jobs it keeps keep their age and pins; the old dict is detached."""
         if not isinstance(value, Mapping):
             raise TypeError(
                 f"{type(owner).__qualname__}.{self.attribute} holds the jobs of store "
@@ -650,12 +744,17 @@ class _MappingAttribute:
         attach(jobs, handle)
         with handle.lock:
             dict.update(jobs, value)
-            handle.index.clear()
+            old = owner.__dict__.get(self.attribute)
             owner.__dict__[self.attribute] = jobs
-            handle._backend = _Backend(jobs, get=_dict_get, delete=dict.__delitem__,
-                                       keys=dict.keys)
-            handle.index.job_of = handle._backend.get
-        handle.adopt_existing()
+            handle.switch_backend(_Backend(jobs, get=_dict_get, delete=dict.__delitem__,
+                                           keys=dict.keys))
+            handle.reconcile()
+            for key in handle.index.created:  # the same key may now hold another job
+                if old is None or dict.get(old, key, _MISSING) is not dict.__getitem__(jobs, key):
+                    handle.index.reweigh(key, dict.__getitem__(jobs, key))
+            if type(old) is ManagedDict and old is not jobs:
+                attach(old, None)
+                old.__class__ = _DetachedDict
 
     def __delete__(self, owner: Any) -> None:
         raise AttributeError(f"the job mapping {self.attribute!r} of a managed store stays")
@@ -680,6 +779,10 @@ def _with_mapping_attribute(cls: Any, attribute: str, spec: _Spec) -> type:
         raise StoreDefinitionError(
             f"@managed_store on {cls.__qualname__}: mapping={attribute!r} needs instances with "
             "a __dict__ (the class defines __slots__ without it)")
+    if getattr(cls, "_memguard_spec", None) is not None:
+        raise StoreDefinitionError(
+            f"@managed_store on {cls.__qualname__}: it is a managed store already; with "
+            "mapping= decorate one class of the hierarchy only")
     descriptor = _MappingAttribute(attribute, spec)
     base_init = cls.__init__
 
@@ -689,7 +792,7 @@ def _with_mapping_attribute(cls: Any, attribute: str, spec: _Spec) -> type:
         handle.manager.register(handle, self)
 
     namespace = {attribute: descriptor, "__init__": __init__}
-    return _finish(cls, type(cls.__name__, (cls,), namespace))
+    return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
 
 # -- finding a store's handle ----------------------------------------------------------------------

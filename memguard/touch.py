@@ -85,8 +85,8 @@ def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[C
         return None
     parameters = _parameters(function)
     name = key if isinstance(key, str) else (parameters[0] if parameters else None)
-    if name is None or _is_keyword_only(function, name):
-        return None
+    if name is None or name not in parameters or _is_keyword_only(function, name):
+        return None  # keyword-only or taken through **kwargs: the general path handles it
     position = parameters.index(name)
 
     @functools.wraps(function)
@@ -103,7 +103,7 @@ def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[C
             raise StoreDefinitionError(
                 f"@touches on {_name(function)}: called on {self!r}, which is not a managed "
                 "store; pass store= to name the store it reads")
-        found.index.reads.append(job_id)
+        found.index.touch(job_id)
         return result
 
     return touching
@@ -180,6 +180,13 @@ def _is_keyword_only(wrapped: Any, name: str) -> bool:
     return parameter is not None and parameter.kind is parameter.KEYWORD_ONLY
 
 
+def _handles_named(name: str) -> list[StoreHandle]:
+    """The live stores called `name`, in every manager (usually one store)."""
+    from memguard._manager import all_managers
+
+    return [found for manager in all_managers() for found in manager.stores.get(name, ())]
+
+
 def _store_finder(wrapped: Any, store: Any) -> Callable[[Any], Any]:
     """How to find the store(s) to touch for a call made on `instance`."""
     if store is None:
@@ -193,17 +200,10 @@ def _store_finder(wrapped: Any, store: Any) -> Callable[[Any], Any]:
         return from_instance
 
     def named(instance: Any) -> Any:
-        target = store
+        target = store() if callable(store) and not isinstance(
+            store, (Mapping, StoreHandle)) else store
         if isinstance(target, str):
-            from memguard._manager import manager
-
-            return manager.stores.get(target, ())
-        if callable(target) and not isinstance(target, (Mapping, StoreHandle)):
-            target = target()
-            if isinstance(target, str):
-                from memguard._manager import manager
-
-                return manager.stores.get(target, ())
+            return _handles_named(target)
         return handle(target)
 
     return named

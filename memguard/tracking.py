@@ -3,11 +3,12 @@
 The index never holds job values, only keys and a few numbers, so it costs under 200 bytes
 per job. Its structures, each with one purpose:
 
-- `reads`: a bounded deque the read path appends touched keys to: one C call, no lock, no
-  clock. Like Caffeine's read buffer it is lossy: when more reads than its length arrive
-  between two drains, the oldest are forgotten, which only blurs recency.
+- `reads`: the keys read since the last drain, a dict used as an ordered set. The read path
+  adds its key with one C call: no lock, no clock. Nothing is lost and it holds each key at
+  most once, so it never outgrows the store; among keys read between two drains, the order is
+  that of their first read.
 - `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
-  first. Writes and passes drain `reads` into it under the lock (pop and re-insert moves a
+  first. Inserts and passes drain `reads` into it under the lock (pop and re-insert moves a
   key to the end). `Epoch` markers laid into it at each pass date the touches coarsely,
   which is what idle expiry needs.
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
@@ -21,6 +22,7 @@ Mutations happen with `lock` held; the store's write paths and the pipeline take
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import threading
 from collections import deque
@@ -32,7 +34,6 @@ logger = logging.getLogger("memguard")
 
 Key = Hashable
 MAX_EPOCHS = 64
-READ_BUFFER = 8192
 _CHUNK = 256
 
 
@@ -76,7 +77,7 @@ class JobIndex:
         self.active = active
         self.sizer = sizer
         self.lru: dict[Key, Optional[int]] = {}
-        self.reads: deque[Key] = deque(maxlen=READ_BUFFER)
+        self.reads: dict[Key, None] = {}
         self.created: dict[Key, float] = {}
         self.unweighed: dict[Key, None] = {}
         self.pins: dict[Key, int] = {}
@@ -93,14 +94,22 @@ class JobIndex:
     # -- the read path -------------------------------------------------------------------
 
     def touch(self, key: Key) -> None:
-        """Mark `key` most recently used. O(1), lock-free, never reads the clock."""
-        self.reads.append(key)
+        """Mark `key` most recently used. O(1), lock-free, never reads the clock.
+
+        Unknown keys are ignored, so the read set never holds more keys than the store.
+        """
+        if key in self.created:
+            self.reads[key] = None
 
     def drain_reads(self) -> None:
-        """Apply buffered touches to the recency order, oldest first (lock held)."""
+        """Move the keys read since the last drain to the recent end (lock held).
+
+        A read racing with the drain either lands before `list()` (drained now) or re-adds
+        its key after the `del` (drained next time): none is lost.
+        """
         reads, lru = self.reads, self.lru
-        for _ in range(len(reads)):
-            key = reads.popleft()
+        for key in list(reads):
+            del reads[key]
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
@@ -109,14 +118,18 @@ class JobIndex:
 
     def add(self, key: Key, job: Any, now: float) -> None:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
+        self.drain_reads()  # reads before this write stay before it in the order
         if key in self.created:
-            self.drain_reads()
             self._forget_size(key)
             del self.lru[key]
-            self.lru[key] = None
         else:
             self.created[key] = now
-            self.lru[key] = None
+        self.lru[key] = None
+        self._weigh_or_defer(key, job)
+
+    def reweigh(self, key: Key, job: Any) -> None:
+        """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
+        self._forget_size(key)
         self._weigh_or_defer(key, job)
 
     def remove(self, key: Key) -> Optional[int]:
@@ -151,13 +164,22 @@ class JobIndex:
                 del self.unweighed[key]
                 self._store_size(key, job)
 
-    def lay_epoch(self, now: float) -> None:
-        """Date every touch so far as at or before `now` (a pass calls this once)."""
+    def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
+        """Date every touch so far as at or before `now` (the idle rule, once per pass).
+
+        No marker is laid within `min_gap` of the last one. When `MAX_EPOCHS` are kept, the
+        older of the two closest markers goes: its span merges into the next one, which
+        only makes those jobs look more recent (they are evicted later, never earlier).
+        """
         self.drain_reads()
+        if self.epochs and now - self.epochs[-1].time < min_gap:
+            return
         if self.lru and isinstance(next(reversed(self.lru)), Epoch):
-            return  # nothing touched since the last epoch: it already dates everything
-        if len(self.epochs) >= MAX_EPOCHS:  # merge the oldest span into the next: conservative
-            self._drop_epoch(self.epochs[0])
+            return  # nothing touched since the last marker: it dates everything already
+        if len(self.epochs) >= MAX_EPOCHS:
+            pairs = zip(self.epochs, list(self.epochs)[1:])
+            older, _ = min(pairs, key=lambda pair: pair[1].time - pair[0].time)
+            self._drop_epoch(older)
         epoch = Epoch(now)
         self.lru[epoch] = None
         self.epochs.append(epoch)
@@ -217,7 +239,7 @@ class JobIndex:
 
     def _least_recent(self, *, until: Optional[Epoch]) -> Iterator[Key]:
         # Active jobs keep their place; `kept` counts the entries left in front of the scan.
-        # The consumer removes what we yield, so the scan reads the order in chunks.
+        # The consumer removes what we yield, so the order is read in chunks.
         self.drain_reads()
         kept = 0
         while True:
@@ -233,10 +255,7 @@ class JobIndex:
                     if key is until:
                         return
                     continue
-                job = self._job_or_forget(key)
-                if job is _ABSENT:
-                    continue
-                if self.is_active(key, job):
+                if not self.evictable(key):
                     kept += 1
                     continue
                 yield key
@@ -244,35 +263,39 @@ class JobIndex:
                     return
 
     def _oldest(self) -> Iterator[Key]:
-        skipped = 0
+        kept = 0
         while True:
-            chunk = list(islice(self.created, skipped, skipped + _CHUNK))
+            chunk = list(islice(self.created, kept, kept + _CHUNK))
             if not chunk:
                 return
             for key in chunk:
-                job = self._job_or_forget(key)
-                if job is _ABSENT:
-                    continue
-                if self.is_active(key, job):
-                    skipped += 1
+                if not self.evictable(key):
+                    kept += key in self.created
                     continue
                 yield key
                 if key in self.created:
                     return
 
     def _largest(self) -> Iterator[Key]:
-        # O(n log n) when it evicts; documented in docs/decisions.md.
-        weighed = sorted(((size, key) for key, size in self.lru.items() if size),
-                         key=lambda pair: -pair[0])
-        for _, key in weighed:
-            if key not in self.created:
-                continue
-            job = self._job_or_forget(key)
-            if job is _ABSENT or self.is_active(key, job):
+        # Weighed jobs, largest first (a heap: O(n) to build, O(log n) a victim), then those
+        # of unknown or zero size in LRU order. Documented in docs/decisions.md.
+        self.drain_reads()
+        heap = [(-size, position, key) for position, (key, size) in enumerate(self.lru.items())
+                if size]
+        heapq.heapify(heap)
+        while heap:
+            _, _, key = heapq.heappop(heap)
+            if key not in self.created or not self.evictable(key):
                 continue
             yield key
             if key in self.created:
                 return
+        yield from self._least_recent(until=None)
+
+    def evictable(self, key: Key) -> bool:
+        """Stored and not active; a key gone from a plain dict behind our back is forgotten."""
+        job = self._job_or_forget(key)
+        return job is not _ABSENT and not self.is_active(key, job)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from memguard import MemoryManager
+from memguard.policy import ENVIRONMENT_KNOBS
 from memguard.testing import FakeClock
+
+
+@pytest.fixture(autouse=True)
+def _no_policy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the built-in policy, whatever the shell running them exports."""
+    for name in ENVIRONMENT_KNOBS:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

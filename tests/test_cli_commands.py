@@ -633,7 +633,7 @@ def test_cleanup_by_signal_runs_the_apps_emergency_cleanup() -> None:
         child.kill()
         child.wait(timeout=10)
     assert "SIGUSR1 received: emergency cleanup" in out
-    assert "emergency cleanup: 1 from diagram (emergency=1)" in out
+    assert "Cleaned 1 job from diagram (emergency=1) [emergency]" in out
     assert "evicted" in out.splitlines()
 
 

@@ -12,24 +12,17 @@ from typing import Any, Optional
 import pytest
 
 from memguard.cli import main
-from memguard.policy import load_policy
+from memguard.policy import ENVIRONMENT_KNOBS, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "policies/default.toml"
-KNOBS = (
-    "MEMGUARD_POLICY",
-    "MEMGUARD_MEMORY_LIMIT",
-    "MEMGUARD_CHECK_INTERVAL",
-    "JOB_RETENTION_MINUTES",
-    "MAX_JOBS_PER_STORE",
-)
 MB = 1024**2
 
 
 def memguard(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
     """Run `python -m memguard.cli ARGS` from the repository root with `env` on top of a
     clean copy of this environment (no memguard knobs)."""
-    environ = {key: value for key, value in os.environ.items() if key not in KNOBS}
+    environ = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT_KNOBS}
     environ.update(env or {})
     result = subprocess.run(
         [sys.executable, "-m", "memguard.cli", *args],

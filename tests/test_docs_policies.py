@@ -12,19 +12,10 @@ from memguard import Policy
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "policies.md"
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.DOTALL | re.MULTILINE)
-KNOBS = (
-    "MEMGUARD_POLICY",
-    "MEMGUARD_MEMORY_LIMIT",
-    "MEMGUARD_CHECK_INTERVAL",
-    "JOB_RETENTION_MINUTES",
-    "MAX_JOBS_PER_STORE",
-)
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in KNOBS:
-        monkeypatch.delenv(variable, raising=False)
+def _in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(DOC.parent.parent)
 
 

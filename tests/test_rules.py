@@ -26,7 +26,7 @@ def done(result: Any = "r") -> dict[str, Any]:
 
 
 def make_store(manager: MemoryManager, **options: Any) -> Any:
-    @managed_store(manager=manager, **options)
+    @managed_store(**{"manager": manager, **options})
     class Jobs(dict):  # type: ignore[type-arg]
         pass
 
@@ -159,8 +159,8 @@ def test_a_failing_rule_is_logged_and_the_pass_goes_on(
 
 
 def test_emergency_budget_spans_stores_and_stops_when_spent(manager: MemoryManager) -> None:
-    big = make_store(manager)
-    small = make_store(manager)
+    big = make_store(manager, name="big")
+    small = make_store(manager, name="small")
     for i in range(10):
         big[f"b{i}"] = done("x" * 10_000)
         small[f"s{i}"] = done("x" * 1_000)
@@ -170,8 +170,8 @@ def test_emergency_budget_spans_stores_and_stops_when_spent(manager: MemoryManag
     assert all(e.cause is Cause.EMERGENCY for e in events)
     freed = sum(e.size or 0 for e in events)
     assert 35_000 <= freed < 35_000 + 11_000
-    assert {e.store for e in events} == {"jobs"}
-    assert len(small) == 10
+    assert {e.store for e in events} == {"big"}  # the largest store pays first
+    assert len(small) == 10 and len(big) == 6
 
 
 def test_cleanup_report_summary_and_dict(manager: MemoryManager, clock: FakeClock) -> None:
@@ -179,7 +179,7 @@ def test_cleanup_report_summary_and_dict(manager: MemoryManager, clock: FakeCloc
     store["a"] = done("x" * 2048)
     clock.advance(2)
     report = manager.run_cleanup()
-    assert report.summary().startswith("periodic cleanup: 1 from diagram (age=1), freed ~")
+    assert report.summary().startswith("Cleaned 1 job from diagram (age=1), freed ~2.")
     data = report.to_dict()
     assert data["evicted"] == 1 and data["by_cause"] == {"age": 1}
     assert data["freed_estimate_bytes"] >= 2048

@@ -1,0 +1,281 @@
+"""Edge cases found in review: each pins down one behaviour that once went wrong."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+from typing import Any
+
+import pytest
+
+from memguard import (
+    MemoryManager,
+    PolicyError,
+    StoreDefinitionError,
+    handle,
+    managed_store,
+    touches,
+)
+from memguard.rules import Cause, Pass
+from memguard.testing import FakeClock, capture_evictions
+from memguard.tracking import MAX_EPOCHS
+
+
+def done(result: Any = "r") -> dict[str, Any]:
+    return {"status": "done", "result": result}
+
+
+def dict_store(manager: MemoryManager, **options: Any) -> Any:
+    @managed_store(manager=manager, **options)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    return Jobs()
+
+
+def test_idle_expiry_works_after_many_more_passes_than_markers(
+        manager: MemoryManager, clock: FakeClock) -> None:
+    store = dict_store(manager, max_idle="20m")
+    store["forgotten"] = done()
+    store["polled"] = done()
+    for _ in range(6 * 60):  # a pass every 10 s for an hour, far more than MAX_EPOCHS
+        clock.advance(10)
+        store["polled"]
+        handle(store).cleanup()
+        assert len(handle(store).index.epochs) <= MAX_EPOCHS
+        if "forgotten" not in store:
+            break
+    assert "forgotten" not in store
+    assert clock() - 1000.0 <= 21 * 60 + 60  # gone within the idle time plus a marker gap
+    assert "polled" in store
+
+
+def test_no_read_is_lost_however_many_arrive_between_passes(
+        manager: MemoryManager, clock: FakeClock) -> None:
+    store = dict_store(manager, max_idle="10m")
+    for n in range(100):
+        store[n] = done()
+    handle(store).cleanup()
+    clock.advance(7 * 60)
+    store[0]  # read once, long before a flood of other reads
+    for _ in range(200):
+        for n in range(1, 100):
+            store[n]
+    clock.advance(4 * 60)
+    handle(store).cleanup()
+    assert 0 in store
+
+
+def test_reassigning_the_mapping_keeps_ages_and_pins_and_detaches_the_old_dict(
+        manager: MemoryManager, clock: FakeClock) -> None:
+    @managed_store(manager=manager, mapping="jobs", max_age=60, name="iac")
+    class Store:
+        def __init__(self) -> None:
+            self.jobs: dict[str, Any] = {}
+
+    store = Store()
+    store.jobs["old"] = done()
+    store.jobs["pinned"] = done()
+    handle(store).pin("pinned")
+    stale = store.jobs
+    clock.advance(70)
+    store.jobs = {key: job for key, job in store.jobs.items()}  # the filter idiom
+    handle(store).cleanup()
+    assert "old" not in store.jobs  # its age survived the reassignment
+    assert "pinned" in store.jobs  # so did its pin
+    stale["phantom"] = done()  # writes through the old dict no longer reach the index
+    assert "phantom" not in handle(store).index.created
+    assert sorted(handle(store).index.created) == ["pinned"]
+
+
+def test_a_rejected_setup_changes_nothing(manager: MemoryManager) -> None:
+    jobs: dict[str, Any] = {}
+    h = manager.setup_job_store_cleanup(jobs, "legacy", max_jobs=5)
+    with pytest.raises(PolicyError, match="max_jobs"):
+        manager.setup_job_store_cleanup(jobs, "legacy", max_jobs=-1)
+    assert h.policy.max_jobs == 5
+    manager.load_policy("[stores.legacy]\nmax_age = \"5m\"\n")  # reloads still work
+    assert h.policy.max_age == 300 and h.policy.max_jobs == 5
+
+
+def test_setdefault_notifies_outside_the_lock(manager: MemoryManager) -> None:
+    store = dict_store(manager, max_jobs=1)
+    store["a"] = done()
+    free: list[bool] = []
+
+    def other_thread_can_lock(event: Any) -> None:
+        lock = handle(store).lock
+        result: list[bool] = []
+
+        def try_lock() -> None:
+            acquired = lock.acquire(timeout=2)
+            if acquired:
+                lock.release()
+            result.append(acquired)
+
+        thread = threading.Thread(target=try_lock)
+        thread.start()
+        thread.join(5)
+        free.extend(result)
+
+    manager.on_evict(other_thread_can_lock)
+    store.setdefault("b", done())
+    assert free == [True]
+
+
+def test_a_plain_dict_key_deleted_during_a_pass_does_not_stop_the_cleanup(
+        manager: MemoryManager, clock: FakeClock) -> None:
+    jobs: dict[str, Any] = {f"j{n}": done() for n in range(5)}
+    h = manager.setup_job_store_cleanup(jobs, "legacy", max_age=60)
+    other = dict_store(manager, max_age=60)
+    other["x"] = done()
+    real_get = h._backend.get
+
+    def vanishing_get(key: Any) -> Any:  # another thread deletes j3 as we look
+        jobs.pop("j3", None)
+        return real_get(key)
+
+    h.switch_backend(type(h._backend)(jobs, get=lambda store, key: vanishing_get(key),
+                                      delete=dict.__delitem__, keys=dict.keys))
+    h._backend.needs_sync = True
+    jobs["late"] = done()
+    clock.advance(61)
+    report = manager.run_cleanup()
+    assert "x" not in other  # the other store still got its pass
+    assert report.by_store["jobs"] == {"age": 1}
+    assert set(h.index.created) == set(jobs)
+
+
+def test_a_store_class_keeps_its_own_get_and_update(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        def get(self, key: Any, default: Any = None) -> Any:
+            return ("mine", super().get(key, default))
+
+        def update(self, *args: Any, **kwargs: Any) -> None:
+            super().update(*args, **kwargs)  # bypasses __setitem__
+
+    store = Jobs()
+    store["a"] = done()
+    store["b"] = done()
+    assert store.get("a")[0] == "mine"
+    assert handle(store).recency() == ["b", "a"]
+    store.update({"c": done()})
+    assert set(handle(store).index.created) == {"a", "b", "c"}
+
+
+def test_decorating_a_managed_class_again_manages_once(manager: MemoryManager) -> None:
+    @managed_store(manager=manager, name="base", max_jobs=10)
+    class Base(dict):  # type: ignore[type-arg]
+        pass
+
+    @managed_store(manager=manager, name="child", max_jobs=2)
+    class Child(Base):
+        pass
+
+    child = Child()
+    for n in range(4):
+        child[n] = done()
+    assert len(child) == 2
+    assert handle(child).name == "child"
+    assert manager.stores["child"] == (handle(child),)
+    assert "base" not in manager.stores
+
+
+def test_largest_order_evicts_unweighed_and_zero_sized_jobs_too(
+        manager: MemoryManager) -> None:
+    store = dict_store(manager, max_jobs=3, order="largest", size=lambda job: 0)
+    for n in range(10):
+        store[n] = done()
+    assert sorted(store) == [7, 8, 9]
+
+
+def test_a_user_rule_cannot_evict_an_active_job(manager: MemoryManager) -> None:
+    store = dict_store(manager)
+    store["run"] = {"status": "running", "result": None}
+    store["done"] = done()
+
+    def everything(index: Any, ctx: Pass) -> Any:
+        return [(key, Cause.AGE) for key in list(index.created)]
+
+    handle(store).add_rule(everything)
+    handle(store).cleanup()
+    assert list(store) == ["run"]
+    manager.load_policy("[defaults]\nmax_jobs = 9\n")  # added rules survive a reload
+    store["done"] = done()
+    handle(store).cleanup()
+    assert list(store) == ["run"]
+
+
+def test_touches_with_key_taken_through_kwargs(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches(key="job_id")
+        def read(self, **kwargs: Any) -> Any:
+            return dict.get(self, kwargs["job_id"])
+
+    store = Jobs(a=done(), b=done())
+    store.read(job_id="a")
+    assert handle(store).recency() == ["b", "a"]
+
+
+def test_touches_by_store_name_on_a_custom_manager() -> None:
+    manager = MemoryManager(clock=FakeClock())
+
+    @managed_store(manager=manager, name="custom_named_store")
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs(a=done(), b=done())
+
+    @touches(store="custom_named_store")
+    def read(job_id: str) -> Any:
+        return dict.get(store, job_id)
+
+    read("a")
+    assert handle(store).recency() == ["b", "a"]
+
+
+def test_release_given_as_one_string(manager: MemoryManager) -> None:
+    store = dict_store(manager, max_jobs=1, release="chart")
+    held = {"status": "done", "chart": "png", "result": "kept"}
+    store["a"] = held
+    store["b"] = done()
+    assert held == {"status": "done", "chart": None, "result": "kept"}
+
+
+def test_copies_are_plain_dicts_that_leave_the_store_alone(manager: MemoryManager) -> None:
+    store = dict_store(manager)
+    store["a"] = done()
+    for duplicate in (copy.copy(store), copy.deepcopy(store), pickle.loads(pickle.dumps(store))):
+        assert type(duplicate) is dict and duplicate == store
+        del duplicate["a"]
+    assert list(handle(store).index.created) == ["a"]
+
+
+def test_the_job_just_written_is_never_the_victim(manager: MemoryManager) -> None:
+    store = dict_store(manager, max_jobs=2)
+    store["r1"] = {"status": "running"}
+    store["r2"] = {"status": "running"}
+    with capture_evictions(manager) as events:
+        store["new"] = done("x")
+    assert events == []
+    assert sorted(store) == ["new", "r1", "r2"]  # over the bound until a job finishes
+    dict.__getitem__(store, "r1")["status"] = "done"  # finishes, without a touch
+    handle(store).cleanup()
+    assert sorted(store) == ["new", "r2"]  # r1 is now the least recently used evictable
+
+
+def test_bad_mapping_value_and_unmanaged_handle(manager: MemoryManager) -> None:
+    @managed_store(manager=manager, mapping="jobs")
+    class Store:
+        def __init__(self) -> None:
+            self.jobs: dict[str, Any] = {}
+
+    with pytest.raises(TypeError, match="must be a dict"):
+        Store().jobs = ["not", "a", "mapping"]  # type: ignore[assignment]
+    with pytest.raises(TypeError, match="not a managed store"):
+        handle({})
+    with pytest.raises(StoreDefinitionError, match="managed store already"):
+        managed_store(mapping="jobs", manager=manager)(Store)
