@@ -531,19 +531,19 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
 
     def __getitem__(self: Any, key: Key) -> Any:
         value = base_getitem(self, key)
-        self._memguard_touch(key, None)
+        self._memguard_touch(key)
         return value
 
     def get(self: Any, key: Key, default: Any = None) -> Any:
         if user_get is not None:
             value = user_get(self, key, default)
             if dict.__contains__(self, key):
-                self._memguard_touch(key, None)
+                self._memguard_touch(key)
             return value
         value = dict_get(self, key, _MISSING)
         if value is _MISSING:
             return default
-        self._memguard_touch(key, None)
+        self._memguard_touch(key)
         return value
 
     def pop(self: Any, key: Key, *default: Any) -> Any:
@@ -565,7 +565,7 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         with handle.lock:
             value = dict_get(self, key, _MISSING)
             if value is not _MISSING:
-                self._memguard_touch(key, None)
+                self._memguard_touch(key)
                 return value
             base_setitem(self, key, default)
             victims = handle.stored_locked(key, default)
@@ -622,8 +622,8 @@ def attach(store: Any, handle: Optional[StoreHandle]) -> None:
     """Give `store` its handle (and managed dicts the bound touch, for a one-call read path)."""
     store._memguard = handle
     if hasattr(type(store), "_memguard_touch"):
-        # `store[key]` then costs one more C call: reads.__setitem__(key, None)
-        store._memguard_touch = None if handle is None else handle.index.reads.__setitem__
+        # `store[key]` then costs one more C call: reads.setdefault(key), a fast-call method
+        store._memguard_touch = None if handle is None else handle.index.reads.setdefault
 
 
 class _QuietValuesView(ValuesView[Any]):
