@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Union
 
@@ -72,6 +72,9 @@ _RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
 HYSTERESIS: Final = 0.05
 """A level is left only when usage falls this share of its threshold below it (5%)."""
 
+TRIM_AFTER: Final = 32 * 2**20
+"""A periodic pass that frees at least this much (by estimate) is followed by `reclaim()`:
+without it, glibc keeps freed arenas and a guarded process creeps up between emergencies."""
 MAX_ROUNDS: Final = 3
 """An emergency evicts, reclaims and re-samples at most this many times."""
 
@@ -122,6 +125,7 @@ class MemoryStats:
     growth_per_minute: Optional[float]
     time_to_limit: Optional[float]
     monitoring: bool
+    totals: Mapping[str, Any] = attrs.field(factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict with the same keys as the attributes; sizes in bytes."""
@@ -134,6 +138,7 @@ class MemoryStats:
             "growth_per_minute": self.growth_per_minute,
             "time_to_limit": self.time_to_limit,
             "monitoring": self.monitoring,
+            "totals": dict(self.totals),
         }
 
 
@@ -288,6 +293,10 @@ class Monitor:
             maxlen=cleanups
         )
         """Recent emergency cleanups and evicting periodic passes, oldest first."""
+        self.totals: dict[str, Any] = {"cleanups": {}, "freed_estimate_bytes": 0,
+                                       "reclaimed_bytes": 0}
+        """Running totals since start: cleanups by kind, bytes evicted (estimate) and given
+        back (measured, when positive): the Prometheus counters."""
         self.failures = 0
         """How many steps of ticks (probe, pipeline, gc, emergency, hooks) raised so far."""
         self.ticks = 0
@@ -533,7 +542,11 @@ class Monitor:
             self._remember(cleanup)
 
         collected: Optional[int] = None
-        if now - self._last_gc >= memory.gc_interval:
+        if cleanup is not None and cleanup.freed_estimate >= TRIM_AFTER:
+            self._last_gc = now  # reclaim() runs a full collection too
+            given_back = self._guard(errors, "reclaim", reclaim)
+            collected = None if given_back is None else given_back.collected
+        elif now - self._last_gc >= memory.gc_interval:
             self._last_gc = now
             collected = self._guard(errors, "gc", gc.collect)
 
@@ -588,8 +601,14 @@ class Monitor:
             self.history.append((now, usage))
 
     def _remember(self, report: CleanupReport) -> None:
+        """Keep `report` among the recent ones and add it to the running totals."""
         with self._state:
             self.recent_cleanups.append(report)
+            totals = self.totals
+            totals["cleanups"][report.kind] = totals["cleanups"].get(report.kind, 0) + 1
+            totals["freed_estimate_bytes"] += report.freed_estimate
+            if report.reclaimed is not None and report.reclaimed > 0:
+                totals["reclaimed_bytes"] += report.reclaimed
 
     def _observe(self, sample: MemorySample, memory: MemoryPolicy, extras: bool = True) -> None:
         """Move to the level `sample` calls for and log what changed (and, opt-in, a sample)."""
@@ -794,6 +813,7 @@ class Monitor:
         with self._state:
             points = list(self.history)
             cleanups = tuple(self.recent_cleanups)
+            totals = {**self.totals, "cleanups": dict(self.totals["cleanups"])}
         since = self._fit_from
         recent = [(t, u) for t, u in points if since is None or t >= since]
         if not recent or recent[-1][0] < now:
@@ -809,6 +829,7 @@ class Monitor:
             growth_per_minute=growth,
             time_to_limit=_time_to_limit(sample.usage, limit, growth),
             monitoring=self.running,
+            totals=totals,
         )
 
     def is_high(self, threshold_mb: Optional[float] = None) -> bool:

@@ -408,7 +408,7 @@ class _StatsCollector:
 
     def _cleanups(self, counter: Any) -> Iterator[Any]:
         """Cumulative cleanup counters, when the monitor keeps them."""
-        totals = _cleanup_totals(self.stats, self.manager)
+        totals = getattr(self.stats, "totals", {}) or {}
         cleanups = counter("memguard_cleanups", "Cleanups run, by kind.", labels=["kind"])
         for kind, count in sorted(totals.get("cleanups", {}).items()):
             cleanups.add_metric([str(kind)], float(count))
@@ -422,56 +422,6 @@ class _StatsCollector:
         if isinstance(freed, (int, float)):
             yield counter("memguard_freed_estimate_bytes",
                           "Estimated bytes of the jobs cleanups evicted.", value=float(freed))
-
-
-class _CleanupTally:
-    """Cumulative cleanup counters for one manager, accumulated from its recent cleanups.
-
-    The monitor keeps the last cleanups (a bounded window), not running totals; each scrape
-    adds the reports it has not seen yet. A report is recognised by its kind, start time and
-    figures. Cleanups are missed only if more than the window's size (20) happen between two
-    scrapes; the counters start with the process, as Prometheus counters do.
-    """
-
-    _SEEN_LIMIT: Final = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: dict[tuple[Any, ...], None] = {}
-        self.cleanups: dict[str, int] = {}
-        self.reclaimed_bytes = 0
-        self.freed_estimate_bytes = 0
-
-    def update(self, reports: Iterable[Any]) -> dict[str, Any]:
-        with self._lock:
-            for report in reports:
-                key = (report.kind, report.started_at, report.duration, report.evicted,
-                       report.freed_estimate, report.usage_before, report.usage_after)
-                if key in self._seen:
-                    continue
-                self._seen[key] = None
-                if len(self._seen) > self._SEEN_LIMIT:  # keep the newest keys only
-                    del self._seen[next(iter(self._seen))]
-                self.cleanups[report.kind] = self.cleanups.get(report.kind, 0) + 1
-                self.freed_estimate_bytes += max(0, int(report.freed_estimate or 0))
-                reclaimed = report.reclaimed
-                if reclaimed is not None and reclaimed > 0:
-                    self.reclaimed_bytes += int(reclaimed)
-            return {"cleanups": dict(self.cleanups), "reclaimed_bytes": self.reclaimed_bytes,
-                    "freed_estimate_bytes": self.freed_estimate_bytes}
-
-
-_tallies: weakref.WeakKeyDictionary[Any, _CleanupTally] = weakref.WeakKeyDictionary()
-_tallies_guard = threading.Lock()
-
-
-def _cleanup_totals(stats: Any, manager: MemoryManager) -> dict[str, Any]:
-    """Counters since start: {"cleanups": {kind: n}, "reclaimed_bytes": n, ...}."""
-    with _tallies_guard:
-        tally = _tallies.get(manager)
-        if tally is None:
-            tally = _tallies[manager] = _CleanupTally()
-    return tally.update(getattr(stats, "recent_cleanups", ()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -232,6 +232,23 @@ def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
     assert list(monitor.recent_cleanups) == [result.cleanup]
 
 
+def test_a_pass_that_frees_much_gives_memory_back(
+    monitor: Monitor, manager: MemoryManager, clock: FakeClock, no_real_reclaim: list[int]
+) -> None:
+    store = fill(manager, "big", done=40)  # ~40MB of results
+    small = fill(manager, "small", done=2)
+    manager.load_policy(Policy(memory=manager.policy.memory, stores={
+        "big": {"max_age": "20m"}, "small": {"max_age": "30m"}}))
+    monitor.tick()
+    assert no_real_reclaim == []
+    clock.advance(21 * 60)
+    result = monitor.tick()  # frees ~40MB >= TRIM_AFTER: reclaim, which counts as the gc
+    assert len(store) == 0 and no_real_reclaim == [1] and result.gc_collected == 0
+    clock.advance(10 * 60)
+    monitor.tick()  # frees ~2MB: no reclaim, just the periodic gc
+    assert len(small) == 0 and no_real_reclaim == [1]
+
+
 def test_gc_runs_every_gc_interval(monitor: Monitor, clock: FakeClock) -> None:
     # check every 2m, gc every 5m: ticks at 0, 2, 4, 6, 8, 10, 12 minutes
     collected = []
@@ -651,7 +668,8 @@ def test_stats_growth_time_to_limit_and_json(
                                "evictions": {}}]
     assert data["growth_per_minute"] == pytest.approx(10 * MB)
     assert set(data) == {"sample", "level", "thresholds", "stores", "recent_cleanups",
-                         "growth_per_minute", "time_to_limit", "monitoring"}
+                         "growth_per_minute", "time_to_limit", "monitoring", "totals"}
+    assert data["totals"] == {"cleanups": {}, "freed_estimate_bytes": 0, "reclaimed_bytes": 0}
     assert manager.get_memory_stats().sample.usage == 350 * MB
     assert len(store) == 3
 
