@@ -16,23 +16,36 @@ MAX_DEPTH = 6
 MAX_OBJECTS = 20_000
 
 _ATOMS = (str, bytes, bytearray, int, float, bool, complex, type(None), memoryview)
+_ATOM_TYPES = frozenset(_ATOMS)
 
 
 def estimate_size(job: Any, *, max_depth: int = MAX_DEPTH, max_objects: int = MAX_OBJECTS) -> int:
     """Approximate bytes held by `job` and what it references, within the walk's bounds."""
+    getsizeof = sys.getsizeof
     seen: set[int] = set()
     total = 0
-    queue: deque[tuple[Any, int]] = deque([(job, 0)])
-    while queue and len(seen) < max_objects:
-        obj, depth = queue.popleft()
+    stack: list[tuple[Any, int]] = [(job, 0)]
+    push = stack.append
+    while stack:
+        obj, depth = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        total += sys.getsizeof(obj, 0)
-        if isinstance(obj, _ATOMS) or depth >= max_depth:
+        total += getsizeof(obj, 0)
+        kind = type(obj)
+        if kind in _ATOM_TYPES or depth >= max_depth or len(seen) >= max_objects:
             continue
-        for child in _children(obj):
-            queue.append((child, depth + 1))
+        depth += 1
+        if kind is dict:  # the common shapes first, without ABC checks
+            for key, value in obj.items():
+                push((key, depth))
+                push((value, depth))
+        elif kind is list or kind is tuple:
+            for item in obj:
+                push((item, depth))
+        elif not isinstance(obj, _ATOMS):
+            for child in _children(obj):
+                push((child, depth))
     return total
 
 

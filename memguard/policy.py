@@ -292,7 +292,12 @@ class ActiveWhen:
     values: frozenset[str] = attrs.field(default=DEFAULT_ACTIVE_STATUSES, converter=_to_statuses)
 
     def __call__(self, job: Any) -> bool:
-        value = job.get(self.field) if isinstance(job, Mapping) else getattr(job, self.field, None)
+        if type(job) is dict:  # the common case, without the slower ABC check
+            value = job.get(self.field)
+        elif isinstance(job, Mapping):
+            value = job.get(self.field)
+        else:
+            value = getattr(job, self.field, None)
         try:
             return value in self.values
         except TypeError:  # an unhashable status is no known status

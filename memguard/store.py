@@ -15,7 +15,17 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    NamedTuple,
+    Optional,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
 
 import attrs
 
@@ -51,8 +61,9 @@ class StoreStats:
         return attrs.asdict(self)
 
 
-@attrs.frozen
-class _Victim:
+class _Victim(NamedTuple):
+    """An evicted job between its removal (under the lock) and its release (outside)."""
+
     key: Key
     job: Any
     cause: Cause
@@ -262,11 +273,13 @@ class StoreHandle:
         victims = []
         pins = self.index.pins
         pins[key] = pins.get(key, 0) + 1
+        ctx = Pass(now=now, order=self.policy.order)
         try:
-            for victim_key, cause in rules(self.index, Pass(now=now, order=self.policy.order)):
-                victim = self.evict_locked(victim_key, cause)
-                if victim is not None:
-                    victims.append(victim)
+            for rule in rules.rules:
+                for victim_key, cause in rule(self.index, ctx):
+                    victim = self.evict_locked(victim_key, cause)
+                    if victim is not None:
+                        victims.append(victim)
         finally:
             if pins[key] <= 1:
                 del pins[key]
@@ -296,7 +309,8 @@ class StoreHandle:
             events.append(EvictionEvent(self.name, victim.key, victim.cause, victim.size))
         if events:
             with self.lock:
-                self.evictions.update(event.cause.value for event in events)
+                for event in events:
+                    self.evictions[event.cause.value] += 1
             self.manager.notify_evictions(events)
         return events
 
@@ -331,7 +345,7 @@ def _release(job: Any, fields: tuple[str, ...], key: Key) -> None:
     """Set each release field to None (kept present) so its memory goes even if job is held."""
     for field in fields:
         try:
-            if isinstance(job, MutableMapping):
+            if type(job) is dict or isinstance(job, MutableMapping):
                 if field in job:
                     job[field] = None
             elif hasattr(job, field):

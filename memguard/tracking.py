@@ -54,6 +54,7 @@ class JobIndex:
 
     __slots__ = (
         "active",
+        "churn",
         "created",
         "epochs",
         "job_of",
@@ -84,6 +85,7 @@ class JobIndex:
         self.epochs: deque[Epoch] = deque()
         self.lock = threading.RLock()
         self.total_bytes = 0
+        self.churn = 0
 
     def __len__(self) -> int:
         return len(self.created)
@@ -104,15 +106,24 @@ class JobIndex:
     def drain_reads(self) -> None:
         """Move the keys read since the last drain to the recent end (lock held).
 
-        A read racing with the drain either lands before `list()` (drained now) or re-adds
-        its key after the `del` (drained next time): none is lost.
+        `popitem` takes keys from the end one atomic call at a time, so a read racing with
+        the drain is taken now or next time, never lost; and, unlike `del`, it leaves no
+        deleted slots behind for later iterations to step over.
         """
         reads, lru = self.reads, self.lru
-        for key in list(reads):
-            del reads[key]
+        if not reads:
+            return
+        batch = []
+        try:
+            while True:
+                batch.append(reads.popitem()[0])
+        except KeyError:
+            pass
+        for key in reversed(batch):  # first read first
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
+        self._churned(len(batch))
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
@@ -122,6 +133,7 @@ class JobIndex:
         if key in self.created:
             self._forget_size(key)
             del self.lru[key]
+            self._churned(1)
         else:
             self.created[key] = now
         self.lru[key] = None
@@ -141,6 +153,7 @@ class JobIndex:
         self.pins.pop(key, None)
         if size:
             self.total_bytes -= size
+        self._churned(1)
         return size
 
     def clear(self) -> None:
@@ -151,6 +164,7 @@ class JobIndex:
         self.pins.clear()
         self.epochs.clear()
         self.total_bytes = 0
+        self.churn = 0
 
     def weigh_pending(self) -> None:
         """Weigh the jobs stored while active that have finished since."""
@@ -183,6 +197,20 @@ class JobIndex:
         epoch = Epoch(now)
         self.lru[epoch] = None
         self.epochs.append(epoch)
+
+    def _churned(self, count: int) -> None:
+        """Count deletions from `created` and `lru`, and compact both now and then.
+
+        A dict keeps a deleted entry's slot until it resizes, and iteration from the front
+        steps over every such slot: a store whose oldest jobs keep leaving would make each
+        pass slower. Copying both dicts once churn passes 1/32 of the jobs keeps those slots
+        few, at an amortized cost of 32 copied entries per deletion.
+        """
+        self.churn += count
+        if self.churn > max(256, len(self.created) // 32):
+            self.churn = 0
+            self.created = dict(self.created)
+            self.lru = dict(self.lru)
 
     # -- questions -----------------------------------------------------------------------
 
@@ -242,8 +270,10 @@ class JobIndex:
         # The consumer removes what we yield, so the order is read in chunks.
         self.drain_reads()
         kept = 0
+        size = 8  # most scans stop at the first key: start small, grow if they go on
         while True:
-            chunk = list(islice(self.lru, kept, kept + _CHUNK))
+            chunk = list(islice(self.lru, kept, kept + size))
+            size = min(size * 4, _CHUNK)
             if not chunk:
                 return
             for key in chunk:
@@ -264,8 +294,10 @@ class JobIndex:
 
     def _oldest(self) -> Iterator[Key]:
         kept = 0
+        size = 8
         while True:
-            chunk = list(islice(self.created, kept, kept + _CHUNK))
+            chunk = list(islice(self.created, kept, kept + size))
+            size = min(size * 4, _CHUNK)
             if not chunk:
                 return
             for key in chunk:
