@@ -292,9 +292,7 @@ class ActiveWhen:
     values: frozenset[str] = attrs.field(default=DEFAULT_ACTIVE_STATUSES, converter=_to_statuses)
 
     def __call__(self, job: Any) -> bool:
-        if type(job) is dict:  # the common case, without the slower ABC check
-            value = job.get(self.field)
-        elif isinstance(job, Mapping):
+        if type(job) is dict or isinstance(job, Mapping):  # dict first: skips the ABC check
             value = job.get(self.field)
         else:
             value = getattr(job, self.field, None)
