@@ -24,7 +24,6 @@ This module is the harness every ``bench_*`` module shares:
 
 from __future__ import annotations
 
-import gc
 import statistics
 import timeit
 from collections.abc import Iterable, Mapping
@@ -234,19 +233,6 @@ def case(case_id: str, title: str, *, rows: list[dict[str, Any]],
     }
 
 
-class quiet_gc:
-    """Context manager: collect once, then keep the cyclic GC off (one-shot timings)."""
-
-    def __enter__(self) -> None:
-        self._was_enabled = gc.isenabled()
-        gc.collect()
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._was_enabled:
-            gc.enable()
-
-
 __all__ = [
     "PYPERF_BENCHMARKS",
     "SCHEMA_VERSION",
@@ -259,7 +245,6 @@ __all__ = [
     "difference",
     "paired_difference",
     "paired_ratio",
-    "quiet_gc",
     "ratio",
     "row",
     "target",
