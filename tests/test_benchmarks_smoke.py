@@ -87,7 +87,8 @@ def test_pass_case() -> None:
     result = bench_pass.run(True, settings=TINY, sizes=(100, 200), turnover=3)
     assert_well_formed(result, "pass")
     assert [t["name"].split(":")[0] for t in result["targets"]] == [
-        "pass evicting nothing (evict 0, fresh)", "pass evicting nothing (evict 0, after turnover)"]
+        "pass evicting nothing (evict 0, fresh)", "pass evicting nothing (evict 0, after turnover)",
+        "pass evicting nothing (evict 0, after jobs finished)"]
     notes = {line["name"]: line["note"] for line in result["rows"]}
     assert notes["pass, 2e+02 jobs, evict 1%"].startswith("2 evicted per pass")  # 1% of 200
 
