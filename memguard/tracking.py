@@ -167,16 +167,24 @@ class JobIndex:
         self.churn = 0
 
     def weigh_pending(self) -> None:
-        """Weigh the jobs stored while active that have finished since."""
-        for key in list(self.unweighed):
+        """Weigh the jobs stored while active that have finished since.
+
+        The table is rebuilt rather than deleted from, so no dead slots pile up for the next
+        pass to step over: the cost stays that of the jobs still pending.
+        """
+        if not self.unweighed:
+            return
+        pending: dict[Key, None] = {}
+        for key in self.unweighed:
             try:
                 job = self.job_of(key)
             except KeyError:
-                self.unweighed.pop(key, None)
                 continue
-            if not self.is_active(key, job):
-                del self.unweighed[key]
+            if self.is_active(key, job):
+                pending[key] = None
+            else:
                 self._store_size(key, job)
+        self.unweighed = pending
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass).
