@@ -103,7 +103,9 @@ def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[C
             raise StoreDefinitionError(
                 f"@touches on {_name(function)}: called on {self!r}, which is not a managed "
                 "store; pass store= to name the store it reads")
-        found.index.touch(job_id)
+        index = found.index  # JobIndex.touch, inlined: this is the hot path
+        if job_id in index.created:
+            index.reads[job_id] = None
         return result
 
     return touching
