@@ -287,15 +287,12 @@ class CheckFailed(MemguardError):
 
 def _duration(text: str) -> float:
     """argparse type: a positive duration (`2`, `"500ms"`, `"1m30s"`) in seconds."""
-    from memguard._units import parse_duration
+    from memguard._units import positive_duration
 
     try:
-        seconds = parse_duration(text)
+        return positive_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(_one_line(str(error))) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration above zero; got {text!r}")
-    return seconds
 
 
 def _positive_number(text: str) -> float:
