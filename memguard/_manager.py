@@ -86,13 +86,13 @@ class MemoryManager:
     def register(self, store_handle: StoreHandle, owner: Any) -> None:
         """Track `store_handle` while `owner` (the store object) lives."""
         with self._lock:
-            self._handles.setdefault(store_handle.name, []).append(store_handle)
             if store_handle.policy_source is not self._policy:  # a reload raced its creation
-                store_handle.apply_policy(self._policy)
-        try:
-            weakref.finalize(owner, self._unregister, store_handle)
-        except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
-            self._plain[id(owner)] = store_handle
+                store_handle.apply_policy(self._policy)  # may raise: then nothing registered
+            self._handles.setdefault(store_handle.name, []).append(store_handle)
+            try:
+                weakref.finalize(owner, self._unregister, store_handle)
+            except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
+                self._plain[id(owner)] = store_handle
 
     def _unregister(self, store_handle: StoreHandle) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Mapping
+from itertools import islice
 from typing import Any
 
 MAX_DEPTH = 6
@@ -26,25 +27,26 @@ def estimate_size(job: Any, *, max_depth: int = MAX_DEPTH, max_objects: int = MA
     total = 0
     stack: list[tuple[Any, int]] = [(job, 0)]
     push = stack.append
-    while stack:
+    while stack and len(seen) < max_objects:
         obj, depth = stack.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
         total += getsizeof(obj, 0)
         kind = type(obj)
-        if kind in _ATOM_TYPES or depth >= max_depth or len(seen) >= max_objects:
+        if kind in _ATOM_TYPES or depth >= max_depth:
             continue
         depth += 1
+        room = max_objects - len(seen)  # never queue more than the walk may still visit
         if kind is dict:  # the common shapes first, without ABC checks
-            for key, value in obj.items():
+            for key, value in islice(obj.items(), room):
                 push((key, depth))
                 push((value, depth))
         elif kind is list or kind is tuple:
-            for item in obj:
+            for item in islice(obj, room):
                 push((item, depth))
         elif not isinstance(obj, _ATOMS):
-            for child in _children(obj):
+            for child in islice(_children(obj), room):
                 push((child, depth))
     return total
 

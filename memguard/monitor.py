@@ -538,15 +538,22 @@ class Monitor:
             self._guard(errors, "level", self._observe, sample, memory)
 
         cleanup = self._guard(errors, "periodic cleanup", self.manager.run_cleanup)
+        collected: Optional[int] = None
+        if cleanup is not None and cleanup.freed_estimate >= TRIM_AFTER:
+            given_back = self._guard(errors, "reclaim", reclaim)
+            if given_back is not None:
+                self._last_gc = now  # reclaim() ran a full collection
+                collected = given_back.collected
+                after = self._guard(errors, "probe", self.probe)
+                if after is not None and sample is not None:  # measured, like an emergency
+                    cleanup = attrs.evolve(cleanup, usage_before=sample.usage,
+                                           usage_after=after.usage)
+                    sample = self.last_sample = after
+                    self._record(clock(), after.usage)
         if cleanup is not None and cleanup.evicted:
             self._remember(cleanup)
 
-        collected: Optional[int] = None
-        if cleanup is not None and cleanup.freed_estimate >= TRIM_AFTER:
-            self._last_gc = now  # reclaim() runs a full collection too
-            given_back = self._guard(errors, "reclaim", reclaim)
-            collected = None if given_back is None else given_back.collected
-        elif now - self._last_gc >= memory.gc_interval:
+        if collected is None and now - self._last_gc >= memory.gc_interval:
             self._last_gc = now
             collected = self._guard(errors, "gc", gc.collect)
 

@@ -61,23 +61,36 @@ class Pipeline:
         for rule in self.rules:
             yield from rule(index, ctx)
 
+    @staticmethod
+    def _apply(rule: Rule, store: StoreHandle, ctx: Pass, evicted: list[Any]) -> None:
+        """Evict what `rule` names, lock held. Whatever a rule says, an active job stays (user
+        rules included); a rule that names a job it was refused again is stopped, so a rule
+        that keeps asking for the same running job cannot hold the lock forever."""
+        index = store.index
+        refused: set[Any] = set()
+        for key, cause in rule(index, ctx):
+            if not index.evictable(key):
+                if key in refused:
+                    logger.warning("memguard: rule %r keeps naming job %r, which is active or "
+                                   "gone, in store %s; stopping it for this pass",
+                                   rule, key, store.name)
+                    return
+                refused.add(key)
+                continue
+            victim = store.evict_locked(key, cause)
+            if victim is not None:
+                evicted.append(victim)
+                if ctx.budget is not None:
+                    ctx.budget.remaining -= victim.size or 0
+
     def run(self, store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
         """One pass over `store`: evict what the rules name, then notify outside the lock."""
-        evicted = []
-        index = store.index
+        evicted: list[Any] = []
         with store.lock:
             store.prepare_pass()
             for rule in self.rules:
                 try:
-                    for key, cause in rule(index, ctx):
-                        # Whatever a rule says, an active job stays (user rules included).
-                        if cause is not Cause.EXPLICIT and not index.evictable(key):
-                            continue
-                        victim = store.evict_locked(key, cause)
-                        if victim is not None:
-                            evicted.append(victim)
-                            if ctx.budget is not None:
-                                ctx.budget.remaining -= victim.size or 0
+                    self._apply(rule, store, ctx, evicted)
                 except Exception:
                     logger.exception("memguard: rule %r failed on store %s", rule, store.name)
         return store.finish_evictions(evicted)

@@ -128,7 +128,7 @@ class MaxBytes(_Composable):
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         if index.total_bytes <= self.size:
             return
-        for key in index.candidates(ctx.order):
+        for key in index.candidates(ctx.order, weighed_only=True):
             yield key, Cause.BYTES
             if index.total_bytes <= self.size:
                 return

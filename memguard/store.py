@@ -34,7 +34,7 @@ from memguard.errors import StoreDefinitionError
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline, pipeline_for
 from memguard.policy import Policy, StorePolicy
 from memguard.rules import Cause, Emergency, MaxBytes, MaxJobs, Pass, Rule
-from memguard.tracking import JobIndex, Key
+from memguard.tracking import NOTHING, JobIndex, Key
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -142,17 +142,17 @@ class StoreHandle:
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once; the next write and the next pass use it."""
         store_policy = effective or self.effective_policy(policy)
-        pipeline = pipeline_for(store_policy, policy.rules,
-                                emergency_order=policy.memory.emergency_order)
-        pipeline = Pipeline(pipeline.rules[:-1] + self.extra_rules + pipeline.rules[-1:]
-                            if pipeline.rules and isinstance(pipeline.rules[-1], Emergency)
-                            else pipeline.rules + self.extra_rules)
         on_insert: list[Rule] = []
         if "count" in policy.rules and store_policy.max_jobs is not None:
             on_insert.append(MaxJobs(store_policy.max_jobs))
         if "bytes" in policy.rules and store_policy.max_bytes is not None:
             on_insert.append(MaxBytes(store_policy.max_bytes))
-        with self.lock:
+        with self.lock:  # extra_rules is read here, under the lock add_rule takes too
+            pipeline = pipeline_for(store_policy, policy.rules,
+                                    emergency_order=policy.memory.emergency_order)
+            pipeline = Pipeline(pipeline.rules[:-1] + self.extra_rules + pipeline.rules[-1:]
+                                if pipeline.rules and isinstance(pipeline.rules[-1], Emergency)
+                                else pipeline.rules + self.extra_rules)
             self.policy_source = policy
             self.policy = store_policy
             self.pipeline = pipeline
@@ -176,8 +176,10 @@ class StoreHandle:
     def add_rule(self, rule: Rule) -> None:
         """Run `rule` (a rule, a `|` composition or a plain callable) in every pass of this
         store, after the policy's rules and before the emergency rule; kept across reloads."""
-        self.extra_rules += rule.rules if isinstance(rule, Pipeline) else (rule,)
-        self.apply_policy(self.manager.policy, self.policy)
+        with self.lock:
+            self.extra_rules += rule.rules if isinstance(rule, Pipeline) else (rule,)
+            source = self.policy_source or self.manager.policy
+            self.apply_policy(source, self.policy)
 
     # -- public operations ------------------------------------------------------------------
 
@@ -271,9 +273,8 @@ class StoreHandle:
         if rules is None or not self._over_bounds():
             return []
         victims = []
-        pins = self.index.pins
-        pins[key] = pins.get(key, 0) + 1
         ctx = Pass(now=now, order=self.policy.order)
+        self.index.writing = key  # counts as active while its own insert enforces the bound
         try:
             for rule in rules.rules:
                 for victim_key, cause in rule(self.index, ctx):
@@ -281,10 +282,7 @@ class StoreHandle:
                     if victim is not None:
                         victims.append(victim)
         finally:
-            if pins[key] <= 1:
-                del pins[key]
-            else:
-                pins[key] -= 1
+            self.index.writing = NOTHING
         return victims
 
     def _over_bounds(self) -> bool:
@@ -313,6 +311,20 @@ class StoreHandle:
                     self.evictions[event.cause.value] += 1
             self.manager.notify_evictions(events)
         return events
+
+    def absorb(self, before: Mapping[Key, Any], after: Mapping[Key, Any]) -> None:
+        """Index what a write the store could not see did, going from `before` to `after`
+        (shallow copies): new or replaced jobs are stored (bounds enforced, re-weighed),
+        vanished ones removed. Evictions are finished outside the lock."""
+        with self.lock:
+            victims: list[_Victim] = []
+            for key in [key for key in self.index.created if key not in after]:
+                self.index.remove(key)
+            for key, value in after.items():
+                if key not in self.index or before.get(key, _MISSING) is not value:
+                    victims += self.stored_locked(key, value)
+        if victims:
+            self.finish_evictions(victims)
 
     def prepare_pass(self) -> None:
         """Before a pass (lock held): catch up with plain dicts, weigh finished jobs."""
@@ -466,17 +478,13 @@ def _new_handle(spec: _Spec, backend: _Backend) -> StoreHandle:
     return handle
 
 
-def _owns(instance: Any, spec: _Spec) -> bool:
-    """Whether `spec` is the nearest managed class of `instance`'s type: when a managed class
-    is decorated again (or subclassed and decorated), only the outermost one manages it."""
-    return type(instance)._memguard_spec is spec
-
-
 def _finish(cls: type, managed: type, spec: Optional[_Spec]) -> type:
     for attribute in ("__module__", "__qualname__", "__doc__"):
         setattr(managed, attribute, getattr(cls, attribute))
     managed.__name__ = cls.__name__
     managed.__wrapped__ = cls  # type: ignore[attr-defined]
+    # The spec of the nearest managed class: instances of a managed class decorated again
+    # (or subclassed, then decorated) are managed once, by the outermost decoration.
     managed._memguard_spec = spec  # type: ignore[attr-defined]
     return managed
 
@@ -488,39 +496,59 @@ def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
         name in getattr(k, "__slots__", ()) or name in vars(k) for k in cls.__mro__))
 
 
+def _ignore_touch(key: Key) -> None:
+    """The read path of a dict no longer attached to a store."""
+
+
 def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
                     base_delitem: Callable[[Any, Key], None]) -> dict[str, Any]:
-    """`__setitem__` and `__delitem__` that keep the index exact (for every kind of store)."""
+    """`__setitem__` and `__delitem__` that keep the index exact (for every kind of store).
+
+    A `mapping=` dict can be detached (replaced) while a writer waits for the lock: after
+    taking it, a write into a dict that is no longer the store's is a plain write.
+    """
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:  # detached
+            return base_setitem(self, key, value)
         with handle.lock:
             base_setitem(self, key, value)
+            if self._memguard is not handle:
+                return
             victims = handle.stored_locked(key, value)
         if victims:  # release and callbacks outside the lock
             handle.finish_evictions(victims)
 
     def __delitem__(self: Any, key: Key) -> None:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:
+            return base_delitem(self, key)
         with handle.lock:
             base_delitem(self, key)
-            handle.index.remove(key)
+            if self._memguard is handle:
+                handle.index.remove(key)
 
     return {"__setitem__": __setitem__, "__delitem__": __delitem__}
 
 
 def _plain_copy(self: Any) -> tuple[Any, ...]:
     # A copy (copy, deepcopy, pickle) is a plain dict: it must not share the store's index.
-    return (dict, (dict(self),))
+    return (dict, (dict.copy(self),))
 
 
 def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
     """A dict subclass of `cls` that indexes every write and touches on `[]` and `get`.
 
     Methods the class overrides keep running: a user `get` is called and then touches; a user
-    `update`, `setdefault` or `|=` is called and the index reconciled afterwards (O(n)), since
+    `update`, `setdefault` or `|=` is called and what it changed is then indexed (O(n)), since
     it may write through `dict` methods memguard cannot see.
     """
+    overrides: dict[str, Any] = {method: _absorbing(getattr(cls, method))
+                                 for method in ("update", "setdefault", "__ior__")
+                                 if method in _defined_below_managed(cls)}
+    if getattr(cls, "_memguard_spec", None) is not None:  # managed already: a new spec only
+        return _finish(cls, type(cls.__name__, (cls,), {"__slots__": (), **overrides}), spec)
     base_init = cls.__init__
     base_getitem = cls.__getitem__
     base_setitem = cls.__setitem__
@@ -532,14 +560,12 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
     dict_get = dict.get  # never calls __missing__, unlike dict.__getitem__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        owner = spec is not None and _owns(self, spec)
-        if owner:  # a mapping= dict is attached by its owner instead
-            assert spec is not None
-            store_handle = _new_handle(spec, _Backend(self, get=_dict_get, delete=base_delitem,
-                                                      keys=dict.keys))
-            attach(self, store_handle)
+        store_spec = type(self)._memguard_spec  # None for a mapping= dict: its owner attaches
+        if store_spec is not None:
+            attach(self, _new_handle(store_spec, _Backend(
+                self, get=_dict_get, delete=base_delitem, keys=dict.keys)))
         base_init(self, *args, **kwargs)
-        if owner:
+        if store_spec is not None:
             self._memguard.reconcile()  # dict.__init__ stores without __setitem__
             self._memguard.manager.register(self._memguard, self)
 
@@ -561,27 +587,37 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         return value
 
     def pop(self: Any, key: Key, *default: Any) -> Any:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:
+            return base_pop(self, key, *default)
         with handle.lock:
             value = base_pop(self, key, *default)
-            handle.index.remove(key)
+            if self._memguard is handle:
+                handle.index.remove(key)
         return value
 
     def popitem(self: Any) -> tuple[Key, Any]:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:
+            return base_popitem(self)  # type: ignore[no-any-return]
         with handle.lock:
             key, value = base_popitem(self)
-            handle.index.remove(key)
+            if self._memguard is handle:
+                handle.index.remove(key)
         return key, value
 
     def setdefault(self: Any, key: Key, default: Any = None) -> Any:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:
+            return dict.setdefault(self, key, default)
         with handle.lock:
             value = dict_get(self, key, _MISSING)
             if value is not _MISSING:
                 self._memguard_touch(key)
                 return value
             base_setitem(self, key, default)
+            if self._memguard is not handle:
+                return default
             victims = handle.stored_locked(key, default)
         if victims:
             handle.finish_evictions(victims)
@@ -602,34 +638,54 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         return self
 
     def clear(self: Any) -> None:
-        handle: StoreHandle = self._memguard
+        handle: Optional[StoreHandle] = self._memguard
+        if handle is None:
+            base_clear(self)
+            return
         with handle.lock:
             base_clear(self)
-            handle.index.clear()
+            if self._memguard is handle:
+                handle.index.clear()
 
     namespace: dict[str, Any] = {
         "__slots__": _slots_for(cls, "_memguard", "_memguard_touch"),
         "__init__": __init__, "__getitem__": __getitem__, "get": get, "pop": pop,
         "popitem": popitem, "setdefault": setdefault, "update": update, "__ior__": __ior__,
         "clear": clear, "__reduce__": _plain_copy, **_indexed_writes(base_setitem, base_delitem),
+        **overrides,
     }
-    for method in ("update", "setdefault", "__ior__"):
-        if getattr(cls, method) is not getattr(dict, method):
-            namespace[method] = _then_reconcile(getattr(cls, method))
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
 
-def _then_reconcile(user_method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a store class's own write method, then catch the index up with what it did."""
+def _defined_below_managed(cls: type) -> set[str]:
+    """Names defined by `cls` and its bases up to (not including) a managed class or dict."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "_memguard_spec" in vars(klass) or klass is dict:
+            break
+        names.update(vars(klass))
+    return names
+
+
+def _absorbing(user_method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a store class's own write method, then index what it changed.
+
+    It may write through `dict` directly, which the index cannot see: compare shallow copies
+    from before and after (O(n)), so new and replaced jobs are stored with their bounds
+    enforced and vanished ones removed.
+    """
 
     @functools.wraps(user_method)
-    def reconciling(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def absorbing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        handle: Optional[StoreHandle] = self._memguard
+        before = dict.copy(self)
         try:
             return user_method(self, *args, **kwargs)
         finally:
-            self._memguard.reconcile()
+            if handle is not None and self._memguard is handle:
+                handle.absorb(before, dict.copy(self))
 
-    return reconciling
+    return absorbing
 
 
 def attach(store: Any, handle: Optional[StoreHandle]) -> None:
@@ -637,7 +693,8 @@ def attach(store: Any, handle: Optional[StoreHandle]) -> None:
     store._memguard = handle
     if hasattr(type(store), "_memguard_touch"):
         # `store[key]` then costs one more C call: reads.setdefault(key), a fast-call method
-        store._memguard_touch = None if handle is None else handle.index.reads.setdefault
+        store._memguard_touch = (_ignore_touch if handle is None
+                                 else handle.index.reads.setdefault)
 
 
 class _QuietValuesView(ValuesView[Any]):
@@ -660,6 +717,8 @@ class _QuietItemsView(ItemsView[Any, Any]):
 
 def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     """A subclass of a MutableMapping class: the class's own methods do the storing."""
+    if getattr(cls, "_memguard_spec", None) is not None:  # managed already: a new spec only
+        return _finish(cls, type(cls.__name__, (cls,), {"__slots__": ()}), spec)
     base_init = cls.__init__
     base_getitem = cls.__getitem__
     base_delitem = cls.__delitem__
@@ -667,11 +726,8 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     base_contains = cls.__contains__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if not _owns(self, spec):
-            base_init(self, *args, **kwargs)
-            return
-        store_handle = _new_handle(spec, _Backend(self, get=base_getitem, delete=base_delitem,
-                                                  keys=cls.__iter__))
+        store_handle = _new_handle(type(self)._memguard_spec, _Backend(
+            self, get=base_getitem, delete=base_delitem, keys=cls.__iter__))
         attach(self, store_handle)
         base_init(self, *args, **kwargs)
         store_handle.reconcile()
@@ -767,8 +823,8 @@ class _MappingAttribute:
                 if old is None or dict.get(old, key, _MISSING) is not dict.__getitem__(jobs, key):
                     handle.index.reweigh(key, dict.__getitem__(jobs, key))
             if type(old) is ManagedDict and old is not jobs:
-                attach(old, None)
-                old.__class__ = _DetachedDict
+                old.__class__ = _DetachedDict  # new calls are plain dict calls ...
+                attach(old, None)  # ... and calls already inside see it is detached
 
     def __delete__(self, owner: Any) -> None:
         raise AttributeError(f"the job mapping {self.attribute!r} of a managed store stays")

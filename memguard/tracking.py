@@ -54,17 +54,19 @@ class JobIndex:
 
     __slots__ = (
         "active",
-        "churn",
         "created",
+        "created_churn",
         "epochs",
         "job_of",
         "lock",
         "lru",
+        "lru_churn",
         "pins",
         "reads",
         "sizer",
         "total_bytes",
         "unweighed",
+        "writing",
     )
 
     def __init__(
@@ -84,8 +86,10 @@ class JobIndex:
         self.pins: dict[Key, int] = {}
         self.epochs: deque[Epoch] = deque()
         self.lock = threading.RLock()
+        self.writing: Any = NOTHING  # the key an insert is storing, safe from its own bound
         self.total_bytes = 0
-        self.churn = 0
+        self.created_churn = 0
+        self.lru_churn = 0
 
     def __len__(self) -> int:
         return len(self.created)
@@ -123,7 +127,7 @@ class JobIndex:
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
-        self._churned(len(batch))
+        self._churned(lru=len(batch))
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
@@ -133,7 +137,7 @@ class JobIndex:
         if key in self.created:
             self._forget_size(key)
             del self.lru[key]
-            self._churned(1)
+            self._churned(lru=1)
         else:
             self.created[key] = now
         self.lru[key] = None
@@ -153,7 +157,7 @@ class JobIndex:
         self.pins.pop(key, None)
         if size:
             self.total_bytes -= size
-        self._churned(1)
+        self._churned(created=1, lru=1)
         return size
 
     def clear(self) -> None:
@@ -164,7 +168,8 @@ class JobIndex:
         self.pins.clear()
         self.epochs.clear()
         self.total_bytes = 0
-        self.churn = 0
+        self.created_churn = 0
+        self.lru_churn = 0
 
     def weigh_pending(self) -> None:
         """Weigh the jobs stored while active that have finished since.
@@ -206,25 +211,29 @@ class JobIndex:
         self.lru[epoch] = None
         self.epochs.append(epoch)
 
-    def _churned(self, count: int) -> None:
-        """Count deletions from `created` and `lru`, and compact both now and then.
+    def _churned(self, *, created: int = 0, lru: int = 0) -> None:
+        """Count deletions from `created` and `lru`, and compact each now and then.
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
-        pass slower. Copying both dicts once churn passes 1/32 of the jobs keeps those slots
+        pass slower. Copying a dict once its churn passes 1/32 of the jobs keeps those slots
         few, at an amortized cost of 32 copied entries per deletion.
         """
-        self.churn += count
-        if self.churn > max(256, len(self.created) // 32):
-            self.churn = 0
+        bound = max(256, len(self.created) // 32)
+        self.created_churn += created
+        self.lru_churn += lru
+        if self.created_churn > bound:
+            self.created_churn = 0
             self.created = dict(self.created)
+        if self.lru_churn > bound:
+            self.lru_churn = 0
             self.lru = dict(self.lru)
 
     # -- questions -----------------------------------------------------------------------
 
     def is_active(self, key: Key, job: Any) -> bool:
         """Pinned, or the store's `active` predicate says so. A failing predicate means yes."""
-        if key in self.pins:
+        if key in self.pins or (self.writing is not NOTHING and key == self.writing):
             return True
         try:
             return bool(self.active(job))
@@ -243,17 +252,18 @@ class JobIndex:
 
     # -- candidates for eviction, in each order; active jobs are never yielded -------------
 
-    def candidates(self, order: str) -> Iterator[Key]:
-        """Evictable keys in `order` (`lru`, `oldest`, `largest`).
+    def candidates(self, order: str, *, weighed_only: bool = False) -> Iterator[Key]:
+        """Evictable keys in `order` (`lru`, `oldest`, `largest`); with `weighed_only`, only
+        jobs of known, non-zero size (evicting others cannot bring a byte total down).
 
         The consumer removes each yielded key before asking for the next; one it keeps ends
         the iteration, so a budget can stop early without losing anything.
         """
         if order == "oldest":
-            return self._oldest()
+            return self._oldest(weighed_only)
         if order == "largest":
-            return self._largest()
-        return self._least_recent(until=None)
+            return self._largest(weighed_only)
+        return self._least_recent(until=None, weighed_only=weighed_only)
 
     def idle_before(self, cutoff: float) -> Iterator[Key]:
         """Evictable keys whose last touch was at or before `cutoff` (epoch granularity)."""
@@ -273,7 +283,8 @@ class JobIndex:
                 return
             yield key
 
-    def _least_recent(self, *, until: Optional[Epoch]) -> Iterator[Key]:
+    def _least_recent(self, *, until: Optional[Epoch],
+                      weighed_only: bool = False) -> Iterator[Key]:
         # Active jobs keep their place; `kept` counts the entries left in front of the scan.
         # The consumer removes what we yield, so the order is read in chunks.
         self.drain_reads()
@@ -293,14 +304,14 @@ class JobIndex:
                     if key is until:
                         return
                     continue
-                if not self.evictable(key):
-                    kept += 1
+                if not self.evictable(key, weighed_only):
+                    kept += key in self.created  # a forgotten key left the order
                     continue
                 yield key
                 if key in self.created:  # the consumer kept it: stop here
                     return
 
-    def _oldest(self) -> Iterator[Key]:
+    def _oldest(self, weighed_only: bool = False) -> Iterator[Key]:
         kept = 0
         size = 8
         while True:
@@ -309,14 +320,14 @@ class JobIndex:
             if not chunk:
                 return
             for key in chunk:
-                if not self.evictable(key):
+                if not self.evictable(key, weighed_only):
                     kept += key in self.created
                     continue
                 yield key
                 if key in self.created:
                     return
 
-    def _largest(self) -> Iterator[Key]:
+    def _largest(self, weighed_only: bool = False) -> Iterator[Key]:
         # Weighed jobs, largest first (a heap: O(n) to build, O(log n) a victim), then those
         # of unknown or zero size in LRU order. Documented in docs/decisions.md.
         self.drain_reads()
@@ -330,10 +341,14 @@ class JobIndex:
             yield key
             if key in self.created:
                 return
-        yield from self._least_recent(until=None)
+        if not weighed_only:
+            yield from self._least_recent(until=None)
 
-    def evictable(self, key: Key) -> bool:
-        """Stored and not active; a key gone from a plain dict behind our back is forgotten."""
+    def evictable(self, key: Key, weighed_only: bool = False) -> bool:
+        """Stored and not active (and, if asked, of known size); a key gone from a plain dict
+        behind our back is forgotten."""
+        if weighed_only and not self.lru.get(key):
+            return False
         job = self._job_or_forget(key)
         return job is not _ABSENT and not self.is_active(key, job)
 
@@ -380,3 +395,5 @@ class _Absent:
 
 
 _ABSENT: Any = _Absent()
+#: No key: what `JobIndex.writing` holds outside an insert.
+NOTHING: Any = _Absent()

@@ -233,7 +233,8 @@ def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
 
 
 def test_a_pass_that_frees_much_gives_memory_back(
-    monitor: Monitor, manager: MemoryManager, clock: FakeClock, no_real_reclaim: list[int]
+    monitor: Monitor, manager: MemoryManager, clock: FakeClock, probe: FakeProbe,
+    no_real_reclaim: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = fill(manager, "big", done=40)  # ~40MB of results
     small = fill(manager, "small", done=2)
@@ -242,8 +243,17 @@ def test_a_pass_that_frees_much_gives_memory_back(
     monitor.tick()
     assert no_real_reclaim == []
     clock.advance(21 * 60)
+    def reclaim_40mb() -> Reclaim:  # what the probe reads falls by 40MB after the reclaim
+        no_real_reclaim.append(1)
+        probe.set("260MB")
+        return Reclaim(collected=0, trimmed=True, seconds=0.0)
+
+    monkeypatch.setattr("memguard.monitor.reclaim", reclaim_40mb)
     result = monitor.tick()  # frees ~40MB >= TRIM_AFTER: reclaim, which counts as the gc
     assert len(store) == 0 and no_real_reclaim == [1] and result.gc_collected == 0
+    assert result.cleanup is not None
+    assert (result.cleanup.usage_before, result.cleanup.usage_after) == (300 * MB, 260 * MB)
+    assert monitor.totals["reclaimed_bytes"] == 40 * MB
     clock.advance(10 * 60)
     monitor.tick()  # frees ~2MB: no reclaim, just the periodic gc
     assert len(small) == 0 and no_real_reclaim == [1]

@@ -279,3 +279,120 @@ def test_bad_mapping_value_and_unmanaged_handle(manager: MemoryManager) -> None:
         handle({})
     with pytest.raises(StoreDefinitionError, match="managed store already"):
         managed_store(mapping="jobs", manager=manager)(Store)
+
+
+def test_a_vanished_key_does_not_shift_the_idle_scan(
+        manager: MemoryManager, clock: FakeClock) -> None:
+    jobs: dict[str, Any] = {"gone": done(), "old": done()}
+    h = manager.setup_job_store_cleanup(jobs, "legacy", max_idle=100)
+    h.cleanup()  # a marker at t0
+    clock.advance(60)
+    jobs["fresh"] = done()
+    manager.touch_job(jobs, "fresh")  # first seen at t0+60
+    h.cleanup()  # a marker at t0+60 (after "fresh")
+    del jobs["gone"]  # behind memguard's back
+    clock.advance(50)  # t0+110: "old" is idle (> 100 s), "fresh" only 50 s
+    report = h.cleanup()
+    assert report.by_store == {"legacy": {"idle": 1}}
+    assert list(jobs) == ["fresh"]
+
+
+def test_a_rule_that_keeps_naming_an_active_job_is_stopped(
+        manager: MemoryManager, caplog: pytest.LogCaptureFixture) -> None:
+    store = dict_store(manager)
+    store["run"] = {"status": "running", "result": "r"}
+    store["done"] = done()
+
+    def stubborn(index: Any, ctx: Pass) -> Any:
+        while len(index) > 0:
+            yield next(iter(index.created)), Cause.EXPLICIT  # the running job, forever
+
+    handle(store).add_rule(stubborn)
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (handle(store).cleanup(), finished.set()))
+    worker.start()
+    assert finished.wait(5), "the pass never ended"
+    worker.join(5)
+    assert "run" in store and store["run"]["result"] == "r"  # EXPLICIT from a rule: no bypass
+    assert "keeps naming job 'run'" in caplog.text
+
+
+def test_a_writer_holding_a_replaced_mapping_writes_a_plain_dict(
+        manager: MemoryManager) -> None:
+    from memguard.store import ManagedDict
+
+    @managed_store(manager=manager, mapping="jobs", max_jobs=2, name="iac2")
+    class Store:
+        def __init__(self) -> None:
+            self.jobs: dict[str, Any] = {"keep1": done(), "keep2": done()}
+
+    store = Store()
+    old = store.jobs
+    store.jobs = dict(old)
+    ManagedDict.__setitem__(old, "late", done())  # a writer that entered before the swap
+    ManagedDict.__getitem__(old, "late")  # and a reader: no error either
+    assert sorted(handle(store).index.created) == ["keep1", "keep2"]
+    assert sorted(store.jobs) == ["keep1", "keep2"]
+
+
+def test_the_size_walk_is_bounded() -> None:
+    from memguard._sizing import estimate_size
+
+    small = estimate_size(["x" * 100] * 1 + [str(n) * 50 for n in range(10_000)], max_objects=10)
+    assert small < 10 * 200 + 100_000  # at most the list itself and a few strings
+
+
+def test_a_class_update_through_dict_enforces_bounds_and_reweighs(
+        manager: MemoryManager) -> None:
+    @managed_store(manager=manager, max_jobs=3)
+    class Jobs(dict):  # type: ignore[type-arg]
+        def update(self, *args: Any, **kwargs: Any) -> None:
+            dict.update(self, *args, **kwargs)  # invisible to memguard by itself
+
+    store = Jobs()
+    store["k0"] = done("x")
+    before = handle(store).index.total_bytes
+    store.update({f"k{n}": done() for n in range(1, 10)})
+    assert len(store) == 3
+    store.update({"k9": done("y" * 100_000)})
+    assert handle(store).index.total_bytes >= before + 100_000
+
+
+def test_a_managed_class_decorated_again_weighs_each_write_once(
+        manager: MemoryManager) -> None:
+    weighed: list[Any] = []
+
+    def size(job: Any) -> int:
+        weighed.append(job)
+        return 1
+
+    @managed_store(manager=manager, name="inner")
+    class Inner(dict):  # type: ignore[type-arg]
+        pass
+
+    @managed_store(manager=manager, name="outer", size=size)
+    class Outer(Inner):
+        pass
+
+    store = Outer()
+    store["a"] = done()
+    assert len(weighed) == 1
+
+
+def test_inserts_leave_a_users_pins_alone(manager: MemoryManager) -> None:
+    store = dict_store(manager, max_jobs=1)
+    handle(store).pin("a")
+    store["a"] = done()
+    store["b"] = done()  # over the bound: "a" is pinned, "b" is being written
+    store["a"] = done("again")
+    assert handle(store).index.pins == {"a": 1}
+
+
+def test_the_byte_bound_evicts_only_what_counts_toward_it(manager: MemoryManager) -> None:
+    store = dict_store(manager, max_bytes=1000)
+    store["running"] = {"status": "running", "result": "x" * 5000}  # unweighed while active
+    store["big"] = done("x" * 2000)  # weighed, over the bound, but pinned
+    handle(store).pin("big")
+    store["small"] = {"status": "queued"}
+    handle(store).cleanup()
+    assert sorted(store) == ["big", "running", "small"]
