@@ -42,6 +42,9 @@ class MemoryManager:
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Any = None
         self.policy_error: Optional[PolicyError] = None
+        #: Bytes evicted so far (by estimate), whatever evicted them: passes, inserts over a
+        #: bound, emergencies. The monitor gives memory back when enough has been freed.
+        self.evicted_bytes = 0
         _managers.add(self)
 
     def __repr__(self) -> str:
@@ -228,6 +231,10 @@ class MemoryManager:
             self._callbacks = tuple(c for c in self._callbacks if c is not callback)
 
     def notify_evictions(self, events: list[EvictionEvent]) -> None:
+        """Count what `events` freed and call the `on_evict` callbacks (outside store locks)."""
+        freed = sum(event.size or 0 for event in events)
+        with self._lock:
+            self.evicted_bytes += freed
         for callback in self._callbacks:
             for event in events:
                 try:

@@ -73,8 +73,9 @@ HYSTERESIS: Final = 0.05
 """A level is left only when usage falls this share of its threshold below it (5%)."""
 
 TRIM_AFTER: Final = 32 * 2**20
-"""A periodic pass that frees at least this much (by estimate) is followed by `reclaim()`:
-without it, glibc keeps freed arenas and a guarded process creeps up between emergencies."""
+"""Once this much has been evicted (by estimate, by passes or by inserts over a bound) since the
+last reclaim, a tick follows its pass with `reclaim()`: without it, glibc keeps the freed
+arenas and a guarded process creeps up between emergencies."""
 MAX_ROUNDS: Final = 3
 """An emergency evicts, reclaims and re-samples at most this many times."""
 
@@ -317,6 +318,7 @@ class Monitor:
         self._thresholds_limit: Optional[int] = -1
         # Schedules (manager.clock time); None = not yet started.
         self._last_gc: Optional[float] = None
+        self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
         self._last_summary: Optional[float] = None
         self._last_emergency: Optional[float] = None
         self._fit_from: Optional[float] = None
@@ -539,7 +541,9 @@ class Monitor:
 
         cleanup = self._guard(errors, "periodic cleanup", self.manager.run_cleanup)
         collected: Optional[int] = None
-        if cleanup is not None and cleanup.freed_estimate >= TRIM_AFTER:
+        evicted = self.manager.evicted_bytes
+        if cleanup is not None and evicted - self._evicted_at_reclaim >= TRIM_AFTER:
+            self._evicted_at_reclaim = evicted
             given_back = self._guard(errors, "reclaim", reclaim)
             if given_back is not None:
                 self._last_gc = now  # reclaim() ran a full collection
@@ -785,6 +789,7 @@ class Monitor:
             usage_before=before, usage_after=usage, note="; ".join(notes),
         )
         self._last_emergency = end
+        self._evicted_at_reclaim = self.manager.evicted_bytes  # it reclaimed
         self._fit_from = end
         self._stalled_usage = usage if stalled else None
         self._post_sample = sample

@@ -259,6 +259,26 @@ def test_a_pass_that_frees_much_gives_memory_back(
     assert len(small) == 0 and no_real_reclaim == [1]
 
 
+def test_evictions_on_insert_count_toward_giving_memory_back(
+    monitor: Monitor, manager: MemoryManager, no_real_reclaim: list[int]
+) -> None:
+    @managed_store(name="bounded", manager=manager, max_jobs=1)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for i in range(20):  # each insert evicts the previous ~1MB job
+        store[i] = {"status": "done", "result": "d" * MB}
+    monitor.tick()
+    assert no_real_reclaim == []  # ~19MB freed: not yet worth a trim
+    for i in range(20, 40):
+        store[i] = {"status": "done", "result": "d" * MB}
+    monitor.tick()
+    assert no_real_reclaim == [1]  # ~39MB freed since the start: trim
+    monitor.tick()
+    assert no_real_reclaim == [1]
+
+
 def test_gc_runs_every_gc_interval(monitor: Monitor, clock: FakeClock) -> None:
     # check every 2m, gc every 5m: ticks at 0, 2, 4, 6, 8, 10, 12 minutes
     collected = []
