@@ -370,8 +370,6 @@ def _release(job: Any, fields: tuple[str, ...], key: Key) -> None:
 # -- the decorator ------------------------------------------------------------------------------
 
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_DECLARABLE = ("max_age", "max_idle", "max_jobs", "max_bytes", "active", "release", "size",
-               "order")
 
 
 def snake_case(name: str) -> str:

@@ -135,13 +135,13 @@ class JobIndex:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
         self.drain_reads()  # reads before this write stay before it in the order
         if key in self.created:
-            self._forget_size(key)
-            del self.lru[key]
+            size = self.lru.pop(key)  # re-inserted below: the write is a touch
+            self.lru[key] = size
             self._churned(lru=1)
         else:
             self.created[key] = now
-        self.lru[key] = None
-        self._weigh_or_defer(key, job)
+            self.lru[key] = None
+        self.reweigh(key, job)
 
     def reweigh(self, key: Key, job: Any) -> None:
         """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
