@@ -87,7 +87,7 @@ class Pipeline:
         """One pass over `store`: evict what the rules name, then notify outside the lock."""
         evicted: list[Any] = []
         with store.lock:
-            store.prepare_pass()
+            store.prepare_pass(ctx)
             for rule in self.rules:
                 try:
                     self._apply(rule, store, ctx, evicted)

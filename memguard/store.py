@@ -34,7 +34,13 @@ from memguard.errors import StoreDefinitionError
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline, pipeline_for
 from memguard.policy import Policy, StorePolicy
 from memguard.rules import Cause, Emergency, MaxBytes, MaxJobs, Pass, Rule
-from memguard.tracking import NOTHING, JobIndex, Key
+from memguard.tracking import (
+    NOTHING,
+    RECHECK_PER_INSERT,
+    RECHECK_PER_PASS,
+    JobIndex,
+    Key,
+)
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -97,6 +103,11 @@ class _Backend:
     def list_keys(self) -> list[Key]:
         store = self._ref()
         return [] if store is None else list(self._keys(store))
+
+    def count(self) -> int:
+        """How many jobs the store holds (O(1) for a dict)."""
+        store = self._ref()
+        return 0 if store is None else len(store)
 
 
 def _dict_get(store: Any, key: Key) -> Any:
@@ -192,19 +203,15 @@ class StoreHandle:
         self.index.touch(key)
 
     def pin(self, key: Key) -> None:
-        """Keep `key` from eviction until as many `unpin` calls; pins nest."""
+        """Keep `key` from eviction until as many `unpin` calls; pins nest. A key not stored
+        yet may be pinned (the job it will hold is then safe from its first write); only
+        pins of stored jobs count in `stats().pinned`."""
         with self.lock:
-            self.index.pins[key] = self.index.pins.get(key, 0) + 1
+            self.index.pin(key)
 
     def unpin(self, key: Key) -> None:
         with self.lock:
-            count = self.index.pins.get(key, 0)
-            if count <= 1:
-                self.index.pins.pop(key, None)
-                if key in self.index:
-                    self.index.unweighed[key] = None  # weigh it at the next pass
-            else:
-                self.index.pins[key] = count - 1
+            self.index.unpin(key)
 
     @contextlib.contextmanager
     def in_use(self, key: Key) -> Iterator[None]:
@@ -232,22 +239,21 @@ class StoreHandle:
         return self.pipeline.run(self, ctx)
 
     def stats(self) -> StoreStats:
-        """Jobs, active jobs, pins, weighed bytes and evictions by cause (O(jobs))."""
+        """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
+
+        `active` counts the jobs memguard saw active (or pinned) at its last look at each:
+        at its write, in a scan, or in the round-robin re-checks of inserts and passes. A
+        job whose status changed in place is counted by what it was until it is looked at
+        again (pass granularity). A plain dict's keys are caught up with at each pass, so
+        its `jobs` is the dict's own length and the rest is as of the last pass.
+        """
         with self.lock:
-            if self._backend.needs_sync:
-                self.reconcile()
-            keys = list(self.index.created)
-            active = 0
-            for key in keys:
-                try:
-                    job = self._backend.get(key)
-                except KeyError:
-                    continue
-                active += self.index.is_active(key, job)
+            index = self.index
+            jobs = self._backend.count() if self._backend.needs_sync else len(index)
             return StoreStats(
-                name=self.name, jobs=len(keys), active=active, pinned=len(self.index.pins),
-                bytes=self.index.total_bytes, unweighed=len(self.index.unweighed),
-                evictions=dict(self.evictions),
+                name=self.name, jobs=jobs, active=len(index.known_active),
+                pinned=index.pinned_jobs, bytes=index.total_bytes,
+                unweighed=len(index.unweighed), evictions=dict(self.evictions),
             )
 
     def recency(self) -> list[Key]:
@@ -274,6 +280,7 @@ class StoreHandle:
             return []
         victims = []
         ctx = Pass(now=now, order=self.policy.order)
+        self.index.recheck(RECHECK_PER_INSERT)  # finished jobs become victims again, in time
         self.index.writing = key  # counts as active while its own insert enforces the bound
         try:
             for rule in rules.rules:
@@ -326,11 +333,15 @@ class StoreHandle:
         if victims:
             self.finish_evictions(victims)
 
-    def prepare_pass(self) -> None:
-        """Before a pass (lock held): catch up with plain dicts, weigh finished jobs."""
+    def prepare_pass(self, ctx: Optional[Pass] = None) -> None:
+        """Before a pass (lock held): catch up with plain dicts, look again at a batch of
+        the known-active jobs (all of them in an emergency, or when they are few)."""
         if self._backend.needs_sync:
             self.reconcile()
-        self.index.weigh_pending()
+        index = self.index
+        emergency = ctx is not None and ctx.budget is not None
+        few = len(index.known_active) <= RECHECK_PER_PASS
+        index.recheck(None if emergency or few else RECHECK_PER_PASS)
 
     def reconcile(self) -> None:
         """Make the index match the store's keys after writes it could not see: plain dicts,

@@ -14,9 +14,20 @@ per job. Its structures, each with one purpose:
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
   age order.
 - `unweighed`: keys whose size is not known yet (the job was active when stored, and its
-  result is still to come). A pass weighs those that have since finished.
+  result is still to come). They are weighed once seen finished.
+- `known_active`: the jobs seen active (or pinned) at their last look, with `rotation`, the
+  round-robin order in which they are looked at again in bounded batches (a few per insert,
+  more per pass). Its size is the `active` figure of `stats()`, kept without a scan.
+- `aged`: the age order the age scans walk (all jobs but parked ones).
+- `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
+  step over too many active jobs: the scans then stay amortized O(1) per eviction however
+  many jobs are active. A parked job that is seen finished goes back at the recent end of
+  both orders (as if just touched); until then it is not evictable, which it was not anyway.
+- `failed`: jobs whose `active` predicate raised: warned about once, then not active.
 
-Mutations happen with `lock` held; the store's write paths and the pipeline take it.
+Mutations happen with `lock` held; the store's write paths and the pipeline take it. Every
+live index is known (weakly) to a fork handler, so a child forked while another thread held
+a store lock gets a fresh lock instead of one nobody will ever release (see `_before_fork`).
 """
 
 from __future__ import annotations
@@ -24,7 +35,10 @@ from __future__ import annotations
 import contextlib
 import heapq
 import logging
+import os
 import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Hashable, Iterator
 from itertools import islice
@@ -35,6 +49,13 @@ logger = logging.getLogger("memguard")
 Key = Hashable
 MAX_EPOCHS = 64
 _CHUNK = 256
+#: Active jobs a scan steps over (keeping them in place, so small stores keep an exact
+#: recency order) before it parks the next ones it meets out of the orders it walks.
+PARK_AFTER = 32
+#: Known-active jobs looked at again by each insert, and by each pass (all of them when there
+#: are no more than `RECHECK_PER_PASS`; an emergency pass looks at all of them).
+RECHECK_PER_INSERT = 2
+RECHECK_PER_PASS = 256
 
 
 class Epoch:
@@ -53,16 +74,25 @@ class JobIndex:
     """Creation order, recency, sizes and pins of the jobs of one store."""
 
     __slots__ = (
+        "__weakref__",
         "active",
+        "aged",
+        "aged_churn",
         "created",
         "created_churn",
         "epochs",
+        "failed",
         "job_of",
+        "known_active",
         "lock",
         "lru",
         "lru_churn",
+        "parked",
+        "pinned_jobs",
         "pins",
+        "pins_churn",
         "reads",
+        "rotation",
         "sizer",
         "total_bytes",
         "unweighed",
@@ -84,12 +114,21 @@ class JobIndex:
         self.created: dict[Key, float] = {}
         self.unweighed: dict[Key, None] = {}
         self.pins: dict[Key, int] = {}
+        self.aged: dict[Key, None] = {}
+        self.parked: dict[Key, Optional[int]] = {}
+        self.known_active: dict[Key, None] = {}
+        self.rotation: deque[Key] = deque()
+        self.failed: dict[Key, None] = {}
         self.epochs: deque[Epoch] = deque()
         self.lock = threading.RLock()
         self.writing: Any = NOTHING  # the key an insert is storing, safe from its own bound
         self.total_bytes = 0
+        self.pinned_jobs = 0  # stored jobs with a pin (pins of absent keys do not count)
         self.created_churn = 0
         self.lru_churn = 0
+        self.aged_churn = 0
+        self.pins_churn = 0
+        _live_indexes.add(self)
 
     def __len__(self) -> int:
         return len(self.created)
@@ -135,16 +174,26 @@ class JobIndex:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
         self.drain_reads()  # reads before this write stay before it in the order
         if key in self.created:
-            size = self.lru.pop(key)  # re-inserted below: the write is a touch
+            if key in self.parked:  # a write is a touch: back into the orders, at the end
+                size = self.parked.pop(key)
+                self.aged[key] = None
+            else:
+                size = self.lru.pop(key, None)
+                self._churned(lru=1)
             self.lru[key] = size
-            self._churned(lru=1)
         else:
             self.created[key] = now
+            self.aged[key] = None
             self.lru[key] = None
+            if key in self.pins:
+                self.pinned_jobs += 1
+        self.failed.pop(key, None)  # a new job: its predicate gets a new chance
         self.reweigh(key, job)
 
     def reweigh(self, key: Key, job: Any) -> None:
         """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
+        if key in self.parked:
+            self._unpark(key)
         self._forget_size(key)
         self._weigh_or_defer(key, job)
 
@@ -152,44 +201,91 @@ class JobIndex:
         """Forget `key`; returns its last known size."""
         if self.created.pop(key, _ABSENT) is _ABSENT:
             return None
-        size = self.lru.pop(key, None)
+        if key in self.parked:
+            size = self.parked.pop(key)
+        else:
+            size = self.lru.pop(key, None)
+            self.aged.pop(key, None)
         self.unweighed.pop(key, None)
-        self.pins.pop(key, None)
+        self.known_active.pop(key, None)  # its `rotation` entry is dropped when reached
+        self.failed.pop(key, None)
+        if self.pins.pop(key, None) is not None:
+            self.pinned_jobs -= 1
+            self._pins_churned()
         if size:
             self.total_bytes -= size
-        self._churned(created=1, lru=1)
+        self._churned(created=1, lru=1, aged=1)
         return size
 
     def clear(self) -> None:
         self.lru.clear()
         self.reads.clear()
         self.created.clear()
+        self.aged.clear()
+        self.parked.clear()
+        self.known_active.clear()
+        self.rotation.clear()
+        self.failed.clear()
         self.unweighed.clear()
-        self.pins.clear()
+        self.pins = {}
         self.epochs.clear()
         self.total_bytes = 0
-        self.created_churn = 0
-        self.lru_churn = 0
+        self.pinned_jobs = 0
+        self.created_churn = self.lru_churn = self.aged_churn = self.pins_churn = 0
 
-    def weigh_pending(self) -> None:
-        """Weigh the jobs stored while active that have finished since.
+    def pin(self, key: Key) -> None:
+        """One more pin on `key` (lock held); a pin of a job not stored yet waits for it."""
+        count = self.pins.get(key, 0)
+        self.pins[key] = count + 1
+        if not count and key in self.created:
+            self.pinned_jobs += 1
+            self._mark_active(key)
 
-        The table is rebuilt rather than deleted from, so no dead slots pile up for the next
-        pass to step over: the cost stays that of the jobs still pending.
-        """
-        if not self.unweighed:
+    def unpin(self, key: Key) -> None:
+        """One pin less on `key` (lock held); the last one makes the job evictable again, if
+        it is not active, and re-weighs it (it may have changed while pinned)."""
+        count = self.pins.get(key, 0)
+        if count > 1:
+            self.pins[key] = count - 1
             return
-        pending: dict[Key, None] = {}
-        for key in self.unweighed:
-            try:
-                job = self.job_of(key)
-            except KeyError:
+        if self.pins.pop(key, None) is None:
+            return
+        self._pins_churned()
+        if key not in self.created:
+            return
+        self.pinned_jobs -= 1
+        job = self._job_or_forget(key)
+        if job is not _ABSENT and not self.is_active(key, job):
+            self._turned_inactive(key, job, reweigh=True)
+
+    def recheck(self, limit: Optional[int] = None) -> None:
+        """Look again at up to `limit` known-active jobs (all with None), round robin: those
+        that finished are weighed, taken back into the orders and no longer counted active.
+
+        This replaces a scan of every active job at each pass: a job that finished in place
+        (its status changed, no write) is seen within a bounded number of inserts and passes.
+        """
+        rotation, known = self.rotation, self.known_active
+        if len(rotation) > 2 * len(known) + 64:  # stale entries: rebuild (amortized O(1))
+            rotation.clear()
+            rotation.extend(known)
+        budget = len(rotation) if limit is None else limit
+        while budget > 0 and rotation:
+            budget -= 1
+            key = rotation.popleft()
+            if key not in known:
+                continue  # stale: removed or seen finished since
+            job = self._job_or_forget(key)
+            if job is _ABSENT:
                 continue
             if self.is_active(key, job):
-                pending[key] = None
+                rotation.append(key)
             else:
-                self._store_size(key, job)
-        self.unweighed = pending
+                self._turned_inactive(key, job)
+
+    def weigh_pending(self) -> None:
+        """Look at every known-active job again (kept for callers of the old name)."""
+        self.recheck()
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass).
@@ -211,8 +307,8 @@ class JobIndex:
         self.lru[epoch] = None
         self.epochs.append(epoch)
 
-    def _churned(self, *, created: int = 0, lru: int = 0) -> None:
-        """Count deletions from `created` and `lru`, and compact each now and then.
+    def _churned(self, *, created: int = 0, lru: int = 0, aged: int = 0) -> None:
+        """Count deletions from `created`, `lru` and `aged`, and compact each now and then.
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
@@ -222,33 +318,63 @@ class JobIndex:
         bound = max(256, len(self.created) // 32)
         self.created_churn += created
         self.lru_churn += lru
+        self.aged_churn += aged
         if self.created_churn > bound:
             self.created_churn = 0
             self.created = dict(self.created)
         if self.lru_churn > bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
+        if self.aged_churn > bound:
+            self.aged_churn = 0
+            self.aged = dict(self.aged)
+
+    def _pins_churned(self) -> None:
+        """Give the pins table's memory back: a dict never shrinks by deletion alone."""
+        self.pins_churn += 1
+        if not self.pins:
+            self.pins = {}
+            self.pins_churn = 0
+        elif self.pins_churn > max(64, 2 * len(self.pins)):
+            self.pins = dict(self.pins)
+            self.pins_churn = 0
 
     # -- questions -----------------------------------------------------------------------
 
     def is_active(self, key: Key, job: Any) -> bool:
-        """Pinned, or the store's `active` predicate says so. A failing predicate means yes."""
+        """Pinned, or the store's `active` predicate says so.
+
+        A predicate that raises on a job is logged once (a warning, no traceback) and the job
+        then counts as not active until it is written again: a job nobody can classify must
+        not keep its memory forever (see docs/decisions.md).
+        """
         if key in self.pins or (self.writing is not NOTHING and key == self.writing):
             return True
+        if key in self.failed:
+            return False
         try:
             return bool(self.active(job))
-        except Exception:
-            logger.exception("memguard: active predicate failed on job %r; keeping it", key)
-            return True
+        except Exception as error:
+            self.failed[key] = None
+            logger.warning("memguard: the active predicate raised %s: %s on job %r; it counts "
+                           "as not active (evictable) until written again",
+                           type(error).__name__, error, key)
+            return False
 
     def size_of(self, key: Key) -> Optional[int]:
-        return self.lru.get(key)
+        size = self.lru.get(key)
+        return self.parked.get(key) if size is None and key in self.parked else size
+
+    def keys(self) -> list[Key]:
+        """Every job key, in creation order (parked ones included)."""
+        return list(self.created)
 
     def recency(self) -> list[Key]:
-        """Job keys, least recently used first (epoch markers left out)."""
+        """Job keys, least recently used first (epoch markers left out; parked jobs, which
+        go back at the recent end when they finish, come last)."""
         with self.lock:
             self.drain_reads()
-            return [key for key in self.lru if not isinstance(key, Epoch)]
+            return [key for key in self.lru if not isinstance(key, Epoch)] + list(self.parked)
 
     # -- candidates for eviction, in each order; active jobs are never yielded -------------
 
@@ -277,7 +403,11 @@ class JobIndex:
         return self._least_recent(until=target)
 
     def created_before(self, cutoff: float) -> Iterator[Key]:
-        """Evictable keys created at or before `cutoff`, oldest first."""
+        """Evictable keys created at or before `cutoff`, oldest first.
+
+        A parked job goes back at the end of the age order when it is seen finished, so the
+        walk (which stops at the first younger job) reaches it at most one max_age later.
+        """
         for key in self._oldest():
             if self.created[key] > cutoff:
                 return
@@ -285,10 +415,12 @@ class JobIndex:
 
     def _least_recent(self, *, until: Optional[Epoch],
                       weighed_only: bool = False) -> Iterator[Key]:
-        # Active jobs keep their place; `kept` counts the entries left in front of the scan.
-        # The consumer removes what we yield, so the order is read in chunks.
+        # Active jobs keep their place (up to PARK_AFTER of them; then they are parked);
+        # `kept` counts the entries left in front of the scan. The consumer removes what we
+        # yield, so the order is read in chunks.
         self.drain_reads()
         kept = 0
+        stepped = 0
         size = 8  # most scans stop at the first key: start small, grow if they go on
         while True:
             chunk = list(islice(self.lru, kept, kept + size))
@@ -304,28 +436,43 @@ class JobIndex:
                     if key is until:
                         return
                     continue
-                if not self.evictable(key, weighed_only):
-                    kept += key in self.created  # a forgotten key left the order
-                    continue
-                yield key
-                if key in self.created:  # the consumer kept it: stop here
-                    return
+                verdict = self._look(key, weighed_only)
+                if verdict is _EVICTABLE:
+                    yield key
+                    if key in self.created:  # the consumer kept it: stop here
+                        return
+                elif verdict is _ACTIVE:
+                    stepped += 1
+                    if stepped > PARK_AFTER:
+                        self._park(key)
+                    else:
+                        kept += 1
+                elif verdict is _KEEP:
+                    kept += 1
 
     def _oldest(self, weighed_only: bool = False) -> Iterator[Key]:
         kept = 0
+        stepped = 0
         size = 8
         while True:
-            chunk = list(islice(self.created, kept, kept + size))
+            chunk = list(islice(self.aged, kept, kept + size))
             size = min(size * 4, _CHUNK)
             if not chunk:
                 return
             for key in chunk:
-                if not self.evictable(key, weighed_only):
-                    kept += key in self.created
-                    continue
-                yield key
-                if key in self.created:
-                    return
+                verdict = self._look(key, weighed_only)
+                if verdict is _EVICTABLE:
+                    yield key
+                    if key in self.created:
+                        return
+                elif verdict is _ACTIVE:
+                    stepped += 1
+                    if stepped > PARK_AFTER:
+                        self._park(key)
+                    else:
+                        kept += 1
+                elif verdict is _KEEP:
+                    kept += 1
 
     def _largest(self, weighed_only: bool = False) -> Iterator[Key]:
         # Weighed jobs, largest first (a heap: O(n) to build, O(log n) a victim), then those
@@ -347,12 +494,49 @@ class JobIndex:
     def evictable(self, key: Key, weighed_only: bool = False) -> bool:
         """Stored and not active (and, if asked, of known size); a key gone from a plain dict
         behind our back is forgotten."""
-        if weighed_only and not self.lru.get(key):
-            return False
+        return self._look(key, weighed_only) is _EVICTABLE
+
+    def _look(self, key: Key, weighed_only: bool) -> object:
+        """What a scan makes of `key`: evictable, active, kept for another reason (the job
+        being written, a job of unknown or zero size in a byte scan) or gone."""
+        if weighed_only and not self.size_of(key):
+            return _ACTIVE if key in self.unweighed else _KEEP
         job = self._job_or_forget(key)
-        return job is not _ABSENT and not self.is_active(key, job)
+        if job is _ABSENT:
+            return _GONE
+        if self.writing is not NOTHING and key == self.writing:
+            return _KEEP
+        if self.is_active(key, job):
+            self._mark_active(key)
+            return _ACTIVE
+        return _EVICTABLE
 
     # -- internals -----------------------------------------------------------------------
+
+    def _mark_active(self, key: Key) -> None:
+        if key not in self.known_active:
+            self.known_active[key] = None
+            self.rotation.append(key)
+
+    def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
+        """`key` was seen not active: count it so, take it back into the orders, weigh it."""
+        self.known_active.pop(key, None)
+        if key in self.parked:
+            self._unpark(key)
+        if reweigh or key in self.unweighed:
+            self.unweighed.pop(key, None)
+            self._store_size(key, job)
+
+    def _park(self, key: Key) -> None:
+        """Take active `key` out of the orders the scans walk (it keeps its size)."""
+        size = self.lru.pop(key, None)
+        self.aged.pop(key, None)
+        self.parked[key] = size
+        self._churned(lru=1, aged=1)
+
+    def _unpark(self, key: Key) -> None:
+        self.lru[key] = self.parked.pop(key)
+        self.aged[key] = None
 
     def _job_or_forget(self, key: Key) -> Any:
         try:
@@ -364,25 +548,38 @@ class JobIndex:
     def _weigh_or_defer(self, key: Key, job: Any) -> None:
         if self.is_active(key, job):
             self.unweighed[key] = None
+            self._mark_active(key)
         else:
             self.unweighed.pop(key, None)
+            self.known_active.pop(key, None)
             self._store_size(key, job)
 
     def _store_size(self, key: Key, job: Any) -> None:
         try:
             size = int(self.sizer(job))
-        except Exception:
-            logger.exception("memguard: size function failed on job %r; counting 0 bytes", key)
+        except Exception as error:
+            logger.warning("memguard: the size function raised %s: %s on job %r; counting 0 "
+                           "bytes", type(error).__name__, error, key)
+            size = 0
+        if size < 0:
+            logger.warning("memguard: the size function returned %d for job %r; a size cannot "
+                           "be negative: counting 0 bytes", size, key)
             size = 0
         self._forget_size(key)
-        self.lru[key] = size
+        if key in self.parked:
+            self.parked[key] = size
+        else:
+            self.lru[key] = size
         self.total_bytes += size
 
     def _forget_size(self, key: Key) -> None:
-        size = self.lru.get(key)
+        size = self.size_of(key)
         if size:
             self.total_bytes -= size
-            self.lru[key] = None
+            if key in self.parked:
+                self.parked[key] = None
+            else:
+                self.lru[key] = None
 
     def _drop_epoch(self, epoch: Epoch) -> None:
         self.lru.pop(epoch, None)
@@ -397,3 +594,41 @@ class _Absent:
 _ABSENT: Any = _Absent()
 #: No key: what `JobIndex.writing` holds outside an insert.
 NOTHING: Any = _Absent()
+#: What `JobIndex._look` makes of a key.
+_EVICTABLE, _ACTIVE, _KEEP, _GONE = object(), object(), object(), object()
+
+
+# -- fork safety ----------------------------------------------------------------------------
+
+_live_indexes: weakref.WeakSet[JobIndex] = weakref.WeakSet()
+#: How long a fork waits, at most, for the store locks other threads hold.
+FORK_QUIESCE_SECONDS = 1.0
+_held_for_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Quiesce writers: take every store lock (waiting at most FORK_QUIESCE_SECONDS in all),
+    so the child starts from indexes no thread was in the middle of changing."""
+    deadline = time.monotonic() + FORK_QUIESCE_SECONDS
+    for index in list(_live_indexes):
+        lock = index.lock
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_for_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    """Every store lock is new in the child: a lock another thread held at the fork can never
+    be released there (that thread does not exist in the child)."""
+    _held_for_fork.clear()  # the old locks stay held by nobody; nothing uses them again
+    for index in list(_live_indexes):
+        index.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)
