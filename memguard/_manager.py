@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -104,6 +105,38 @@ class MemoryManager:
                 group.remove(store_handle)
             if not group:
                 self._handles.pop(store_handle.name, None)
+            for key, plain in list(self._plain.items()):
+                if plain is store_handle:
+                    del self._plain[key]
+
+    def forget(self, store: Any) -> bool:
+        """Stop managing `store` (a store, or its `StoreHandle`): no more passes, emergency
+        cleanups or stats for it; its jobs stay where they are. Meant for dicts adopted
+        with `setup_job_store_cleanup`, which the manager would otherwise keep referencing;
+        a decorated store's own insert-time bounds keep applying. Returns False if `store`
+        was not registered with this manager. A plain dict the app no longer references is
+        forgotten by itself at the next pass.
+        """
+        if isinstance(store, StoreHandle):
+            found: Optional[StoreHandle] = store
+        else:
+            found = self._plain.get(id(store)) or getattr(store, "_memguard", None)
+        with self._lock:
+            registered = isinstance(found, StoreHandle) and any(
+                found is h for group in self._handles.values() for h in group)
+            if not registered or found is None:
+                return False
+            self._unregister(found)
+        if found._backend.needs_sync and not isinstance(store, StoreHandle):
+            with contextlib.suppress(AttributeError, TypeError):
+                if getattr(store, "_memguard", None) is found:
+                    attach(store, None)  # an adopted MutableMapping: let it go entirely
+        return True
+
+    def _forget_orphans(self) -> None:
+        """Forget adopted plain dicts nothing else references any more (lock held)."""
+        for found in [h for h in self._plain.values() if h._backend.orphaned()]:
+            self._unregister(found)
 
     @property
     def stores(self) -> Mapping[str, tuple[StoreHandle, ...]]:
@@ -113,6 +146,8 @@ class MemoryManager:
 
     def handles(self) -> list[StoreHandle]:
         with self._lock:
+            if self._plain:
+                self._forget_orphans()
             return [h for _, group in sorted(self._handles.items()) for h in group]
 
     def setup_job_store_cleanup(self, store: MutableMapping[Any, Any], name: str,
@@ -282,5 +317,13 @@ def _default_manager() -> MemoryManager:
         return fallback
 
 
+def _after_fork_in_child() -> None:
+    """A manager lock another thread held at the fork would never be released in the child."""
+    for candidate in list(_managers):
+        candidate._lock = threading.RLock()
+
+
 _managers: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 manager = _default_manager()

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import re
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -83,11 +84,22 @@ class _Backend:
 
     def __init__(self, store: Any, *, get: Callable[[Any, Key], Any],
                  delete: Callable[[Any, Key], None], keys: Callable[[Any], Any]) -> None:
+        self._strong: Any = None
         try:
             self._ref: Callable[[], Any] = weakref.ref(store)
         except TypeError:  # plain dicts cannot be weakly referenced; they hold no handle either
-            self._ref = lambda: store
+            self._strong = store
+            self._ref = self._held
         self._get, self._delete, self._keys = get, delete, keys
+
+    def _held(self) -> Any:
+        return self._strong
+
+    def orphaned(self) -> bool:
+        """True once nothing but this backend references the (plain dict) store: the app
+        dropped it, so its manager may forget it. CPython reference counts; a weakly held
+        store is never orphaned here (its finalizer unregisters it)."""
+        return self._strong is not None and sys.getrefcount(self._strong) <= 2
 
     def get(self, key: Key) -> Any:
         store = self._ref()
