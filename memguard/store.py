@@ -8,6 +8,7 @@ instance gets a `StoreHandle`, registered with its manager while the instance li
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import functools
 import logging
 import re
@@ -304,6 +305,32 @@ class StoreHandle:
             self.index.writing = NOTHING
         return victims
 
+    def follow_locked(self, cls: type, key: Key, value: Any) -> list[_Victim]:
+        """After a write that the store class did not keep under `key` (it normalised the
+        key, or refused the write): make the index match the store's keys, O(n). New keys
+        are stored (bounds enforced), vanished ones forgotten, a job replaced under another
+        key re-weighed. Warned about once per class."""
+        if cls.__qualname__ not in _FOLLOWED:
+            _FOLLOWED.add(cls.__qualname__)
+            logger.warning(
+                "memguard: %s.__setitem__ did not store job %r under that key (it changes "
+                "keys or refuses writes); store %s follows what it really stored by comparing "
+                "keys, O(jobs) per such write", cls.__qualname__, key, self.name)
+        present = self._backend.list_keys()
+        known = self.index.created
+        still = set(present)
+        for gone in [k for k in known if k not in still]:
+            self.index.remove(gone)
+        victims: list[_Victim] = []
+        for stored in present:
+            try:
+                job = self._backend.get(stored)
+            except KeyError:
+                continue
+            if stored not in known or job is value:
+                victims += self.stored_locked(stored, job)
+        return victims
+
     def _over_bounds(self) -> bool:
         return (self._max_jobs is not None and len(self.index) > self._max_jobs) or (
             self._max_bytes is not None and self.index.total_bytes > self._max_bytes)
@@ -374,6 +401,10 @@ class StoreHandle:
                 return
             if key not in self.index:
                 self.index.add(key, job, self.manager.clock())
+
+
+#: Store classes already warned about writes that did not land under their key.
+_FOLLOWED: set[str] = set()
 
 
 def _release(job: Any, fields: tuple[str, ...], key: Key) -> None:
@@ -511,8 +542,10 @@ def _finish(cls: type, managed: type, spec: Optional[_Spec]) -> type:
 
 
 def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
-    """The slots `names` not already provided by a base, plus `__weakref__` if missing."""
-    wanted = (*names, "__weakref__")
+    """The slots `names` not already provided by a base, plus `__weakref__` if missing
+    (a C base such as OrderedDict may support weak references without naming the slot)."""
+    weakrefable = getattr(cls, "__weakrefoffset__", 0) != 0
+    wanted = (*names, *(() if weakrefable else ("__weakref__",)))
     return tuple(name for name in wanted if not any(
         name in getattr(k, "__slots__", ()) or name in vars(k) for k in cls.__mro__))
 
@@ -522,11 +555,15 @@ def _ignore_touch(key: Key) -> None:
 
 
 def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
-                    base_delitem: Callable[[Any, Key], None]) -> dict[str, Any]:
+                    base_delitem: Callable[[Any, Key], None],
+                    landed: Optional[Callable[[Any, Key, Any], bool]] = None) -> dict[str, Any]:
     """`__setitem__` and `__delitem__` that keep the index exact (for every kind of store).
 
     A `mapping=` dict can be detached (replaced) while a writer waits for the lock: after
-    taking it, a write into a dict that is no longer the store's is a plain write.
+    taking it, a write into a dict that is no longer the store's is a plain write. With
+    `landed` (a class with its own `__setitem__`), the index follows what the class really
+    stored: a write that did not land under its key (normalised, refused) is followed by
+    comparing the store's keys with the index (O(n), warned about once per class).
     """
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
@@ -537,7 +574,10 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
             base_setitem(self, key, value)
             if self._memguard is not handle:
                 return
-            victims = handle.stored_locked(key, value)
+            if landed is None or landed(self, key, value):
+                victims = handle.stored_locked(key, value)
+            else:
+                victims = handle.follow_locked(type(self), key, value)
         if victims:  # release and callbacks outside the lock
             handle.finish_evictions(victims)
 
@@ -550,7 +590,36 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
             if self._memguard is handle:
                 handle.index.remove(key)
 
+    __setitem__._memguard_wrapped = True  # type: ignore[attr-defined]
     return {"__setitem__": __setitem__, "__delitem__": __delitem__}
+
+
+def _dict_landed(store: Any, key: Key, value: Any) -> bool:
+    return dict.get(store, key, _MISSING) is value
+
+
+#: Write methods an undecorated subclass of a managed dict class may override.
+_ABSORBED = ("update", "setdefault", "__ior__")
+
+
+def _follow_subclass(subclass: Any) -> None:
+    """`__init_subclass__` of managed dict classes: a subclass that is not decorated itself
+    may still override write methods with ones that write through `dict` directly; wrap
+    them so the index follows what they did."""
+    def needs_wrapping(name: str) -> Any:
+        own = vars(subclass).get(name)
+        if own is None or own is getattr(dict, name, None):  # a plain dict method: detached
+            return None
+        return None if getattr(own, "_memguard_wrapped", False) else own
+
+    for method in _ABSORBED:
+        own = needs_wrapping(method)
+        if own is not None:
+            setattr(subclass, method, _absorbing(own))
+    own_setitem = needs_wrapping("__setitem__")
+    if own_setitem is not None:
+        writes = _indexed_writes(own_setitem, subclass.__delitem__, _dict_landed)
+        type.__setattr__(subclass, "__setitem__", writes["__setitem__"])
 
 
 def _plain_copy(self: Any) -> tuple[Any, ...]:
@@ -565,9 +634,10 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
     `update`, `setdefault` or `|=` is called and what it changed is then indexed (O(n)), since
     it may write through `dict` methods memguard cannot see.
     """
+    below = _defined_below_managed(cls)
     overrides: dict[str, Any] = {method: _absorbing(getattr(cls, method))
-                                 for method in ("update", "setdefault", "__ior__")
-                                 if method in _defined_below_managed(cls)}
+                                 for method in _ABSORBED if method in below
+                                 and not getattr(getattr(cls, method), "_memguard_wrapped", False)}
     if getattr(cls, "_memguard_spec", None) is not None:  # managed already: a new spec only
         return _finish(cls, type(cls.__name__, (cls,), {"__slots__": (), **overrides}), spec)
     base_init = cls.__init__
@@ -617,12 +687,12 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
                 handle.index.remove(key)
         return value
 
-    def popitem(self: Any) -> tuple[Key, Any]:
+    def popitem(self: Any, *args: Any, **kwargs: Any) -> tuple[Key, Any]:
         handle: Optional[StoreHandle] = self._memguard
         if handle is None:
-            return base_popitem(self)  # type: ignore[no-any-return]
+            return base_popitem(self, *args, **kwargs)  # type: ignore[no-any-return]
         with handle.lock:
-            key, value = base_popitem(self)
+            key, value = base_popitem(self, *args, **kwargs)
             if self._memguard is handle:
                 handle.index.remove(key)
         return key, value
@@ -672,10 +742,19 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         "__slots__": _slots_for(cls, "_memguard", "_memguard_touch"),
         "__init__": __init__, "__getitem__": __getitem__, "get": get, "pop": pop,
         "popitem": popitem, "setdefault": setdefault, "update": update, "__ior__": __ior__,
-        "clear": clear, "__reduce__": _plain_copy, **_indexed_writes(base_setitem, base_delitem),
+        "clear": clear, "__reduce__": _plain_copy,
+        **_indexed_writes(base_setitem, base_delitem,
+                          _dict_landed if "__setitem__" in below else None),
         **overrides,
     }
-    return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
+    managed: Any = _finish(cls, type(cls.__name__, (cls,), namespace), spec)
+
+    def __init_subclass__(subclass: Any, /, **kwargs: Any) -> None:
+        super(managed, subclass).__init_subclass__(**kwargs)
+        _follow_subclass(subclass)
+
+    type.__setattr__(managed, "__init_subclass__", classmethod(__init_subclass__))
+    return cast(type, managed)
 
 
 def _defined_below_managed(cls: type) -> set[str]:
@@ -706,6 +785,7 @@ def _absorbing(user_method: Callable[..., Any]) -> Callable[..., Any]:
             if handle is not None and self._memguard is handle:
                 handle.absorb(before, dict.copy(self))
 
+    absorbing._memguard_wrapped = True  # type: ignore[attr-defined]
     return absorbing
 
 
@@ -775,13 +855,39 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
                 base_delitem(self, key)
             handle.index.clear()
 
+    def landed(self: Any, key: Key, value: Any) -> bool:
+        return __contains__(self, key)
+
+    base_copy = getattr(cls, "__copy__", None)
+
+    def __copy__(self: Any) -> Any:
+        """A copy is a store of its own (`UserDict.copy()` and `copy.copy` come here): the
+        class's own copy, or a shallow one, then a new handle indexing what it holds."""
+        if base_copy is not None:
+            new = base_copy(self)
+        else:
+            kind: Any = type(self)
+            new = kind.__new__(kind)
+            if hasattr(self, "__dict__"):
+                new.__dict__.update(self.__dict__)
+            for slot in copyreg._slotnames(type(self)):  # type: ignore[attr-defined]
+                if slot not in ("_memguard", "__weakref__") and hasattr(self, slot):
+                    setattr(new, slot, getattr(self, slot))
+        store_handle = _new_handle(type(new)._memguard_spec, _Backend(
+            new, get=base_getitem, delete=base_delitem, keys=cls.__iter__))
+        attach(new, store_handle)
+        store_handle.reconcile()
+        store_handle.manager.register(store_handle, new)
+        return new
+
     namespace = {
         "__slots__": _slots_for(cls, "_memguard"),
         "__init__": __init__, "__getitem__": __getitem__, "__contains__": __contains__,
         "clear": clear, "_memguard_raw_get": base_getitem,
         "values": lambda self: _QuietValuesView(self),
         "items": lambda self: _QuietItemsView(self),
-        **_indexed_writes(cls.__setitem__, base_delitem),
+        "__copy__": __copy__,
+        **_indexed_writes(cls.__setitem__, base_delitem, landed),
     }
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
