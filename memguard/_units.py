@@ -36,8 +36,10 @@ _DURATION_UNITS: dict[str, float] = {
     "h": 3600.0,
     "d": 86400.0,
 }
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)", re.IGNORECASE)
-_PLAIN_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*")
+# re.ASCII: digits are 0-9 only (Arabic-Indic or fullwidth digits are refused, not read).
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)",
+                            re.IGNORECASE | re.ASCII)
+_PLAIN_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*", re.ASCII)
 #: What a duration may look like; error messages end with this, then the bad value.
 DURATION_HELP = 'expected a duration such as 90, "90s", "20m", "1h30m", "1.5h", "2d", "500ms"'
 
@@ -57,8 +59,13 @@ _SIZE_MULTIPLIERS: dict[str, int] = {
     "tb": 1024**4,
     "tib": 1024**4,
 }
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
-_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*", re.ASCII)
+#: The largest values accepted anywhere: bigger ones are typos, and would overflow the float
+#: arithmetic of every later check (a policy accepted at load must never fail at use).
+MAX_DURATION = 100 * 365 * 86400.0  # a century, in seconds
+MAX_SIZE = 2**60  # one exbibyte
+MAX_COUNT = 10**12
 #: What a size may look like (and, for thresholds, a percentage).
 SIZE_HELP = 'expected a size such as 1048576, "512MB", "1.5GiB", "300 KB"'
 PERCENT_HELP = ' or a percentage of the limit such as "80%"'
@@ -66,7 +73,13 @@ PERCENT_HELP = ' or a percentage of the limit such as "80%"'
 
 def show_value(value: object) -> str:
     """The bad value as an error message shows it: strings quoted and escaped onto one line
-    (as TOML and JSON write them), others as repr."""
+    (as TOML and JSON write them), others as repr; a huge integer by its size (its repr
+    could itself fail, past Python's int-to-text digit limit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
+    if isinstance(value, str) and len(value) > 200:
+        return show_value(value[:100]) + f"... ({len(value)} characters)"
     if isinstance(value, str):
         body = json.dumps(value, ensure_ascii=False)[1:-1]  # quotes and backslashes escaped
         return '"' + "".join(char if char.isprintable() else _escape(char) for char in body) + '"'
@@ -89,19 +102,27 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{DURATION_HELP}; got {show_value(value)}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
-        if not math.isfinite(seconds):
+        if isinstance(value, int) and abs(value) > MAX_DURATION:
+            seconds = math.inf if value > 0 else -math.inf  # float() of it could overflow
+        else:
+            seconds = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must be finite)")
         if seconds < 0:
             raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (must not be negative)")
-        return seconds
+        return _bounded_duration(seconds, value)
     if not isinstance(value, str):
         raise ValueError(f"{DURATION_HELP}; got {show_value(value)} ({type(value).__name__})")
     plain = _PLAIN_NUMBER.fullmatch(value)
     total = float(plain.group(1)) if plain else _sum_duration_parts(value)
-    if not math.isfinite(total):
-        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (too large)")
-    return total
+    return _bounded_duration(total, value)
+
+
+def _bounded_duration(seconds: float, value: object) -> float:
+    if not seconds <= MAX_DURATION:
+        raise ValueError(f"{DURATION_HELP}; got {show_value(value)} (too large: at most "
+                         "100 years)")
+    return seconds
 
 
 def _sum_duration_parts(value: str) -> float:
@@ -163,12 +184,12 @@ def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Perc
         raise ValueError(f"{help_text}; got {show_value(value)}")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"{help_text}; got {value!r} (must not be negative)")
-        return value
+            raise ValueError(f"{help_text}; got {show_value(value)} (must not be negative)")
+        return _bounded_size(value, value, help_text)
     if isinstance(value, float):
         if not math.isfinite(value) or value < 0 or not value.is_integer():
             raise ValueError(f"{help_text}; got {value!r} (must be a whole number of bytes)")
-        return int(value)
+        return _bounded_size(value, value, help_text)
     if not isinstance(value, str):
         raise ValueError(f"{help_text}; got {show_value(value)} ({type(value).__name__})")
     percent = _PERCENT.fullmatch(value)
@@ -188,9 +209,14 @@ def parse_size(value: object, *, allow_percent: bool = False) -> Union[int, Perc
     multiplier = _SIZE_MULTIPLIERS[unit]
     if multiplier == 1 and not number.is_integer():
         raise ValueError(f"{help_text}; got {show_value(value)} (must be a whole number of bytes)")
-    if not math.isfinite(number * multiplier):
-        raise ValueError(f"{help_text}; got {show_value(value)} (too large)")
-    return round(number * multiplier)
+    return _bounded_size(number * multiplier, value, help_text)
+
+
+def _bounded_size(size: float, value: object, help_text: str) -> int:
+    if not size <= MAX_SIZE:  # NaN and infinity included
+        raise ValueError(f"{help_text}; got {show_value(value)} (too large: at most 1 EiB, "
+                         f"{MAX_SIZE} bytes)")
+    return round(size)
 
 
 def format_size(n: Union[int, float]) -> str:
@@ -252,7 +278,10 @@ def positive_count(value: object) -> int:
             f"({type(value).__name__})"
         )
     if value <= 0:
-        raise ValueError(f"expected a whole number above zero such as 50; got {value}")
+        raise ValueError(f"expected a whole number above zero such as 50; got {show_value(value)}")
+    if value > MAX_COUNT:
+        raise ValueError(f"expected a whole number above zero such as 50; got "
+                         f"{show_value(value)} (too large: at most {MAX_COUNT})")
     return value
 
 

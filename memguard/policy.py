@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any, Callable, Optional, Union
 import attrs
 
 from memguard._units import (
+    MAX_COUNT,
+    MAX_DURATION,
     SIZE_HELP,
     Percent,
     format_duration,
@@ -243,23 +246,33 @@ def _rules(value: object) -> tuple[str, ...]:
     return tuple(names)
 
 
+_ASCII_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_ASCII_WHOLE = re.compile(r"[0-9]{1,30}")
+
+
 def _minutes(text: str) -> float:
-    """`JOB_RETENTION_MINUTES`: a number of minutes above zero, returned in seconds."""
-    try:
-        minutes = float(text)
-    except ValueError:
-        minutes = math.nan
-    if not math.isfinite(minutes) or minutes <= 0:
+    """`JOB_RETENTION_MINUTES`: a number of minutes above zero (ASCII digits, at most a
+    century), returned in seconds."""
+    stripped = text.strip()
+    minutes = float(stripped) if _ASCII_NUMBER.fullmatch(stripped) else math.nan
+    if not minutes > 0:  # NaN included
         raise ValueError(f"expected a number of minutes above zero such as 20; got {text!r}")
+    if not minutes * 60 <= MAX_DURATION:
+        raise ValueError(f"expected a number of minutes above zero such as 20; got "
+                         f"{show_value(text)} (too large: at most a century)")
     return minutes * 60
 
 
 def _count_text(text: str) -> int:
-    """`MAX_JOBS_PER_STORE`: a whole number above zero."""
-    try:
-        return positive_count(int(text.strip()))
-    except ValueError:
-        raise ValueError(f"expected a whole number above zero such as 50; got {text!r}") from None
+    """`MAX_JOBS_PER_STORE`: a whole number above zero, in ASCII digits."""
+    stripped = text.strip()
+    shown = repr(text) if len(text) < 200 else show_value(text)
+    if not _ASCII_WHOLE.fullmatch(stripped) or int(stripped) <= 0:
+        raise ValueError(f"expected a whole number above zero such as 50; got {shown}")
+    if int(stripped) > MAX_COUNT:
+        raise ValueError(f"expected a whole number above zero such as 50; got {shown} (too "
+                         f"large: at most {MAX_COUNT})")
+    return int(stripped)
 
 
 def _with_key(key: str, read: Callable[[object], Any], value: object) -> Any:
@@ -837,8 +850,10 @@ class _KeyLines:
                 if value.count(delimiter) % 2 == 1:
                     closing = delimiter
 
-    def _scan_inline(self, path: _KeyPath, text: str, number: int) -> int:
+    def _scan_inline(self, path: _KeyPath, text: str, number: int, depth: int = 0) -> int:
         """Record the keys of the inline table at the start of `text`; return its length."""
+        if depth > MAX_NESTING:  # refused by the loader; do not recurse past it here
+            return len(text)
         position = 1
         while position < len(text):
             char = text[position]
@@ -856,7 +871,7 @@ class _KeyLines:
             while position < len(text) and text[position] in " \t":
                 position += 1
             if text[position : position + 1] == "{":
-                position += self._scan_inline(key, text[position:], number)
+                position += self._scan_inline(key, text[position:], number, depth + 1)
             else:
                 position = _skip_value(text, position)
         return len(text)
@@ -878,6 +893,71 @@ class _KeyLines:
 
     def text_at(self, line: int) -> str:
         return self.lines[line - 1] if 0 < line <= len(self.lines) else ""
+
+
+#: How deeply arrays and inline tables may nest in a policy (the schema needs 2).
+MAX_NESTING = 32
+#: The longest number literal a policy may hold (none of its values needs more).
+MAX_DIGITS = 64
+_LONG_NUMBER = re.compile(rf"[0-9_]{{{MAX_DIGITS + 1},}}")
+
+
+def _too_deep_or_long(text: str) -> Optional[tuple[int, str]]:
+    """(line, message) for the first array or inline table nested deeper than MAX_NESTING,
+    or number longer than MAX_DIGITS, outside strings and comments; else None."""
+    depth = 0
+    line = 1
+    position = 0
+    length = len(text)
+    while position < length:
+        char = text[position]
+        if char == "\n":
+            line += 1
+        elif char == "#":
+            end = text.find("\n", position)
+            position = length if end < 0 else end
+            continue
+        elif char in "\"'":
+            triple = text.startswith(char * 3, position)
+            closing = char * 3 if triple else char
+            end = position + len(closing)
+            while True:
+                end = text.find(closing, end)
+                if end < 0 or char == "'" or text[end - 1] != "\\" or _escaped_backslash(text, end):
+                    break
+                end += 1
+            stop = length if end < 0 else end + len(closing)
+            if not triple and "\n" in text[position:stop]:
+                stop = text.find("\n", position)  # an unclosed string ends at its line
+            line += text.count("\n", position, stop)
+            position = stop
+            continue
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line, (f"arrays or inline tables nested over {MAX_NESTING} levels deep; "
+                              "expected plain values such as max_age = \"20m\" or "
+                              "active = { field = \"status\", in = [\"running\"] }")
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char in "0123456789":
+            match = _LONG_NUMBER.match(text, position)
+            if match:
+                return line, (f"got a number of {len(match.group())} digits; expected at "
+                              f"most {MAX_DIGITS} digits (e.g. max_jobs = 50)")
+            while position < length and text[position] in "0123456789_":
+                position += 1
+            continue
+        position += 1
+    return None
+
+
+def _escaped_backslash(text: str, end: int) -> bool:
+    """True when the quote at `end` follows an even run of backslashes (it closes)."""
+    run = 0
+    while end - run - 1 >= 0 and text[end - run - 1] == "\\":
+        run += 1
+    return run % 2 == 0
 
 
 def _skip_value(text: str, position: int) -> int:
@@ -961,11 +1041,24 @@ class _Loader:
         )
 
     def decode(self) -> dict[str, Any]:
-        """The TOML document; a syntax error becomes a PolicyError at its line."""
+        """The TOML document; a syntax error becomes a PolicyError at its line.
+
+        Nesting deeper than MAX_NESTING and numbers longer than MAX_DIGITS are refused first:
+        tomllib would raise RecursionError, or a bare ValueError past Python's int digit limit.
+        """
+        problem = _too_deep_or_long(self.text)
+        if problem is not None:
+            line, message = problem
+            path = self.where.key_at(line)
+            raise PolicyError(message, source=self.source, line=line,
+                              key=_dotted(path) if path else None)
         try:
             return tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as error:
             raise self.syntax_error(str(error)) from None
+        except (ValueError, RecursionError) as error:  # not a TOMLDecodeError: no position
+            raise PolicyError(f"not valid TOML: {error}; expected TOML such as max_age = "
+                              '"20m"', source=self.source) from None
 
     def syntax_error(self, reason: str) -> PolicyError:
         if reason.startswith("Cannot ") and self.where.duplicate is not None:
@@ -1178,9 +1271,24 @@ def _looks_like_path(text: str) -> bool:
 
 
 def _read(path: Path) -> str:
-    """The text of a policy file; failures become PolicyErrors naming the file."""
+    """The text of a policy file; failures become PolicyErrors naming the file.
+
+    Only regular files: a FIFO, device or directory is refused (opened without blocking,
+    so a FIFO nobody writes to cannot hang the load)."""
     try:
-        return path.read_text(encoding="utf-8")
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise PolicyError("cannot read the policy: not a regular file (a FIFO, device "
+                                  "or directory); expected a TOML file", source=os.fspath(path))
+            with os.fdopen(descriptor, "rb", closefd=False) as stream:
+                data = stream.read(MAX_POLICY_BYTES + 1)
+        finally:
+            os.close(descriptor)
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyError(f"cannot read the policy: over {MAX_POLICY_BYTES} bytes; expected "
+                              "a TOML policy file", source=os.fspath(path))
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise PolicyError(
             f"cannot read the policy: not UTF-8 ({error.reason} at byte {error.start}); "
@@ -1192,6 +1300,10 @@ def _read(path: Path) -> str:
             f"cannot read the policy: {error.strerror or error}; expected a readable TOML file",
             source=os.fspath(path),
         ) from None
+
+
+#: The largest policy file read (policies are a few kilobytes).
+MAX_POLICY_BYTES = 1024 * 1024
 
 
 def policy_from_environment(environ: Optional[Mapping[str, str]] = None) -> Policy:

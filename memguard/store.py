@@ -32,6 +32,7 @@ from typing import (
 import attrs
 
 from memguard._sizing import estimate_size
+from memguard._units import show_value
 from memguard.errors import StoreDefinitionError
 from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline, pipeline_for
 from memguard.policy import Policy, StorePolicy
@@ -494,7 +495,8 @@ def managed_store(
                 StorePolicy(**{key: value})
             except (ValueError, TypeError) as error:
                 raise StoreDefinitionError(
-                    f"@managed_store on {cls.__qualname__}: {key}={value!r}: {error}") from None
+                    f"@managed_store on {cls.__qualname__}: {key}={show_value(value)}: "
+                    f"{error}") from None
         try:
             StorePolicy(**declared)
         except (ValueError, TypeError) as error:
@@ -804,7 +806,11 @@ class _QuietValuesView(ValuesView[Any]):
     def __iter__(self) -> Iterator[Any]:
         mapping: Any = cast(Any, self)._mapping
         for key in mapping:
-            yield mapping._memguard_raw_get(key)
+            try:
+                value = mapping._memguard_raw_get(key)
+            except KeyError:  # evicted (or deleted) since the key was listed: it is gone
+                continue
+            yield value
 
 
 class _QuietItemsView(ItemsView[Any, Any]):
@@ -813,7 +819,11 @@ class _QuietItemsView(ItemsView[Any, Any]):
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         mapping: Any = cast(Any, self)._mapping
         for key in mapping:
-            yield key, mapping._memguard_raw_get(key)
+            try:
+                value = mapping._memguard_raw_get(key)
+            except KeyError:  # evicted (or deleted) since the key was listed: it is gone
+                continue
+            yield key, value
 
 
 def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
@@ -858,6 +868,18 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     def landed(self: Any, key: Key, value: Any) -> bool:
         return __contains__(self, key)
 
+    base_pop = cls.pop
+    base_popitem = cls.popitem
+
+    def pop(self: Any, key: Key, *default: Any) -> Any:
+        # MutableMapping.pop reads, then deletes: an eviction in between would raise KeyError
+        with self._memguard.lock:
+            return base_pop(self, key, *default)
+
+    def popitem(self: Any) -> tuple[Key, Any]:
+        with self._memguard.lock:
+            return base_popitem(self)  # type: ignore[no-any-return]
+
     base_copy = getattr(cls, "__copy__", None)
 
     def __copy__(self: Any) -> Any:
@@ -886,7 +908,7 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
         "clear": clear, "_memguard_raw_get": base_getitem,
         "values": lambda self: _QuietValuesView(self),
         "items": lambda self: _QuietItemsView(self),
-        "__copy__": __copy__,
+        "__copy__": __copy__, "pop": pop, "popitem": popitem,
         **_indexed_writes(cls.__setitem__, base_delitem, landed),
     }
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)

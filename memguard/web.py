@@ -498,7 +498,7 @@ class Endpoints:
         self.manager = _default_manager(manager)
         self.prefix = _normalize_prefix(prefix)
         resolved = token if token is not None else os.environ.get(TOKEN_ENV)
-        self._token: Optional[bytes] = resolved.encode() if resolved else None
+        self._token: Optional[bytes] = resolved.encode("utf-8") if resolved else None
         self.wall_clock = wall_clock
 
     def __repr__(self) -> str:
@@ -585,7 +585,7 @@ class Endpoints:
         if scheme.lower() != "bearer" or not given or " " in given:
             return _error(401, "a bearer token is required: Authorization: Bearer <token>",
                           extra=(("www-authenticate", 'Bearer realm="memguard"'),))
-        if not hmac.compare_digest(given.encode(), self._token):
+        if not hmac.compare_digest(_header_bytes(given), self._token):
             return _error(403, "invalid token")
         if body is None or len(body) > MAX_BODY_BYTES:
             return _error(413, f"request body over {MAX_BODY_BYTES} bytes")
@@ -607,6 +607,16 @@ class Endpoints:
         finally:
             lock.release()
         return _response(200, _json_safe(report.to_dict()))
+
+
+def _header_bytes(value: str) -> bytes:
+    """A header value as the bytes that came over the wire: servers decode headers as
+    latin-1 (PEP 3333, ASGI), so encoding back gives them; the token is UTF-8, so a non-ASCII
+    token sent as UTF-8 matches. A value that is not latin-1 text (a direct caller) is UTF-8."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 def _head(response: Response, head: bool) -> Response:
