@@ -25,10 +25,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 
 from memguard import MemoryManager, Policy, PolicyError, handle, load_policy, managed_store
-from memguard.errors import StoreDefinitionError
-from memguard.tracking import PARK_AFTER, RECHECK_PER_PASS
 from memguard._sizing import MAX_OBJECTS, estimate_size
+from memguard.errors import StoreDefinitionError
 from memguard.testing import FakeClock
+from memguard.tracking import PARK_AFTER, RECHECK_PER_PASS
 from memguard.web import wsgi_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,8 +410,8 @@ HUGE = str(10**400)
     ("[defaults]\nmax_jobs = " + "9" * 40 + "\n", "defaults.max_jobs", 2),
     ("[defaults]\nrelease = " + "[" * 3000 + "]" * 3000 + "\n", "defaults.release", 2),
     ("[defaults]\nactive = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "defaults.active", 2),
-    ("[defaults]\n\nmax_age = '٣٠m'\n", "defaults.max_age", 3),
-    ("[memory]\nlimit = '５１２MB'\n", "memory.limit", 2),
+    ("[defaults]\n\nmax_age = '\u0663\u0660m'\n", "defaults.max_age", 3),
+    ("[memory]\nlimit = '\uff15\uff11\uff12MB'\n", "memory.limit", 2),
     ('[memory]\nwarning = "99999999999999999999999999999999999999999%"\nlimit = "1GB"\n',
      "memory.warning", 2),
 ])  # fmt: skip
@@ -425,8 +425,8 @@ def test_item9_hostile_values_are_one_policy_error(text: str, key: str, line: in
 
 @pytest.mark.parametrize("environ", [
     {"MEMGUARD_MEMORY_LIMIT": HUGE}, {"MEMGUARD_CHECK_INTERVAL": HUGE},
-    {"JOB_RETENTION_MINUTES": "٣٠"}, {"JOB_RETENTION_MINUTES": "1e300"},
-    {"MAX_JOBS_PER_STORE": "9" * 5000}, {"MAX_JOBS_PER_STORE": "５０"},
+    {"JOB_RETENTION_MINUTES": "\u0663\u0660"}, {"JOB_RETENTION_MINUTES": "1e300"},
+    {"MAX_JOBS_PER_STORE": "9" * 5000}, {"MAX_JOBS_PER_STORE": "\uff15\uff10"},
     {"MAX_JOBS_PER_STORE": "1_000"},
 ])  # fmt: skip
 def test_item9_hostile_environment_is_one_policy_error(environ: dict[str, str]) -> None:
