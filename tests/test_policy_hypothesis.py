@@ -146,3 +146,69 @@ def test_schema_documents_load_or_are_a_policy_error(
     document: dict[str, Any], environ: dict[str, str]
 ) -> None:
     _loads_or_policy_error(_render(document), environ)
+
+
+# -- hostile input (issue 12): huge numbers, deep nesting, non-ASCII digits, odd environments --
+
+#: Values as TOML source text, chosen to break parsers and float arithmetic.
+HOSTILE_VALUES = st.one_of(
+    st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
+    st.integers(min_value=1, max_value=400).map(lambda n: f"1e{n}"),
+    st.integers(min_value=1, max_value=3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(min_value=1, max_value=2000).map(lambda n: "{a = " * n + "1" + "}" * n),
+    st.integers(min_value=1, max_value=40).map(lambda n: '"' + "9" * n + 'MB"'),
+    st.sampled_from(['"\u0663\u0660m"', '"\uff15\uff11\uff12MB"', '"\u0665\u0660%"',
+                     '"1_000"', "1_000", "-0", "+5", "0x10", "inf", "nan", '"1e3s"']),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.floats(allow_nan=False).map(repr).filter(lambda text: "inf" not in text),
+)  # fmt: skip
+HOSTILE_KEYS = st.sampled_from(
+    [f"memory.{key}" for key in MEMORY_FIELDS]
+    + [f"defaults.{key}" for key in STORE_FIELDS if key != "size"]
+    + [f"stores.diagram.{key}" for key in STORE_FIELDS if key != "size"]
+)
+HOSTILE_ENVIRONS = st.dictionaries(
+    st.sampled_from(["MEMGUARD_MEMORY_LIMIT", "MEMGUARD_CHECK_INTERVAL",
+                     "JOB_RETENTION_MINUTES", "MAX_JOBS_PER_STORE"]),
+    HOSTILE_VALUES.map(lambda text: text.strip('"')).filter(lambda text: "\x00" not in text),
+)  # fmt: skip
+
+
+def _hostile_document(entries: list[tuple[str, str]]) -> str:
+    """`[section]` tables holding each `key = value`, one entry per key."""
+    sections: dict[str, dict[str, str]] = {}
+    for dotted, value in entries:
+        section, _, key = dotted.rpartition(".")
+        sections.setdefault(section, {})[key] = value
+    return "\n".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                     for section, keys in sections.items())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(HOSTILE_KEYS, HOSTILE_VALUES), max_size=4), HOSTILE_ENVIRONS)
+def test_hostile_documents_and_environments_load_or_are_one_policy_error(
+    entries: list[tuple[str, str]], environ: dict[str, str]
+) -> None:
+    text = _hostile_document(entries)
+    try:
+        policy = Policy.from_toml(text, "fuzz.toml", environ=environ)
+    except PolicyError as error:
+        assert error.source in ("fuzz.toml", "environment")
+        assert len(str(error).splitlines()) == 1 and len(str(error)) < 2000
+        return
+    # Nothing accepted at load fails at use: every number is within float arithmetic.
+    for name in ("diagram", "other"):
+        store = policy.store_policy(name)
+        for value in (store.max_age, store.max_idle, store.max_jobs, store.max_bytes):
+            assert value is None or float(value) < 2**64
+    thresholds = policy.memory.resolve(512 * 1024**2)
+    for value in attrs_values(thresholds):
+        assert value is None or float(value) < 2**64
+    assert float(policy.memory.check_interval) < 2**64
+    policy.explain_memory()
+
+
+def attrs_values(instance: Any) -> list[Any]:
+    import attrs
+
+    return list(attrs.asdict(instance).values())
