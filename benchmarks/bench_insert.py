@@ -31,6 +31,7 @@ RESULT = "x" * 200
 FLOOR = "OrderedDict + popitem(last=False)"
 STORE = "managed store (max_jobs)"
 SIZED = "managed store (max_jobs, size=0)"
+ACTIVE = "managed store (max_jobs, 90% of jobs active)"
 CAPACITIES = (1_000, 100_000)
 NEW_JOB = "{'status': 'done', 'result': RESULT}"
 
@@ -62,6 +63,17 @@ def build(capacity: int) -> dict[str, TimeFunc]:
     class SizedJobs(dict):  # type: ignore[type-arg]
         """The same store with a constant size function: the insert minus weighing."""
 
+    @managed_store(max_jobs=capacity, name=f"bench_insert_{capacity}_active", manager=manager)
+    class BusyJobs(dict):  # type: ignore[type-arg]
+        """A store whose jobs are 90% active (running, never evictable), least recent first."""
+
+    def busy() -> Any:
+        jobs = BusyJobs()
+        active = capacity * 9 // 10
+        for i in range(active):
+            jobs[-1 - i] = {"status": "running", "result": None}
+        return churned(jobs)  # the done tenth then turns over: each insert evicts one
+
     def churned(obj: Any, *, evict_oldest: bool = False) -> Any:
         for i in range(2 * capacity):
             obj[i] = {"status": "done", "result": RESULT}
@@ -74,6 +86,7 @@ def build(capacity: int) -> dict[str, TimeFunc]:
         FLOOR: _inserts(churned(OrderedDict(), evict_oldest=True), start, evict_oldest=True),
         STORE: _inserts(churned(Jobs()), start),
         SIZED: _inserts(churned(SizedJobs()), start),
+        ACTIVE: _inserts(busy(), start),
         "cachetools LRUCache": _inserts(churned(cachetools.LRUCache(capacity)), start),
         "cachetools TTLCache": _inserts(churned(cachetools.TTLCache(capacity, ttl=1200)), start),
     }
@@ -102,13 +115,16 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
         plain, lru, ttl = at(FLOOR), at("cachetools LRUCache"), at("cachetools TTLCache")
         cb = [at(name) for name in ("cachebox LRUCache", "cachebox TTLCache")
               if f"{name}, capacity {capacity:.0e}" in t]
-        store, sized = at(STORE), at(SIZED)
+        store, sized, active = at(STORE), at(SIZED), at(ACTIVE)
         scale = [] if capacity == first else [at(STORE, first)]
         rows += [
             _timing_row(plain),
             _timing_row(store, [lru, ttl, plain, *cb, *scale]),
             _timing_row(sized, [lru, ttl, plain, *cb],
                         note="size=lambda job: 0 skips the default deep-size estimate"),
+            _timing_row(active, [store, plain, *([] if capacity == first else [at(ACTIVE, first)])],
+                        note="90% of the jobs are running (never evictable), least recent "
+                             "first: amortized O(1) per eviction, not O(active jobs)"),
             _timing_row(lru, [plain]),
             _timing_row(ttl, [plain]),
             *(_timing_row(timing, [plain]) for timing in cb),
