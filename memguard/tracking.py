@@ -606,11 +606,22 @@ FORK_QUIESCE_SECONDS = 1.0
 _held_for_fork: list[Any] = []
 
 
+def _snapshot() -> list[JobIndex]:
+    """The live indexes (a store created by another thread meanwhile may make one copy fail
+    with "changed size during iteration": try again)."""
+    for _ in range(100):
+        try:
+            return list(_live_indexes)
+        except RuntimeError:
+            continue
+    return []
+
+
 def _before_fork() -> None:
     """Quiesce writers: take every store lock (waiting at most FORK_QUIESCE_SECONDS in all),
     so the child starts from indexes no thread was in the middle of changing."""
     deadline = time.monotonic() + FORK_QUIESCE_SECONDS
-    for index in list(_live_indexes):
+    for index in _snapshot():
         lock = index.lock
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held_for_fork.append(lock)
@@ -625,7 +636,7 @@ def _after_fork_in_child() -> None:
     """Every store lock is new in the child: a lock another thread held at the fork can never
     be released there (that thread does not exist in the child)."""
     _held_for_fork.clear()  # the old locks stay held by nobody; nothing uses them again
-    for index in list(_live_indexes):
+    for index in _snapshot():
         index.lock = threading.RLock()
 
 

@@ -219,6 +219,23 @@ def test_item4_stats_call_no_predicate(manager: MemoryManager) -> None:
     assert (stats.jobs, stats.active, stats.pinned) == (5000, 4500, 1)
 
 
+def test_item4_the_http_endpoints_call_no_predicate(manager: MemoryManager) -> None:
+    from memguard.testing import FakeProbe
+
+    probed = MemoryManager(Policy(), clock=FakeClock(0.0), probe=FakeProbe("300MB", "512MB"))
+    store, active = counted_store(probed)
+    for i in range(2000):
+        store[i] = {"status": "running" if i % 2 else "done", "result": "x"}
+    app = wsgi_app(probed)
+    active.calls = 0
+    for path in ("/memory", "/metrics", "/health"):
+        statuses: list[str] = []
+        body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"},
+                            lambda status, headers: statuses.append(status)))
+        assert statuses[0].startswith("200"), (path, statuses, body[:200])
+    assert active.calls == 0
+
+
 def test_item4_stats_of_an_adopted_plain_dict_do_not_walk_it(manager: MemoryManager) -> None:
     jobs: dict[str, Any] = {"a": {"status": "done"}}
     store_handle = manager.setup_job_store_cleanup(jobs, "plain")
