@@ -558,14 +558,15 @@ def _ignore_touch(key: Key) -> None:
 
 def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
                     base_delitem: Callable[[Any, Key], None],
-                    landed: Optional[Callable[[Any, Key, Any], bool]] = None) -> dict[str, Any]:
+                    landed: Optional[Callable[[Any, Key, Any], Any]] = None) -> dict[str, Any]:
     """`__setitem__` and `__delitem__` that keep the index exact (for every kind of store).
 
     A `mapping=` dict can be detached (replaced) while a writer waits for the lock: after
     taking it, a write into a dict that is no longer the store's is a plain write. With
-    `landed` (a class with its own `__setitem__`), the index follows what the class really
-    stored: a write that did not land under its key (normalised, refused) is followed by
-    comparing the store's keys with the index (O(n), warned about once per class).
+    `landed` (a class with its own `__setitem__`: returns what the store now holds under the
+    key, or `_MISSING`), the index follows what the class really stored: a write that did not
+    land under its key (normalised, refused) is followed by comparing the store's keys with
+    the index (O(n), warned about once per class).
     """
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
@@ -576,8 +577,9 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
             base_setitem(self, key, value)
             if self._memguard is not handle:
                 return
-            if landed is None or landed(self, key, value):
-                victims = handle.stored_locked(key, value)
+            stored = value if landed is None else landed(self, key, value)
+            if stored is not _MISSING:  # what the class really keeps under `key`
+                victims = handle.stored_locked(key, stored)
             else:
                 victims = handle.follow_locked(type(self), key, value)
         if victims:  # release and callbacks outside the lock
@@ -596,8 +598,8 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
     return {"__setitem__": __setitem__, "__delitem__": __delitem__}
 
 
-def _dict_landed(store: Any, key: Key, value: Any) -> bool:
-    return dict.get(store, key, _MISSING) is value
+def _dict_landed(store: Any, key: Key, value: Any) -> Any:
+    return dict.get(store, key, _MISSING)
 
 
 #: Write methods an undecorated subclass of a managed dict class may override.
@@ -865,8 +867,8 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
                 base_delitem(self, key)
             handle.index.clear()
 
-    def landed(self: Any, key: Key, value: Any) -> bool:
-        return __contains__(self, key)
+    def landed(self: Any, key: Key, value: Any) -> Any:
+        return value if __contains__(self, key) else _MISSING
 
     base_pop = cls.pop
     base_popitem = cls.popitem

@@ -255,7 +255,11 @@ class JobIndex:
             return
         self.pinned_jobs -= 1
         job = self._job_or_forget(key)
-        if job is not _ABSENT and not self.is_active(key, job):
+        if job is _ABSENT:
+            return
+        if self.is_active(key, job):
+            self.unweighed[key] = None  # re-weighed once seen finished
+        else:
             self._turned_inactive(key, job, reweigh=True)
 
     def recheck(self, limit: Optional[int] = None) -> None:
