@@ -22,12 +22,23 @@ from pathlib import Path
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from memguard import MemoryManager, Policy, PolicyError, handle, load_policy, managed_store
+from memguard import (
+    MemoryManager,
+    Policy,
+    PolicyError,
+    handle,
+    load_policy,
+    managed_store,
+    tracking,
+)
 from memguard._sizing import MAX_OBJECTS, estimate_size
 from memguard.errors import StoreDefinitionError
-from memguard.testing import FakeClock
+from memguard.testing import FakeClock, capture_evictions
 from memguard.tracking import PARK_AFTER, RECHECK_PER_PASS
 from memguard.web import wsgi_app
 
@@ -654,3 +665,113 @@ def test_item10_a_non_ascii_token_matches_over_real_http(manager: MemoryManager,
         server.shutdown()
         server.server_close()
         thread.join(timeout=30)
+
+
+# -- 3/4. parking and re-checks, driven by hypothesis -------------------------------------------
+
+PARK_KEYS = st.integers(min_value=0, max_value=15)
+
+
+class ParkingMachine(RuleBasedStateMachine):
+    """A store where scans park after stepping over one active job, against a plain model:
+    the index stays exact, no active job is ever evicted, and a pass (which re-checks every
+    known-active job of a small store) restores the count bound and the active count."""
+
+    MAX_JOBS = 4
+    most_parked = 0  # over every example: the machine must have parked something
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.manager = MemoryManager(Policy(), clock=FakeClock(0.0))
+
+        @managed_store(manager=self.manager, max_jobs=self.MAX_JOBS)
+        class Jobs(dict):  # type: ignore[type-arg]
+            pass
+
+        self.store = Jobs()
+        self.handle = handle(self.store)
+        self.model: dict[int, dict[str, Any]] = {}
+        self.pins: dict[int, int] = {}
+        self.capture = capture_evictions(self.manager)
+        self.events = self.capture.__enter__()
+        self.seen = 0
+
+    def teardown(self) -> None:
+        self.capture.__exit__(None, None, None)
+
+    def active(self, key: int) -> bool:
+        return key in self.pins or self.model[key]["status"] == "running"
+
+    def absorb(self) -> None:
+        for event in self.events[self.seen:]:
+            assert event.key in self.model and not self.active(event.key), event
+            del self.model[event.key]
+        self.seen = len(self.events)
+
+    @rule(key=PARK_KEYS, running=st.booleans())
+    def insert(self, key: int, running: bool) -> None:
+        job = {"status": "running" if running else "done", "result": "x" * 50}
+        self.store[key] = job
+        self.model[key] = job
+        self.absorb()
+
+    @rule(key=PARK_KEYS)
+    def finish(self, key: int) -> None:
+        if key in self.model:
+            self.model[key]["status"] = "done"  # in place
+
+    @rule(key=PARK_KEYS)
+    def read(self, key: int) -> None:
+        self.store.get(key)
+
+    @rule(key=PARK_KEYS)
+    def delete(self, key: int) -> None:
+        if self.store.pop(key, None) is not None:
+            del self.model[key]
+            self.pins.pop(key, None)
+
+    @rule(key=PARK_KEYS)
+    def pin(self, key: int) -> None:
+        if key in self.model:
+            self.handle.pin(key)
+            self.pins[key] = self.pins.get(key, 0) + 1
+
+    @rule(key=PARK_KEYS)
+    def unpin(self, key: int) -> None:
+        if key in self.pins:
+            self.handle.unpin(key)
+            self.pins[key] -= 1
+            if not self.pins[key]:
+                del self.pins[key]
+
+    @rule()
+    def cleanup(self) -> None:
+        self.handle.cleanup()
+        self.absorb()
+        evictable = [k for k in self.model if not self.active(k)]
+        assert len(self.model) <= self.MAX_JOBS or not evictable
+        assert self.handle.stats().active == sum(map(self.active, self.model))
+        parked = self.handle.index.parked
+        assert all(self.active(k) for k in parked), "a finished job stayed parked after a pass"
+
+    @invariant()
+    def index_is_exact(self) -> None:
+        index = self.handle.index
+        ParkingMachine.most_parked = max(ParkingMachine.most_parked, len(index.parked))
+        assert dict(self.store) == self.model
+        assert set(index.keys()) == set(self.model)
+        in_order = [k for k in index.lru if not isinstance(k, tracking.Epoch)]
+        assert sorted(in_order + list(index.parked)) == sorted(self.model)
+        assert set(index.aged) == set(self.model) - set(index.parked)
+        assert index.total_bytes == sum(index.size_of(k) or 0 for k in self.model)
+        assert set(index.known_active) <= set(self.model)
+        assert index.pinned_jobs == len(self.pins)
+        assert self.handle.stats().pinned == len(self.pins)
+
+
+def test_parking_and_rechecks_keep_the_index_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracking, "PARK_AFTER", 1)
+    run = ParkingMachine.TestCase
+    run.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+    run().runTest()
+    assert ParkingMachine.most_parked >= 2
