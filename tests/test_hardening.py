@@ -551,34 +551,46 @@ def test_item10_views_of_a_mapping_store_skip_jobs_evicted_meanwhile(
     assert len(list(values)) == 1
 
 
-def test_item10_pop_of_a_mapping_store_races_no_eviction(manager: MemoryManager) -> None:
-    store = managed_store(manager=manager, max_jobs=4)(SnapshotMapping)()
-    errors: list[BaseException] = []
-    stop = threading.Event()
+class PausingMapping(SnapshotMapping):
+    """Its next read pauses (bounded) after reading, so another thread can act in between."""
 
-    def writer() -> None:
-        i = 0
-        while not stop.is_set() and i < 200_000:
-            store[i % 16] = {"status": "done"}  # over the bound: evicts
-            i += 1
+    pause: Any = None
 
-    thread = threading.Thread(target=writer)
+    def __getitem__(self, key: Any) -> Any:
+        value = self.data[key]
+        pause, self.pause = self.pause, None
+        if pause is not None:
+            entered, resume = pause
+            entered.set()
+            resume.wait(timeout=2.0)  # with the fix the evictor waits for the lock instead
+        return value
+
+
+@pytest.mark.parametrize("operation", ["pop", "popitem"])
+def test_item10_pop_of_a_mapping_store_lets_no_eviction_in_between(
+        manager: MemoryManager, operation: str) -> None:
+    store = managed_store(manager=manager)(PausingMapping)()
+    store["a"] = {"status": "done"}
+    entered, resume = threading.Event(), threading.Event()
+    store.pause = (entered, resume)
+    outcome: list[Any] = []
+
+    def evictor() -> None:  # the monitor's thread, evicting "a" while pop is half-way
+        if entered.wait(timeout=30):
+            outcome.append(handle(store).evict("a"))
+        resume.set()
+
+    thread = threading.Thread(target=evictor)
     thread.start()
     try:
-        for i in range(20_000):
-            try:
-                store.pop(i % 16, None)
-                if i % 100 == 0:
-                    list(store.items())
-                    list(store.values())
-            except BaseException as error:  # collected and asserted below
-                errors.append(error)
-                break
+        popped = store.pop("a", None) if operation == "pop" else store.popitem()
     finally:
-        stop.set()
-        thread.join(timeout=60)
+        resume.set()
+        thread.join(timeout=30)
     assert not thread.is_alive()
-    assert errors == []
+    assert popped is not None
+    assert outcome == [None]  # the eviction came after the pop: nothing left to evict
+    assert len(store) == 0 and handle(store).index.keys() == []
 
 
 def test_item10_pins_of_absent_keys_are_not_counted_and_the_table_shrinks(
