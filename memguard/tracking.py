@@ -51,7 +51,7 @@ MAX_EPOCHS = 64
 _CHUNK = 256
 #: Active jobs a scan steps over (keeping them in place, so small stores keep an exact
 #: recency order) before it parks the next ones it meets out of the orders it walks.
-PARK_AFTER = 32
+PARK_AFTER = 16
 #: Known-active jobs looked at again by each insert, and by each pass (all of them when there
 #: are no more than `RECHECK_PER_PASS`; an emergency pass looks at all of them).
 RECHECK_PER_INSERT = 2
