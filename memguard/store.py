@@ -39,6 +39,7 @@ from memguard.policy import Policy, StorePolicy
 from memguard.rules import Cause, Emergency, MaxBytes, MaxJobs, Pass, Rule
 from memguard.tracking import (
     NOTHING,
+    RECHECK_MOST_PER_INSERT,
     RECHECK_PER_INSERT,
     RECHECK_PER_PASS,
     JobIndex,
@@ -294,7 +295,8 @@ class StoreHandle:
             return []
         victims = []
         ctx = Pass(now=now, order=self.policy.order)
-        self.index.recheck(RECHECK_PER_INSERT)  # finished jobs become victims again, in time
+        # finished jobs become victims again, in time
+        self.index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
         self.index.writing = key  # counts as active while its own insert enforces the bound
         try:
             for rule in rules.rules:
@@ -374,14 +376,14 @@ class StoreHandle:
             self.finish_evictions(victims)
 
     def prepare_pass(self, ctx: Optional[Pass] = None) -> None:
-        """Before a pass (lock held): catch up with plain dicts, look again at a batch of
-        the known-active jobs (all of them in an emergency, or when they are few)."""
+        """Before a pass (lock held): catch up with plain dicts, look again at the
+        known-active jobs, round robin, until RECHECK_PER_PASS are found still running
+        (finished ones, weighed once in their life, do not count; an emergency looks at
+        all of them)."""
         if self._backend.needs_sync:
             self.reconcile()
-        index = self.index
         emergency = ctx is not None and ctx.budget is not None
-        few = len(index.known_active) <= RECHECK_PER_PASS
-        index.recheck(None if emergency or few else RECHECK_PER_PASS)
+        self.index.recheck(None if emergency else RECHECK_PER_PASS)
 
     def reconcile(self) -> None:
         """Make the index match the store's keys after writes it could not see: plain dicts,

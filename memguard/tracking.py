@@ -17,7 +17,7 @@ per job. Its structures, each with one purpose:
   result is still to come). They are weighed once seen finished.
 - `known_active`: the jobs seen active (or pinned) at their last look, with `rotation`, the
   round-robin order in which they are looked at again in bounded batches (a few per insert,
-  more per pass). Its size is the `active` figure of `stats()`, kept without a scan.
+  more per pass; finished ones found do not count against a batch). Its size is the `active` figure of `stats()`, kept without a scan.
 - `aged`: the age order the age scans walk (all jobs but parked ones).
 - `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
   step over too many active jobs: the scans then stay amortized O(1) per eviction however
@@ -52,9 +52,11 @@ _CHUNK = 256
 #: Active jobs a scan steps over (keeping them in place, so small stores keep an exact
 #: recency order) before it parks the next ones it meets out of the orders it walks.
 PARK_AFTER = 16
-#: Known-active jobs looked at again by each insert, and by each pass (all of them when there
-#: are no more than `RECHECK_PER_PASS`; an emergency pass looks at all of them).
+#: Known-active jobs looked at again by an insert over a bound (at most RECHECK_PER_INSERT
+#: still active, RECHECK_MOST_PER_INSERT in all), and by a pass (at most RECHECK_PER_PASS
+#: still active, any number of finished ones; an emergency pass looks at all of them).
 RECHECK_PER_INSERT = 2
+RECHECK_MOST_PER_INSERT = 16
 RECHECK_PER_PASS = 256
 
 
@@ -262,20 +264,25 @@ class JobIndex:
         else:
             self._turned_inactive(key, job, reweigh=True)
 
-    def recheck(self, limit: Optional[int] = None) -> None:
-        """Look again at up to `limit` known-active jobs (all with None), round robin: those
-        that finished are weighed, taken back into the orders and no longer counted active.
+    def recheck(self, active: Optional[int] = None, *, most: Optional[int] = None) -> None:
+        """Look again at known-active jobs, round robin, for one lap at most: those that
+        finished are weighed, taken back into the orders and no longer counted active.
 
-        This replaces a scan of every active job at each pass: a job that finished in place
-        (its status changed, no write) is seen within a bounded number of inserts and passes.
+        The lap stops after `active` jobs found still active (None: no limit) or `most`
+        looks in all. Finished jobs do not count against `active`: each is found finished
+        once in its life (amortized O(1) a job), so a pass after many jobs finished weighs
+        them all, as the first pass after they finish always did, while a store of
+        long-running jobs costs a bounded batch per pass, not a look at every one of them.
         """
         rotation, known = self.rotation, self.known_active
         if len(rotation) > 2 * len(known) + 64:  # stale entries: rebuild (amortized O(1))
             rotation.clear()
             rotation.extend(known)
-        budget = len(rotation) if limit is None else limit
-        while budget > 0 and rotation:
-            budget -= 1
+        lap = len(rotation) if most is None else min(most, len(rotation))
+        still = 0
+        for _ in range(lap):
+            if active is not None and still >= active:
+                return
             key = rotation.popleft()
             if key not in known:
                 continue  # stale: removed or seen finished since
@@ -284,6 +291,7 @@ class JobIndex:
                 continue
             if self.is_active(key, job):
                 rotation.append(key)
+                still += 1
             else:
                 self._turned_inactive(key, job)
 

@@ -196,10 +196,7 @@ def test_item3_jobs_that_finish_in_place_are_evicted_within_bounded_passes(
         store[i] = {"status": "queued"}
     for job in store.values():
         job["status"] = "done"  # in place, as apps do: no write memguard sees
-    passes = 0
-    while len(store) > 10 and passes < 4000 // RECHECK_PER_PASS + 5:
-        handle(store).cleanup()
-        passes += 1
+    handle(store).cleanup()  # finished jobs do not count against the pass's batch
     assert len(store) == 10
     assert handle(store).stats().active == 0
 
