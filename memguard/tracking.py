@@ -17,7 +17,8 @@ per job. Its structures, each with one purpose:
   result is still to come). They are weighed once seen finished.
 - `known_active`: the jobs seen active (or pinned) at their last look, with `rotation`, the
   round-robin order in which they are looked at again in bounded batches (a few per insert,
-  more per pass; finished ones found do not count against a batch). Its size is the `active` figure of `stats()`, kept without a scan.
+  more per pass; finished ones found do not count against a batch). Its size is the
+  `active` figure of `stats()`, kept without a scan.
 - `aged`: the age order the age scans walk (all jobs but parked ones).
 - `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
   step over too many active jobs: the scans then stay amortized O(1) per eviction however
