@@ -275,10 +275,9 @@ class JobIndex:
         them all, as the first pass after they finish always did, while a store of
         long-running jobs costs a bounded batch per pass, not a look at every one of them.
         """
+        if len(self.rotation) > 2 * len(self.known_active) + 64:
+            self._rebuild_rotation()  # stale entries: rebuild (amortized O(1))
         rotation, known = self.rotation, self.known_active
-        if len(rotation) > 2 * len(known) + 64:  # stale entries: rebuild (amortized O(1))
-            rotation.clear()
-            rotation.extend(known)
         lap = len(rotation) if most is None else min(most, len(rotation))
         still = 0
         for _ in range(lap):
@@ -530,6 +529,11 @@ class JobIndex:
         if key not in self.known_active:
             self.known_active[key] = None
             self.rotation.append(key)
+            if len(self.rotation) > 2 * len(self.known_active) + 64:
+                self._rebuild_rotation()  # stale entries of jobs gone or finished: O(1) amortized
+
+    def _rebuild_rotation(self) -> None:
+        self.rotation = deque(self.known_active)
 
     def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
         """`key` was seen not active: count it so, take it back into the orders, weigh it."""

@@ -212,6 +212,16 @@ def test_item3_a_small_store_keeps_its_exact_lru_order(manager: MemoryManager) -
     assert sorted(store) == ["a", "b", "c"]
 
 
+def test_item3_the_recheck_order_does_not_grow_without_passes(manager: MemoryManager) -> None:
+    store, _ = counted_store(manager)  # no bound, no pass: nothing ever re-checks
+    for i in range(10_000):
+        store[i] = {"status": "running"}
+        store[i] = {"status": "done"}  # finished by a rewrite
+    index = handle(store).index
+    assert len(index.known_active) == 0
+    assert len(index.rotation) <= 64
+
+
 # -- 4. stats without a scan -----------------------------------------------------------------
 
 
