@@ -403,6 +403,10 @@ def _to_check_interval(value: object) -> float:
     return _with_key("check_interval", positive_duration, value)  # type: ignore[no-any-return]
 
 
+def _to_sample_interval(value: object) -> float:
+    return _with_key("sample_interval", positive_duration, value)  # type: ignore[no-any-return]
+
+
 def _to_gc_interval(value: object) -> float:
     return _with_key("gc_interval", positive_duration, value)  # type: ignore[no-any-return]
 
@@ -464,6 +468,7 @@ class MemoryPolicy:
     )
     critical: Optional[Threshold] = attrs.field(default=Percent(1.0), converter=_to_critical)
     check_interval: float = attrs.field(default=120.0, converter=_to_check_interval)
+    sample_interval: float = attrs.field(default=1.0, converter=_to_sample_interval)
     gc_interval: float = attrs.field(default=300.0, converter=_to_gc_interval)
     emergency_order: str = attrs.field(default="lru", converter=_to_emergency_order)
     cooldown: float = attrs.field(default=30.0, converter=_to_cooldown)
@@ -583,6 +588,7 @@ _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "emergency_target": _threshold,
     "critical": _threshold,
     "check_interval": positive_duration,
+    "sample_interval": positive_duration,
     "gc_interval": positive_duration,
     "emergency_order": _order,
     "cooldown": _any_duration,

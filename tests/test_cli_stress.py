@@ -140,8 +140,8 @@ def test_verbose_shows_the_monitors_log(tmp_path: Path) -> None:
     quiet = stress("--policy", str(policy), "--scale", "0.02", "--minutes", "10", "-q")
     loud = stress("--policy", str(policy), "--scale", "0.02", "--minutes", "10", "-q", "-v")
     assert quiet.stderr == ""
-    assert "memory level ok -> critical" in loud.stderr
-    assert "[emergency], freed ~" in loud.stderr
+    assert "Memory level ok -> critical" in loud.stderr
+    assert "[emergency: critical], freed ~" in loud.stderr
     assert quiet.returncode == loud.returncode == 0  # under 64MB, though always "critical"
 
 
