@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Optional
@@ -101,7 +102,7 @@ class EmergencyController:
     back-off state. Not thread-safe on its own: the monitor serializes calls."""
 
     def __init__(self, manager: MemoryManager, *,
-                 reclaimer: Callable[[], Reclaim] = reclaim) -> None:
+                 reclaimer: Callable[..., Reclaim] = reclaim) -> None:
         self.manager = manager
         self.reclaimer = reclaimer
         self.backoff_until: Optional[float] = None
@@ -114,6 +115,7 @@ class EmergencyController:
         self.last: Optional[CleanupReport] = None
         self.last_decision = Decision(False)
         self._last_reclaim: Optional[float] = None
+        self._last_duration = 0.0  # seconds the last cleanup took
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -190,13 +192,15 @@ class EmergencyController:
     # -- acting -------------------------------------------------------------------------------
 
     def run(self, sample: MemorySample, thresholds: Thresholds, probe: Probe, *,
-            trigger: str, expected: Optional[int] = None,
+            trigger: str, expected: Optional[int] = None, growth: Optional[float] = None,
             heap: Optional[Callable[[MemorySample], Optional[int]]] = None) -> CleanupReport:
         """Clean up from `sample` down to the target, in rounds; report what happened.
 
         `expected` is the usage the predictive trigger foresees at the next sample: the first
-        round evicts down from it, not from the current usage. `heap(sample)` reads a fresh
-        heap figure for the diagnosis.
+        round evicts down from it, not from the current usage. `growth` (bytes per second,
+        measured before the cleanup) is what the app kept allocating meanwhile: a round's fall
+        is judged with it added back, so a busy app is not taken for a fragmented heap.
+        `heap(sample)` reads a fresh heap figure for the diagnosis.
         """
         clock = self.manager.clock
         start = clock()
@@ -209,16 +213,28 @@ class EmergencyController:
         notes: list[str] = []
         rounds = 0
         failed = fragmented = False
-        while target is not None and usage > target and rounds < MAX_ROUNDS:
+        ahead = max(usage, expected or 0)  # a predicted crossing: clean from there
+        while target is not None and ahead > target and rounds < MAX_ROUNDS:
             rounds += 1
             heap_before = heap(sample) if heap is not None else sample.heap
-            need = max(usage, expected or 0) - target if rounds == 1 else usage - target
+            # The app goes on allocating while the cleanup runs: clean that much lower too.
+            need, ahead = ahead - target + self._busy(growth, self._last_duration), 0
+            began = clock()
             freed = self._evict(need, tally)
             freed_total += freed
             if freed or self._reclaim_due(clock()):
-                self._reclaim(clock())
+                # Reference counting freed the results already: collect the youngest
+                # generation and trim. A full collection of a big heap holds the GIL for
+                # long while the app keeps allocating; only a round that looks like a failure
+                # pays for one (results in reference cycles).
+                self._reclaim(clock(), full=False)
             sample = probe()
-            fell, usage = usage - sample.usage, sample.usage
+            fell = usage - sample.usage + self._busy(growth, clock() - began)
+            if sample.usage > target and freed >= judged and fell < FRAGMENTATION_RATIO * freed:
+                self._reclaim(clock(), full=True)
+                sample = probe()
+                fell = usage - sample.usage + self._busy(growth, clock() - began)
+            usage = ahead = sample.usage
             if usage <= target:
                 break
             if freed >= judged and fell < FRAGMENTATION_RATIO * freed:
@@ -234,11 +250,13 @@ class EmergencyController:
             if target is not None and usage > target:
                 notes.append(f"still above target {format_size(target)} after "
                              f"{MAX_ROUNDS} rounds")
-        if rounds == 0:  # already at or under the target: still give back what is free
-            self._reclaim(clock())
+        if rounds == 0 and trigger in ("forced", "signal", "requested"):
+            # Asked for while already at or under the target: still give back what is free.
+            self._reclaim(clock(), full=True)
             sample = probe()
             usage = sample.usage
         end = clock()
+        self._last_duration = end - start
         again = failed and self.backoff_until is not None and not tally
         if failed:
             # Nothing evictable: retry after the cooldown (jobs finish meanwhile). A
@@ -274,13 +292,18 @@ class EmergencyController:
             freed += event.size or 0
         return freed
 
+    @staticmethod
+    def _busy(growth: Optional[float], seconds: float) -> int:
+        """What the app likely allocated during `seconds` of cleanup, at `growth` bytes/s."""
+        return int(max(growth or 0.0, 0.0) * max(seconds, 0.0))
+
     def _reclaim_due(self, now: float) -> bool:
         last = self._last_reclaim
         return last is None or now - last >= _MIN_RECLAIM_GAP
 
-    def _reclaim(self, now: float) -> None:
+    def _reclaim(self, now: float, *, full: bool) -> None:
         self._last_reclaim = now
-        self.reclaimer()
+        self.reclaimer(full=full)
 
     def _unevictable(self) -> str:
         jobs = active = 0
@@ -303,16 +326,29 @@ def diagnose(estimate: int, fell: int, heap_before: Optional[int],
     """Why usage did not follow the evictions, from what the heap figure did."""
     text = (f"stopped: evicting ~{format_size(estimate)} lowered usage by only "
             f"{format_size(fell)} ({max(fell, 0) / estimate:.0%})")
+    heap_fell = None
     if heap_before is not None and heap_after is not None:
         heap_fell = heap_before - heap_after
         text += f"; heap {format_size(heap_before)} -> {format_size(heap_after)}"
-        if heap_fell >= FRAGMENTATION_RATIO * estimate:
-            return text + (": the results were freed but the allocator cannot return their "
-                           "pages (fragmentation: live objects scattered among them); evicting "
-                           "more would empty the stores for nothing")
+    if heap_fell is not None and heap_fell >= FRAGMENTATION_RATIO * estimate:
+        return text + (": the results were freed but malloc cannot return their pages "
+                       "(fragmentation: live objects scattered among them); evicting more "
+                       "would empty the stores for nothing")
+    if _pymalloc():  # pymalloc's arenas are not part of malloc's heap figure
+        return text + (": fragmentation: the freed objects likely sit in pymalloc's arenas, "
+                       "which go back to the system only when wholly empty (results of many small "
+                       "objects, such as parsed JSON); the space is reused for new objects. "
+                       "PYTHONMALLOC=malloc lets malloc_trim return it (docs/monitor.md)")
+    if heap_fell is not None:
         return text + (": the results were not freed (still referenced elsewhere) or the memory "
                        "is not held by the stores; evicting more would empty them for nothing")
     return text + (": likely fragmentation (freed memory the allocator cannot return) or "
                    "results still referenced elsewhere; evicting more would empty the stores "
                    "for nothing")
+
+
+def _pymalloc() -> bool:
+    """Whether small objects come from pymalloc (the default) rather than malloc."""
+    return os.environ.get("PYTHONMALLOC", "").lower() not in ("malloc", "malloc_debug",
+                                                                "mimalloc", "mimalloc_debug")
 

@@ -93,6 +93,9 @@ _EXIT_TIMEOUT: Final = 2.0
 _FORK_TIMEOUT: Final = 5.0
 """How long ``fork()`` waits for a tick in progress to finish before forking anyway."""
 
+_MIN_WAIT: Final = 0.05
+"""The shortest wait between two samples (seconds), however fast usage grows."""
+
 _MAX_RESTARTS: Final = 10
 """How many times a monitor thread that died is restarted before the monitor gives up."""
 
@@ -212,6 +215,7 @@ class Monitor:
         self._last_summary: Optional[float] = None
         self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
         self._fit_from: Optional[float] = None
+        self._growth_before: Optional[float] = None  # bytes/s when the last cleanup began
         self._heap_high = False
         self._over_quota = False
         self._recycle_requested = False
@@ -417,7 +421,10 @@ class Monitor:
     def _wait(self, stop: threading.Event) -> None:
         """Wait one sample interval, or less when woken (stop, new interval, SIGUSR1)."""
         wake = self._wake
-        interval = self.sample_interval
+        try:
+            interval = self._next_wait()
+        except Exception:  # a policy without a resolvable limit: the plain interval
+            interval = self.sample_interval
         if self._handler is None:
             wake.wait(interval)
         else:  # poll the signal flag, which the handler sets without taking any lock
@@ -531,7 +538,7 @@ class Monitor:
                  sample: MemorySample) -> tuple[Optional[CleanupReport], str]:
         """Ask the controller about `sample`; run the cleanup it asks for."""
         thresholds = self.thresholds(sample)
-        growth = recent_growth(self._recent_points())
+        growth = self._growth()
         decision = self.controller.decide(now, sample, thresholds, growth=growth,
                                           horizon=self.sample_interval)
         if not decision.act:
@@ -542,6 +549,25 @@ class Monitor:
         report = self._guard(errors, "emergency", self._emergency, decision.trigger, sample,
                              expected)
         return report, ""
+
+    def _growth(self) -> Optional[float]:
+        """Bytes per second over the recent samples; right after a cleanup (too few samples
+        since), the growth measured before it: the app is likely still growing as fast."""
+        growth = recent_growth(self._recent_points())
+        return self._growth_before if growth is None else growth
+
+    def _next_wait(self) -> float:
+        """Seconds until the next sample: the sample interval, or less when usage is growing
+        fast enough to cross ``emergency`` before then (half the time it would take)."""
+        every = self.sample_interval
+        sample = self.last_sample
+        growth = self._growth()
+        if sample is None or growth is None or growth <= 0:
+            return every
+        emergency = self.thresholds(sample).emergency
+        if emergency is None or sample.usage >= emergency:
+            return every
+        return max(_MIN_WAIT, min(every, (emergency - sample.usage) / growth / 2))
 
     def _recent_points(self) -> list[tuple[float, int]]:
         since = self._fit_from
@@ -562,9 +588,9 @@ class Monitor:
             logger.exception("memguard: monitor step %r failed; carrying on", step)
             return None
 
-    def _reclaim(self) -> Reclaim:
+    def _reclaim(self, *, full: bool = True) -> Reclaim:
         """Give memory back (`memguard.memory.reclaim`); looked up at call time for tests."""
-        return reclaim()
+        return reclaim() if full else reclaim(full=False)
 
     def _record(self, now: float, usage: int) -> None:
         with self._state:
@@ -706,8 +732,10 @@ class Monitor:
                    expected: Optional[int] = None) -> CleanupReport:
         if sample is None:
             sample = self.probe()
+        self._growth_before = growth = self._growth()
         report = self.controller.run(sample, self.thresholds(sample), self._sample_after,
-                                     trigger=trigger, expected=expected, heap=self._fresh_heap)
+                                     trigger=trigger, expected=expected, growth=growth,
+                                     heap=self._fresh_heap)
         end = self.manager.clock()
         self._evicted_at_reclaim = self.manager.evicted_bytes  # it reclaimed
         self._fit_from = end  # the drop would read as shrinkage in the growth fit
@@ -842,7 +870,7 @@ class Monitor:
         self._thread = None
         with self._state:
             self.history.clear()  # the parent's samples say nothing of the child's growth
-        self._fit_from = None
+        self._fit_from = self._growth_before = None
         if was_running:
             try:
                 self._launch()
