@@ -174,6 +174,22 @@ def test_plot_never_changes_the_figures(tmp_path: Path) -> None:
         assert plain["jobs"][key] == plot["jobs"][key]
 
 
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--seed", "7", "--minutes", "12.5", "--scale", "0.3", "--rate", "4.5", "--limit", "1.5GB",
+     "--policy", "default"],
+])
+def test_the_baseline_for_the_chart_runs_the_same_workload(argv: list[str]) -> None:
+    """`--plot` runs the baseline with the options the guarded run was given."""
+    from memguard.cli import _stress_options, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["stress", *argv])
+    again = parser.parse_args(["stress", *_stress_options(args)])
+    for name in ("minutes", "seed", "scale", "rate", "limit", "policy"):
+        assert getattr(again, name) == getattr(args, name), name
+
+
 def test_plot_draws_from_saved_results(tmp_path: Path) -> None:
     """The drawing process on its own: from the JSON of a baseline run (no guarded curve)."""
     out = tmp_path / "baseline.json"
