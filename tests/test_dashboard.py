@@ -400,7 +400,8 @@ def test_dashboard_in_chromium_under_uvicorn(page: Any, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dashboard_in_chromium_under_gunicorn(page: Any, tmp_path: Path) -> None:
-    """Flask under gunicorn at the root: same page, same readings, no console error."""
+    """Flask under gunicorn at the root: same page, same readings, no console error; then the
+    server stops, and the page says it cannot read /memory."""
     command = [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind"]
     with _server(tmp_path, FLASK_APP,
                  lambda port: [*command, f"127.0.0.1:{port}", "app:app"],
@@ -415,6 +416,11 @@ def test_dashboard_in_chromium_under_gunicorn(page: Any, tmp_path: Path) -> None
         memory = _get(f"{base}/memory")
         assert f"pid {memory['pid']}" in (_text(browser, "#where") or "")
         assert _console_errors(browser, logs) == []
+    # The server is gone: the page says so, keeps the last reading, and goes on polling.
+    _wait(browser, "that /memory cannot be read",
+          lambda: (_text(browser, "#conn") or "").startswith("cannot read /memory: "))
+    assert "showing the reading of" in (_text(browser, "#conn") or "")
+    assert _text(browser, 'tr[data-store="diagram"] td.jobs') == "26"
 
 
 def test_the_docs_screenshot_is_a_png() -> None:
