@@ -215,9 +215,9 @@ def _need_browser() -> tuple[Any, str, str]:
     chromium = os.environ.get("MEMGUARD_CHROMIUM") or shutil.which("chromium") or ""
     driver = os.environ.get("MEMGUARD_CHROMEDRIVER") or shutil.which("chromedriver") or ""
     missing = []
-    if not chromium:
+    if not (chromium and os.access(chromium, os.X_OK)):
         missing.append("Chromium (Debian: apt-get install chromium)")
-    if not driver:
+    if not (driver and os.access(driver, os.X_OK)):
         missing.append("its WebDriver (Debian: apt-get install chromium-driver)")
     try:
         from selenium import webdriver
@@ -421,6 +421,20 @@ def test_dashboard_in_chromium_under_gunicorn(page: Any, tmp_path: Path) -> None
           lambda: (_text(browser, "#conn") or "").startswith("cannot read /memory: "))
     assert "showing the reading of" in (_text(browser, "#conn") or "")
     assert _text(browser, 'tr[data-store="diagram"] td.jobs') == "26"
+
+
+def test_a_missing_chromium_fails_naming_what_to_install(tmp_path: Path) -> None:
+    """Without a browser the Chromium tests fail (never skip) and say what to install."""
+    env = {**os.environ, "MEMGUARD_CHROMIUM": str(tmp_path / "no-chromium"),
+           "MEMGUARD_CHROMEDRIVER": str(tmp_path / "no-chromedriver")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-header",
+         f"{__file__}::test_dashboard_in_chromium_under_uvicorn"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout  # the browser fixture failed: no test ran, none skipped
+    assert "apt-get install chromium)" in result.stdout
+    assert "apt-get install chromium-driver" in result.stdout
 
 
 def test_the_docs_screenshot_is_a_png() -> None:
