@@ -190,7 +190,7 @@ APP_COMMON = textwrap.dedent('''
     for i in range(2):
         diagram[f"r{i}"] = {"status": "running", "result": None}
     for i in range(25):  # over max_jobs: five count evictions at insert
-        iac.jobs[f"i{i}"] = {"status": "completed", "result": {"files": ["x" * 65536]}}
+        iac.jobs[f"i{i}"] = {"status": "completed", "result": {"files": ["dashboard-SECRET-5c1e" * 3000]}}
 ''')
 
 FASTAPI_APP = APP_COMMON + textwrap.dedent('''
@@ -368,6 +368,7 @@ def test_dashboard_in_chromium_under_uvicorn(page: Any, tmp_path: Path) -> None:
         assert _text(browser, 'tr[data-store="diagram"] td.active') == "2"
         assert _text(browser, 'tr[data-store="iac"] td.jobs') == "20"
         assert _text(browser, 'tr[data-store="iac"] td.causes') == "count 5"
+        assert SECRET not in browser.page_source  # the iac results hold it: never shown
         assert browser.find_elements("css selector", "#chart .t-limit")
         assert browser.find_elements("css selector", "#chart path.usage")
         assert "no cleanup yet" in (_text(browser, "#cleanups") or "")
@@ -390,6 +391,7 @@ def test_dashboard_in_chromium_under_uvicorn(page: Any, tmp_path: Path) -> None:
         polled = _polls(browser)
         _wait(browser, "readings after the cleanup", lambda: _polls(browser) >= polled + 10)
         assert _console_errors(browser, logs) == []
+        assert SECRET not in browser.page_source  # counts and sizes only, never contents
         shot = tmp_path / "dashboard.png"
         assert browser.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
