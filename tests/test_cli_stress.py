@@ -305,3 +305,24 @@ def test_demo_usage_error() -> None:
     result = run("-m", "memguard.demo", "--minutes", "-1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("--minutes must be above zero")
+
+
+def test_chart_of_a_run_with_emergencies(tmp_path: Path) -> None:
+    """The chart's every element at once: guarded and baseline curves, the baseline's first
+    sample over the limit, emergency marks (drawn in this test process: nothing is measured)."""
+    pytest.importorskip("matplotlib")
+    import attrs
+
+    from memguard._cli_view import plot_stress
+    from memguard.simulate import Mark, StressConfig, run
+
+    config = StressConfig(minutes=15, scale=0.05, limit=12 * MB)
+    guarded = attrs.evolve(run(config), marks=(Mark(300.0, "emergency", 12, 3 * MB),
+                                               Mark(420.0, "periodic", 4, None)))
+    baseline = run(attrs.evolve(config, guard=False))
+    assert not baseline.under_limit  # this pytest process is far over 12 MB
+    png = tmp_path / "both.png"
+    plot_stress([baseline, guarded], str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(OSError):
+        plot_stress([guarded], str(tmp_path / "missing" / "dir" / "x.png"))

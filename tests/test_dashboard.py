@@ -190,7 +190,8 @@ APP_COMMON = textwrap.dedent('''
     for i in range(2):
         diagram[f"r{i}"] = {"status": "running", "result": None}
     for i in range(25):  # over max_jobs: five count evictions at insert
-        iac.jobs[f"i{i}"] = {"status": "completed", "result": {"files": ["dashboard-SECRET-5c1e" * 3000]}}
+        files = ["dashboard-SECRET-5c1e" * 3000]
+        iac.jobs[f"i{i}"] = {"status": "completed", "result": {"files": files}}
 ''')
 
 FASTAPI_APP = APP_COMMON + textwrap.dedent('''
