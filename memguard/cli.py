@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
 from memguard._units import Percent, format_duration, format_size
 from memguard.errors import MemguardError, PolicyError
@@ -26,6 +26,9 @@ from memguard.policy import (
     load_policy,
     policy_from_environment,
 )
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["build_parser", "main"]
 
@@ -814,6 +817,10 @@ def _stress(args: argparse.Namespace) -> int:
     return EXIT_OK if result.passed else EXIT_FAILED
 
 
+#: The longest the baseline child or the drawing child of `--plot` may take (seconds).
+PLOT_TIMEOUT = 600.0
+
+
 def _stress_options(args: argparse.Namespace) -> list[str]:
     """The workload options of `args` as command-line arguments (for the baseline child)."""
     options = ["--minutes", repr(args.minutes), "--seed", str(args.seed),
@@ -839,27 +846,40 @@ def _draw_stress(args: argparse.Namespace, result: Any) -> None:
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="memguard-plot-") as tmp:
-        files = [Path(tmp) / "run.json"]
-        files[0].write_text(json.dumps(result.to_dict()), encoding="utf-8")
-        if result.guard:
-            baseline = Path(tmp) / "baseline.json"
-            child = subprocess.run(
-                [sys.executable, "-m", "memguard.cli", "stress", "--quiet", "--no-guard",
-                 "--json", str(baseline), *_stress_options(args)],
-                capture_output=True, text=True, timeout=600, check=False)
-            if baseline.is_file():
-                files.append(baseline)
-            else:
-                last = (child.stderr.strip().splitlines() or ["no output"])[-1]
-                print(f"memguard stress: --plot: no baseline curve (exit {child.returncode}: "
-                      f"{last})", file=sys.stderr)
-        drawn = subprocess.run(
-            [sys.executable, "-m", "memguard._cli_view", args.plot, *map(str, files)],
-            capture_output=True, text=True, timeout=600, check=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="memguard-plot-") as tmp:
+            drawn = _draw_in_children(args, result, Path(tmp))
+    except subprocess.TimeoutExpired as error:
+        raise CheckFailed(f"--plot: {' '.join(map(str, error.cmd[1:4]))} took over "
+                          f"{error.timeout:g}s") from None
     if drawn.returncode != 0 or not Path(args.plot).is_file():
         last = (drawn.stderr.strip().splitlines() or ["no output"])[-1]
         raise CheckFailed(f"--plot: could not draw {args.plot}: {last}")
+
+
+def _draw_in_children(args: argparse.Namespace, result: Any,
+                      tmp: Path) -> subprocess.CompletedProcess[str]:
+    """Write `result` to `tmp`, run the baseline child (guarded runs only), then the drawing
+    child; return the latter. A baseline that fails leaves the chart without its curve."""
+    import subprocess
+
+    files = [tmp / "run.json"]
+    files[0].write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    if result.guard:
+        baseline = tmp / "baseline.json"
+        child = subprocess.run(
+            [sys.executable, "-m", "memguard.cli", "stress", "--quiet", "--no-guard",
+             "--json", str(baseline), *_stress_options(args)],
+            capture_output=True, text=True, timeout=PLOT_TIMEOUT, check=False)
+        if baseline.is_file():
+            files.append(baseline)
+        else:
+            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"memguard stress: --plot: no baseline curve (exit {child.returncode}: "
+                  f"{last})", file=sys.stderr)
+    return subprocess.run(
+        [sys.executable, "-m", "memguard._cli_view", args.plot, *map(str, files)],
+        capture_output=True, text=True, timeout=PLOT_TIMEOUT, check=False)
 
 
 def _run_stress(config: Any, *, progress: bool) -> Any:

@@ -326,3 +326,13 @@ def test_chart_of_a_run_with_emergencies(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(OSError):
         plot_stress([guarded], str(tmp_path / "missing" / "dir" / "x.png"))
+
+
+def test_a_chart_that_cannot_be_written_fails_the_command(tmp_path: Path) -> None:
+    """Never "chart: PATH" for a chart that was not written: a directory in the way -> exit 1."""
+    target = tmp_path / "chart.png"
+    target.mkdir()
+    result = stress(*SMALL, "--minutes", "5", "--quiet", "--no-guard", "--plot", str(target))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "chart:" not in result.stdout
+    assert f"--plot: could not draw {target}" in result.stderr.strip().splitlines()[-1]
