@@ -418,6 +418,14 @@ def test_dashboard_in_chromium_under_gunicorn(page: Any, tmp_path: Path) -> None
         assert _text(browser, "#source") == "/memory"
         memory = _get(f"{base}/memory")
         assert f"pid {memory['pid']}" in (_text(browser, "#where") or "")
+        # Fit the chart to the usage: the thresholds above the next one leave the chart.
+        browser.find_element("id", "scale").click()
+        assert _text(browser, "#scale") == "show every threshold"
+        assert "off the chart: " in (_text(browser, "#chart-note") or "")
+        assert browser.find_elements("css selector", "#chart path.usage")
+        browser.find_element("id", "scale").click()
+        assert _text(browser, "#scale") == "fit to usage"
+        assert _text(browser, "#chart-note") == ""
         assert _console_errors(browser, logs) == []
     # The server is gone: the page says so, keeps the last reading, and goes on polling.
     _wait(browser, "that /memory cannot be read",
