@@ -1,0 +1,26 @@
+"""Shared job stores on Redis (DESIGN section 8): `RedisStore` under `@managed_store`.
+
+Needs redis-py: `pip install 'memguard[redis]'`.
+"""
+
+try:
+    import redis as _redis  # noqa: F401
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
+
+from memguard.redis._errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
+from memguard.redis.handle import RedisHandle, RedisStoreStats
+from memguard.redis.job import RedisJob
+from memguard.redis.store import RedisStore
+
+__all__ = [
+    "RedisConfigError",
+    "RedisFull",
+    "RedisHandle",
+    "RedisJob",
+    "RedisStore",
+    "RedisStoreError",
+    "RedisStoreStats",
+    "RedisUnavailable",
+]
