@@ -49,10 +49,18 @@ def _client_for(url: Optional[str]) -> Any:
         raise RedisConfigError(
             "RedisStore needs a Redis: pass url='redis://host:port/db', set REDIS_URL, "
             "or pass client= (any redis-py compatible client)")
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # One immediate retry, on a connection error only: it replaces a pooled connection that
+    # a Redis restart closed. No retry on a timeout (the command may have run; a script
+    # such as pop is not idempotent) and no backoff: a Redis that is away fails the
+    # operation at once instead of holding the request for seconds.
+    retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
     try:
         return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
                                     socket_connect_timeout=CONNECT_TIMEOUT,
-                                    health_check_interval=30)
+                                    health_check_interval=30, retry=retry)
     except ValueError as error:
         raise RedisConfigError(f"RedisStore url={url!r}: {error}") from None
 

@@ -9,6 +9,7 @@ part of the suite, and a skip would hide that CI never ran them.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -76,6 +77,15 @@ class RedisServer:
             process.kill()
             process.wait(timeout=10)
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -109,9 +119,10 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A server of this test's own, which it may stop and start again."""
-    server = RedisServer(_executable())
+def own_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """A server of this test's own, which it may stop and start again; extra server
+    arguments come from `@pytest.mark.parametrize("own_redis", [...], indirect=True)`."""
+    server = RedisServer(_executable(), *getattr(request, "param", ()))
     server.start()
     yield server
     server.close()

@@ -63,7 +63,7 @@ def test_mapping_protocol(redis_url: str, manager: MemoryManager) -> None:
     with pytest.raises(KeyError):
         del store["a"]
     with pytest.raises(KeyError):
-        store["a"]  # noqa: B018
+        store["a"]
     assert store.pop("b") == {"status": "done", "n": 2} and type(store.pop("c")) is dict
     assert store.pop("b", None) is None
     with pytest.raises(KeyError):
@@ -95,7 +95,7 @@ def test_bad_input_is_refused_clearly(redis_url: str, manager: MemoryManager) ->
         store[1] = {}  # type: ignore[index]
     with pytest.raises(TypeError, match="mappings of field -> value; got list"):
         store["a"] = [1, 2]  # type: ignore[assignment]
-    with pytest.raises(TypeError, match="field 'when'.*serializer 'json'.*pickle"):
+    with pytest.raises(TypeError, match=r"field 'when'.*serializer 'json'.*pickle"):
         store["a"] = {"when": object()}
     assert "a" not in store  # nothing half-written
     with pytest.raises(RedisConfigError, match="serializer"):
@@ -182,7 +182,7 @@ def test_count_bound_at_insert_in_lru_order_sparing_active_jobs(redis_url: str,
         store["run"] = {"status": "running"}
         store["a"] = {"status": "done"}
         store["b"] = {"status": "done"}
-        store["a"]  # noqa: B018 - a read: b is now the least recently used evictable job
+        store["a"]  # a read: b is now the least recently used evictable job
         store["c"] = {"status": "done"}
         assert [(e.key, e.cause) for e in events] == [("b", Cause.COUNT)]
         store["d"] = {"status": "done"}
@@ -195,7 +195,7 @@ def test_orders_oldest_and_largest(redis_url: str, manager: MemoryManager) -> No
     oldest = store_class(manager, name="old", max_jobs=2, order="oldest")(redis_url)
     oldest["a"] = {"n": 1}
     oldest["b"] = {"n": 2}
-    oldest["a"]  # noqa: B018 - reads do not change the oldest order
+    oldest["a"]  # reads do not change the oldest order
     oldest["c"] = {"n": 3}
     assert sorted(oldest) == ["b", "c"]
     largest = store_class(manager, name="big", max_jobs=2, order="largest")(redis_url)
