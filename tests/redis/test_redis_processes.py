@@ -89,8 +89,9 @@ def test_processes_share_one_bounded_store(redis_url: str, tmp_path: Path) -> No
 PASSER = r'''
 import json, sys
 from memguard import MemoryManager, Policy, handle, managed_store
-from memguard.redis import RedisStore
+from memguard.redis import RedisStore, _core
 
+_core.PASS_BATCH = 5  # many small pass scripts, so that the workers' passes interleave
 manager = MemoryManager(Policy())
 events = []
 manager.on_evict(events.append)
@@ -100,6 +101,8 @@ class Aged(RedisStore):
     pass
 
 store = Aged(sys.argv[1])
+store.client.ping()
+print("ready", flush=True)
 sys.stdin.readline()  # every worker starts its passes at the same moment
 for _ in range(20):
     handle(store).cleanup()
@@ -131,7 +134,10 @@ def test_passes_at_once_never_evict_twice(redis_url: str, tmp_path: Path) -> Non
     processes = [subprocess.Popen([sys.executable, str(script), redis_url], text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE) for _ in range(WORKERS)]
-    for process in processes:  # all imported and connected: release them together
+    for process in processes:  # wait until all are imported and connected ...
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+    for process in processes:  # ... then release them together
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
