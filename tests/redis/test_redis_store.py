@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import redis
 
-from memguard import Cause, MemoryManager, Policy, StoreDefinitionError, handle, managed_store
+from memguard import (
+    Cause,
+    MemoryManager,
+    Policy,
+    StoreDefinitionError,
+    handle,
+    managed_store,
+    touches,
+)
 from memguard.redis import (
     RedisConfigError,
     RedisHandle,
@@ -348,3 +356,23 @@ def test_redis_memory_drives_the_emergency_rule(redis_url: str, manager: MemoryM
     assert events and {e.cause for e in events} == {Cause.EMERGENCY}
     assert "run" in store and len(store) < 21
     assert int(store.client.info("memory")["used_memory"]) < 0.9 * store_handle.redis_limit
+
+
+def test_touches_batches_reads_into_one_recency_update(redis_url: str,
+                                                      manager: MemoryManager) -> None:
+    @managed_store(name="jobs", manager=manager, max_jobs=2)
+    class Jobs(RedisStore):
+        @touches
+        def status_of(self, job_id: str) -> Any:
+            job = self.peek(job_id)  # no recency update of its own
+            return None if job is None else job["status"]
+
+    store = Jobs(redis_url)
+    store["a"] = {"status": "done"}
+    store["b"] = {"status": "done"}
+    assert store.status_of("a") == "done"
+    assert handle(store).recency() == ["a", "b"]  # batched, not sent yet
+    store["c"] = {"status": "done"}  # the next operation sends it first: b is the LRU job
+    assert sorted(store) == ["a", "c"]
+    assert store.status_of("zz") is None  # an unknown id is ignored
+    assert handle(store).recency() == ["a", "c"]
