@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 
+from memguard._units import format_size
 from memguard.errors import StoreDefinitionError
 from memguard.pipeline import EvictionEvent
 from memguard.policy import Policy, StorePolicy
@@ -95,8 +96,10 @@ class RedisHandle(StoreHandle):
     """The control surface of one `RedisStore` instance (see the module docstring)."""
 
     index: RedisIndex  # type: ignore[assignment]
-    #: The Redis memory budget of the emergency rule; None = the server's `maxmemory`.
+    #: The Redis memory budget of the emergency rule, set here in code; None = the policy's
+    #: `[redis] limit`, else the server's `maxmemory` (0: no budget, no emergency).
     redis_limit: Optional[int] = None
+    policy_redis_limit: Optional[int] = None
 
     def __init__(self, name: str, *, manager: MemoryManager, declared: Mapping[str, Any],
                  core: RedisCore) -> None:
@@ -151,6 +154,7 @@ class RedisHandle(StoreHandle):
         with self.lock:
             self.policy_source = policy
             self.policy = store_policy
+            self.policy_redis_limit = policy.redis.get("limit")
             self.rules = policy.rules
             self.emergency_order = policy.memory.emergency_order or store_policy.order
             self.core.policy = store_policy
@@ -223,13 +227,13 @@ class RedisHandle(StoreHandle):
     def _redis_emergency(self) -> list[Victim]:
         """Evict (in the emergency order) while Redis' memory is past its emergency share."""
         used, limit = self.core.memory()
-        limit = self.redis_limit or limit
+        limit = self.redis_limit or self.policy_redis_limit or limit
         if not limit or used < EMERGENCY_SHARE * limit:
             return []
         need = int(used - TARGET_SHARE * limit)
         found = self.core.evict_bytes(self.emergency_order, need)
-        logger.warning("memguard: Redis memory %d of %d bytes: emergency evicted %d jobs from %s",
-                       used, limit, len(found), self.name)
+        logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
+                       format_size(used), format_size(limit), len(found), self.name)
         return found
 
     def stats(self) -> RedisStoreStats:
@@ -251,7 +255,7 @@ class RedisHandle(StoreHandle):
         stats = RedisStoreStats(
             name=self.name, jobs=jobs, active=active, pinned=pinned, bytes=size, unweighed=0,
             evictions=dict(self.evictions), redis=self.core.where, redis_used_memory=used,
-            redis_limit=self.redis_limit or limit or None)
+            redis_limit=self.redis_limit or self.policy_redis_limit or limit or None)
         self._last = stats
         return stats
 

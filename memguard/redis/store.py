@@ -41,14 +41,20 @@ def _where(client: Any) -> str:
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
-def _client_for(url: Optional[str]) -> Any:
+def _client_for(url: Optional[str], spec: Optional[_Spec]) -> Any:
+    """A client for `url`, else the policy's `[redis] url`, else `REDIS_URL`."""
     import redis
 
-    url = url or os.environ.get("REDIS_URL")
+    if url is None:
+        from memguard.store import _manager_of
+
+        policy = _manager_of(spec).policy if spec is not None else _default_policy()
+        url = policy.redis.get("url") or os.environ.get("REDIS_URL")
     if not url:
         raise RedisConfigError(
-            "RedisStore needs a Redis: pass url='redis://host:port/db', set REDIS_URL, "
-            "or pass client= (any redis-py compatible client)")
+            "RedisStore needs a Redis: pass url='redis://host:port/db', set url in the "
+            "policy's [redis] section or REDIS_URL, or pass client= (any redis-py compatible "
+            "client)")
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -63,6 +69,12 @@ def _client_for(url: Optional[str]) -> Any:
                                     health_check_interval=30, retry=retry)
     except ValueError as error:
         raise RedisConfigError(f"RedisStore url={url!r}: {error}") from None
+
+
+def _default_policy() -> Any:
+    from memguard._manager import manager
+
+    return manager.policy
 
 
 class RedisStore(MutableMapping[str, Mapping[str, Any]]):
@@ -85,8 +97,9 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             raise RedisConfigError(f"RedisStore prefix: expected a non-empty string without "
                                    f"braces; got {prefix!r}")
+        spec = type(self)._memguard_spec
         if client is None:
-            client = _client_for(url)
+            client = _client_for(url, spec)
         elif url is not None:
             raise RedisConfigError("RedisStore: pass url= or client=, not both")
         kwargs: Any = getattr(client, "get_connection_kwargs", dict)()
@@ -94,7 +107,6 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         if decoding and chosen.name == "pickle":
             raise RedisConfigError("RedisStore serializer='pickle' needs a client with "
                                    "decode_responses=False (pickles are bytes)")
-        spec = type(self)._memguard_spec
         name = spec.name if spec is not None else snake_case(type(self).__name__)
         try:
             self._core = RedisCore(client, name=name, prefix=prefix, codec=chosen,

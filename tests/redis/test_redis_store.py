@@ -14,6 +14,7 @@ from memguard import (
     Cause,
     MemoryManager,
     Policy,
+    PolicyError,
     StoreDefinitionError,
     handle,
     managed_store,
@@ -376,3 +377,23 @@ def test_touches_batches_reads_into_one_recency_update(redis_url: str,
     assert sorted(store) == ["a", "c"]
     assert store.status_of("zz") is None  # an unknown id is ignored
     assert handle(store).recency() == ["a", "c"]
+
+
+def test_redis_section_of_the_policy(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # [redis] url comes first
+    policy = Policy.from_toml(f'[redis]\nurl = "{redis_url}"\nlimit = "1KB"\n', environ={})
+    assert policy.redis == {"url": redis_url, "limit": 1024}
+    assert policy.provenance["redis.limit"] == "<string>:3"
+    manager = MemoryManager(policy)
+    store = store_class(manager)(None)
+    store["a"] = {"status": "done", "result": "x" * 1000}
+    store_handle = handle(store)
+    stats = store_handle.stats()
+    assert stats.redis_limit == 1024 and stats.reachable
+    with capture_evictions(manager) as events:
+        store_handle.cleanup()  # Redis uses far more than 1KB: the emergency rule runs
+    assert [(e.key, e.cause) for e in events] == [("a", Cause.EMERGENCY)]
+    with pytest.raises(PolicyError, match=r"<string>:2: redis.url: expected a Redis URL"):
+        Policy.from_toml('[redis]\nurl = "http://x"\n', environ={})
+    with pytest.raises(PolicyError, match=r'unknown key "maxmemory" in \[redis\]; allowed: url'):
+        Policy.from_toml("[redis]\nmaxmemory = 5\n", environ={})
