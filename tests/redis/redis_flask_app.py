@@ -17,7 +17,7 @@ from flask import Flask, abort, jsonify
 
 from memguard import managed_store
 from memguard.integrations.flask import init_app
-from memguard.redis import RedisStore
+from memguard.redis import RedisStore, RedisUnavailable
 
 JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "0.3"))
 
@@ -36,6 +36,12 @@ STORES: dict[str, RedisStore] = {"diagram": DiagramJobs(), "iac": IacJobs()}
 
 app = Flask(__name__)
 init_app(app, start=False)  # the gunicorn hooks start the monitor in each worker
+
+
+@app.errorhandler(RedisUnavailable)
+def redis_unavailable(error: RedisUnavailable) -> Any:
+    """Redis is away: say so (503, retry later) rather than 404 a job that may exist."""
+    return jsonify(error=str(error), pid=os.getpid()), 503
 
 
 def _store(kind: str) -> RedisStore:

@@ -24,6 +24,8 @@ import httpx
 import pytest
 import redis
 
+from tests.redis.conftest import RedisServer
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +164,38 @@ def test_two_workers_share_redis_stores(redis_url: str, tmp_path: Path) -> None:
     assert len(created_by) == 2 and len(polled_by) == 2
     assert finished and max(finished) <= MAX_JOBS
     assert client.zcard("memguard:{diagram}:created") <= MAX_JOBS
+
+
+def test_redis_killed_and_restarted_under_gunicorn(own_redis: RedisServer,
+                                                   tmp_path: Path) -> None:
+    with gunicorn(own_redis.url, tmp_path) as url:
+        created_by: set[int] = set()
+        polled_by: set[int] = set()
+        before = create(url, "diagram", created_by)
+        poll_until_done(url, "diagram", before, polled_by)
+
+        own_redis.stop()
+        for _ in range(6):  # both workers, whichever gets each fresh connection
+            response = httpx.get(f"{url}/api/diagram/{before}", timeout=10)
+            assert response.status_code == 503, response.text  # an error, never a 404
+            assert "unavailable" in response.json()["error"]
+            assert httpx.post(f"{url}/api/diagram", timeout=10).status_code == 503
+        assert httpx.get(f"{url}/health/live", timeout=10).status_code == 200
+        memory = httpx.get(f"{url}/memory", timeout=10).json()
+        stores = {store["name"]: store for store in memory["stores"]}
+        assert stores["diagram"]["reachable"] is False and stores["diagram"]["error"]
+        assert memory["monitoring"] is True  # the failing passes did not stop the monitor
+
+        own_redis.start()  # no persistence: it comes back empty
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            response = httpx.post(f"{url}/api/diagram", timeout=10)
+            if response.status_code == 202:
+                break
+            assert response.status_code == 503 and time.monotonic() < deadline
+            time.sleep(0.1)
+        after = str(response.json()["id"])
+        assert poll_until_done(url, "diagram", after, polled_by)["status"] == "done"
+        assert httpx.get(f"{url}/health/live", timeout=10).status_code == 200
+        stores = {s["name"]: s for s in httpx.get(f"{url}/memory", timeout=10).json()["stores"]}
+        assert stores["diagram"]["reachable"] is True
