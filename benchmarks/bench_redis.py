@@ -173,7 +173,7 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
                    [t["MULTI HSET ZADD ZADD ZPOPMIN EXEC + DEL"]]),
         timing_row(t["MULTI HSET ZADD ZADD ZPOPMIN EXEC + DEL"]),
         timing_row(t[f"pass evicting nothing, {JOBS} jobs"], [t["ZRANGEBYSCORE LIMIT 0 100"]],
-                   note="three round trips: the pass, INFO memory, the figures"),
+                   note="two round trips: the pass (figures included), INFO memory"),
         timing_row(t["ZRANGEBYSCORE LIMIT 0 100"]),
     ]
     notes = [

@@ -231,21 +231,32 @@ class RedisCore:
     # -- passes, pins, figures ----------------------------------------------------------
 
     def run_pass(self, *, max_age: Optional[float], max_idle: Optional[float],
-                 max_jobs: Optional[int], max_bytes: Optional[int], order: str) -> list[Victim]:
+                 max_jobs: Optional[int], max_bytes: Optional[int],
+                 order: str) -> tuple[list[Victim], tuple[int, int]]:
+        """What one pass evicted, and the store's (jobs, bytes) after it."""
         found: list[Victim] = []
         while True:
-            reply = victims(self.run(
+            evicted, (jobs, size) = self.run(
                 "pass", "" if max_age is None else repr(max_age),
                 "" if max_idle is None else repr(max_idle),
                 "" if max_jobs is None else max_jobs, "" if max_bytes is None else max_bytes,
-                order, PASS_BATCH, operation="pass"))
-            found += reply
-            if len(reply) < PASS_BATCH:
-                return found
+                order, PASS_BATCH, operation="pass")
+            batch = victims(evicted)
+            found += batch
+            if len(batch) < PASS_BATCH:
+                return found, (int(jobs), int(size))
 
     def evict_bytes(self, order: str, need: int) -> list[Victim]:
-        reply = self.run("evict_bytes", order, need, PASS_BATCH, operation="emergency")
-        return victims(reply)
+        """Evict in `order` until `need` stored bytes went (or nothing evictable is left)."""
+        found: list[Victim] = []
+        while need > 0:
+            batch = victims(self.run("evict_bytes", order, need, PASS_BATCH,
+                                     operation="emergency"))
+            found += batch
+            need -= sum(size for _key, size, _cause in batch)
+            if len(batch) < PASS_BATCH:
+                break
+        return found
 
     def pin(self, job_ids: Sequence[str], holder: str, lease: float) -> None:
         self.run("pin", holder, repr(lease), *job_ids, operation="pin")

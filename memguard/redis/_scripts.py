@@ -227,6 +227,7 @@ return #ids
 
 #: One periodic pass: age, idle, then the count and byte bounds in `order`, at most `limit`
 #: victims per call (the caller calls again while a call comes back full). Expired pins go.
+#: Returns {victims, {jobs, bytes}}: the figures after the pass come with it.
 PASS = """#!lua flags=allow-oom
 local max_age, max_idle = tonumber(arg()), tonumber(arg())
 local max_jobs, max_bytes, order = tonumber(arg()), tonumber(arg()), arg()
@@ -249,7 +250,7 @@ if max_age then expire(K_CREATED, now - max_age, 'age') end
 if max_idle then expire(K_RECENCY, now - max_idle, 'idle') end
 enforce(order, now, '', max_jobs, max_bytes, out, limit)
 redis.call('ZREMRANGEBYSCORE', K_PINS, '-inf', '(' .. now)
-return out
+return {out, {redis.call('ZCARD', K_CREATED), tonumber(redis.call('HGET', K_META, 'bytes') or 0)}}
 """
 
 #: The emergency rule of Redis stores: evict in `order` until `need` stored bytes are freed.

@@ -210,15 +210,17 @@ class RedisHandle(StoreHandle):
             return []
         policy = self.policy
         try:
-            found = self.core.run_pass(
+            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(
                 max_age=policy.max_age if "age" in self.rules else None,
                 max_idle=policy.max_idle if "idle" in self.rules else None,
                 max_jobs=policy.max_jobs if "count" in self.rules else None,
                 max_bytes=policy.max_bytes if "bytes" in self.rules else None,
                 order=policy.order)
             if "emergency" in self.rules:
-                found += self._redis_emergency()
-            self.refresh()
+                emergency = self._redis_emergency()
+                if emergency:
+                    found += emergency
+                    self.refresh()
         except RedisStoreError as error:
             self.last_error = str(error)
             raise
