@@ -15,22 +15,28 @@ store adds on top of the network: Lua, argument building, JSON, the live job obj
 - a pass evicting nothing over 10 000 jobs: `handle.cleanup()` against the
   `ZRANGEBYSCORE ... LIMIT 0 100` a hand-written expiry would send.
 
+Then the worker's memory: a fresh interpreter stores 200 seed-like jobs (64 KB results) in
+an in-process managed store, or in a RedisStore, polls each job's status five times, and
+reports how much its RSS grew.
+
 RQ's result storage is not measured: RQ is not a dependency of the suite.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
 
-from benchmarks import Settings, TimeFunc, case, compare, timeit_func, timing_row
+from benchmarks import Settings, TimeFunc, case, compare, row, timeit_func, timing_row
 
 JOBS = 10_000
 MAX_JOBS = 1_000
@@ -151,6 +157,47 @@ def build(url: str) -> dict[str, TimeFunc]:
     }
 
 
+RSS_JOBS = 200
+RSS_SCRIPT = r"""
+import gc, json, sys, psutil
+from memguard import MemoryManager, Policy, managed_store
+from memguard.redis import RedisStore
+
+kind, url, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+manager = MemoryManager(Policy())
+if kind == "redis":
+    @managed_store(name="rss", max_jobs=jobs, manager=manager)
+    class Jobs(RedisStore):
+        pass
+    store = Jobs(url)
+    store.clear()
+else:
+    @managed_store(name="rss", max_jobs=jobs, manager=manager)
+    class Jobs(dict):
+        pass
+    store = Jobs()
+gc.collect()
+before = psutil.Process().memory_info().rss
+for i in range(jobs):
+    store[f"j{i}"] = {"status": "running", "result": None}
+    job = store[f"j{i}"]
+    job["result"] = {"text": chr(97 + i % 26) * 65536}  # a fresh 64 KB result per job
+    job["status"] = "done"
+for _ in range(5):
+    for i in range(jobs):
+        assert store.get(f"j{i}")["status"] == "done"
+gc.collect()
+print(json.dumps(psutil.Process().memory_info().rss - before))
+"""
+
+
+def rss_growth(kind: str, url: str) -> int:
+    """RSS growth (bytes) of a fresh interpreter holding RSS_JOBS jobs in a `kind` store."""
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, kind, url, str(RSS_JOBS)],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    return int(json.loads(out))
+
+
 def run(quick: bool, *, settings: Optional[Settings] = None,
         url: Optional[str] = None) -> dict[str, Any]:
     """Measure case 8 on the Redis at `url`, or on a private redis-server."""
@@ -175,6 +222,13 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
         timing_row(t[f"pass evicting nothing, {JOBS} jobs"], [t["ZRANGEBYSCORE LIMIT 0 100"]],
                    note="two round trips: the pass (figures included), INFO memory"),
         timing_row(t["ZRANGEBYSCORE LIMIT 0 100"]),
+    ]
+    in_process, in_redis = rss_growth("dict", url), rss_growth("redis", url)
+    rows += [
+        row(f"worker RSS growth, {RSS_JOBS} jobs with 64 KB results, in-process store",
+            in_process, "bytes"),
+        row(f"worker RSS growth, {RSS_JOBS} jobs with 64 KB results, RedisStore", in_redis,
+            "bytes", note="results live in Redis; reads of the status never fetch them"),
     ]
     notes = [
         "Each contender is one round trip to a redis-server on 127.0.0.1 (the raw insert is "
