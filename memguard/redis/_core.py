@@ -42,6 +42,18 @@ def victims(reply: Sequence[_Raw]) -> list[Victim]:
             for i in range(0, len(reply), 3)]
 
 
+def require_redis_7(version: str, where: str) -> None:
+    """Raise RedisStoreError when `version` (INFO's redis_version) is below 7.0."""
+    try:
+        major = int(version.split(".", 1)[0])
+    except ValueError:
+        return  # unknown: not assumed either way
+    if major < 7:
+        raise RedisStoreError(
+            f"Redis at {where} runs {version}; memguard.redis needs Redis >= 7.0 (its scripts "
+            "use script flags, so that a full Redis refuses a write before it starts)")
+
+
 class RedisCore:
     """Keys, scripts and operations of store `name` under `prefix` on `client`."""
 
@@ -63,6 +75,7 @@ class RedisCore:
         self.on_evicted: Optional[Callable[[list[Victim]], object]] = None
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
         self._active_cache: tuple[Any, list[Any]] = (None, [])
+        self._version_checked = False
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -71,10 +84,21 @@ class RedisCore:
 
     def run(self, script: str, *args: Any, operation: str) -> Any:
         """Run script `script` with the index keys and this store's prefix first."""
+        if not self._version_checked:
+            self.check_version()
         if self.before_call is not None:
             self.before_call()
         with translated(operation, self.where):
             return getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+
+    def check_version(self) -> None:
+        """Refuse a Redis older than 7.0 (the scripts use its flags) once, clearly; a
+        server that does not say its version (a proxy, a fake) is taken at its word."""
+        with translated("INFO server", self.where):
+            info = self.client.info("server")
+        found = str(info.get("redis_version", "")) if isinstance(info, Mapping) else ""
+        require_redis_7(found, self.where)
+        self._version_checked = True
 
     def release_key(self, job_id: str) -> str:
         return f"{self.base}r:{job_id}"

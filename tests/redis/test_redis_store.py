@@ -397,3 +397,14 @@ def test_redis_section_of_the_policy(redis_url: str, monkeypatch: pytest.MonkeyP
         Policy.from_toml('[redis]\nurl = "http://x"\n', environ={})
     with pytest.raises(PolicyError, match=r'unknown key "maxmemory" in \[redis\]; allowed: url'):
         Policy.from_toml("[redis]\nmaxmemory = 5\n", environ={})
+
+
+def test_redis_older_than_7_is_refused_clearly() -> None:
+    from memguard.redis._core import require_redis_7
+    from memguard.redis._errors import RedisStoreError
+
+    require_redis_7("7.0.15", "here")
+    require_redis_7("8.2.1", "here")
+    require_redis_7("", "here")  # not said: not assumed
+    with pytest.raises(RedisStoreError, match=r"Redis at here runs 6\.2\.14; .* needs Redis >= 7"):
+        require_redis_7("6.2.14", "here")
