@@ -151,25 +151,27 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         return key
 
     def __getitem__(self, key: str) -> RedisJob:
-        fields = self._core.get(self._check_key(key), touch=True)
+        fields = self._core.get(key, touch=True) if isinstance(key, str) else None
         if fields is None:
             raise KeyError(key)
         return RedisJob(self._core, key, fields)
 
     def get(self, key: str, default: Any = None) -> Any:
-        fields = self._core.get(self._check_key(key), touch=True)
+        """The live job at `key` (a use of it), or `default`; ids are strings, so any other
+        key is simply not there, as in a dict of string keys."""
+        fields = self._core.get(key, touch=True) if isinstance(key, str) else None
         return default if fields is None else RedisJob(self._core, key, fields)
 
     def peek(self, key: str, default: Any = None) -> Any:
         """The job as `get` gives it, without counting as a use (no recency update)."""
-        fields = self._core.get(self._check_key(key), touch=False)
+        fields = self._core.get(key, touch=False) if isinstance(key, str) else None
         return default if fields is None else RedisJob(self._core, key, fields)
 
     def __setitem__(self, key: str, value: Mapping[str, Any]) -> None:
         self._core.put(self._check_key(key), _job_fields(key, value))
 
     def __delitem__(self, key: str) -> None:
-        if self._core.delete(self._check_key(key)) is None:
+        if not isinstance(key, str) or self._core.delete(key) is None:
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
@@ -188,7 +190,7 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         return _QuietItems(self)
 
     def pop(self, key: str, default: Any = _MISSING) -> Any:
-        job = self._core.take(self._check_key(key))
+        job = self._core.take(key) if isinstance(key, str) else None
         if job is None:
             if default is _MISSING:
                 raise KeyError(key)

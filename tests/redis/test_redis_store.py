@@ -102,6 +102,9 @@ def test_bad_input_is_refused_clearly(redis_url: str, manager: MemoryManager) ->
     store = store_class(manager)(redis_url)
     with pytest.raises(TypeError, match="job ids of a Redis store are strings"):
         store[1] = {}  # type: ignore[index]
+    with pytest.raises(KeyError):  # reading another kind of key: not there, as in a dict
+        store[1]  # type: ignore[index]
+    assert store.get(1) is None and store.pop(1, "d") == "d" and 1 not in store  # type: ignore
     with pytest.raises(TypeError, match="mappings of field -> value; got list"):
         store["a"] = [1, 2]  # type: ignore[assignment]
     with pytest.raises(TypeError, match=r"field 'when'.*serializer 'json'.*pickle"):
