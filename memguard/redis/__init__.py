@@ -3,12 +3,6 @@
 Needs redis-py: `pip install 'memguard[redis]'`.
 """
 
-try:
-    import redis as _redis  # noqa: F401
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
-
 from memguard.redis._errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
 from memguard.redis.handle import RedisHandle, RedisStoreStats
 from memguard.redis.job import RedisJob

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import redis.exceptions
+try:
+    import redis.exceptions
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
 
 from memguard.errors import MemguardError
 
