@@ -56,7 +56,7 @@ local function remove(id)
   redis.call('ZREM', K_RECENCY, id)
   redis.call('ZREM', K_SIZES, id)
   redis.call('SREM', K_ACTIVE, id)
-  redis.call('HINCRBY', K_META, 'bytes', -size)
+  redis.call('HINCRBY', K_META, 'bytes', 0 - size)  -- never -0: not an integer to Redis
   return size
 end
 -- what decides whether a job is active: ('f', field, n, values...) or ('a'|'i'|'-', '', 0)
@@ -175,7 +175,7 @@ local id, f = arg(), arg()
 local act = read_active()
 if not exists(id) then return 0 end
 local j, r = jkey(id), rkey(id)
-local delta = -(fsize(j, f) + fsize(r, f))
+local delta = 0 - (fsize(j, f) + fsize(r, f))
 redis.call('HDEL', j, f)
 redis.call('HDEL', r, f)
 redis.call('ZINCRBY', K_SIZES, delta, id)

@@ -7,8 +7,10 @@ import pickle
 import time
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
 
 from memguard import (
     Cause,
@@ -411,3 +413,29 @@ def test_redis_older_than_7_is_refused_clearly() -> None:
     require_redis_7("", "here")  # not said: not assumed
     with pytest.raises(RedisStoreError, match=r"Redis at here runs 6\.2\.14; .* needs Redis >= 7"):
         require_redis_7("6.2.14", "here")
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.text(max_size=20)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(job=st.dictionaries(st.text(min_size=1, max_size=10), JSON, max_size=5),
+       serializer=st.sampled_from(["json", "pickle"]))
+def test_any_job_round_trips_with_exact_sizes(redis_url: str, job: dict[str, Any],
+                                             serializer: str) -> None:
+    manager = MemoryManager(Policy())
+    store = store_class(manager, name=f"rt_{serializer}")(redis_url, serializer=serializer)
+    store.clear()
+    store["a"] = job
+    assert store["a"] == job and store.peek("a").copy() == job
+    live = store["a"]
+    for field, value in job.items():  # rewrite each field through the live job
+        live[field] = value
+    assert store.pop("a") == job
+    assert handle(store).stats().bytes == 0 and len(store) == 0
