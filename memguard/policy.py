@@ -607,13 +607,25 @@ _STORE_KEYS: dict[str, Callable[[object], Any]] = {
     "order": _order,
 }
 _PIPELINE_KEYS: dict[str, Callable[[object], Any]] = {"rules": _rules}
+
+
+def _redis_url(value: object) -> str:
+    """[redis] url: where Redis stores connect when their code gives no URL (issue 14)."""
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a Redis URL such as \"redis://127.0.0.1:6379/0\" (redis://, "
+                         f"rediss:// or unix://); got {show_value(value)}")
+    return value
+
+
+_REDIS_KEYS: dict[str, Callable[[object], Any]] = {"url": _redis_url, "limit": positive_size}
 _SECTION_KEYS: dict[str, dict[str, Callable[[object], Any]]] = {
     "memory": _MEMORY_KEYS,
     "defaults": _STORE_KEYS,
     "pipeline": _PIPELINE_KEYS,
+    "redis": _REDIS_KEYS,
 }
-_SECTIONS = ("memory", "defaults", "pipeline", "stores")
-_SECTIONS_HELP = "[memory], [defaults], [pipeline], [stores.NAME]"
+_SECTIONS = ("memory", "defaults", "pipeline", "stores", "redis")
+_SECTIONS_HELP = "[memory], [defaults], [pipeline], [stores.NAME], [redis]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,6 +686,8 @@ class Policy:
     source: str = "<built-in>"
     overrides: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_overrides)
     provenance: Mapping[str, str] = attrs.field(factory=dict, converter=_to_provenance, repr=False)
+    #: `[redis]`: `url` and `limit` (bytes) of the Redis stores (memguard.redis), as read.
+    redis: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_toml(
@@ -964,6 +978,7 @@ class _Loader:
             source=self.source,
             overrides=overrides,
             provenance=self.provenance,
+            redis=sections.get("redis", {}),
         )
 
     def decode(self) -> dict[str, Any]:
