@@ -197,13 +197,16 @@ class Monitor:
         self.last_sample: Optional[MemorySample] = None
         self._level = "ok"
         self._interval: Optional[float] = None
-        self._work = threading.RLock()  # serializes ticks and emergencies
+        self._work = threading.RLock()  # serializes ticks
+        # Serializes cleanups. Apart from `_work`, so that a manual cleanup never waits for a
+        # tick busy in its periodic pass (a slow `on_evict` callback, a big store).
+        self._cleaning = threading.RLock()
         self._state = threading.Lock()  # guards history/cleanups copies against the thread
         self._thread: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._started = False
-        self._fork_held = False
+        self._fork_held = self._fork_cleaning = False
         # Probe and thresholds, rebuilt by policy_changed().
         self._own_probe: Optional[Probe] = None
         self._auto_limit: Optional[int] = None
@@ -719,7 +722,7 @@ class Monitor:
         `memguard.controller`). Unless `forced`, refused while the controller backs off after
         a round that could not lower usage (the report's note says so; nothing is recorded).
         """
-        with self._work:
+        with self._cleaning:
             now = self.manager.clock()
             left = self.controller.backoff_left(now)
             if not forced and left is not None:
@@ -730,6 +733,11 @@ class Monitor:
 
     def _emergency(self, trigger: str, sample: Optional[MemorySample],
                    expected: Optional[int] = None) -> CleanupReport:
+        with self._cleaning:
+            return self._clean(trigger, sample, expected)
+
+    def _clean(self, trigger: str, sample: Optional[MemorySample],
+               expected: Optional[int]) -> CleanupReport:
         if sample is None:
             sample = self.probe()
         self._growth_before = growth = self._growth()
@@ -855,16 +863,21 @@ class Monitor:
         # Let a tick in progress finish, so the child never inherits a store lock or the work
         # lock held by a thread that does not exist there. Bounded: fork goes ahead regardless.
         self._fork_held = self._work.acquire(timeout=_FORK_TIMEOUT)
+        self._fork_cleaning = self._cleaning.acquire(timeout=_FORK_TIMEOUT)
 
     def _after_fork_in_parent(self) -> None:
+        if self._fork_cleaning:
+            self._fork_cleaning = False
+            self._cleaning.release()
         if self._fork_held:
             self._fork_held = False
             self._work.release()
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks and events; restart the thread if it was running in the parent."""
-        self._fork_held = False
+        self._fork_held = self._fork_cleaning = False
         self._work = threading.RLock()
+        self._cleaning = threading.RLock()
         self._state = threading.Lock()
         was_running = self._started and self._thread is not None
         self._thread = None

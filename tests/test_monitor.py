@@ -786,3 +786,30 @@ def test_start_after_a_stop_that_timed_out_mid_tick(manager: MemoryManager,
     assert old is not None and wait_until(lambda: not old.is_alive())
     assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
     assert monitor.stop()
+
+
+def test_a_manual_cleanup_does_not_wait_for_a_tick_stuck_in_a_callback(
+        manager: MemoryManager, monitor: Monitor, clock: FakeClock) -> None:
+    store = fill(manager, "aging", done=3)
+    fill(manager, "other", done=4)
+    manager.load_policy(Policy(memory=manager.policy.memory, stores={"aging": {"max_age": "1m"}}))
+    clock.advance(120)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(event: Any) -> None:
+        if event.store == "aging":
+            entered.set()
+            release.wait(30)  # the periodic pass's callback blocks the tick
+
+    manager.on_evict(slow)
+    ticking = threading.Thread(target=monitor.tick)
+    ticking.start()
+    try:
+        assert entered.wait(10)
+        report = monitor.emergency(forced=True)  # from another thread, while the tick waits
+        assert ticking.is_alive() and not release.is_set()
+        assert report.trigger == "forced" and report.usage_before is not None
+    finally:
+        release.set()
+        ticking.join(10)
+    assert len(store) == 0
