@@ -41,6 +41,7 @@ CASES: dict[str, str] = {
     "reclaim": "benchmarks.bench_reclaim",
     "stress": "benchmarks.bench_stress",
     "monitor": "benchmarks.bench_monitor",
+    "redis": "benchmarks.bench_redis",  # starts its own redis-server; skipped without one
 }
 OPTIONAL = {"monitor"}
 

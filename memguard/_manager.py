@@ -192,7 +192,7 @@ class MemoryManager:
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
         if report.evicted:
-            logger.info("memguard: %s", report.summary())
+            logger.info("Memory cleanup: %s", report.summary())
         return report
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:

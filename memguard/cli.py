@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
 from memguard._units import Percent, format_duration, format_size
 from memguard.errors import MemguardError, PolicyError
@@ -26,6 +26,9 @@ from memguard.policy import (
     load_policy,
     policy_from_environment,
 )
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["build_parser", "main"]
 
@@ -760,7 +763,10 @@ def add_stress_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     stress.add_argument("--json", metavar="FILE",
                         help="write the full result (samples included) as JSON; - for stdout")
     stress.add_argument("--plot", metavar="FILE.png",
-                        help="draw usage over time with the thresholds (needs matplotlib)")
+                        help="draw usage over time with the thresholds, the verdict, the "
+                             "evictions and (for a guarded run) the baseline of the same "
+                             "traffic; drawn after the run in other processes, so it never "
+                             "changes the figures (needs matplotlib)")
     stress.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar and no table: only the verdict")
     stress.add_argument("-v", "--verbose", action="store_true",
@@ -776,9 +782,10 @@ def _stress(args: argparse.Namespace) -> int:
         if value not in (None, "-") and not Path(value).resolve().parent.is_dir():
             return _usage_error(parser, f"{option}: no directory for {value!r}")
     if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        # Found, not imported: importing it here would add ~30MB to the memory measured.
+        if importlib.util.find_spec("matplotlib") is None:
             return _usage_error(parser, "--plot needs matplotlib: pip install 'memguard[cli]'")
     policy = None if args.policy is None else load_policy(_policy_file(args.policy))
     try:
@@ -800,15 +807,79 @@ def _stress(args: argparse.Namespace) -> int:
             print(text)
         else:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
-    if args.plot is not None:
-        from memguard._cli_view import plot_stress
-
-        plot_stress([result], args.plot)
     out = sys.stderr if to_stdout else sys.stdout
     if not args.quiet and not to_stdout:
         _print_stress(result, out)
     print(result.verdict(), file=out)
+    if args.plot is not None:
+        _draw_stress(args, result)
+        print(f"chart: {args.plot}", file=out)
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+#: The longest the baseline child or the drawing child of `--plot` may take (seconds).
+PLOT_TIMEOUT = 600.0
+
+
+def _stress_options(args: argparse.Namespace) -> list[str]:
+    """The workload options of `args` as command-line arguments (for the baseline child)."""
+    options = ["--minutes", repr(args.minutes), "--seed", str(args.seed),
+               "--scale", repr(args.scale)]
+    if args.rate is not None:
+        options += ["--rate", repr(args.rate)]
+    if args.limit is not None:
+        options += ["--limit", f"{args.limit}B"]
+    if args.policy is not None:
+        options += ["--policy", args.policy]
+    return options
+
+
+def _draw_stress(args: argparse.Namespace, result: Any) -> None:
+    """Draw `result` to ``args.plot`` once the measurement is over, in other processes.
+
+    A guarded run is drawn beside the baseline of the same traffic, run now with
+    ``--no-guard`` in a fresh interpreter; the chart itself is drawn by a third one
+    (`memguard._cli_view.plot_main`) from the results' JSON, so neither matplotlib nor the
+    baseline's memory ever shows in this process's figures. Raises CheckFailed when no PNG
+    could be written.
+    """
+    import subprocess
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="memguard-plot-") as tmp:
+            drawn = _draw_in_children(args, result, Path(tmp))
+    except subprocess.TimeoutExpired as error:
+        raise CheckFailed(f"--plot: {' '.join(map(str, error.cmd[1:4]))} took over "
+                          f"{error.timeout:g}s") from None
+    if drawn.returncode != 0 or not Path(args.plot).is_file():
+        last = (drawn.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CheckFailed(f"--plot: could not draw {args.plot}: {last}")
+
+
+def _draw_in_children(args: argparse.Namespace, result: Any,
+                      tmp: Path) -> subprocess.CompletedProcess[str]:
+    """Write `result` to `tmp`, run the baseline child (guarded runs only), then the drawing
+    child; return the latter. A baseline that fails leaves the chart without its curve."""
+    import subprocess
+
+    files = [tmp / "run.json"]
+    files[0].write_text(json.dumps(result.to_dict()), encoding="utf-8")
+    if result.guard:
+        baseline = tmp / "baseline.json"
+        child = subprocess.run(
+            [sys.executable, "-m", "memguard.cli", "stress", "--quiet", "--no-guard",
+             "--json", str(baseline), *_stress_options(args)],
+            capture_output=True, text=True, timeout=PLOT_TIMEOUT, check=False)
+        if baseline.is_file():
+            files.append(baseline)
+        else:
+            last = (child.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"memguard stress: --plot: no baseline curve (exit {child.returncode}: "
+                  f"{last})", file=sys.stderr)
+    return subprocess.run(
+        [sys.executable, "-m", "memguard._cli_view", args.plot, *map(str, files)],
+        capture_output=True, text=True, timeout=PLOT_TIMEOUT, check=False)
 
 
 def _run_stress(config: Any, *, progress: bool) -> Any:

@@ -82,7 +82,8 @@ def verdict(guarded: StressResult, baseline: StressResult) -> tuple[bool, str]:
     if guarded.passed:
         first = (f"memguard kept the process under its {limit} limit: peak "
                  f"{format_size(guarded.peak_usage)}, {guarded.active_lost} active jobs lost, "
-                 f"{guarded.jobs.get('held', 0)} jobs held at the end.")
+                 f"{guarded.jobs.get('held', 0)} jobs held at the end; the price: "
+                 f"{guarded.lost_text()}.")
     else:
         first = f"memguard did NOT hold the line: {guarded.verdict()}."
     if baseline.under_limit:
@@ -162,15 +163,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Path(args.json).write_text(json.dumps(
             {"guarded": guarded.to_dict(), "baseline": baseline.to_dict(), "wall_seconds": wall,
              "passed": held}) + "\n", encoding="utf-8")
-    if args.plot:
+    if args.plot:  # drawn here, in the parent: the measured runs were the children
         try:
             from memguard._cli_view import plot_stress
 
             plot_stress([guarded, baseline], args.plot)
-            print(f"chart: {args.plot}")
+            print(f"chart: {Path(args.plot).resolve()}")
         except ImportError:
             print("memguard demo: --plot needs matplotlib: pip install 'memguard[cli]'",
                   file=sys.stderr)
+        except OSError as error:
+            print(f"memguard demo: cannot write {args.plot}: {error}", file=sys.stderr)
     return 0 if held else 1
 
 

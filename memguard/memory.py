@@ -807,8 +807,13 @@ class Reclaim:
         return {"collected": self.collected, "trimmed": self.trimmed, "seconds": self.seconds}
 
 
-def reclaim() -> Reclaim:
+def reclaim(*, full: bool = True) -> Reclaim:
     """Give freed memory back to the system: full ``gc.collect()``, then ``malloc_trim(0)``.
+
+    With ``full=False`` only the youngest generation is collected: evicted results are freed
+    by reference counting the moment they are released, and a full collection of a large heap
+    holds the GIL for long (seconds under load) while the app keeps allocating. The emergency
+    controller tries the quick way first and collects fully only when usage did not follow.
 
     The collection frees cycles still holding evicted results. Then glibc's ``malloc_trim(0)``
     returns free pages from every malloc arena to the kernel (``madvise(MADV_DONTNEED)``);
@@ -818,7 +823,7 @@ def reclaim() -> Reclaim:
     False. The GIL is released during the trim.
     """
     start = time.perf_counter()
-    collected = gc.collect()
+    collected = gc.collect() if full else gc.collect(0)
     trimmed = False
     if _malloc_trim is not None:
         _malloc_trim(0)

@@ -1,16 +1,17 @@
 """The memory monitor: a daemon thread that samples memory and steps in before the limit.
 
-Every ``check_interval`` the monitor samples memory (from the injected probe), moves between
-the levels ``ok < warning < emergency < critical`` with hysteresis, runs the periodic pipeline
-on every store, forces a full ``gc.collect()`` every ``gc_interval`` and, at ``emergency``,
-evicts across all stores until the *estimated* freed bytes bring usage down to
-``emergency_target``, then gives memory back (`memguard.memory.reclaim`) and *measures* what
-came back. When evictions free results but usage does not fall (a fragmented heap), it stops
-and says so instead of emptying every store. See docs/monitor.md.
+Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (1 s
+by default, four times as often at or above ``warning``): each sample moves the level (with
+hysteresis, each change logged once) and goes to the emergency controller
+(`memguard.controller`), which cleans up at ``emergency``, earlier when the recent growth says
+usage will cross it before the next sample, and always at ``critical``. The periodic **pass**
+of every store's pipeline runs every ``check_interval`` (2 minutes by default), and a full
+``gc.collect()`` every ``gc_interval``. A process growing 50 MB/s is seen within a second,
+never two minutes later.
 
-Time comes only from ``manager.clock`` and memory only from the probe, so every decision can
-be driven synchronously in tests with `memguard.testing.FakeClock` and `FakeProbe` through
-`Monitor.tick`. The thread is only a loop around `tick`.
+Time comes only from ``manager.clock`` and memory only from the probe, so every decision can be
+driven synchronously in tests with `memguard.testing.FakeClock` and `FakeProbe` through
+`Monitor.tick`; the thread is only a loop around `tick`.
 """
 
 from __future__ import annotations
@@ -21,28 +22,38 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Union
+from typing import TYPE_CHECKING, Any, Final, Optional, Union
 
 import attrs
 
+from memguard._logging import announce, logger
 from memguard._units import format_duration, format_size, parse_duration
+from memguard.controller import (
+    FRAGMENTATION_RATIO,
+    MAX_ROUNDS,
+    EmergencyController,
+    recent_growth,
+)
+from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level, threshold_of
 from memguard.memory import (
     CgroupProbe,
     MemorySample,
     Probe,
     ProcessProbe,
+    Reclaim,
     detect_limit,
     heap_bytes,
     make_probe,
     reclaim,
 )
-from memguard.pipeline import CleanupReport, EvictionEvent
+from memguard.pipeline import CleanupReport
 from memguard.policy import MemoryPolicy, Thresholds
-from memguard.store import StoreStats
+from memguard.stats import MemoryStats, growth_rate, time_to_limit
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -62,25 +73,13 @@ __all__ = [
     "raw_level",
 ]
 
-logger = logging.getLogger("memguard")
-
-LEVELS: Final = ("ok", "warning", "emergency", "critical")
-"""The memory levels, lowest first."""
-
-_RANK: Final = {name: rank for rank, name in enumerate(LEVELS)}
-
-HYSTERESIS: Final = 0.05
-"""A level is left only when usage falls this share of its threshold below it (5%)."""
-
 TRIM_AFTER: Final = 32 * 2**20
 """Once this much has been evicted (by estimate, by passes or by inserts over a bound) since the
-last reclaim, a tick follows its pass with `reclaim()`: without it, glibc keeps the freed
-arenas and a guarded process creeps up between emergencies."""
-MAX_ROUNDS: Final = 3
-"""An emergency evicts, reclaims and re-samples at most this many times."""
+last reclaim, a pass is followed by `reclaim()`: without it, glibc keeps the freed arenas and a
+guarded process creeps up between emergencies."""
 
-FRAGMENTATION_RATIO: Final = 0.5
-"""A round whose measured fall is below this share of its estimate stops the emergency."""
+PRESSURE_SPEEDUP: Final = 4
+"""At or above ``warning`` memory is sampled this many times as often."""
 
 THREAD_NAME: Final = "memguard-monitor"
 
@@ -94,69 +93,23 @@ _EXIT_TIMEOUT: Final = 2.0
 _FORK_TIMEOUT: Final = 5.0
 """How long ``fork()`` waits for a tick in progress to finish before forking anyway."""
 
+_MIN_WAIT: Final = 0.05
+"""The shortest wait between two samples (seconds), however fast usage grows."""
 
-def _rank(level: str) -> int:
-    return _RANK[level]
-
-
-# --------------------------------------------------------------------------------------------
-# What the monitor reports
-
-
-@attrs.frozen(slots=True)
-class MemoryStats:
-    """A snapshot of memory and the stores: what ``GET /memory`` serves and /health judges.
-
-    `sample` is a fresh reading; `level` the monitor's level for it (hysteresis included);
-    `thresholds` the policy's thresholds in bytes for the detected limit (None when the policy
-    cannot be resolved); `stores` counts and sizes per store, never job contents;
-    `recent_cleanups` the latest emergency cleanups and periodic passes that evicted something,
-    oldest first. `growth_per_minute` is the least-squares slope of usage over the recent
-    samples (since the last emergency, which would otherwise read as shrinkage), in bytes per
-    minute; `time_to_limit` the seconds until usage reaches the limit at that rate (None when
-    usage is not growing or there is no limit; 0 when already there). `monitoring` tells
-    whether the monitor thread is running.
-    """
-
-    sample: MemorySample
-    level: str
-    thresholds: Optional[Thresholds]
-    stores: tuple[StoreStats, ...]
-    recent_cleanups: tuple[CleanupReport, ...]
-    growth_per_minute: Optional[float]
-    time_to_limit: Optional[float]
-    monitoring: bool
-    totals: Mapping[str, Any] = attrs.field(factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict with the same keys as the attributes; sizes in bytes."""
-        return {
-            "sample": self.sample.to_dict(),
-            "level": self.level,
-            "thresholds": None if self.thresholds is None else attrs.asdict(self.thresholds),
-            "stores": [_store_dict(store) for store in self.stores],
-            "recent_cleanups": [report.to_dict() for report in self.recent_cleanups],
-            "growth_per_minute": self.growth_per_minute,
-            "time_to_limit": self.time_to_limit,
-            "monitoring": self.monitoring,
-            "totals": dict(self.totals),
-        }
-
-
-def _store_dict(store: StoreStats) -> dict[str, Any]:
-    data = store.to_dict()
-    data["evictions"] = dict(store.evictions)
-    return data
+_MAX_RESTARTS: Final = 10
+"""How many times a monitor thread that died is restarted before the monitor gives up."""
 
 
 @attrs.frozen(slots=True)
 class TickResult:
     """What one `Monitor.tick` did, for tests and callers driving the monitor by hand.
 
-    `sample` is None when the probe failed. `cleanup` is the periodic pass (None when it
-    failed), `gc_collected` what the periodic full collection found (None when none was due),
-    `emergency` the emergency cleanup when one ran, `recycled` whether the recycle hook was
-    called, and `errors` one line per step that raised (each also logged with its traceback).
+    `sample` is None when the probe failed. `cleanup` is the periodic pass when one was due
+    (None otherwise, or when it failed), `gc_collected` what the periodic full collection found
+    (None when none was due), `emergency` the emergency cleanup when one ran, `held_back` why
+    the controller did not act although usage was at or above ``emergency``, `recycled`
+    whether the recycle hook was called, and `errors` one line per step that raised (each also
+    logged with its traceback).
     """
 
     at: float
@@ -168,70 +121,7 @@ class TickResult:
     emergency: Optional[CleanupReport] = None
     recycled: bool = False
     errors: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: levels and growth
-
-
-def _threshold_of(thresholds: Thresholds, level: str) -> Optional[int]:
-    if level == "ok":
-        return 0
-    value: Optional[int] = getattr(thresholds, level)
-    return value
-
-
-def raw_level(usage: int, thresholds: Thresholds) -> str:
-    """The highest level whose threshold `usage` has reached (no hysteresis)."""
-    found = "ok"
-    for level in LEVELS[1:]:
-        threshold = _threshold_of(thresholds, level)
-        if threshold is not None and usage >= threshold:
-            found = level
-    return found
-
-
-def next_level(current: str, usage: int, thresholds: Thresholds) -> str:
-    """The level after `current` for `usage`: up at once, down only past the margin.
-
-    Rising is immediate (usage at or above a threshold). Falling drops one level at a time
-    while usage is below the current level's threshold minus `HYSTERESIS` of it, so usage
-    hovering around a threshold does not flap (and log) on every sample.
-    """
-    reached = raw_level(usage, thresholds)
-    if _rank(reached) >= _rank(current):
-        return reached
-    level = current
-    while _rank(level) > _rank(reached):
-        threshold = _threshold_of(thresholds, level)
-        if threshold is not None and usage >= threshold * (1 - HYSTERESIS):
-            break
-        level = LEVELS[_rank(level) - 1]
-    return level
-
-
-def growth_rate(points: Sequence[tuple[float, int]]) -> Optional[float]:
-    """Least-squares slope of usage over time in bytes per minute; None under two instants."""
-    if len(points) < 2:
-        return None
-    n = len(points)
-    mean_t = sum(t for t, _ in points) / n
-    mean_u = sum(u for _, u in points) / n
-    var = sum((t - mean_t) ** 2 for t, _ in points)
-    if var <= 0:
-        return None
-    cov = sum((t - mean_t) * (u - mean_u) for t, u in points)
-    return cov / var * 60.0
-
-
-def _time_to_limit(usage: int, limit: Optional[int], growth: Optional[float]) -> Optional[float]:
-    if limit is None:
-        return None
-    if usage >= limit:
-        return 0.0
-    if growth is None or growth <= 0:
-        return None
-    return (limit - usage) / growth * 60.0
+    held_back: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,22 +167,23 @@ class Monitor:
     """Watches memory for one `MemoryManager` and cleans up its stores under pressure.
 
     Created by the manager (`MemoryManager.setup_memory_monitoring`); usable directly. All
-    decisions happen in `tick`, which the thread calls every `interval` seconds and tests call
-    by hand. Safe to call from any thread: ticks and emergencies are serialized.
+    decisions happen in `tick`, which the thread calls on every sample and tests call by hand.
+    Safe to call from any thread: ticks and emergencies are serialized.
 
     `on_recycle`, when set (by the gunicorn integration), is called once each time memory
-    reaches ``critical`` if the policy says ``recycle = true``: it should ask the server to
-    replace this worker gracefully. The monitor never kills anything itself.
+    reaches ``critical`` if the policy says ``recycle = true`` and no store holds an active job
+    the restart would lose: it should ask the server to replace this worker gracefully. The
+    monitor never kills anything itself.
     """
 
     def __init__(self, manager: MemoryManager, *, history: int = 360, cleanups: int = 20) -> None:
         self.manager = manager
         self.on_recycle: Optional[Callable[[], None]] = None
+        self.controller = EmergencyController(manager, reclaimer=self._reclaim)
         self.history: collections.deque[tuple[float, int]] = collections.deque(maxlen=history)
         """(time, usage) of recent samples, oldest first."""
         self.recent_cleanups: collections.deque[CleanupReport] = collections.deque(
-            maxlen=cleanups
-        )
+            maxlen=cleanups)
         """Recent emergency cleanups and evicting periodic passes, oldest first."""
         self.totals: dict[str, Any] = {"cleanups": {}, "freed_estimate_bytes": 0,
                                        "reclaimed_bytes": 0}
@@ -301,31 +192,37 @@ class Monitor:
         self.failures = 0
         """How many steps of ticks (probe, pipeline, gc, emergency, hooks) raised so far."""
         self.ticks = 0
+        self.restarts = 0
+        """How many times the thread died and was started again."""
         self.last_sample: Optional[MemorySample] = None
         self._level = "ok"
         self._interval: Optional[float] = None
-        self._work = threading.RLock()  # serializes ticks and emergencies
+        self._work = threading.RLock()  # serializes ticks
+        # Serializes cleanups. Apart from `_work`, so that a manual cleanup never waits for a
+        # tick busy in its periodic pass (a slow `on_evict` callback, a big store).
+        self._cleaning = threading.RLock()
         self._state = threading.Lock()  # guards history/cleanups copies against the thread
         self._thread: Optional[threading.Thread] = None
         self._stop_event = threading.Event()
         self._wake = threading.Event()
         self._started = False
-        self._fork_held = False
+        self._fork_held = self._fork_cleaning = False
         # Probe and thresholds, rebuilt by policy_changed().
         self._own_probe: Optional[Probe] = None
         self._auto_limit: Optional[int] = None
         self._thresholds: Optional[Thresholds] = None
         self._thresholds_limit: Optional[int] = -1
-        # Schedules (manager.clock time); None = not yet started.
+        # Schedules (manager.clock time); None = not yet.
+        self._last_pass: Optional[float] = None
         self._last_gc: Optional[float] = None
-        self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
         self._last_summary: Optional[float] = None
-        self._last_emergency: Optional[float] = None
+        self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
         self._fit_from: Optional[float] = None
-        self._stalled_usage: Optional[int] = None
+        self._growth_before: Optional[float] = None  # bytes/s when the last cleanup began
         self._heap_high = False
+        self._over_quota = False
         self._recycle_requested = False
-        self._post_sample: Optional[MemorySample] = None  # the last emergency's final sample
+        self._recycle_refused = False
         # SIGUSR1.
         self._signal_pending = False
         self._handler: Optional[Callable[[int, Optional[FrameType]], None]] = None
@@ -333,7 +230,9 @@ class Monitor:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<Monitor {state} level={self._level} interval={format_duration(self.interval)}>"
+        return (f"<Monitor {state} level={self._level} "
+                f"sample={format_duration(self.sample_interval)} "
+                f"pass={format_duration(self.interval)}>")
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -344,11 +243,21 @@ class Monitor:
 
     @property
     def interval(self) -> float:
-        """Seconds between ticks: `set_interval`'s value, else the policy's check_interval."""
+        """Seconds between periodic passes: `set_interval`'s value, else check_interval."""
         return self._interval if self._interval is not None else self.policy.check_interval
 
+    @property
+    def sample_interval(self) -> float:
+        """Seconds between samples now: sample_interval, a quarter of it at warning and above,
+        and never longer than the pass interval."""
+        every = self.policy.sample_interval
+        if rank(self._level) >= rank("warning"):
+            every /= PRESSURE_SPEEDUP
+        return min(every, self.interval)
+
     def set_interval(self, value: Union[float, str, None]) -> None:
-        """Tick every `value` (seconds or a duration such as ``"30s"``); None = the policy's.
+        """Run the periodic pass every `value` (seconds or a duration such as ``"30s"``);
+        None = the policy's check_interval. Sampling keeps its own interval.
 
         Takes effect at once: a waiting thread wakes and waits the new interval.
         """
@@ -362,7 +271,7 @@ class Monitor:
         self._wake.set()
 
     def policy_changed(self) -> None:
-        """Re-read thresholds, interval, probe and the signal setting from the manager's policy.
+        """Re-read thresholds, intervals, probe and the signal setting from the policy.
 
         The manager calls this after `apply_policy`; the thread picks the new values up at
         once. An interval set with `set_interval` stays in force.
@@ -374,8 +283,7 @@ class Monitor:
             self._auto_limit = None
             self._thresholds = None
             self._thresholds_limit = -1
-        if self.running:
-            self._update_signal_handler()
+        self._update_signal_handler()
         self._wake.set()
 
     @property
@@ -434,8 +342,8 @@ class Monitor:
     def started(self) -> bool:
         """True from `start` until `stop`: the monitor is meant to be running.
 
-        ``started and not running`` means the thread died (it should not: every step is
-        guarded) or was lost; health checks report that.
+        ``started and not running`` means the thread died and could not be restarted; health
+        checks report that.
         """
         return self._started
 
@@ -483,22 +391,43 @@ class Monitor:
         return True
 
     def _run(self, stop: threading.Event) -> None:
-        logger.debug("memguard: monitor started, every %s", format_duration(self.interval))
-        while not stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # tick guards each step; this is the last line of defence
-                self.failures += 1
-                logger.exception("memguard: monitor tick failed; carrying on")
-            if stop.is_set():
-                break
-            self._wait(stop)
+        logger.debug("memguard: monitor started: samples every %s, passes every %s",
+                     format_duration(self.sample_interval), format_duration(self.interval))
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except BaseException:  # tick guards each step; this is the last line of defence
+                    self.failures += 1
+                    logger.exception("memguard: monitor tick failed; carrying on")
+                if stop.is_set():
+                    break
+                self._wait(stop)
+        finally:
+            if not stop.is_set() and self._started:
+                self._restart_after_death()
         logger.debug("memguard: monitor stopped")
 
+    def _restart_after_death(self) -> None:
+        """The loop ended without a stop (something escaped every guard): start afresh."""
+        if self.restarts >= _MAX_RESTARTS:
+            announce(logging.CRITICAL, "Memory monitor died %d times; not restarting it "
+                     "(/health/live now fails)", self.restarts)
+            return
+        self.restarts += 1
+        announce(logging.ERROR, "Memory monitor thread died; restarting it (%d)", self.restarts)
+        try:
+            self._launch()
+        except BaseException:
+            logger.exception("memguard: could not restart the monitor thread")
+
     def _wait(self, stop: threading.Event) -> None:
-        """Wait one interval, or less when woken (stop, new interval, SIGUSR1)."""
+        """Wait one sample interval, or less when woken (stop, new interval, SIGUSR1)."""
         wake = self._wake
-        interval = self.interval
+        try:
+            interval = self._next_wait()
+        except Exception:  # a policy without a resolvable limit: the plain interval
+            interval = self.sample_interval
         if self._handler is None:
             wake.wait(interval)
         else:  # poll the signal flag, which the handler sets without taking any lock
@@ -508,17 +437,18 @@ class Monitor:
                     break
         wake.clear()
 
-    # -- one check ----------------------------------------------------------------------------
+    # -- one sample ---------------------------------------------------------------------------
 
     def tick(self) -> TickResult:
-        """One synchronous check; what the thread does every interval.
+        """One synchronous step; what the thread does on every sample.
 
-        Sample; move between levels (logging each change once); log the heap warning, the
-        opt-in ``sample#`` line and the periodic summary; run the periodic pipeline on every
-        store; ``gc.collect()`` when ``gc_interval`` has passed; an emergency cleanup when usage
-        is at or above ``emergency`` (cooldown permitting) or SIGUSR1 asked for one; at
-        ``critical``, the recycle hook when enabled. A step that raises is logged with its
-        traceback, counted in `failures`, and the other steps still run.
+        Sample and move between levels (each change logged once, "quota exceeded" once past
+        the limit); the periodic pass over every store when ``check_interval`` has passed since
+        the last (and then a measured reclaim once enough has been evicted); ``gc.collect()``
+        when ``gc_interval`` has passed; the emergency controller's decision on this sample
+        (or a SIGUSR1 request); at ``critical``, the recycle hook when enabled; the periodic
+        summary line. A step that raises is logged with its traceback, counted in `failures`,
+        and the other steps still run.
         """
         with self._work:
             return self._tick()
@@ -535,25 +465,20 @@ class Monitor:
 
         sample = self._guard(errors, "probe", self.probe)
         if sample is not None:
-            self.last_sample = sample
-            self._record(now, sample.usage)
-            self._guard(errors, "level", self._observe, sample, memory)
+            self._take(now, sample, memory)
 
-        cleanup = self._guard(errors, "periodic cleanup", self.manager.run_cleanup)
-        collected: Optional[int] = None
-        evicted = self.manager.evicted_bytes
-        if cleanup is not None and evicted - self._evicted_at_reclaim >= TRIM_AFTER:
-            self._evicted_at_reclaim = evicted
-            given_back = self._guard(errors, "reclaim", reclaim)
-            if given_back is not None:
-                self._last_gc = now  # reclaim() ran a full collection
-                collected = given_back.collected
-                after = self._guard(errors, "probe", self.probe)
-                if after is not None and sample is not None:  # measured, like an emergency
-                    cleanup = attrs.evolve(cleanup, usage_before=sample.usage,
-                                           usage_after=after.usage)
-                    sample = self.last_sample = after
-                    self._record(clock(), after.usage)
+        cleanup: Optional[CleanupReport] = None
+        if self._last_pass is None or now - self._last_pass >= self.interval:
+            self._last_pass = now
+            cleanup = self._guard(errors, "periodic cleanup", self.manager.run_cleanup)
+        collected, after = self._give_back(errors, sample)
+        if after is not None and sample is not None:  # measured, like an emergency
+            measured = {"usage_before": sample.usage, "usage_after": after.usage}
+            if cleanup is None:  # evictions on insert made the reclaim due
+                self._remember(CleanupReport("reclaim", started_at=now, **measured))
+            else:
+                cleanup = attrs.evolve(cleanup, **measured)
+            sample = after
         if cleanup is not None and cleanup.evicted:
             self._remember(cleanup)
 
@@ -562,21 +487,16 @@ class Monitor:
             collected = self._guard(errors, "gc", gc.collect)
 
         emergency: Optional[CleanupReport] = None
+        held_back = ""
         if self._signal_pending:
             self._signal_pending = False
-            logger.warning("memguard: SIGUSR1 received: emergency cleanup")
-            emergency = self._guard(errors, "emergency", self._emergency, True)
-        elif sample is not None and self._emergency_due(now, sample):
-            emergency = self._guard(errors, "emergency", self._emergency, False)
-        after = self._post_sample
-        if emergency is not None and after is not None:
-            self._post_sample = None
-            self.last_sample = after
-            self._guard(errors, "level", self._observe, after, memory, False)
+            announce(logging.WARNING, "Memory cleanup requested by SIGUSR1")
+            emergency = self._guard(errors, "emergency", self._emergency, "signal", sample)
+        elif sample is not None:
+            emergency, held_back = self._consult(errors, now, sample)
 
         recycled = False
         if self._level == "critical" and memory.recycle and not self._recycle_requested:
-            self._recycle_requested = True  # once per stay at critical
             recycled = bool(self._guard(errors, "recycle", self._recycle))
 
         if sample is not None and (
@@ -586,26 +506,94 @@ class Monitor:
             self._guard(errors, "summary", self._log_summary, self.last_sample or sample)
 
         return TickResult(
-            at=now,
-            sample=sample,
-            previous_level=previous,
-            level=self._level,
-            cleanup=cleanup,
-            gc_collected=collected,
-            emergency=emergency,
-            recycled=recycled,
-            errors=tuple(errors),
+            at=now, sample=sample, previous_level=previous, level=self._level,
+            cleanup=cleanup, gc_collected=collected, emergency=emergency, recycled=recycled,
+            errors=tuple(errors), held_back=held_back,
         )
 
+    def _take(self, now: float, sample: MemorySample, memory: MemoryPolicy,
+              extras: bool = True) -> None:
+        """Record `sample` and move to the level it calls for."""
+        self.last_sample = sample
+        self._record(now, sample.usage)
+        self._observe(sample, memory, extras)
+
+    def _give_back(self, errors: list[str], sample: Optional[MemorySample]
+                   ) -> tuple[Optional[int], Optional[MemorySample]]:
+        """Once `TRIM_AFTER` bytes have been evicted since the last reclaim (by passes or by
+        inserts over a bound), reclaim and sample again. Returns what the reclaim's gc
+        collected and the sample after it (both None when nothing was due)."""
+        evicted = self.manager.evicted_bytes
+        if evicted - self._evicted_at_reclaim < TRIM_AFTER:
+            return None, None
+        self._evicted_at_reclaim = evicted
+        given_back = self._guard(errors, "reclaim", self._reclaim)
+        if given_back is None:
+            return None, None
+        now = self.manager.clock()
+        self._last_gc = now  # reclaim() ran a full collection
+        after = self._guard(errors, "probe", self.probe)
+        if after is not None:
+            self._take(now, after, self.policy, extras=False)
+        return given_back.collected, after
+
+    def _consult(self, errors: list[str], now: float,
+                 sample: MemorySample) -> tuple[Optional[CleanupReport], str]:
+        """Ask the controller about `sample`; run the cleanup it asks for."""
+        thresholds = self.thresholds(sample)
+        growth = self._growth()
+        decision = self.controller.decide(now, sample, thresholds, growth=growth,
+                                          horizon=self.sample_interval)
+        if not decision.act:
+            return None, decision.reason
+        expected = None
+        if decision.trigger == "predicted" and growth is not None:
+            expected = int(sample.usage + growth * self.sample_interval)
+        report = self._guard(errors, "emergency", self._emergency, decision.trigger, sample,
+                             expected)
+        return report, ""
+
+    def _growth(self) -> Optional[float]:
+        """Bytes per second over the recent samples; right after a cleanup (too few samples
+        since), the growth measured before it: the app is likely still growing as fast."""
+        growth = recent_growth(self._recent_points())
+        return self._growth_before if growth is None else growth
+
+    def _next_wait(self) -> float:
+        """Seconds until the next sample: the sample interval, or less when usage is growing
+        fast enough to cross ``emergency`` before then (half the time it would take)."""
+        every = self.sample_interval
+        sample = self.last_sample
+        growth = self._growth()
+        if sample is None or growth is None or growth <= 0:
+            return every
+        emergency = self.thresholds(sample).emergency
+        if emergency is None or sample.usage >= emergency:
+            return every
+        return max(_MIN_WAIT, min(every, (emergency - sample.usage) / growth / 2))
+
+    def _recent_points(self) -> list[tuple[float, int]]:
+        since = self._fit_from
+        with self._state:
+            return [(t, u) for t, u in self.history if since is None or t >= since]
+
     def _guard(self, errors: list[str], step: str, call: Callable[..., Any], *args: Any) -> Any:
-        """`call(*args)`, or None after logging and counting what it raised."""
+        """`call(*args)`, or None after logging and counting what it raised.
+
+        Any exception, not only `Exception`: a user's rule or callback that raises
+        `asyncio.CancelledError`, `SystemExit` or `KeyboardInterrupt` must not end the thread.
+        """
         try:
             return call(*args)
-        except Exception as error:
+        except BaseException as error:
             self.failures += 1
             errors.append(f"{step}: {type(error).__name__}: {error}")
             logger.exception("memguard: monitor step %r failed; carrying on", step)
             return None
+
+    def _reclaim(self, *, full: bool = True) -> Reclaim:
+        """Give memory back (`memguard.memory.reclaim`); looked up at call time for tests."""
+        return reclaim() if full else reclaim(full=False)
 
     def _record(self, now: float, usage: int) -> None:
         with self._state:
@@ -621,6 +609,8 @@ class Monitor:
             if report.reclaimed is not None and report.reclaimed > 0:
                 totals["reclaimed_bytes"] += report.reclaimed
 
+    # -- levels and lines -----------------------------------------------------------------------
+
     def _observe(self, sample: MemorySample, memory: MemoryPolicy, extras: bool = True) -> None:
         """Move to the level `sample` calls for and log what changed (and, opt-in, a sample)."""
         thresholds = self.thresholds(sample)
@@ -629,10 +619,11 @@ class Monitor:
         if new != old:
             self._level = new
             self._log_level_change(old, new, sample, thresholds)
-            if _rank(new) < _rank("emergency"):
-                self._stalled_usage = None  # pressure went away: emergencies may run again
             if new != "critical":
-                self._recycle_requested = False
+                self._recycle_requested = self._recycle_refused = False
+            if rank(new) > rank(old) and rank(old) < rank("warning") <= rank(new):
+                self._wake.set()  # sample faster from now on
+        self._check_quota(sample, thresholds)
         if extras:
             self._check_heap(sample, thresholds)
             if memory.log_samples:
@@ -643,11 +634,11 @@ class Monitor:
     ) -> None:
         usage = format_size(sample.usage)
         limit = "" if thresholds.limit is None else f", limit {format_size(thresholds.limit)}"
-        if _rank(new) > _rank(old):
-            bound = _threshold_of(thresholds, new) or 0
+        if rank(new) > rank(old):
+            bound = threshold_of(thresholds, new) or 0
             text = f"usage {usage} >= {new} {format_size(bound)}{limit}"
         else:
-            bound = _threshold_of(thresholds, old) or 0
+            bound = threshold_of(thresholds, old) or 0
             text = f"usage {usage} fell below {old} {format_size(bound)} - 5%{limit}"
         if new == "critical":
             severity = logging.CRITICAL
@@ -655,7 +646,21 @@ class Monitor:
             severity = logging.INFO
         else:
             severity = logging.WARNING
-        logger.log(severity, "memguard: memory level %s -> %s: %s", old, new, text)
+        announce(severity, "Memory level %s -> %s: %s", old, new, text)
+
+    def _check_quota(self, sample: MemorySample, thresholds: Thresholds) -> None:
+        """Say "quota exceeded" once each time usage passes the limit (Heroku's R14 words)."""
+        limit = thresholds.limit if thresholds.limit is not None else sample.limit
+        if limit is None:
+            return
+        if not self._over_quota and sample.usage > limit:
+            self._over_quota = True
+            announce(logging.ERROR, "Memory quota exceeded: usage %s > limit %s (%.0f%%)",
+                     format_size(sample.usage), format_size(limit), sample.usage / limit * 100)
+        elif self._over_quota and sample.usage < limit * (1 - HYSTERESIS):
+            self._over_quota = False
+            announce(logging.INFO, "Memory back under quota: usage %s, limit %s",
+                     format_size(sample.usage), format_size(limit))
 
     def _check_heap(self, sample: MemorySample, thresholds: Thresholds) -> None:
         bound = thresholds.warning_heap
@@ -688,116 +693,68 @@ class Monitor:
         )
 
     def _recycle(self) -> bool:
+        """Ask the server to replace this worker, unless that would lose active jobs."""
         hook = self.on_recycle
         if hook is None:
+            self._recycle_requested = True
             logger.critical(
                 "memguard: recycle = true but no server integration installed a recycle hook; "
                 "nothing to ask (memguard never kills the process)"
             )
             return False
+        active = sum(store.stats().active for store in self.manager.handles())
+        if active:
+            if not self._recycle_refused:
+                self._recycle_refused = True
+                logger.critical("memguard: memory critical, but not recycling this worker: "
+                                "%d active job(s) would be lost; asking again once they finish",
+                                active)
+            return False
+        self._recycle_requested = True
         logger.critical("memguard: memory critical: asking the server to recycle this worker")
         hook()
         return True
 
     # -- emergency ----------------------------------------------------------------------------
 
-    def _emergency_due(self, now: float, sample: MemorySample) -> bool:
-        """At or above ``emergency``, outside the cooldown, and not stalled at this usage."""
-        bound = self.thresholds(sample).emergency
-        if bound is None or sample.usage < bound:
-            return False
-        if self._cooling(now) is not None:
-            return False
-        stalled = self._stalled_usage
-        # After a cleanup stopped for fragmentation, evicting more at the same usage would only
-        # empty the stores; try again when usage has grown by the hysteresis margin.
-        return stalled is None or sample.usage >= stalled + bound * HYSTERESIS
-
-    def _cooling(self, now: float) -> Optional[float]:
-        """Seconds of cooldown left since the last emergency, or None when none is left."""
-        last = self._last_emergency
-        if last is None:
-            return None
-        left = last + self.policy.cooldown - now
-        return left if left > 0 else None
-
     def emergency(self, forced: bool = False) -> CleanupReport:
-        """Evict across all stores down to ``emergency_target``, reclaim, and measure.
-
-        Unless `forced`, refused during the cooldown (the report's note says so and nothing is
-        recorded). See `_emergency` for the rounds and when they stop.
+        """Clean up to ``emergency_target`` now: evict, reclaim, measure (see
+        `memguard.controller`). Unless `forced`, refused while the controller backs off after
+        a round that could not lower usage (the report's note says so; nothing is recorded).
         """
-        with self._work:
-            return self._emergency(forced)
+        with self._cleaning:
+            now = self.manager.clock()
+            left = self.controller.backoff_left(now)
+            if not forced and left is not None:
+                why = self.controller.held_back(now) or "backing off"
+                return CleanupReport("emergency", started_at=now, trigger="requested",
+                                     note=f"skipped: {why}")
+            return self._emergency("forced" if forced else "requested", None)
 
-    def _emergency(self, forced: bool) -> CleanupReport:
-        """Rounds of: evict ``usage - target`` bytes by estimate (largest store first), then
-        `reclaim()` (gc + malloc_trim) and sample again. Rounds repeat, at most `MAX_ROUNDS`,
-        while usage is still above the target and the last round's measured fall was at least
-        `FRAGMENTATION_RATIO` of its estimate; a round that falls short is the fragmentation
-        diagnosis: stop (noted and logged) rather than empty every store for nothing.
-        """
-        clock = self.manager.clock
-        start = clock()
-        left = self._cooling(start)
-        if not forced and left is not None:
-            return CleanupReport(
-                "emergency", started_at=start,
-                note=f"skipped: cooldown, {format_duration(round(left, 3))} left",
-            )
-        sample = self.probe()
-        thresholds = self.thresholds(sample)
-        target = _target(thresholds)
-        before = usage = sample.usage
-        events: list[EvictionEvent] = []
-        notes: list[str] = []
-        rounds = 0
-        stalled = False
-        while target is not None and usage > target and rounds < MAX_ROUNDS:
-            rounds += 1
-            heap_before = self._fresh_heap(sample)
-            need = usage - target
-            got = self.manager.evict_bytes(need)
-            estimate = sum(event.size or 0 for event in got)
-            events += got
-            reclaim()
+    def _emergency(self, trigger: str, sample: Optional[MemorySample],
+                   expected: Optional[int] = None) -> CleanupReport:
+        with self._cleaning:
+            return self._clean(trigger, sample, expected)
+
+    def _clean(self, trigger: str, sample: Optional[MemorySample],
+               expected: Optional[int]) -> CleanupReport:
+        if sample is None:
             sample = self.probe()
-            fell = usage - sample.usage
-            usage = sample.usage
-            if usage <= target:
-                break
-            if estimate > 0 and fell < FRAGMENTATION_RATIO * estimate:
-                heap_after = self._fresh_heap(sample)
-                notes.append(_diagnose(estimate, fell, heap_before, heap_after))
-                stalled = True
-            if estimate < need:  # the budget was not spent: every store ran out
-                notes.append(f"nothing left to evict: {self._unevictable()}")
-                break
-            if stalled:
-                break
-        else:
-            if target is not None and usage > target:
-                notes.append(f"still above target {format_size(target)} after "
-                             f"{MAX_ROUNDS} rounds")
-        if rounds == 0:  # nothing to evict for the target: still give back what is free
-            reclaim()
-            sample = self.probe()
-            usage = sample.usage
-        end = clock()
-        report = CleanupReport.from_events(
-            "emergency", events, started_at=start, duration=end - start,
-            usage_before=before, usage_after=usage, note="; ".join(notes),
-        )
-        self._last_emergency = end
+        self._growth_before = growth = self._growth()
+        report = self.controller.run(sample, self.thresholds(sample), self._sample_after,
+                                     trigger=trigger, expected=expected, growth=growth,
+                                     heap=self._fresh_heap)
+        end = self.manager.clock()
         self._evicted_at_reclaim = self.manager.evicted_bytes  # it reclaimed
-        self._fit_from = end
-        self._stalled_usage = usage if stalled else None
-        self._post_sample = sample
+        self._fit_from = end  # the drop would read as shrinkage in the growth fit
         self._remember(report)
-        self._record(end, usage)
-        severity = logging.WARNING if stalled or notes else logging.INFO
-        logger.log(severity, "memguard: %s", report.summary())
         return report
+
+    def _sample_after(self) -> MemorySample:
+        """A sample taken inside a cleanup: recorded, and the level follows it."""
+        sample = self.probe()
+        self._take(self.manager.clock(), sample, self.policy, extras=False)
+        return sample
 
     def _fresh_heap(self, sample: MemorySample) -> Optional[int]:
         """The heap now: read directly for the real probes (their figure is rate-limited),
@@ -805,14 +762,6 @@ class Monitor:
         if isinstance(self.probe, (ProcessProbe, CgroupProbe)):
             return heap_bytes()
         return sample.heap
-
-    def _unevictable(self) -> str:
-        jobs = active = 0
-        for store in self.manager.handles():
-            stats = store.stats()
-            jobs += stats.jobs
-            active += stats.active
-        return f"{jobs} job(s) remain, {active} active or pinned"
 
     # -- questions ------------------------------------------------------------------------------
 
@@ -823,11 +772,9 @@ class Monitor:
         thresholds = self.thresholds(sample)
         level = next_level(self._level, sample.usage, thresholds)
         with self._state:
-            points = list(self.history)
             cleanups = tuple(self.recent_cleanups)
             totals = {**self.totals, "cleanups": dict(self.totals["cleanups"])}
-        since = self._fit_from
-        recent = [(t, u) for t, u in points if since is None or t >= since]
+        recent = self._recent_points()
         if not recent or recent[-1][0] < now:
             recent.append((now, sample.usage))
         growth = growth_rate(recent)
@@ -839,9 +786,12 @@ class Monitor:
             stores=tuple(store.stats() for store in self.manager.handles()),
             recent_cleanups=cleanups,
             growth_per_minute=growth,
-            time_to_limit=_time_to_limit(sample.usage, limit, growth),
+            time_to_limit=time_to_limit(sample.usage, limit, growth),
             monitoring=self.running,
             totals=totals,
+            controller={**self.controller.state(now),
+                        "sample_interval_seconds": self.sample_interval,
+                        "pass_interval_seconds": self.interval},
         )
 
     def is_high(self, threshold_mb: Optional[float] = None) -> bool:
@@ -850,13 +800,23 @@ class Monitor:
         if threshold_mb is not None:
             return sample.usage > threshold_mb * 2**20
         level = next_level(self._level, sample.usage, self.thresholds(sample))
-        return _rank(level) >= _rank("warning")
+        return rank(level) >= rank("warning")
 
     # -- signals ------------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         """SIGUSR1: only set a flag. No lock, no logging, no I/O: a handler runs between two
-        bytecodes of the main thread, which may hold any of those locks at that moment."""
+        bytecodes of the main thread, which may hold any of those locks at that moment.
+
+        If memguard no longer wants the signal (stopped, or signal_cleanup turned off from a
+        thread that could not put the default back), the default action is restored and the
+        signal delivered again, so it is never swallowed.
+        """
+        if not self._started or not self.policy.signal_cleanup:
+            self._handler = None
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         self._signal_pending = True
 
     def _update_signal_handler(self) -> None:
@@ -885,12 +845,14 @@ class Monitor:
         logger.info("memguard: SIGUSR1 triggers an emergency cleanup (pid %d)", os.getpid())
 
     def _remove_signal_handler(self) -> None:
-        """Put SIG_DFL back, but only if our handler is still the installed one."""
+        """Put SIG_DFL back, but only if our handler is still the installed one. From another
+        thread this cannot be done; the handler then restores the default itself (see
+        `_on_signal`)."""
         handler = self._handler
         if handler is None:
             return
         if threading.current_thread() is not threading.main_thread():
-            return  # cannot from here; the handler only sets a flag nobody reads: harmless
+            return
         self._handler = None
         if signal.getsignal(signal.SIGUSR1) == handler:
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
@@ -901,22 +863,27 @@ class Monitor:
         # Let a tick in progress finish, so the child never inherits a store lock or the work
         # lock held by a thread that does not exist there. Bounded: fork goes ahead regardless.
         self._fork_held = self._work.acquire(timeout=_FORK_TIMEOUT)
+        self._fork_cleaning = self._cleaning.acquire(timeout=_FORK_TIMEOUT)
 
     def _after_fork_in_parent(self) -> None:
+        if self._fork_cleaning:
+            self._fork_cleaning = False
+            self._cleaning.release()
         if self._fork_held:
             self._fork_held = False
             self._work.release()
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks and events; restart the thread if it was running in the parent."""
-        self._fork_held = False
+        self._fork_held = self._fork_cleaning = False
         self._work = threading.RLock()
+        self._cleaning = threading.RLock()
         self._state = threading.Lock()
         was_running = self._started and self._thread is not None
         self._thread = None
         with self._state:
             self.history.clear()  # the parent's samples say nothing of the child's growth
-        self._fit_from = None
+        self._fit_from = self._growth_before = None
         if was_running:
             try:
                 self._launch()
@@ -924,46 +891,28 @@ class Monitor:
                 logger.exception("memguard: could not restart the monitor after fork")
 
 
-def _target(thresholds: Thresholds) -> Optional[int]:
-    """Where an emergency cleans down to: emergency_target, else just under emergency."""
-    if thresholds.emergency_target is not None:
-        return thresholds.emergency_target
-    if thresholds.emergency is not None:
-        return int(thresholds.emergency * (1 - 2 * HYSTERESIS))
-    return None
-
-
-def _diagnose(estimate: int, fell: int, heap_before: Optional[int],
-              heap_after: Optional[int]) -> str:
-    """Why usage did not follow the evictions, from what the heap figure did."""
-    text = (f"stopped: evicting ~{format_size(estimate)} lowered usage by only "
-            f"{format_size(fell)} ({max(fell, 0) / estimate:.0%})")
-    if heap_before is not None and heap_after is not None:
-        heap_fell = heap_before - heap_after
-        text += f"; heap {format_size(heap_before)} -> {format_size(heap_after)}"
-        if heap_fell >= FRAGMENTATION_RATIO * estimate:
-            return text + (": the results were freed but the allocator cannot return their "
-                           "pages (fragmentation: live objects scattered among them); evicting "
-                           "more would empty the stores for nothing")
-        return text + (": the results were not freed (still referenced elsewhere) or the memory "
-                       "is not held by the stores; evicting more would empty them for nothing")
-    return text + (": likely fragmentation (freed memory the allocator cannot return) or "
-                   "results still referenced elsewhere; evicting more would empty the stores "
-                   "for nothing")
-
-
 def heroku_line(sample: MemorySample, level: str) -> str:
-    """A Heroku-style metrics line: ``sample#memguard.rss=431.7MB sample#memguard.level=ok``."""
-    parts = [f"sample#memguard.usage={format_size(sample.usage)}",
-             f"sample#memguard.rss={format_size(sample.rss)}"]
+    """A Heroku-style metrics line with numeric values and the worker as ``source``:
+    ``source=web.1.pid1234 sample#memguard.rss=431.7MB sample#memguard.utilization=0.84
+    sample#memguard.level=0`` (the level as its rank: ok 0, warning 1, emergency 2,
+    critical 3). The source is the dyno (``DYNO``) or the host name, plus the pid."""
+    origin = os.environ.get("DYNO") or socket.gethostname() or "memguard"
+    parts = [f"source={origin}.pid{os.getpid()}",
+             f"sample#memguard.usage={_mb(sample.usage)}",
+             f"sample#memguard.rss={_mb(sample.rss)}"]
     if sample.swap:
-        parts.append(f"sample#memguard.swap={format_size(sample.swap)}")
+        parts.append(f"sample#memguard.swap={_mb(sample.swap)}")
     if sample.heap is not None:
-        parts.append(f"sample#memguard.heap={format_size(sample.heap)}")
+        parts.append(f"sample#memguard.heap={_mb(sample.heap)}")
     if sample.utilization is not None:
-        parts.append(f"sample#memguard.utilization={sample.utilization * 100:.1f}%")
-    parts.append(f"sample#memguard.level={level}")
+        parts.append(f"sample#memguard.utilization={sample.utilization:.3f}")
+    parts.append(f"sample#memguard.level={rank(level)}")
     return " ".join(parts)
+
+
+def _mb(size: int) -> str:
+    """Mebibytes with Heroku's unit suffix (numeric for its log parser)."""
+    return f"{size / 2**20:.1f}MB"
 
 
 def _close(probe: Probe) -> None:

@@ -126,6 +126,10 @@ class CleanupReport:
     usage_before: Optional[int] = None
     usage_after: Optional[int] = None
     note: str = ""
+    trigger: str = ""
+    """Why an emergency cleanup ran: threshold, predicted, critical, signal or forced."""
+    rounds: int = 0
+    """How many evict-reclaim-sample rounds an emergency cleanup took."""
 
     @classmethod
     def from_events(cls, kind: str, events: Iterable[EvictionEvent],
@@ -157,19 +161,20 @@ class CleanupReport:
         return self.usage_before - self.usage_after
 
     def summary(self) -> str:
-        """A line a person can grep (DESIGN section 4), e.g.
-        `Cleaned 12 jobs from diagram (age=10 count=2), freed ~35.2MB, usage 498.1MB -> 431.7MB`.
+        """What the cleanup did, e.g. `cleaned 12 jobs from diagram (age=10 count=2), freed
+        ~35.2MB, usage 498.1MB -> 431.7MB`; logged after "Memory cleanup: " (DESIGN section 4).
 
-        Other kinds than periodic are named in brackets; "usage" is the probe's figure (RSS
-        for the process scope, the container's usage for the cgroup scope).
+        Other kinds than periodic are named in brackets, with an emergency's trigger; "usage"
+        is the probe's figure (RSS for the process scope, the container's usage for cgroup).
         """
         stores = ", ".join(
             f"{name} ({' '.join(f'{cause}={n}' for cause, n in sorted(causes.items()))})"
             for name, causes in sorted(self.by_store.items()))
         count = self.evicted
-        text = f"Cleaned {count} job{'' if count == 1 else 's'}"
+        text = f"cleaned {count} job{'' if count == 1 else 's'}"
         text += f" from {stores}" if stores else ""
-        text += "" if self.kind == "periodic" else f" [{self.kind}]"
+        if self.kind != "periodic":
+            text += f" [{self.kind}: {self.trigger}]" if self.trigger else f" [{self.kind}]"
         text += f", freed ~{format_size(self.freed_estimate)}"
         if self.usage_before is not None and self.usage_after is not None:
             text += f", usage {format_size(self.usage_before)} -> {format_size(self.usage_after)}"
@@ -190,6 +195,8 @@ class CleanupReport:
             "started_at": self.started_at,
             "duration_seconds": self.duration,
             "note": self.note,
+            "trigger": self.trigger,
+            "rounds": self.rounds,
         }
 
 

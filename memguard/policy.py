@@ -416,6 +416,10 @@ def _to_check_interval(value: object) -> float:
     return _with_key("check_interval", positive_duration, value)  # type: ignore[no-any-return]
 
 
+def _to_sample_interval(value: object) -> float:
+    return _with_key("sample_interval", positive_duration, value)  # type: ignore[no-any-return]
+
+
 def _to_gc_interval(value: object) -> float:
     return _with_key("gc_interval", positive_duration, value)  # type: ignore[no-any-return]
 
@@ -477,6 +481,7 @@ class MemoryPolicy:
     )
     critical: Optional[Threshold] = attrs.field(default=Percent(1.0), converter=_to_critical)
     check_interval: float = attrs.field(default=120.0, converter=_to_check_interval)
+    sample_interval: float = attrs.field(default=1.0, converter=_to_sample_interval)
     gc_interval: float = attrs.field(default=300.0, converter=_to_gc_interval)
     emergency_order: str = attrs.field(default="lru", converter=_to_emergency_order)
     cooldown: float = attrs.field(default=30.0, converter=_to_cooldown)
@@ -596,6 +601,7 @@ _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "emergency_target": _threshold,
     "critical": _threshold,
     "check_interval": positive_duration,
+    "sample_interval": positive_duration,
     "gc_interval": positive_duration,
     "emergency_order": _order,
     "cooldown": _any_duration,
@@ -614,13 +620,25 @@ _STORE_KEYS: dict[str, Callable[[object], Any]] = {
     "order": _order,
 }
 _PIPELINE_KEYS: dict[str, Callable[[object], Any]] = {"rules": _rules}
+
+
+def _redis_url(value: object) -> str:
+    """[redis] url: where Redis stores connect when their code gives no URL (issue 14)."""
+    if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a Redis URL such as \"redis://127.0.0.1:6379/0\" (redis://, "
+                         f"rediss:// or unix://); got {show_value(value)}")
+    return value
+
+
+_REDIS_KEYS: dict[str, Callable[[object], Any]] = {"url": _redis_url, "limit": positive_size}
 _SECTION_KEYS: dict[str, dict[str, Callable[[object], Any]]] = {
     "memory": _MEMORY_KEYS,
     "defaults": _STORE_KEYS,
     "pipeline": _PIPELINE_KEYS,
+    "redis": _REDIS_KEYS,
 }
-_SECTIONS = ("memory", "defaults", "pipeline", "stores")
-_SECTIONS_HELP = "[memory], [defaults], [pipeline], [stores.NAME]"
+_SECTIONS = ("memory", "defaults", "pipeline", "stores", "redis")
+_SECTIONS_HELP = "[memory], [defaults], [pipeline], [stores.NAME], [redis]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,6 +699,8 @@ class Policy:
     source: str = "<built-in>"
     overrides: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_overrides)
     provenance: Mapping[str, str] = attrs.field(factory=dict, converter=_to_provenance, repr=False)
+    #: `[redis]`: `url` and `limit` (bytes) of the Redis stores (memguard.redis), as read.
+    redis: Mapping[str, Any] = attrs.field(factory=dict)
 
     @classmethod
     def from_toml(
@@ -1038,6 +1058,7 @@ class _Loader:
             source=self.source,
             overrides=overrides,
             provenance=self.provenance,
+            redis=sections.get("redis", {}),
         )
 
     def decode(self) -> dict[str, Any]:

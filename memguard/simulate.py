@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_SEED",
     "LEVELS",
     "SEED_STORES",
+    "Mark",
     "Sample",
     "StoreProfile",
     "StressConfig",
@@ -196,31 +197,57 @@ class StressConfig:
 
 @attrs.frozen
 class Sample:
-    """One memory reading during a run: simulated seconds, bytes used, level, jobs held."""
+    """One memory reading during a run: simulated seconds, bytes used, level, jobs held, and
+    jobs evicted (by any rule, at insert or in a cleanup) since the previous reading."""
 
     t: float
     usage: int
     level: str
     jobs: int
+    evicted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the fields."""
-        return {"t": self.t, "usage": self.usage, "level": self.level, "jobs": self.jobs}
+        return {"t": self.t, "usage": self.usage, "level": self.level, "jobs": self.jobs,
+                "evicted": self.evicted}
+
+
+@attrs.frozen
+class Mark:
+    """A cleanup during a guarded run, for charts: simulated seconds, its kind (``periodic`` or
+    ``emergency``), the jobs it evicted and what it measurably reclaimed (None: not measured)."""
+
+    t: float
+    kind: str
+    evicted: int
+    reclaimed: Optional[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of the fields."""
+        return {"t": self.t, "kind": self.kind, "evicted": self.evicted,
+                "reclaimed": self.reclaimed}
 
 
 @attrs.frozen
 class StressResult:
     """What a run measured. Sizes in bytes, times in simulated seconds unless named `wall`.
 
-    `passed` is the verdict: the peak stayed under the limit and no active job was lost.
+    `passed` is the verdict: the peak stayed under the limit and no active job was lost; the
+    verdict line also gives `results_lost`, the finished results evicted before a client came
+    back for them, out of `results_wanted`, those a client came back for: a later visit, or
+    a poll that found the job finished and already evicted (a result read at the poll that
+    saw it finish was delivered, and counts in neither).
     `jobs` counts ``submitted``, ``completed``, ``failed``, ``active_lost`` (pending or
     running jobs that disappeared: must be 0), ``held`` (in the stores at the end),
     ``results_read`` (clients that polled until done and read the result), ``poll_misses``
     (a polling client found its job gone: it finished and was evicted before the next poll),
     ``return_hits`` / ``return_misses`` (clients coming back later found their job, or found
-    it cleaned up). `evictions` counts by cause, `evicted_bytes` is the estimated size of what
-    was evicted, `reclaimed_bytes` what cleanups measurably gave back to the system, and
-    `time_at_level` the simulated seconds spent at each level.
+    it cleaned up), ``results_wanted`` / ``results_lost`` (finished jobs a client came back
+    for, and those of them a client found evicted). `evictions` counts by cause,
+    `evicted_bytes` is the estimated size of what was evicted, `reclaimed_bytes` what cleanups
+    (periodic passes and emergencies alike) measurably gave back to the system, `cleanups` the
+    number of emergency cleanups, `marks` every cleanup that evicted something or was an
+    emergency, and `time_at_level` the simulated seconds spent at each level.
     """
 
     guard: bool
@@ -240,6 +267,28 @@ class StressResult:
     jobs: Mapping[str, int]
     samples: tuple[Sample, ...]
     wall_seconds: float
+    marks: tuple[Mark, ...] = ()
+
+    @property
+    def results_lost(self) -> int:
+        """Finished results a client came back for and found evicted (one per job)."""
+        return self.jobs.get("results_lost", 0)
+
+    @property
+    def results_wanted(self) -> int:
+        """Finished results a client came back for at least once (one per job)."""
+        return self.jobs.get("results_wanted", 0)
+
+    @property
+    def lost_share(self) -> Optional[float]:
+        """`results_lost` / `results_wanted`; None when no client came back for a result."""
+        return self.results_lost / self.results_wanted if self.results_wanted else None
+
+    def lost_text(self) -> str:
+        """``84 of 318 results lost before their client came back (26%)``."""
+        share = "" if self.lost_share is None else f" ({self.lost_share:.0%})"
+        return (f"{self.results_lost} of {self.results_wanted} results lost before their "
+                f"client came back{share}")
 
     @property
     def active_lost(self) -> int:
@@ -261,7 +310,8 @@ class StressResult:
         peak = f"peak {format_size(self.peak_usage)} of {format_size(self.limit)} limit"
         name = "guarded" if self.guard else "baseline (no guard)"
         if self.passed:
-            return f"PASS {name}: {peak}, {self.active_lost} active jobs lost"
+            return (f"PASS {name}: {peak}, {self.active_lost} active jobs lost, "
+                    f"{self.lost_text()}")
         reasons = []
         if not self.under_limit:
             over = next((s for s in self.samples if s.usage >= self.limit), None)
@@ -269,7 +319,7 @@ class StressResult:
             reasons.append(f"{peak}: over the limit{when}")
         if self.active_lost:
             reasons.append(f"{self.active_lost} active jobs lost")
-        return f"FAIL {name}: " + "; ".join(reasons)
+        return f"FAIL {name}: " + "; ".join(reasons) + f"; {self.lost_text()}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: every field, the samples as a list of dicts, and the verdict."""
@@ -291,7 +341,11 @@ class StressResult:
             "reclaimed_bytes": self.reclaimed_bytes,
             "cleanups": self.cleanups,
             "jobs": dict(self.jobs),
+            "results_lost": self.results_lost,
+            "results_wanted": self.results_wanted,
+            "lost_share": self.lost_share,
             "samples": [sample.to_dict() for sample in self.samples],
+            "marks": [mark.to_dict() for mark in self.marks],
             "wall_seconds": self.wall_seconds,
         }
 
@@ -314,9 +368,13 @@ class StressResult:
             reclaimed_bytes=int(data["reclaimed_bytes"]),
             cleanups=int(data["cleanups"]),
             jobs={k: int(v) for k, v in data["jobs"].items()},
-            samples=tuple(Sample(float(s["t"]), int(s["usage"]), str(s["level"]), int(s["jobs"]))
+            samples=tuple(Sample(float(s["t"]), int(s["usage"]), str(s["level"]), int(s["jobs"]),
+                                 int(s.get("evicted", 0)))
                           for s in data["samples"]),
             wall_seconds=float(data["wall_seconds"]),
+            marks=tuple(Mark(float(m["t"]), str(m["kind"]), int(m["evicted"]),
+                             None if m.get("reclaimed") is None else int(m["reclaimed"]))
+                        for m in data.get("marks", ())),
         )
 
 
@@ -546,8 +604,12 @@ class _Run:
         self.manager: Optional[MemoryManager] = None
         self.monitor: Optional[Monitor] = None
         self.emergencies: list[CleanupReport] = []
+        self.marks: list[Mark] = []
         self.state: dict[str, str] = {}
         self.lost: set[str] = set()
+        self.wanted: set[str] = set()  # finished jobs a client came back for (not delivered)
+        self.results_lost: set[str] = set()  # ... and found evicted
+        self.evicted_since_sample = 0
         self.counts: Counter[str] = Counter()
         self.evictions: Counter[str] = Counter()
         self.evicted_bytes = 0
@@ -569,6 +631,7 @@ class _Run:
     def _evicted(self, event: EvictionEvent) -> None:
         self.evictions[event.cause.value] += 1
         self.evicted_bytes += event.size or 0
+        self.evicted_since_sample += 1
         if self.state.get(str(event.key)) in _ACTIVE:
             self.lost.add(str(event.key))
 
@@ -606,6 +669,9 @@ class _Run:
         if not self.samples or self.samples[-1].t < horizon:
             self.clock.advance(max(0.0, horizon - self.clock.now))
             self._sample(-1)
+        if self.evicted_since_sample:  # evicted at the last instant, after its sample
+            last = self.samples[-1]
+            self.samples[-1] = attrs.evolve(last, evicted=last.evicted + self.evicted_since_sample)
         return self._result(start_usage, time.perf_counter() - started)
 
     # -- events ----------------------------------------------------------------------------
@@ -663,27 +729,39 @@ class _Run:
         job = read(plan.id)
         if job is None:
             self.counts["poll_misses"] += 1
+            if self.state.get(plan.id) not in _ACTIVE:  # finished, then evicted before read
+                self.wanted.add(plan.id)
+                self.results_lost.add(plan.id)
         elif job["status"] in _ACTIVE:
             self._at(self.clock.now + plan.poll_every, _POLL, i)
         else:
-            self.counts["results_read"] += 1
+            self.counts["results_read"] += 1  # delivered: its client did not come back
 
     def _return(self, i: int) -> None:
         plan = self.plans[i]
         _, _, read = self.stores[plan.store]
         job = read(plan.id)
         self.counts["return_hits" if job is not None else "return_misses"] += 1
+        self.wanted.add(plan.id)
+        if job is None:
+            self.results_lost.add(plan.id)
 
     def _tick(self, _: int) -> None:
         assert self.monitor is not None
         result = self.monitor.tick()
+        for report in (result.cleanup, result.emergency):
+            if report is not None and (report.evicted or report.kind == "emergency"):
+                self.marks.append(Mark(self.clock.now, report.kind, report.evicted,
+                                       report.reclaimed))
         if result.emergency is not None:
             self.emergencies.append(result.emergency)
 
     def _sample(self, _: int) -> None:
         usage = self.probe().usage
         held = sum(len(jobs) for _, jobs, _ in self.stores)
-        sample = Sample(self.clock.now, usage, raw_level(usage, self.thresholds), held)
+        sample = Sample(self.clock.now, usage, raw_level(usage, self.thresholds), held,
+                        self.evicted_since_sample)
+        self.evicted_since_sample = 0
         self.samples.append(sample)
         if self.progress is not None:
             self.progress(min(1.0, self.clock.now / (self.config.minutes * 60.0)), sample)
@@ -706,8 +784,12 @@ class _Run:
             "poll_misses": self.counts["poll_misses"],
             "return_hits": self.counts["return_hits"],
             "return_misses": self.counts["return_misses"],
+            "results_wanted": len(self.wanted),
+            "results_lost": len(self.results_lost),
         }
-        reclaimed = sum(max(0, report.reclaimed or 0) for report in self.emergencies)
+        # Every cleanup that measured a reclaim (periodic passes, emergencies, trims), as the
+        # monitor totals them; none in a baseline run.
+        reclaimed = 0 if self.monitor is None else int(self.monitor.totals["reclaimed_bytes"])
         config = self.config
         return StressResult(
             guard=config.guard,
@@ -737,6 +819,7 @@ class _Run:
             jobs=jobs,
             samples=tuple(samples),
             wall_seconds=round(wall, 3),
+            marks=tuple(self.marks),
         )
 
 

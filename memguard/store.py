@@ -504,6 +504,15 @@ def managed_store(
         except (ValueError, TypeError) as error:
             raise StoreDefinitionError(f"@managed_store on {cls.__qualname__}: {error}") from None
         spec = _Spec(name or snake_case(cls.__name__), declared, manager)
+        # A class that manages its own jobs (memguard.redis.RedisStore) builds its managed
+        # subclass itself; this module never imports it (layers).
+        manage = getattr(cls, "__memguard_manage__", None)
+        if manage is not None:
+            if mapping is not None:
+                raise StoreDefinitionError(
+                    f"@managed_store on {cls.__qualname__}: mapping={mapping!r} does not apply "
+                    "to a store class that manages its own jobs")
+            return manage(spec)  # type: ignore[no-any-return]
         if mapping is not None:
             return _with_mapping_attribute(cls, mapping, spec)  # type: ignore[return-value]
         if issubclass(cls, dict):

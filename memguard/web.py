@@ -12,6 +12,7 @@ into what load balancers, dashboards and people read:
 - ``GET /memory``: the full `MemoryStats` (sample, thresholds, level, per-store counts and
   evictions by cause, recent cleanups, growth rate, time to the limit) as JSON.
 - ``POST /memory/cleanup``: an emergency cleanup, only with a configured bearer token.
+- ``GET /memory/dashboard``: a self-contained HTML page that polls ``/memory``.
 - ``GET /metrics``: Prometheus text (or OpenMetrics, by ``Accept``) via prometheus-client.
 
 Nothing here ever serialises a job: every payload is built from counts and sizes
@@ -89,6 +90,7 @@ ROUTES: Final[Mapping[str, tuple[str, ...]]] = {
     "/health/live": ("GET", "HEAD"),
     "/memory": ("GET", "HEAD"),
     "/memory/cleanup": ("POST",),
+    "/memory/dashboard": ("GET", "HEAD"),
     "/metrics": ("GET", "HEAD"),
 }
 """Path (below the prefix) -> the methods it answers."""
@@ -552,6 +554,10 @@ class Endpoints:
             return lambda: _head(self._memory(), head)
         if route == "/metrics":
             return lambda: _head(self._metrics(accept), head)
+        if route == "/memory/dashboard":  # a static page: no sampling, no work
+            from memguard._dashboard import page, page_headers
+
+            return _head(Response(200, page_headers(), page()), head)
         return self._cleanup_request(authorization, body, content_type)
 
     def handle(self, method: str, path: str, **request: Any) -> Response:

@@ -591,12 +591,12 @@ _SIGNAL_APP = textwrap.dedent("""\
     from memguard.policy import Policy
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    # Thresholds below any Python process: every check is an emergency. The only check after
-    # the first comes an hour later, unless SIGUSR1 asks for one.
+    # Thresholds far above this process: nothing happens on its own (the pass comes an hour
+    # later); a cleanup asked for by SIGUSR1 cleans down to a target below any process.
     policy = Policy.from_toml(
-        '[memory]\\nscope = "process"\\nlimit = "64MB"\\nwarning = "1MB"\\nemergency = "2MB"\\n'
-        'emergency_target = "1MB"\\ncritical = "3MB"\\ncheck_interval = "1h"\\n'
-        'signal_cleanup = true\\n', environ={})
+        '[memory]\\nscope = "process"\\nlimit = "64GB"\\nwarning = "10GB"\\n'
+        'emergency = "20GB"\\nemergency_target = "1MB"\\ncritical = "30GB"\\n'
+        'check_interval = "1h"\\nsignal_cleanup = true\\n', environ={})
     manager = MemoryManager(policy)
 
     @managed_store(name="diagram", manager=manager)
@@ -632,8 +632,8 @@ def test_cleanup_by_signal_runs_the_apps_emergency_cleanup() -> None:
     finally:
         child.kill()
         child.wait(timeout=10)
-    assert "SIGUSR1 received: emergency cleanup" in out
-    assert "Cleaned 1 job from diagram (emergency=1) [emergency]" in out
+    assert "Memory cleanup requested by SIGUSR1" in out
+    assert "cleaned 1 job from diagram (emergency=1) [emergency: signal]" in out
     assert "evicted" in out.splitlines()
 
 

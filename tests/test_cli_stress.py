@@ -86,7 +86,12 @@ def test_json_is_the_full_result(tmp_path: Path) -> None:
     assert result.to_dict() == data
     assert set(data) >= {"peak_usage", "final_usage", "limit", "thresholds", "time_at_level",
                          "evictions", "evicted_bytes", "reclaimed_bytes", "cleanups", "jobs",
-                         "samples", "params", "verdict", "wall_seconds"}
+                         "samples", "params", "verdict", "wall_seconds", "results_lost",
+                         "results_wanted", "lost_share", "marks"}
+    assert data["results_lost"] == data["jobs"]["results_lost"] <= data["results_wanted"]
+    assert data["lost_share"] == (data["results_lost"] / data["results_wanted"]
+                                  if data["results_wanted"] else None)
+    assert f"{data['results_lost']} of {data['results_wanted']} results lost" in data["verdict"]
     assert data["params"] == {**data["params"], "minutes": 20.0, "seed": 4, "scale": 0.25,
                               "limit": 160 * MB, "rate": 9.0}
     assert len(data["samples"]) == 20 * 6 + 1  # a sample every 10 simulated seconds
@@ -109,8 +114,8 @@ def test_table_and_chart() -> None:
     out = result.stdout
     for row in ("limit", "peak usage", "final usage", "time at ok", "time at warning",
                 "time at emergency", "time at critical", "evictions", "evicted (estimate)",
-                "emergency cleanups", "bytes reclaimed", "active jobs lost", "jobs held at end",
-                "came back, found result", "verdict"):
+                "emergency cleanups", "bytes reclaimed", "active jobs lost", "results lost",
+                "jobs held at end", "came back, found result", "verdict"):
         assert row in out, row
     assert "memguard stress: guarded, 20 simulated minutes, 9 jobs/min, seed 4" in out
     assert "usage over time (guarded" in out
@@ -131,6 +136,71 @@ def test_plot(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+    verdict, chart = result.stdout.strip().splitlines()
+    assert verdict.startswith("PASS guarded: peak ") and chart == f"chart: {png}"
+
+
+# Runs `memguard stress` in this interpreter and reports whether matplotlib got imported into
+# it: the process that measures must never hold matplotlib, with or without --plot.
+MEASURED = """
+import json, sys
+from memguard.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "matplotlib": "matplotlib" in sys.modules}))
+"""
+
+
+def test_plot_never_changes_the_figures(tmp_path: Path) -> None:
+    """--plot draws after the run in other processes: matplotlib never enters the measured
+    process, and the measured figures agree with a run without --plot (the bug this guards
+    against added ~30 MB to the start and the peak, every time)."""
+    figures = {}
+    for mode, extra in (("plain", []), ("plot", ["--plot", str(tmp_path / "chart.png")])):
+        out = tmp_path / f"{mode}.json"
+        result = run("-c", MEASURED, "stress", *SMALL, "--minutes", "20", "--quiet",
+                     "--json", str(out), *extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        status = json.loads(result.stdout.strip().splitlines()[-1])
+        assert status == {"code": 0, "matplotlib": False}, mode
+        figures[mode] = read(out)
+    assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    plain, plot = figures["plain"], figures["plot"]
+    assert abs(plain["start_usage"] - plot["start_usage"]) < 8 * MB, (plain["start_usage"],
+                                                                        plot["start_usage"])
+    assert abs(plain["peak_usage"] - plot["peak_usage"]) < 16 * MB, (plain["peak_usage"],
+                                                                      plot["peak_usage"])
+    # The traffic and what the guard did to it are the same too.
+    for key in ("submitted", "completed", "results_wanted"):
+        assert plain["jobs"][key] == plot["jobs"][key]
+
+
+@pytest.mark.parametrize("argv", [
+    [],
+    ["--seed", "7", "--minutes", "12.5", "--scale", "0.3", "--rate", "4.5", "--limit", "1.5GB",
+     "--policy", "default"],
+])
+def test_the_baseline_for_the_chart_runs_the_same_workload(argv: list[str]) -> None:
+    """`--plot` runs the baseline with the options the guarded run was given."""
+    from memguard.cli import _stress_options, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["stress", *argv])
+    again = parser.parse_args(["stress", *_stress_options(args)])
+    for name in ("minutes", "seed", "scale", "rate", "limit", "policy"):
+        assert getattr(again, name) == getattr(args, name), name
+
+
+def test_plot_draws_from_saved_results(tmp_path: Path) -> None:
+    """The drawing process on its own: from the JSON of a baseline run (no guarded curve)."""
+    out = tmp_path / "baseline.json"
+    stress(*SMALL, "--minutes", "5", "--no-guard", "--quiet", "--json", str(out))
+    png = tmp_path / "baseline.png"
+    drawn = run("-m", "memguard._cli_view", str(png), str(out))
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    broken = run("-m", "memguard._cli_view", str(tmp_path / "x.png"), str(tmp_path / "no.json"))
+    assert broken.returncode == 1 and "cannot draw" in broken.stderr
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_verbose_shows_the_monitors_log(tmp_path: Path) -> None:
@@ -140,8 +210,8 @@ def test_verbose_shows_the_monitors_log(tmp_path: Path) -> None:
     quiet = stress("--policy", str(policy), "--scale", "0.02", "--minutes", "10", "-q")
     loud = stress("--policy", str(policy), "--scale", "0.02", "--minutes", "10", "-q", "-v")
     assert quiet.stderr == ""
-    assert "memory level ok -> critical" in loud.stderr
-    assert "[emergency], freed ~" in loud.stderr
+    assert "Memory level ok -> critical" in loud.stderr
+    assert "[emergency: critical], freed ~" in loud.stderr
     assert quiet.returncode == loud.returncode == 0  # under 64MB, though always "critical"
 
 
@@ -198,7 +268,8 @@ def test_invalid_policy_file(tmp_path: Path) -> None:
 def test_demo_runs_both_side_by_side_and_passes(tmp_path: Path) -> None:
     """README's demo command, with its defaults: the default policy and a 512 MB limit."""
     out = tmp_path / "demo.json"
-    result = run("-m", "memguard.demo", "--json", str(out))
+    png = tmp_path / "demo.png"
+    result = run("-m", "memguard.demo", "--json", str(out), "--plot", str(png))
     assert result.returncode == 0, result.stdout + result.stderr
     data = read(out)
     guarded = StressResult.from_dict(data["guarded"])
@@ -208,8 +279,10 @@ def test_demo_runs_both_side_by_side_and_passes(tmp_path: Path) -> None:
     assert baseline.peak_usage > 512 * MB
     assert data["wall_seconds"] < 60
     assert "guarded" in result.stdout and "baseline (no guard)" in result.stdout
-    assert result.stdout.strip().splitlines()[-1].startswith(
-        "PASS: memguard kept the process under its 512.0MB limit")
+    *_, verdict, chart = result.stdout.strip().splitlines()
+    assert verdict.startswith("PASS: memguard kept the process under its 512.0MB limit")
+    assert f"{guarded.lost_text()}." in verdict  # the price in results, a first-class figure
+    assert chart == f"chart: {png}" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_without_rich(tmp_path: Path) -> None:
@@ -232,3 +305,34 @@ def test_demo_usage_error() -> None:
     result = run("-m", "memguard.demo", "--minutes", "-1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("--minutes must be above zero")
+
+
+def test_chart_of_a_run_with_emergencies(tmp_path: Path) -> None:
+    """The chart's every element at once: guarded and baseline curves, the baseline's first
+    sample over the limit, emergency marks (drawn in this test process: nothing is measured)."""
+    pytest.importorskip("matplotlib")
+    import attrs
+
+    from memguard._cli_view import plot_stress
+    from memguard.simulate import Mark, StressConfig, run
+
+    config = StressConfig(minutes=15, scale=0.05, limit=12 * MB)
+    guarded = attrs.evolve(run(config), marks=(Mark(300.0, "emergency", 12, 3 * MB),
+                                               Mark(420.0, "periodic", 4, None)))
+    baseline = run(attrs.evolve(config, guard=False))
+    assert not baseline.under_limit  # this pytest process is far over 12 MB
+    png = tmp_path / "both.png"
+    plot_stress([baseline, guarded], str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(OSError):
+        plot_stress([guarded], str(tmp_path / "missing" / "dir" / "x.png"))
+
+
+def test_a_chart_that_cannot_be_written_fails_the_command(tmp_path: Path) -> None:
+    """Never "chart: PATH" for a chart that was not written: a directory in the way -> exit 1."""
+    target = tmp_path / "chart.png"
+    target.mkdir()
+    result = stress(*SMALL, "--minutes", "5", "--quiet", "--no-guard", "--plot", str(target))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "chart:" not in result.stdout
+    assert f"--plot: could not draw {target}" in result.stderr.strip().splitlines()[-1]

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -65,10 +67,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_real_reclaim(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """reclaim() would gc the test process and trim its heap: count calls instead."""
+    """reclaim() would gc the test process and trim its heap: count calls instead (a quick
+    reclaim, the youngest generation and a trim, counts as one too)."""
     calls: list[int] = []
 
-    def fake() -> Reclaim:
+    def fake(*, full: bool = True) -> Reclaim:
         calls.append(1)
         return Reclaim(collected=0, trimmed=False, seconds=0.0)
 
@@ -142,7 +145,7 @@ def fill(manager: MemoryManager, name: str, *, done: int, running: int = 0,
 
 
 def level_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if "memory level" in r.getMessage()]
+    return [r for r in caplog.records if "Memory level" in r.getMessage()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,11 +189,11 @@ def test_tick_levels_with_hysteresis_and_each_change_logged_once(
     assert seen == ["ok", "warning", "warning", "warning", "warning", "ok", "ok", "critical",
                     "critical", "ok"]
     records = level_records(caplog)
-    assert [r.getMessage().split(":")[1].strip() for r in records] == [
-        "memory level ok -> warning",
-        "memory level warning -> ok",
-        "memory level ok -> critical",
-        "memory level critical -> ok",
+    assert [r.getMessage().split(":")[0] for r in records] == [
+        "Memory level ok -> warning",
+        "Memory level warning -> ok",
+        "Memory level ok -> critical",
+        "Memory level critical -> ok",
     ]
     assert [r.levelno for r in records] == [logging.WARNING, logging.INFO, logging.CRITICAL,
                                             logging.INFO]
@@ -201,8 +204,9 @@ def test_tick_levels_with_hysteresis_and_each_change_logged_once(
 # Periodic work
 
 
-def test_periodic_pass_runs_every_tick(monitor: Monitor, manager: MemoryManager,
-                                       clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_clocks_samples_every_tick_passes_every_check_interval(
+        monitor: Monitor, manager: MemoryManager, clock: FakeClock, probe: FakeProbe,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[float] = []
     real = manager.run_cleanup
 
@@ -211,10 +215,16 @@ def test_periodic_pass_runs_every_tick(monitor: Monitor, manager: MemoryManager,
         return real()
 
     monkeypatch.setattr(manager, "run_cleanup", counting)
-    for _ in range(5):
+    samples = []
+    for _ in range(300):  # 5 minutes of one-second samples
         clock.advance(1)
-        monitor.tick()
-    assert calls == [1001, 1002, 1003, 1004, 1005]
+        samples.append(monitor.tick().sample)
+    assert all(sample is not None for sample in samples)
+    assert calls == [1001, 1121, 1241]  # the pass: every check_interval (2m) only
+    assert monitor.sample_interval == 1.0
+    probe.set("420MB")  # at warning: four times as often
+    monitor.tick()
+    assert monitor.level == "warning" and monitor.sample_interval == 0.25
 
 
 def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
@@ -243,7 +253,7 @@ def test_a_pass_that_frees_much_gives_memory_back(
     monitor.tick()
     assert no_real_reclaim == []
     clock.advance(21 * 60)
-    def reclaim_40mb() -> Reclaim:  # what the probe reads falls by 40MB after the reclaim
+    def reclaim_40mb(*, full: bool = True) -> Reclaim:  # the probe falls by 40MB after it
         no_real_reclaim.append(1)
         probe.set("260MB")
         return Reclaim(collected=0, trimmed=True, seconds=0.0)
@@ -316,17 +326,22 @@ def test_heroku_sample_lines_only_when_enabled(
     lines = [r.getMessage() for r in caplog.records if "sample#" in r.getMessage()]
     assert len(lines) == 1
     assert "sample#memguard.rss=431.7MB" in lines[0]
-    assert lines[0].endswith("sample#memguard.level=warning")
+    assert lines[0].startswith(f"source={socket.gethostname()}.pid{os.getpid()} ")
+    assert lines[0].endswith("sample#memguard.level=1")
 
 
-def test_heroku_line_format() -> None:
+def test_heroku_line_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DYNO", "web.1")
     sample = MemorySample(usage=453_000_000, rss=452_700_000, swap=300_000, heap=10 * MB,
                           limit=512 * MB, scope="process")
     assert heroku_line(sample, "warning") == (
+        f"source=web.1.pid{os.getpid()} "
         "sample#memguard.usage=432.0MB sample#memguard.rss=431.7MB "
-        "sample#memguard.swap=293.0KB sample#memguard.heap=10.0MB "
-        "sample#memguard.utilization=84.4% sample#memguard.level=warning"
+        "sample#memguard.swap=0.3MB sample#memguard.heap=10.0MB "
+        "sample#memguard.utilization=0.844 sample#memguard.level=1"
     )
+    values = [part.split("=", 1)[1] for part in heroku_line(sample, "critical").split()[1:]]
+    assert all(re.fullmatch(r"\d+(\.\d+)?(MB)?", value) for value in values)
 
 
 def test_heap_warning_logged_once_per_crossing(
@@ -375,31 +390,26 @@ def test_emergency_evicts_to_the_target_by_estimate(clock: FakeClock) -> None:
     assert result.level == "ok"  # re-judged after the cleanup: below 95% of warning (380MB)
 
 
-def test_emergency_waits_for_the_cooldown_unless_forced(
+def test_no_cooldown_after_a_cleanup_that_reached_its_target(
     clock: FakeClock, no_real_reclaim: list[int]
 ) -> None:
     manager = MemoryManager(make_policy(cooldown="30s"), clock=clock)
     store = fill(manager, "jobs", done=100, size=2 * MB)
-    probe = StoreProbe(manager, base=300 * MB)
+    probe = StoreProbe(manager, base=250 * MB)
     manager.probe = probe
     monitor = Monitor(manager)
-    assert monitor.tick().emergency is not None
-    for i in range(60):  # usage climbs back above emergency
+    first = monitor.tick().emergency
+    assert first is not None and first.usage_after is not None
+    assert first.usage_after <= 350 * MB and first.trigger == "threshold"
+    for i in range(60):  # usage climbs back above emergency at once
         store[f"new-{i}"] = {"status": "done", "result": "n" * (2 * MB)}
-    clock.advance(10)
-    assert probe().usage >= 450 * MB
-    assert monitor.tick().emergency is None  # cooling down
-    skipped = monitor.emergency()
-    assert skipped.evicted == 0 and skipped.note.startswith("skipped: cooldown")
-    forced = monitor.emergency(forced=True)
-    assert forced.evicted > 0
-    for i in range(60):
-        store[f"again-{i}"] = {"status": "done", "result": "a" * (2 * MB)}
-    clock.advance(29)
-    assert monitor.tick().emergency is None
     clock.advance(1)
-    assert monitor.tick().emergency is not None
-    assert [r.kind for r in monitor.recent_cleanups] == ["emergency"] * 3
+    assert probe().usage >= 450 * MB
+    again = monitor.tick().emergency  # the very next sample acts: no cooldown after success
+    assert again is not None and again.usage_after is not None
+    assert again.usage_after <= 350 * MB
+    assert monitor.controller.backoff_left(clock()) is None
+    assert [r.kind for r in monitor.recent_cleanups] == ["emergency"] * 2
 
 
 def test_emergency_never_evicts_active_jobs(clock: FakeClock) -> None:
@@ -427,7 +437,7 @@ def test_fragmentation_stops_after_one_round_without_emptying_the_stores(
     assert report is not None
     assert 130 <= report.evicted <= 131  # one round: 480 - 350 = 130MB by estimate
     assert len(store) >= 69
-    assert len(no_real_reclaim) == 1
+    assert len(no_real_reclaim) == 2  # quick, then full before blaming fragmentation
     assert report.usage_before == report.usage_after == parse_size("480MB")
     assert report.note.startswith("stopped: evicting ~")
     assert "fragmentation" in report.note
@@ -698,7 +708,8 @@ def test_stats_growth_time_to_limit_and_json(
                                "evictions": {}}]
     assert data["growth_per_minute"] == pytest.approx(10 * MB)
     assert set(data) == {"sample", "level", "thresholds", "stores", "recent_cleanups",
-                         "growth_per_minute", "time_to_limit", "monitoring", "totals"}
+                         "growth_per_minute", "time_to_limit", "monitoring", "totals",
+                         "controller"}
     assert data["totals"] == {"cleanups": {}, "freed_estimate_bytes": 0, "reclaimed_bytes": 0}
     assert manager.get_memory_stats().sample.usage == 350 * MB
     assert len(store) == 3
@@ -775,3 +786,30 @@ def test_start_after_a_stop_that_timed_out_mid_tick(manager: MemoryManager,
     assert old is not None and wait_until(lambda: not old.is_alive())
     assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
     assert monitor.stop()
+
+
+def test_a_manual_cleanup_does_not_wait_for_a_tick_stuck_in_a_callback(
+        manager: MemoryManager, monitor: Monitor, clock: FakeClock) -> None:
+    store = fill(manager, "aging", done=3)
+    fill(manager, "other", done=4)
+    manager.load_policy(Policy(memory=manager.policy.memory, stores={"aging": {"max_age": "1m"}}))
+    clock.advance(120)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(event: Any) -> None:
+        if event.store == "aging":
+            entered.set()
+            release.wait(30)  # the periodic pass's callback blocks the tick
+
+    manager.on_evict(slow)
+    ticking = threading.Thread(target=monitor.tick)
+    ticking.start()
+    try:
+        assert entered.wait(10)
+        report = monitor.emergency(forced=True)  # from another thread, while the tick waits
+        assert ticking.is_alive() and not release.is_set()
+        assert report.trigger == "forced" and report.usage_before is not None
+    finally:
+        release.set()
+        ticking.join(10)
+    assert len(store) == 0

@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memguard import Cause
 from memguard._sizing import estimate_size
@@ -170,6 +172,42 @@ def test_same_seed_same_traffic_in_both_modes() -> None:
             == baseline.jobs["return_hits"])
 
 
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), rate=st.floats(4.0, 20.0))
+def test_results_lost_are_counted_once_per_job_and_only_when_guarded(seed: int,
+                                                                      rate: float) -> None:
+    """A result is lost when a client comes back for it (a later visit, or a poll after the
+    job finished) and finds it evicted; the baseline, which evicts nothing, loses none of the
+    same results wanted."""
+    guarded = run(small(seed=seed, rate=rate))
+    baseline = run(small(seed=seed, rate=rate, guard=False))
+    assert baseline.results_lost == 0
+    assert guarded.results_wanted == baseline.results_wanted
+    misses = guarded.jobs["return_misses"] + guarded.jobs["poll_misses"]
+    assert (guarded.results_lost > 0) == (misses > 0)
+    assert guarded.results_lost <= min(misses, guarded.results_wanted)  # once per job
+    if guarded.results_wanted:
+        assert guarded.lost_share == guarded.results_lost / guarded.results_wanted
+    else:
+        assert guarded.lost_share is None
+    assert guarded.lost_share == guarded.results_lost / guarded.results_wanted
+    assert guarded.lost_text() in guarded.verdict()
+    assert guarded.lost_text().startswith(
+        f"{guarded.results_lost} of {guarded.results_wanted} results lost before their client "
+        f"came back")
+
+
+def test_every_eviction_lands_in_one_sample_and_cleanups_are_marked() -> None:
+    result = run(small(minutes=60.0))  # long enough for the age rule to evict at passes
+    assert sum(s.evicted for s in result.samples) == sum(result.evictions.values()) > 0
+    assert result.marks and all(m.kind in ("periodic", "emergency") for m in result.marks)
+    assert [m.t for m in result.marks] == sorted(m.t for m in result.marks)
+    assert sum(m.kind == "emergency" for m in result.marks) == result.cleanups
+    # Reclaim is counted for every cleanup that measured one, not only emergencies.
+    measured = sum(m.reclaimed for m in result.marks if m.reclaimed and m.reclaimed > 0)
+    assert result.reclaimed_bytes >= measured
+
+
 def test_samples_cover_the_run_and_levels_add_up() -> None:
     result = run(small(sample_every=30.0))
     assert [s.t for s in result.samples] == [30.0 * k for k in range(41)]
@@ -226,6 +264,7 @@ def test_verdict_names_what_failed() -> None:
     assert not lost.passed and "2 active jobs lost" in lost.verdict()
     ok = attrs.evolve(result, limit=2**40)
     assert ok.passed and ok.verdict().startswith("PASS guarded")
+    assert over.lost_text() in over.verdict() and ok.lost_text() in ok.verdict()
 
 
 # -- the verdict, on real memory, in fresh processes -------------------------------------------

@@ -335,11 +335,28 @@ def test_a_writer_holding_a_replaced_mapping_writes_a_plain_dict(
     assert sorted(store.jobs) == ["keep1", "keep2"]
 
 
-def test_the_size_walk_is_bounded() -> None:
-    from memguard._sizing import estimate_size
+def test_the_size_walk_is_bounded_and_scales_its_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
 
-    small = estimate_size(["x" * 100] * 1 + [str(n) * 50 for n in range(10_000)], max_objects=10)
-    assert small < 10 * 200 + 100_000  # at most the list itself and a few strings
+    from memguard import _sizing
+
+    calls = []
+    real = sys.getsizeof
+
+    def counting(obj: Any, default: int = 0) -> int:
+        calls.append(1)
+        return real(obj, default)
+
+    job = [str(n) * 50 for n in range(10_000)]
+    exact = real(job) + sum(real(text) for text in job)
+    monkeypatch.setattr(_sizing.sys, "getsizeof", counting)
+    estimate = _sizing.estimate_size(job, max_objects=10)
+    assert len(calls) <= 10  # bounded in work however long the list
+    assert 0.5 * exact <= estimate <= 1.5 * exact  # the sample scaled up to the whole list
+    calls.clear()
+    rows = [{"id": n, "name": f"row-{n}", "tags": ["a", "b"]} for n in range(50_000)]
+    estimate = _sizing.estimate_size({"status": "done", "result": rows})
+    assert len(calls) <= 1_000
 
 
 def test_a_class_update_through_dict_enforces_bounds_and_reweighs(

@@ -35,6 +35,7 @@ _SUMMARIES = {
     "/health/live": "Liveness: 503 once a started monitor stopped running",
     "/memory": "Memory statistics: sample, thresholds, level, stores, cleanups",
     "/memory/cleanup": "Run an emergency cleanup (bearer token required)",
+    "/memory/dashboard": "Live dashboard (HTML) polling /memory",
     "/metrics": "Prometheus metrics",
 }
 

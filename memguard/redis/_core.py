@@ -1,0 +1,303 @@
+"""The connection of one Redis store: its key layout, its scripts and its operations.
+
+`RedisCore` is what a `RedisStore` and its `RedisHandle` share: the store reads and writes
+jobs through it, the handle runs passes, pins and stats through it. It holds the effective
+`StorePolicy` (set by the handle on every policy change) because the policy decides which
+fields are released, what makes a job active and the bounds checked at insert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Optional, Union
+
+from memguard.policy import ActiveWhen, StorePolicy
+from memguard.redis._codec import Codec
+from memguard.redis._errors import RedisStoreError, translated
+from memguard.redis._scripts import RELEASED_MARK, Scripts
+
+#: Stands, in a job's local snapshot, for a release field whose value stays in Redis until read.
+IN_RELEASE: Any = type("InRelease", (), {"__repr__": lambda self: "<in release>"})()
+
+#: An eviction as a script reports it: job id, stored bytes, cause name.
+Victim = tuple[str, int, str]
+
+#: Most victims a pass script evicts per call, so that one call never blocks Redis for long.
+PASS_BATCH = 500
+
+_Raw = Union[bytes, str]
+
+
+def text(value: _Raw) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def raw(value: _Raw) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def victims(reply: Sequence[_Raw]) -> list[Victim]:
+    return [(text(reply[i]), int(float(reply[i + 1])), text(reply[i + 2]))
+            for i in range(0, len(reply), 3)]
+
+
+def require_redis_7(version: str, where: str) -> None:
+    """Raise RedisStoreError when `version` (INFO's redis_version) is below 7.0."""
+    try:
+        major = int(version.split(".", 1)[0])
+    except ValueError:
+        return  # unknown: not assumed either way
+    if major < 7:
+        raise RedisStoreError(
+            f"Redis at {where} runs {version}; memguard.redis needs Redis >= 7.0 (its scripts "
+            "use script flags, so that a full Redis refuses a write before it starts)")
+
+
+class RedisCore:
+    """Keys, scripts and operations of store `name` under `prefix` on `client`."""
+
+    def __init__(self, client: Any, *, name: str, prefix: str, codec: Codec,
+                 where: str) -> None:
+        if "{" in name or "}" in name:
+            raise ValueError(f"store name {name!r}: braces are reserved for the hash tag")
+        self.client = client
+        self.name = name
+        self.codec = codec
+        self.where = where
+        self.base = f"{prefix}:{{{name}}}:"
+        self.keys = [self.base + suffix for suffix in
+                     ("created", "recency", "sizes", "active", "meta", "pins")]
+        self.scripts = Scripts(client)
+        self.policy = StorePolicy()
+        self.max_jobs: Optional[int] = None  # bounds enforced at insert (policy and rules)
+        self.max_bytes: Optional[int] = None
+        self.on_evicted: Optional[Callable[[list[Victim]], object]] = None
+        self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
+        self._active_cache: tuple[Any, list[Any]] = (None, [])
+        self._version_checked = False
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def translated(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        return translated(operation, self.where)
+
+    def run(self, script: str, *args: Any, operation: str) -> Any:
+        """Run script `script` with the index keys and this store's prefix first."""
+        if not self._version_checked:
+            self.check_version()
+        if self.before_call is not None:
+            self.before_call()
+        with translated(operation, self.where):
+            return getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+
+    def check_version(self) -> None:
+        """Refuse a Redis older than 7.0 (the scripts use its flags) once, clearly; a
+        server that does not say its version (a proxy, a fake) is taken at its word."""
+        with translated("INFO server", self.where):
+            info = self.client.info("server")
+        found = str(info.get("redis_version", "")) if isinstance(info, Mapping) else ""
+        require_redis_7(found, self.where)
+        self._version_checked = True
+
+    def release_key(self, job_id: str) -> str:
+        return f"{self.base}r:{job_id}"
+
+    def active_args(self, job: Optional[Mapping[str, Any]]) -> list[Any]:
+        """What decides activeness, for a script: the policy's field and its statuses, to be
+        compared inside Redis; or a callable's answer on `job`, computed here by the writer
+        (None: this write cannot change it)."""
+        active = self.policy.active
+        if isinstance(active, ActiveWhen):
+            cached_for, args = self._active_cache
+            if cached_for is not active:
+                values = sorted(active.values)
+                args = ["f", active.field, len(values), *map(self.codec.dumps, values)]
+                self._active_cache = (active, args)
+            return args
+        if job is None:
+            return ["-", "", 0]
+        try:
+            yes = bool(active(job))
+        except Exception:  # as in-process stores: a failing predicate keeps the job
+            yes = True
+        return ["a" if yes else "i", "", 0]
+
+    def dumps(self, job_id: str, field: str, value: Any) -> bytes:
+        try:
+            return self.codec.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"store {self.name!r}, job {job_id!r}, field {field!r}: cannot store "
+                f"{type(value).__name__} with serializer {self.codec.name!r} ({error})"
+                + ("; store JSON values or use serializer='pickle'"
+                   if self.codec.name == "json" else "")) from None
+
+    def decode_fields(self, flat: Sequence[_Raw]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for i in range(0, len(flat), 2):
+            value = raw(flat[i + 1])
+            fields[text(flat[i])] = (IN_RELEASE if value == RELEASED_MARK
+                                     else self.codec.loads(value))
+        return fields
+
+    def evicted(self, found: list[Victim]) -> None:
+        if found and self.on_evicted is not None:
+            self.on_evicted(found)
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def put(self, job_id: str, job: Mapping[str, Any], *, nx: bool = False) -> bool:
+        """Store `job` whole (keeping the age of a job it replaces); False if `nx` and the id
+        exists. Evictions by the insert-time bounds are reported to `on_evicted`."""
+        release = self.policy.release
+        small: list[Any] = []
+        released: list[Any] = []
+        for field, value in job.items():
+            if not isinstance(field, str):
+                raise TypeError(f"store {self.name!r}, job {job_id!r}: field names are "
+                                f"strings; got {field!r}")
+            data = self.dumps(job_id, field, value)
+            if field in release:
+                small.extend((field, RELEASED_MARK))
+                released.extend((field, data))
+            else:
+                small.extend((field, data))
+        reply = self.run(
+            "put", job_id, "1" if nx else "0", *self.active_args(job),
+            "" if self.max_jobs is None else self.max_jobs,
+            "" if self.max_bytes is None else self.max_bytes, self.policy.order,
+            len(small) // 2, *small, len(released) // 2, *released, operation="insert")
+        if reply is None:
+            return False
+        self.evicted(victims(reply))
+        return True
+
+    def set_field(self, job_id: str, field: str, value: Any,
+                  job: Optional[Mapping[str, Any]]) -> bool:
+        data = self.dumps(job_id, field, value)
+        release = "1" if field in self.policy.release else "0"
+        return bool(self.run("set_field", job_id, field, data, release, *self.active_args(job),
+                             operation=f"write of field {field!r}"))
+
+    def del_field(self, job_id: str, field: str, job: Optional[Mapping[str, Any]]) -> bool:
+        return bool(self.run("del_field", job_id, field, *self.active_args(job),
+                             operation=f"delete of field {field!r}"))
+
+    def get(self, job_id: str, *, touch: bool) -> Optional[dict[str, Any]]:
+        """The job's small fields (release fields as IN_RELEASE), or None if absent."""
+        reply = self.run("get", job_id, "1" if touch else "0", operation="read")
+        return None if reply is None else self.decode_fields(reply)
+
+    def get_many(self, job_ids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, small fields) of the ids still present, without touching, pipelined."""
+        with translated("read", self.where):
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in job_ids:
+                self.scripts.get(keys=self.keys, args=(self.base, job_id, "0"), client=pipe)
+            replies = pipe.execute()
+        for job_id, reply in zip(job_ids, replies):
+            if reply is not None:
+                yield job_id, self.decode_fields(reply)
+
+    def fetch_release(self, job_id: str, field: str) -> Any:
+        """A release field's value, or None once the job has been evicted (released)."""
+        with translated(f"read of field {field!r}", self.where):
+            value = self.client.hget(self.release_key(job_id), field)
+        return None if value is None else self.codec.loads(raw(value))
+
+    def take(self, job_id: str) -> Optional[dict[str, Any]]:
+        """Remove the job and return it whole, release fields included; None if absent."""
+        reply = self.run("take", job_id, operation="pop")
+        if reply is None:
+            return None
+        small, released, _size = reply
+        job = self.decode_fields(small)
+        job.update(self.decode_fields(released))
+        return {k: (None if v is IN_RELEASE else v) for k, v in job.items()}
+
+    def delete(self, job_id: str, operation: str = "delete") -> Optional[int]:
+        reply = self.run("delete", job_id, operation=operation)
+        return None if reply is None else int(reply)
+
+    def clear(self) -> None:
+        while self.run("clear", PASS_BATCH, operation="clear"):
+            pass
+
+    def touch(self, job_ids: Iterable[str]) -> None:
+        batch = list(job_ids)
+        for start in range(0, len(batch), PASS_BATCH):
+            with translated("touch", self.where):
+                self.scripts.touch(keys=self.keys,
+                                   args=(self.base, *batch[start:start + PASS_BATCH]))
+
+    def ids(self) -> list[str]:
+        with translated("listing jobs", self.where):
+            return [text(job_id) for job_id in self.client.zrange(self.keys[0], 0, -1)]
+
+    def newest(self) -> Optional[str]:
+        with translated("listing jobs", self.where):
+            found = self.client.zrange(self.keys[0], -1, -1)
+        return text(found[0]) if found else None
+
+    def count(self) -> int:
+        with translated("count", self.where):
+            return int(self.client.zcard(self.keys[0]))
+
+    def contains(self, job_id: str) -> bool:
+        with translated("lookup", self.where):
+            return self.client.zscore(self.keys[0], job_id) is not None
+
+    def recency(self) -> list[str]:
+        with translated("listing jobs", self.where):
+            return [text(job_id) for job_id in self.client.zrange(self.keys[1], 0, -1)]
+
+    # -- passes, pins, figures ----------------------------------------------------------
+
+    def run_pass(self, *, max_age: Optional[float], max_idle: Optional[float],
+                 max_jobs: Optional[int], max_bytes: Optional[int],
+                 order: str) -> tuple[list[Victim], tuple[int, int]]:
+        """What one pass evicted, and the store's (jobs, bytes) after it."""
+        found: list[Victim] = []
+        while True:
+            evicted, (jobs, size) = self.run(
+                "pass", "" if max_age is None else repr(max_age),
+                "" if max_idle is None else repr(max_idle),
+                "" if max_jobs is None else max_jobs, "" if max_bytes is None else max_bytes,
+                order, PASS_BATCH, operation="pass")
+            batch = victims(evicted)
+            found += batch
+            if len(batch) < PASS_BATCH:
+                return found, (int(jobs), int(size))
+
+    def evict_bytes(self, order: str, need: int) -> list[Victim]:
+        """Evict in `order` until `need` stored bytes went (or nothing evictable is left)."""
+        found: list[Victim] = []
+        while need > 0:
+            batch = victims(self.run("evict_bytes", order, need, PASS_BATCH,
+                                     operation="emergency"))
+            found += batch
+            need -= sum(size for _key, size, _cause in batch)
+            if len(batch) < PASS_BATCH:
+                break
+        return found
+
+    def pin(self, job_ids: Sequence[str], holder: str, lease: float) -> None:
+        self.run("pin", holder, repr(lease), *job_ids, operation="pin")
+
+    def unpin(self, job_id: str, holder: str) -> None:
+        self.run("unpin", holder, job_id, operation="unpin")
+
+    def figures(self) -> tuple[int, int, int, int]:
+        """(jobs, active, bytes, pinned) read in one step."""
+        jobs, active, size, pinned, _now = self.run("stats", operation="stats")
+        return int(jobs), int(active), int(size), int(pinned)
+
+    def memory(self) -> tuple[int, int]:
+        """Redis' (used_memory, maxmemory); maxmemory 0 means no limit is set."""
+        with translated("INFO memory", self.where):
+            info = self.client.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+
+__all__ = ["IN_RELEASE", "PASS_BATCH", "RedisCore", "RedisStoreError", "Victim"]

@@ -1,0 +1,51 @@
+"""The errors of Redis stores, and the one place redis-py's exceptions are translated.
+
+A Redis that cannot be reached, answers too late or is full must fail the operation that
+needed it, loudly, with a `MemguardError`: never an empty answer that looks like an empty
+store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+try:
+    import redis.exceptions
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
+
+from memguard.errors import MemguardError
+
+
+class RedisStoreError(MemguardError, RuntimeError):
+    """A Redis store operation failed in Redis (base class of the Redis store errors)."""
+
+
+class RedisUnavailable(RedisStoreError, ConnectionError):
+    """Redis could not be reached, or did not answer in time (down, restarting, loading)."""
+
+
+class RedisFull(RedisStoreError, MemoryError):
+    """Redis refused a write: it is at `maxmemory` with the `noeviction` policy (OOM)."""
+
+
+class RedisConfigError(MemguardError, ValueError):
+    """A Redis store was set up with no way to reach Redis, or with a client it cannot use."""
+
+
+@contextlib.contextmanager
+def translated(operation: str, where: str) -> Iterator[None]:
+    """Raise redis-py's errors during `operation` on the Redis at `where` as ours."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError) as error:
+        raise RedisUnavailable(
+            f"Redis at {where} unavailable during {operation}: {error}") from error
+    except redis.exceptions.ResponseError as error:
+        if isinstance(error, redis.exceptions.OutOfMemoryError) or str(error).startswith("OOM"):
+            raise RedisFull(
+                f"Redis at {where} is full (maxmemory reached, noeviction) during "
+                f"{operation}; nothing was written: {error}") from error
+        raise RedisStoreError(f"Redis at {where} failed {operation}: {error}") from error

@@ -1,0 +1,326 @@
+"""`RedisHandle`: the `StoreHandle` surface of a Redis store, registered with its manager.
+
+The manager, the monitor and the HTTP surfaces treat it like any store handle: `name`,
+`policy`, `touch`, `pin`, `unpin`, `in_use`, `evict`, `cleanup`, `stats`, `run_pass`,
+`apply_policy`, `effective_policy`, `policy_source`, and an `index` with `len()` and
+`total_bytes` (the figures of the last pass or stats, never a network call). What differs:
+
+- times are the Redis server's (`TIME`), not the manager's injected clock;
+- a pass with an emergency budget (the worker's memory) evicts nothing: worker RSS does not
+  hold Redis jobs. Redis' own memory drives their emergency rule, checked at each pass;
+- pins live in Redis with a lease, renewed by a daemon thread while this process holds them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional
+
+import attrs
+
+from memguard._units import format_size
+from memguard.errors import StoreDefinitionError
+from memguard.pipeline import EvictionEvent
+from memguard.policy import Policy, StorePolicy
+from memguard.redis._core import RedisCore, Victim
+from memguard.redis._errors import RedisStoreError
+from memguard.rules import Cause, Pass, Rule
+from memguard.store import StoreHandle, StoreStats
+
+if TYPE_CHECKING:
+    from memguard._manager import MemoryManager
+    from memguard.store import _Spec
+
+logger = logging.getLogger("memguard")
+
+#: The Redis emergency rule acts when Redis' used memory reaches this share of its limit,
+#: and evicts (by stored bytes) down to the target share.
+EMERGENCY_SHARE = 0.90
+TARGET_SHARE = 0.80
+#: Seconds a pin holds without renewal (a crashed worker's pins lapse after this).
+PIN_LEASE = 30.0
+
+
+@attrs.frozen
+class RedisStoreStats(StoreStats):
+    """`StoreStats` of a Redis store, plus where it lives and whether it answered.
+
+    When Redis cannot be reached, `reachable` is False, `error` says why, and the counts are
+    the last ones read (zeros if none was).
+    """
+
+    backend: str = "redis"
+    reachable: bool = True
+    error: Optional[str] = None
+    redis: Optional[str] = None
+    redis_used_memory: Optional[int] = None
+    redis_limit: Optional[int] = None
+
+
+class _AnyKey:
+    """`key in index.created` for `@touches`: any id may be in Redis; unknown ones are
+    ignored when the batched reads are flushed."""
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+
+class RedisIndex:
+    """What the manager and the monitor read of a handle's index: counts and bytes (as of
+    the last pass or stats call), the batched reads of `@touches`, and the lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.created = _AnyKey()
+        self.reads: dict[Any, None] = {}
+        self.pins: dict[str, int] = {}  # this process's pins: id -> nesting count
+        self.jobs = 0
+        self.total_bytes = 0
+
+    def __len__(self) -> int:
+        return self.jobs
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+    def touch(self, key: Any) -> None:
+        self.reads[key] = None
+
+
+class RedisHandle(StoreHandle):
+    """The control surface of one `RedisStore` instance (see the module docstring)."""
+
+    index: RedisIndex  # type: ignore[assignment]
+    #: The Redis memory budget of the emergency rule, set here in code; None = the policy's
+    #: `[redis] limit`, else the server's `maxmemory` (0: no budget, no emergency).
+    redis_limit: Optional[int] = None
+    policy_redis_limit: Optional[int] = None
+
+    def __init__(self, name: str, *, manager: MemoryManager, declared: Mapping[str, Any],
+                 core: RedisCore) -> None:
+        # StoreHandle.__init__ builds an in-process index and backend: not called.
+        self.name = name
+        self.manager = manager
+        self._declared = dict(declared)
+        self.core = core
+        self.index = RedisIndex()
+        self.evictions: Counter[str] = Counter()
+        self.policy = StorePolicy()
+        self.extra_rules: tuple[Rule, ...] = ()
+        self.policy_source: Optional[Policy] = None
+        self.rules: tuple[str, ...] = ()
+        self.emergency_order = "lru"
+        self.pin_lease = PIN_LEASE
+        self.last_error: Optional[str] = None
+        self._holder = uuid.uuid4().hex[:12]
+        self._renewer: Optional[threading.Thread] = None
+        self._last: Optional[RedisStoreStats] = None
+        core.on_evicted = self._evicted
+        core.before_call = self._flush_reads
+        self.apply_policy(manager.policy)
+
+    @classmethod
+    def create(cls, spec: _Spec, core: RedisCore) -> RedisHandle:
+        if spec.manager is not None:
+            manager = spec.manager
+        else:
+            from memguard._manager import manager
+        try:
+            return cls(spec.name, manager=manager, declared=spec.declared, core=core)
+        except (ValueError, TypeError) as error:
+            raise StoreDefinitionError(f"store {spec.name!r}: {error}") from None
+
+    def __repr__(self) -> str:
+        return f"<RedisHandle {self.name!r} at {self.core.where} jobs={self.index.jobs}>"
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.index.lock
+
+    @property
+    def holder(self) -> str:
+        """Who holds this process's pins (a forked child is another holder)."""
+        return f"{self._holder}.{os.getpid()}"
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
+        store_policy = effective or self.effective_policy(policy)
+        with self.lock:
+            self.policy_source = policy
+            self.policy = store_policy
+            self.policy_redis_limit = policy.redis.get("limit")
+            self.rules = policy.rules
+            self.emergency_order = policy.memory.emergency_order or store_policy.order
+            self.core.policy = store_policy
+            self.core.max_jobs = store_policy.max_jobs if "count" in policy.rules else None
+            self.core.max_bytes = store_policy.max_bytes if "bytes" in policy.rules else None
+
+    def add_rule(self, rule: Rule) -> None:
+        raise TypeError(f"store {self.name!r} lives in Redis, where its rules run as scripts; "
+                        "a Python rule cannot be added to it")
+
+    # -- public operations ------------------------------------------------------------------
+
+    def touch(self, key: Any) -> None:
+        """Mark `key` as just used (one round trip); an unknown key is ignored."""
+        self.core.touch([key])
+
+    def pin(self, key: Any) -> None:
+        """Keep `key` from eviction, by every worker, until as many `unpin` calls; the pin
+        is a lease in Redis renewed while this process holds it."""
+        with self.lock:
+            count = self.index.pins.get(key, 0)
+            if count == 0:
+                self.core.pin([key], self.holder, self.pin_lease)
+            self.index.pins[key] = count + 1
+            self._start_renewer()
+
+    def unpin(self, key: Any) -> None:
+        with self.lock:
+            count = self.index.pins.get(key, 0)
+            if count > 1:
+                self.index.pins[key] = count - 1
+                return
+            self.index.pins.pop(key, None)
+            if count == 1:
+                self.core.unpin(key, self.holder)
+
+    def evict(self, key: Any) -> Optional[EvictionEvent]:
+        """Evict `key` now (cause `explicit`), active or not; None if it is not stored."""
+        size = self.core.delete(key, operation="eviction")
+        if size is None:
+            return None
+        events = self.finish_evictions([(key, size, Cause.EXPLICIT.value)])
+        return events[0]
+
+    def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
+        """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
+        fails (the manager isolates it, and `stats()` reports the store unreachable).
+
+        A pass carrying an emergency budget is the worker's emergency: Redis jobs do not use
+        the worker's memory, so it evicts nothing here.
+        """
+        if ctx.budget is not None:
+            return []
+        policy = self.policy
+        try:
+            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(
+                max_age=policy.max_age if "age" in self.rules else None,
+                max_idle=policy.max_idle if "idle" in self.rules else None,
+                max_jobs=policy.max_jobs if "count" in self.rules else None,
+                max_bytes=policy.max_bytes if "bytes" in self.rules else None,
+                order=policy.order)
+            if "emergency" in self.rules:
+                emergency = self._redis_emergency()
+                if emergency:
+                    found += emergency
+                    self.refresh()
+        except RedisStoreError as error:
+            self.last_error = str(error)
+            raise
+        return self.finish_evictions(found)
+
+    def _redis_emergency(self) -> list[Victim]:
+        """Evict (in the emergency order) while Redis' memory is past its emergency share."""
+        used, limit = self.core.memory()
+        limit = self.redis_limit or self.policy_redis_limit or limit
+        if not limit or used < EMERGENCY_SHARE * limit:
+            return []
+        need = int(used - TARGET_SHARE * limit)
+        found = self.core.evict_bytes(self.emergency_order, need)
+        logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
+                       format_size(used), format_size(limit), len(found), self.name)
+        return found
+
+    def stats(self) -> RedisStoreStats:
+        """Counts read from Redis now; when it cannot be reached, the last ones with
+        `reachable=False` and the error (never an exception: /memory must still answer)."""
+        try:
+            jobs, active, size, pinned = self.core.figures()
+            used, limit = self.core.memory()
+        except RedisStoreError as error:
+            self.last_error = str(error)
+            last = self._last
+            return RedisStoreStats(
+                name=self.name, jobs=last.jobs if last else 0, active=last.active if last else 0,
+                pinned=last.pinned if last else 0, bytes=last.bytes if last else 0,
+                unweighed=0, evictions=dict(self.evictions), reachable=False,
+                error=str(error), redis=self.core.where)
+        self.last_error = None
+        self.index.jobs, self.index.total_bytes = jobs, size
+        stats = RedisStoreStats(
+            name=self.name, jobs=jobs, active=active, pinned=pinned, bytes=size, unweighed=0,
+            evictions=dict(self.evictions), redis=self.core.where, redis_used_memory=used,
+            redis_limit=self.redis_limit or self.policy_redis_limit or limit or None)
+        self._last = stats
+        return stats
+
+    def refresh(self) -> None:
+        """Update the figures `index` shows (jobs, bytes) from Redis."""
+        jobs, _active, size, _pinned = self.core.figures()
+        self.index.jobs, self.index.total_bytes = jobs, size
+
+    def recency(self) -> list[Any]:
+        """Job ids, least recently used first."""
+        return list(self.core.recency())
+
+    # -- internals -------------------------------------------------------------------------
+
+    def finish_evictions(self, victims: Any) -> list[EvictionEvent]:
+        """Count evictions (id, size, cause) and tell the listeners, in this process."""
+        events = [EvictionEvent(self.name, key, Cause(cause), size)
+                  for key, size, cause in victims]
+        if events:
+            with self.lock:
+                for event in events:
+                    self.evictions[event.cause.value] += 1
+            self.manager.notify_evictions(events)
+        return events
+
+    def _evicted(self, victims: list[Victim]) -> None:
+        self.finish_evictions(victims)
+
+    def _flush_reads(self) -> None:
+        """Send the reads `@touches` batched as one recency update."""
+        reads = self.index.reads
+        if reads:
+            self.index.reads = {}
+            self.core.touch([key for key in reads if isinstance(key, str)])
+
+    def prepare_pass(self) -> None:
+        """Nothing to catch up with: Redis is the index."""
+
+    def reconcile(self) -> None:
+        """Nothing to reconcile: Redis is the index."""
+
+    def _start_renewer(self) -> None:
+        renewer = self._renewer
+        if renewer is not None and renewer.is_alive():
+            return
+        self._renewer = threading.Thread(target=self._renew, name=f"memguard-pins-{self.name}",
+                                         daemon=True)
+        self._renewer.start()
+
+    def _renew(self) -> None:
+        """Renew this process's pins every third of the lease while any is held; a failed
+        renewal is logged and retried (the pins lapse if Redis stays away longer)."""
+        wait = threading.Event()
+        while True:
+            wait.wait(self.pin_lease / 3)
+            with self.lock:
+                held = list(self.index.pins)
+                if not held:
+                    self._renewer = None
+                    return
+            try:
+                self.core.pin(held, self.holder, self.pin_lease)
+            except Exception:
+                logger.exception("memguard: could not renew %d pin(s) of store %s",
+                                 len(held), self.name)
+
