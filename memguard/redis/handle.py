@@ -293,7 +293,7 @@ class RedisHandle(StoreHandle):
             self.index.reads = {}
             self.core.touch([key for key in reads if isinstance(key, str)])
 
-    def prepare_pass(self) -> None:
+    def prepare_pass(self, ctx: Optional[Pass] = None) -> None:
         """Nothing to catch up with: Redis is the index."""
 
     def reconcile(self) -> None:
