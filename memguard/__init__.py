@@ -5,11 +5,11 @@ This module only re-exports the public names; each lives in the module of its co
 
 from memguard._manager import MemoryManager, manager
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
+from memguard.events import Cause, CleanupReport, EvictionEvent
 from memguard.memory import MemorySample
 from memguard.monitor import MemoryStats
-from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline
 from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
-from memguard.rules import Cause, Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Rule
+from memguard.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
 from memguard.store import StoreHandle, StoreStats, handle, managed_store
 from memguard.touch import touches
 

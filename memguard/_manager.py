@@ -16,10 +16,14 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
+from memguard import registry
 from memguard.errors import PolicyError
-from memguard.pipeline import CleanupReport, EvictionEvent
+from memguard.events import CleanupReport, EvictionEvent
+from memguard.memory import MemorySample
+from memguard.monitor import Monitor
 from memguard.policy import Policy, policy_from_environment
 from memguard.rules import Budget, Pass
+from memguard.stats import MemoryStats
 from memguard.store import StoreHandle, _Backend, attach, handle
 
 logger = logging.getLogger("memguard")
@@ -32,7 +36,7 @@ class MemoryManager:
 
     def __init__(self, policy: Optional[Policy] = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 probe: Optional[Callable[[], Any]] = None) -> None:
+                 probe: Optional[Callable[[], MemorySample]] = None) -> None:
         self.clock = clock
         self.probe = probe
         # No policy given: the one the environment names (MEMGUARD_POLICY and overrides).
@@ -41,12 +45,12 @@ class MemoryManager:
         self._handles: dict[str, list[StoreHandle]] = {}
         self._plain: dict[int, StoreHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
-        self.monitor: Any = None
+        self.monitor: Optional[Monitor] = None
         self.policy_error: Optional[PolicyError] = None
         #: Bytes evicted so far (by estimate), whatever evicted them: passes, inserts over a
         #: bound, emergencies. The monitor gives memory back when enough has been freed.
         self.evicted_bytes = 0
-        _managers.add(self)
+        registry.add_host(self)
 
     def __repr__(self) -> str:
         return f"<MemoryManager stores={sorted(self._handles)} policy={self._policy.source}>"
@@ -144,6 +148,11 @@ class MemoryManager:
         with self._lock:
             return {name: tuple(group) for name, group in sorted(self._handles.items())}
 
+    def plain_handle(self, store: Any) -> Optional[StoreHandle]:
+        """The handle this manager gave the plain dict `store`, if any."""
+        with self._lock:
+            return self._plain.get(id(store))
+
     def handles(self) -> list[StoreHandle]:
         with self._lock:
             if self._plain:
@@ -211,20 +220,19 @@ class MemoryManager:
 
     def emergency_cleanup(self) -> CleanupReport:
         """Evict until usage is down to the emergency target, then reclaim and re-sample."""
-        report: CleanupReport = self._monitor().emergency(forced=True)
-        return report
+        return self._monitor().emergency(forced=True)
 
     # -- monitoring (the thread lives in memguard.monitor) -------------------------------------
 
-    def _monitor(self) -> Any:
-        if self.monitor is None:
-            from memguard.monitor import Monitor
+    def _monitor(self) -> Monitor:
+        with self._lock:
+            if self.monitor is None:
+                self.monitor = Monitor(self)
+            return self.monitor
 
-            self.monitor = Monitor(self)
-        return self.monitor
-
-    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Any:
-        """Start the background monitor (every `interval`, default the policy's check_interval).
+    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Monitor:
+        """Start the background monitor: it samples every `sample_interval` and runs the
+        periodic pass every `interval` (default the policy's check_interval).
 
         Raises the environment's `PolicyError` if the default policy could not be loaded.
         """
@@ -245,13 +253,13 @@ class MemoryManager:
         if self.monitor is not None:
             self.monitor.stop()
 
-    def get_memory_stats(self) -> Any:
+    def get_memory_stats(self) -> MemoryStats:
         """A fresh `MemoryStats`: sample, level, thresholds, stores, recent cleanups."""
         return self._monitor().stats()
 
     def is_memory_high(self, threshold_mb: Optional[float] = None) -> bool:
         """True at warning level or above, or above `threshold_mb` MiB when given."""
-        return bool(self._monitor().is_high(threshold_mb))
+        return self._monitor().is_high(threshold_mb)
 
     # -- listeners --------------------------------------------------------------------------------
 
@@ -280,7 +288,7 @@ class MemoryManager:
 
 def all_managers() -> list[MemoryManager]:
     """Every live manager (the default one and any an app created)."""
-    return list(_managers)
+    return [host for host in registry.hosts() if isinstance(host, MemoryManager)]
 
 
 def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
@@ -299,7 +307,7 @@ def _setup_error(error: Exception, name: str) -> PolicyError:
 def find_plain_handle(store: Any) -> Optional[StoreHandle]:
     """The handle a manager gave a plain dict in `setup_job_store_cleanup`, if any."""
     for candidate in all_managers():
-        found = candidate._plain.get(id(store))
+        found = candidate.plain_handle(store)
         if found is not None:
             return found
     return None
@@ -319,11 +327,11 @@ def _default_manager() -> MemoryManager:
 
 def _after_fork_in_child() -> None:
     """A manager lock another thread held at the fork would never be released in the child."""
-    for candidate in list(_managers):
+    for candidate in all_managers():
         candidate._lock = threading.RLock()
 
 
-_managers: weakref.WeakSet[MemoryManager] = weakref.WeakSet()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 manager = _default_manager()
+registry.set_default(manager)

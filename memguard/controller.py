@@ -31,9 +31,9 @@ import attrs
 
 from memguard._logging import announce, logger
 from memguard._units import format_duration, format_size
+from memguard.events import CleanupReport
 from memguard.levels import HYSTERESIS
 from memguard.memory import MemorySample, Reclaim, reclaim
-from memguard.pipeline import CleanupReport
 from memguard.policy import Thresholds
 from memguard.stats import growth_rate
 

@@ -39,6 +39,7 @@ from memguard.controller import (
     EmergencyController,
     recent_growth,
 )
+from memguard.events import CleanupReport
 from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level, threshold_of
 from memguard.memory import (
     CgroupProbe,
@@ -51,7 +52,6 @@ from memguard.memory import (
     make_probe,
     reclaim,
 )
-from memguard.pipeline import CleanupReport
 from memguard.policy import MemoryPolicy, Thresholds
 from memguard.stats import MemoryStats, growth_rate, time_to_limit
 

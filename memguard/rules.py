@@ -8,31 +8,15 @@ with that signature can stand in for a rule.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional, Protocol, cast
+from typing import Any, Optional, Protocol, cast
 
 import attrs
 
 from memguard._units import positive_count, positive_duration, positive_size
+from memguard.events import Cause
+from memguard.policy import RULE_NAMES, StorePolicy
 from memguard.tracking import JobIndex, Key
-
-if TYPE_CHECKING:
-    from memguard.pipeline import Pipeline
-
-
-class Cause(str, enum.Enum):
-    """Why a job was evicted."""
-
-    AGE = "age"
-    IDLE = "idle"
-    COUNT = "count"
-    BYTES = "bytes"
-    EMERGENCY = "emergency"
-    EXPLICIT = "explicit"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @attrs.define
@@ -64,13 +48,9 @@ class _Composable:
     """`a | b` builds a pipeline running `a` then `b` (tenacity's `stop_a | stop_b`)."""
 
     def __or__(self, other: Any) -> Pipeline:
-        from memguard.pipeline import Pipeline
-
         return Pipeline((cast(Rule, self),)).__or__(other)
 
     def __ror__(self, other: Any) -> Pipeline:
-        from memguard.pipeline import Pipeline
-
         return Pipeline((other,)).__or__(self)
 
 
@@ -153,5 +133,39 @@ class Emergency(_Composable):
                 return
 
 
-#: TOML `[pipeline] rules` names, in the order a pass runs them.
-RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")
+@attrs.frozen
+class Pipeline:
+    """Rules run in order; `a | b` appends, a plain callable stands in for a rule (tenacity's
+    `stop_a | stop_b`). Calling it yields what its rules name, one rule after the other; the
+    runner in `memguard.pipeline` evicts them."""
+
+    rules: tuple[Rule, ...] = ()
+
+    def __or__(self, other: Any) -> Pipeline:
+        added = other.rules if isinstance(other, Pipeline) else (other,)
+        return Pipeline(self.rules + tuple(added))
+
+    def __ror__(self, other: Any) -> Pipeline:
+        return Pipeline((other,)) | self
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for rule in self.rules:
+            yield from rule(index, ctx)
+
+
+def pipeline_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
+                 emergency_order: Optional[str] = None) -> Pipeline:
+    """The pipeline a store's policy asks for, keeping only the named rules, in pass order."""
+    names = set(rule_names)
+    rules: list[Rule] = []
+    if "age" in names and policy.max_age is not None:
+        rules.append(MaxAge(policy.max_age))
+    if "idle" in names and policy.max_idle is not None:
+        rules.append(MaxIdle(policy.max_idle))
+    if "count" in names and policy.max_jobs is not None:
+        rules.append(MaxJobs(policy.max_jobs))
+    if "bytes" in names and policy.max_bytes is not None:
+        rules.append(MaxBytes(policy.max_bytes))
+    if "emergency" in names:
+        rules.append(Emergency(emergency_order))
+    return Pipeline(tuple(rules))

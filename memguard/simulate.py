@@ -44,9 +44,9 @@ import attrs
 
 from memguard._manager import MemoryManager
 from memguard._units import format_size, parse_size
+from memguard.events import CleanupReport, EvictionEvent
 from memguard.memory import ProcessProbe
 from memguard.monitor import LEVELS, Monitor, raw_level
-from memguard.pipeline import CleanupReport, EvictionEvent
 from memguard.policy import MemoryPolicy, Policy, bundled_policy, load_policy
 from memguard.testing import FakeClock
 

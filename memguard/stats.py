@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import attrs
 
+from memguard.events import CleanupReport
 from memguard.memory import MemorySample
-from memguard.pipeline import CleanupReport
 from memguard.policy import Thresholds
 from memguard.store import StoreStats
 

@@ -31,12 +31,14 @@ from typing import (
 
 import attrs
 
+from memguard import registry
 from memguard._sizing import estimate_size
 from memguard._units import show_value
 from memguard.errors import StoreDefinitionError
-from memguard.pipeline import CleanupReport, EvictionEvent, Pipeline, pipeline_for
+from memguard.events import Cause, CleanupReport, EvictionEvent
+from memguard.pipeline import apply_rule, run_pass
 from memguard.policy import Policy, StorePolicy
-from memguard.rules import Cause, Emergency, MaxBytes, MaxJobs, Pass, Rule
+from memguard.rules import Emergency, MaxBytes, MaxJobs, Pass, Pipeline, Rule, pipeline_for
 from memguard.tracking import (
     NOTHING,
     RECHECK_MOST_PER_INSERT,
@@ -48,6 +50,7 @@ from memguard.tracking import (
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
+    from memguard.registry import StoreHost
 
 logger = logging.getLogger("memguard")
 
@@ -135,7 +138,7 @@ def _dict_get(store: Any, key: Key) -> Any:
 class StoreHandle:
     """The control surface of one store instance: policy, touch, pins, stats, cleanup."""
 
-    def __init__(self, name: str, *, manager: MemoryManager, declared: Mapping[str, Any],
+    def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
                  backend: _Backend) -> None:
         self.name = name
         self.manager = manager
@@ -210,11 +213,16 @@ class StoreHandle:
     # -- public operations ------------------------------------------------------------------
 
     def touch(self, key: Key) -> None:
-        """Mark `key` as just used. O(1); an unknown key is ignored."""
+        """Mark `key` as just used. O(1); an unknown key is ignored.
+
+        In an adopted plain dict, a key not indexed yet means writes the index could not
+        see: every such key is indexed first (O(n), in the dict's order), so the touched job
+        goes after its untracked siblings, not ahead of them.
+        """
         if key not in self.index:
             if not self._backend.needs_sync:
                 return  # unknown to a managed store: nothing to touch
-            self._adopt(key)
+            self.reconcile()
         self.index.touch(key)
 
     def pin(self, key: Key) -> None:
@@ -251,7 +259,7 @@ class StoreHandle:
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
-        return self.pipeline.run(self, ctx)
+        return run_pass(self.pipeline, self, ctx)
 
     def stats(self) -> StoreStats:
         """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
@@ -293,17 +301,14 @@ class StoreHandle:
         rules = self._insert_rules
         if rules is None or not self._over_bounds():
             return []
-        victims = []
+        victims: list[_Victim] = []
         ctx = Pass(now=now, order=self.policy.order)
         # finished jobs become victims again, in time
         self.index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
         self.index.writing = key  # counts as active while its own insert enforces the bound
         try:
-            for rule in rules.rules:
-                for victim_key, cause in rule(self.index, ctx):
-                    victim = self.evict_locked(victim_key, cause)
-                    if victim is not None:
-                        victims.append(victim)
+            for rule in rules.rules:  # the one runner of passes, refusal guard included
+                apply_rule(rule, self, ctx, victims)
         finally:
             self.index.writing = NOTHING
         return victims
@@ -526,12 +531,8 @@ def managed_store(
     return decorate if maybe_cls is None else decorate(maybe_cls)
 
 
-def _manager_of(spec: _Spec) -> MemoryManager:
-    if spec.manager is not None:
-        return spec.manager
-    from memguard._manager import manager
-
-    return manager
+def _manager_of(spec: _Spec) -> StoreHost:
+    return spec.manager if spec.manager is not None else registry.default_host()
 
 
 def _new_handle(spec: _Spec, backend: _Backend) -> StoreHandle:
@@ -1036,11 +1037,10 @@ def handle(store: Any) -> StoreHandle:
     found = getattr(store, "_memguard", None)
     if isinstance(found, StoreHandle):
         return found
-    from memguard._manager import find_plain_handle
-
-    plain = find_plain_handle(store)
-    if plain is not None:
-        return plain
+    for host in registry.hosts():
+        plain = host.plain_handle(store)
+        if isinstance(plain, StoreHandle):
+            return plain
     raise TypeError(
         f"{type(store).__qualname__} is not a managed store: decorate its class with "
         "@managed_store or register it with manager.setup_job_store_cleanup()")

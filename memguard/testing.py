@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Optional, Union
 
 from memguard._units import parse_size
-from memguard.pipeline import EvictionEvent
+from memguard.events import EvictionEvent
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 import wrapt
 
+from memguard import registry
 from memguard.errors import StoreDefinitionError
 from memguard.store import StoreHandle, handle
 
@@ -184,9 +185,8 @@ def _is_keyword_only(wrapped: Any, name: str) -> bool:
 
 def _handles_named(name: str) -> list[StoreHandle]:
     """The live stores called `name`, in every manager (usually one store)."""
-    from memguard._manager import all_managers
-
-    return [found for manager in all_managers() for found in manager.stores.get(name, ())]
+    return [found for host in registry.hosts() for found in host.stores.get(name, ())
+            if isinstance(found, StoreHandle)]
 
 
 def _store_finder(wrapped: Any, store: Any) -> Callable[[Any], Any]:

@@ -413,3 +413,18 @@ def test_the_byte_bound_evicts_only_what_counts_toward_it(manager: MemoryManager
     store["small"] = {"status": "queued"}
     handle(store).cleanup()
     assert sorted(store) == ["big", "running", "small"]
+
+
+def test_touch_job_on_a_plain_dict_protects_the_job_it_touches() -> None:
+    from memguard import MemoryManager, Policy
+    from memguard.testing import FakeClock
+
+    manager = MemoryManager(Policy(), clock=FakeClock(0.0))
+    jobs: dict[str, Any] = {}
+    manager.setup_job_store_cleanup(jobs, "plain", max_jobs=3)
+    for i in range(3):  # written behind memguard's back since the last pass
+        jobs[f"j{i}"] = {"status": "done", "result": "r"}
+    manager.touch_job(jobs, "j0")  # j0 is used now: j1 and j2 are older
+    jobs["j3"] = {"status": "done", "result": "r"}
+    manager.run_cleanup()  # over max_jobs by one: the least recently used goes
+    assert sorted(jobs) == ["j0", "j2", "j3"]
