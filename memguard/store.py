@@ -564,8 +564,16 @@ def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
         name in getattr(k, "__slots__", ()) or name in vars(k) for k in cls.__mro__))
 
 
-def _ignore_touch(key: Key) -> None:
-    """The read path of a dict no longer attached to a store."""
+class _NoReads(dict):  # type: ignore[type-arg]
+    """The read set of a dict no longer attached to a store: it keeps nothing."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+_NO_READS = _NoReads()
 
 
 def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
@@ -676,21 +684,29 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
             self._memguard.reconcile()  # dict.__init__ stores without __setitem__
             self._memguard.manager.register(self._memguard, self)
 
+    # The read path: two C calls move `key` to the recent end of the read set (pop, then
+    # insert), so the order of reads is exact; the lock is never taken (see JobIndex).
     def __getitem__(self: Any, key: Key) -> Any:
         value = base_getitem(self, key)
-        self._memguard_touch(key)
+        reads = self._memguard_reads
+        reads.pop(key, None)
+        reads[key] = None
         return value
 
     def get(self: Any, key: Key, default: Any = None) -> Any:
         if user_get is not None:
             value = user_get(self, key, default)
             if dict.__contains__(self, key):
-                self._memguard_touch(key)
+                reads = self._memguard_reads
+                reads.pop(key, None)
+                reads[key] = None
             return value
         value = dict_get(self, key, _MISSING)
         if value is _MISSING:
             return default
-        self._memguard_touch(key)
+        reads = self._memguard_reads
+        reads.pop(key, None)
+        reads[key] = None
         return value
 
     def pop(self: Any, key: Key, *default: Any) -> Any:
@@ -720,7 +736,7 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         with handle.lock:
             value = dict_get(self, key, _MISSING)
             if value is not _MISSING:
-                self._memguard_touch(key)
+                handle.index.touch(key)
                 return value
             base_setitem(self, key, default)
             if self._memguard is not handle:
@@ -734,9 +750,13 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
         if len(args) > 1:
             raise TypeError(f"update expected at most 1 argument, got {len(args)}")
         source: Any = args[0] if args else ()
-        pairs = ((key, source[key]) for key in source) if hasattr(source, "keys") else source
-        for key, value in pairs:
-            self[key] = value
+        if hasattr(source, "keys"):  # as dict.update does: keys(), then [key] for each
+            for key in source.keys():  # noqa: SIM118 (keys() is what dict.update calls)
+                self[key] = source[key]
+        else:
+            for pair in source:
+                key, value = pair  # a pair that is not two items: ValueError, as dict says
+                self[key] = value
         for key, value in kwargs.items():
             self[key] = value
 
@@ -755,7 +775,7 @@ def _managed_dict_class(cls: Any, spec: Optional[_Spec]) -> type:
                 handle.index.clear()
 
     namespace: dict[str, Any] = {
-        "__slots__": _slots_for(cls, "_memguard", "_memguard_touch"),
+        "__slots__": _slots_for(cls, "_memguard", "_memguard_reads"),
         "__init__": __init__, "__getitem__": __getitem__, "get": get, "pop": pop,
         "popitem": popitem, "setdefault": setdefault, "update": update, "__ior__": __ior__,
         "clear": clear, "__reduce__": _plain_copy,
@@ -806,12 +826,11 @@ def _absorbing(user_method: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def attach(store: Any, handle: Optional[StoreHandle]) -> None:
-    """Give `store` its handle (and managed dicts the bound touch, for a one-call read path)."""
+    """Give `store` its handle (and managed dicts the read set itself, for a read path of two
+    C calls without an attribute chain)."""
     store._memguard = handle
-    if hasattr(type(store), "_memguard_touch"):
-        # `store[key]` then costs one more C call: reads.setdefault(key), a fast-call method
-        store._memguard_touch = (_ignore_touch if handle is None
-                                 else handle.index.reads.setdefault)
+    if hasattr(type(store), "_memguard_reads"):
+        store._memguard_reads = _NO_READS if handle is None else handle.index.reads
 
 
 class _QuietValuesView(ValuesView[Any]):

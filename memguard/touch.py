@@ -106,7 +106,9 @@ def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[C
                 "store; pass store= to name the store it reads")
         index = found.index  # JobIndex.touch, inlined: this is the hot path
         if job_id in index.created:
-            index.reads[job_id] = None
+            reads = index.reads
+            reads.pop(job_id, None)
+            reads[job_id] = None
         return result
 
     return touching
