@@ -403,6 +403,9 @@ class Monitor:
                 if stop.is_set():
                     break
                 self._wait(stop)
+        except BaseException:
+            self.failures += 1
+            logger.exception("memguard: the monitor loop ended on an exception")
         finally:
             if not stop.is_set() and self._started:
                 self._restart_after_death()
