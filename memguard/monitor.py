@@ -428,7 +428,7 @@ class Monitor:
         """Wait one sample interval, or less when woken (stop, new interval, SIGUSR1)."""
         wake = self._wake
         try:
-            interval = self._next_wait()
+            interval = self.next_wait()
         except Exception:  # a policy without a resolvable limit: the plain interval
             interval = self.sample_interval
         if self._handler is None:
@@ -562,7 +562,7 @@ class Monitor:
         growth = recent_growth(self._recent_points())
         return self._growth_before if growth is None else growth
 
-    def _next_wait(self) -> float:
+    def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing
         fast enough to cross ``emergency`` before then (half the time it would take)."""
         every = self.sample_interval
