@@ -39,7 +39,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping
-from pathlib import Path
 from typing import Any, Callable, Final, Optional, Union
 
 import attrs
@@ -49,7 +48,7 @@ from memguard._units import format_size, parse_size
 from memguard.events import CleanupReport, EvictionEvent
 from memguard.memory import ProcessProbe
 from memguard.monitor import LEVELS, Monitor, raw_level
-from memguard.policy import MemoryPolicy, Policy, bundled_policy, load_policy
+from memguard.policy import MemoryPolicy, Policy, bundled_policy
 from memguard.testing import FakeClock
 
 __all__ = [
@@ -846,7 +845,3 @@ def run(config: Optional[StressConfig] = None, *,
     """
     return _Run(config or StressConfig(), progress).execute()
 
-
-def load(path: Union[str, Path, None]) -> Policy:
-    """The policy for a stress run: the file at `path`, or the bundled default when None."""
-    return default_policy() if path is None else load_policy(path)
