@@ -610,6 +610,5 @@ def plot_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-
 if __name__ == "__main__":
     raise SystemExit(plot_main())
