@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memguard",
         description="Keep a long-running Python web process under its memory limit.",
     )
+    from memguard._version import version
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_policy_command(commands)
     add_health_command(commands)

@@ -42,3 +42,8 @@ class StoreDefinitionError(MemguardError, TypeError):
 
     Raised at decoration time, naming the class or function and the problem.
     """
+
+
+class MissingExtraError(MemguardError, ImportError):
+    """An integration needs a package that is not installed; the message names the
+    ``pip install 'memguard[EXTRA]'`` that brings it in."""

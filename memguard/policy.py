@@ -1155,7 +1155,8 @@ def load_policy(
     *,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Policy:
-    """A policy from a file (a path that exists or ends in `.toml`) or from TOML text.
+    """A policy from a file (a path that exists or ends in `.toml`), a bundled policy's name
+    (``"default"``, see `bundled_policy_names`), or TOML text.
 
     The environment (`environ`, default `os.environ`) overrides the file, as DESIGN section 5
     says. Raises one `PolicyError` naming the file, line, key, bad value and what is allowed.
@@ -1163,7 +1164,27 @@ def load_policy(
     if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
         path = Path(path_or_text)
         return Policy.from_toml(_read(path), source=os.fspath(path_or_text), environ=environ)
+    if _BARE_NAME.match(path_or_text):  # one bare word is never TOML: a bundled policy's name
+        path = _bundled_by_name(path_or_text.strip())
+        return Policy.from_toml(_read(path), source=os.fspath(path), environ=environ)
     return Policy.from_toml(path_or_text, environ=environ)
+
+
+_BARE_NAME = re.compile(r"\s*[A-Za-z0-9][A-Za-z0-9_.-]*\s*\Z")
+
+
+def _bundled_by_name(name: str) -> Path:
+    """The bundled policy `name`, or a PolicyError listing the names there are."""
+    try:
+        return bundled_policy(name)
+    except FileNotFoundError:
+        names = bundled_policy_names()
+        hint = _suggest(name, names)
+        raise PolicyError(
+            f"{name!r} is neither a policy file nor a bundled policy; bundled policies: "
+            f"{', '.join(names) or 'none found'}" + (f";{hint}" if hint else ""),
+            source="<name>",
+        ) from None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -1201,6 +1222,8 @@ def policy_from_environment(environ: Optional[Mapping[str, str]] = None) -> Poli
     path = env.get(ENV_POLICY, "").strip()
     if not path:
         return Policy.default(env)
+    if not Path(path).is_file() and path in bundled_policy_names():
+        return load_policy(path, environ=env)
     if not Path(path).is_file():
         raise PolicyError(
             f"no policy file at {path!r}; expected the path of a TOML policy file",

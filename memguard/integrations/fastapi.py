@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response as StarletteResponse
-from starlette.concurrency import run_in_threadpool
+from memguard.integrations._extras import missing_extra
+
+try:
+    from fastapi import APIRouter, Request
+    from fastapi.responses import Response as StarletteResponse
+    from starlette.concurrency import run_in_threadpool
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess without FastAPI
+    raise missing_extra("fastapi", _error) from _error
 
 from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 

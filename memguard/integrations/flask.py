@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
-from flask import Blueprint, Flask, request
-from flask import Response as FlaskResponse
+from memguard.integrations._extras import missing_extra
+
+try:
+    from flask import Blueprint, Flask, request
+    from flask import Response as FlaskResponse
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess without Flask
+    raise missing_extra("flask", _error) from _error
 
 from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 
