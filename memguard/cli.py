@@ -561,7 +561,7 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
         limit=_int_or_none(thresholds.get("limit")), level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        status=status, note=str(data.get("output", "")),
+        status=status, note=str(data.get("output") or " ".join(data.get("notes") or ())),
     )
 
 

@@ -148,6 +148,44 @@ def test_health_status_follows_the_level(client: Client, probe: FakeProbe, usage
         assert usage_check["thresholds"]["critical"] == 600 * 2**20
 
 
+def _outputs(payload: Any) -> list[str]:
+    """Every ``output`` field of a health payload, top level and checks."""
+    found = [payload["output"]] if "output" in payload else []
+    for checks in payload["checks"].values():
+        found += [check["output"] for check in checks if "output" in check]
+    return found
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/ready", "/health/live"])
+def test_health_follows_the_ietf_draft(client: Client, probe: FakeProbe, path: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``output`` is omitted on pass (the draft: raw error output for warn and fail only);
+    ``version`` is memguard's; ``serviceId`` and ``pid`` name the process that answered."""
+    import os
+
+    import memguard
+
+    monkeypatch.setenv("DYNO", "web.3")
+    body = client.get(path).json()
+    assert body["status"] == "pass"
+    assert _outputs(body) == []
+    assert body["version"] == memguard.__version__
+    assert body["pid"] == os.getpid()
+    assert body["serviceId"] == f"web.3:{os.getpid()}"
+    assert body["notes"] and isinstance(body["notes"][0], str)
+    if path != "/health/live":
+        probe.set("420MB")
+        warned = client.get(path).json()
+        assert warned["status"] == "warn"
+        assert warned["output"].startswith("level warning: usage 420.0MB")
+        assert warned["checks"]["memory:utilization"][0]["output"] == warned["output"]
+        monkeypatch.delenv("DYNO")
+        import socket
+
+        warned = client.get(path).json()
+        assert warned["serviceId"] == f"{socket.gethostname()}:{os.getpid()}"
+
+
 def test_health_without_a_limit_reports_no_percentage(mgr: MemoryManager,
                                                       probe: FakeProbe) -> None:
     probe.limit = None
@@ -200,7 +238,8 @@ def test_live_is_200_before_start_and_while_running_and_503_once_dead(
         client: Client, mgr: MemoryManager, probe: FakeProbe) -> None:
     response = client.get("/health/live")
     assert response.status_code == 200
-    assert response.json()["checks"]["memguard:monitor"][0]["output"] == "monitor not started"
+    assert response.json()["notes"] == ["monitor not started"]
+    assert "output" not in response.json()["checks"]["memguard:monitor"][0]  # pass: no output
     calls = probe.calls
     mgr.monitor = SimpleNamespace(started=True, running=True)
     response = client.get("/health/live")
