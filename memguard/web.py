@@ -298,16 +298,15 @@ def metrics_payload(manager: Optional[MemoryManager] = None, *,
 
     Each call builds a fresh `CollectorRegistry` holding one collector that reads one
     `MemoryStats`, so nothing is registered globally (safe with several managers, workers
-    and test runs). `accept` picks OpenMetrics when the scraper asks for it.
+    and test runs). `accept` picks OpenMetrics when the scraper asks for it. Every series is
+    labelled with the answering ``pid``, or aggregated over the workers when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (`memguard.metrics`); the standard ``process_*``
+    and ``python_gc_*`` families come along.
     """
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
+    from memguard.metrics import exposition
 
     manager = _default_manager(manager)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(manager.get_memory_stats(), manager))
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    return exposition(_StatsCollector(manager.get_memory_stats(), manager), manager, accept)
 
 
 class _StatsCollector:

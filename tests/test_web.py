@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -299,9 +300,10 @@ def test_metrics_in_base_units(client: Client, store: Any, probe: FakeProbe) -> 
     families = _families(response.text)
 
     def value(name: str, **labels: str) -> float:
+        """The sample's value; every sample names the answering process in ``pid``."""
         for family in families.values():
             for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
+                if sample.name == name and sample.labels == {**labels, "pid": str(os.getpid())}:
                     return float(sample.value)
         raise AssertionError(f"{name}{labels} not in the metrics")
 
@@ -318,6 +320,20 @@ def test_metrics_in_base_units(client: Client, store: Any, probe: FakeProbe) -> 
     assert value("memguard_cleanups_total", kind="emergency") == 1
     assert "memguard_reclaimed_bytes" in families
     assert SECRET not in response.text
+
+
+def test_metrics_label_every_series_with_the_pid_and_add_process_and_gc(
+        mgr: MemoryManager, store: Any) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR each series is one process's own (``pid``), so one
+    series never goes down when scrapes reach different workers."""
+    body, _ = metrics_payload(mgr)
+    families = _families(body.decode())
+    pids = {s.labels.get("pid") for f in families.values() for s in f.samples}
+    assert pids == {str(os.getpid())}
+    assert families["process_cpu_seconds"].type == "counter"
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["python_gc_collections"].type == "counter"
+    assert "python_info" in families
 
 
 def test_metrics_speaks_openmetrics_when_asked(mgr: MemoryManager, store: Any) -> None:
