@@ -81,7 +81,7 @@ def exposition(collector: Any, manager: MemoryManager, accept: Optional[str]) ->
 
         _mirror(collector.collect())
         _ensure_thread(manager)
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_WithPid(collector, pid))
     registry.register(_WithPid(_standard_collectors(), pid))
@@ -182,7 +182,7 @@ def _mirror(families: Iterable[Any]) -> None:
             for sample in family.samples:
                 if family.type == "counter" and not sample.name.endswith("_total"):
                     continue  # _created samples: the counter keeps its own
-                child = metric.labels(**sample.labels) if labelnames else metric
+                child: Any = metric.labels(**sample.labels) if labelnames else metric
                 if family.type == "counter":
                     key = (sample.name, tuple(sorted(sample.labels.items())))
                     last = _last.get(key, 0.0)

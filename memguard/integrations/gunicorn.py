@@ -80,7 +80,7 @@ class GunicornHooks:
         if os.environ.get(MULTIPROC_ENV):
             from prometheus_client.multiprocess import mark_process_dead
 
-            mark_process_dead(worker.pid)
+            mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     def recycle(self, worker: Any) -> None:
         """Ask gunicorn to replace `worker` gracefully, once: it finishes in-flight requests,
