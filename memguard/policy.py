@@ -431,6 +431,10 @@ def _to_log_samples(value: object) -> bool:
     return _with_key("log_samples", _boolean, value)  # type: ignore[no-any-return]
 
 
+def _to_watch(value: object) -> bool:
+    return _with_key("watch", _boolean, value)  # type: ignore[no-any-return]
+
+
 @attrs.frozen
 class Thresholds:
     """Memory thresholds in bytes for one known limit (None = not set, or a percentage of a
@@ -470,6 +474,7 @@ class MemoryPolicy:
     recycle: bool = attrs.field(default=False, converter=_to_recycle)
     signal_cleanup: bool = attrs.field(default=False, converter=_to_signal_cleanup)
     log_samples: bool = attrs.field(default=False, converter=_to_log_samples)
+    watch: bool = attrs.field(default=False, converter=_to_watch)
     summary_interval: float = attrs.field(default=600.0, converter=_to_summary_interval)
 
     def __attrs_post_init__(self) -> None:
@@ -589,6 +594,7 @@ _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "recycle": _boolean,
     "signal_cleanup": _boolean,
     "log_samples": _boolean,
+    "watch": _boolean,
     "summary_interval": positive_duration,
 }
 _STORE_KEYS: dict[str, Callable[[object], Any]] = {
