@@ -527,7 +527,8 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
     growth = data.get("growth_per_minute")
     ttl = data.get("time_to_limit")
     return Reading(
-        target=endpoint, scope=str(sample.get("scope", "remote")), usage=int(sample["usage"]),
+        target=_answered_by(endpoint, data), scope=str(sample.get("scope", "remote")),
+        usage=int(sample["usage"]),
         rss=_int_or_none(sample.get("rss")), limit=limit, level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
@@ -536,6 +537,12 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
         time_to_limit=None if ttl is None else float(ttl),
         monitoring=data.get("monitoring"),
     )
+
+
+def _answered_by(endpoint: str, data: dict[str, Any]) -> str:
+    """The endpoint and the pid that answered (a worker, under a multi-worker server)."""
+    pid = data.get("pid")
+    return f"{endpoint} (pid {pid})" if isinstance(pid, int) else endpoint
 
 
 #: The health status a level maps to (memguard.web.LEVEL_STATUS, without importing web).
@@ -557,7 +564,7 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
     if usage is None:
         raise ValueError("no usage")
     return Reading(
-        target=endpoint, scope="remote", usage=int(usage),
+        target=_answered_by(endpoint, data), scope="remote", usage=int(usage),
         limit=_int_or_none(thresholds.get("limit")), level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},

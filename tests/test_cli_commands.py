@@ -293,7 +293,7 @@ def test_health_of_an_app_in_text(app: FakeApp) -> None:
     result = memguard("health", "--url", app.url)
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == f"ok: {app.url}/memory uses 300.0MB of 512.0MB (59%) [process]"
+    assert lines[0] == f"ok: {app.url}/memory (pid 4242) uses 300.0MB of 512.0MB (59%) [process]"
     assert "thresholds: warning 400.0MB · emergency 500.0MB · critical 600.0MB · limit 512.0MB" \
         in lines
     assert "store diagram: 12 jobs, 2 active, 30.0MB" in lines
@@ -424,7 +424,7 @@ def test_monitor_logfmt_lines(app: FakeApp) -> None:
     assert fields["usage_h"] == "300.0MB" and fields["limit"] == str(512 * MB)
     assert fields["warning"] == str(400 * MB) and fields["critical"] == str(600 * MB)
     assert fields["jobs"] == "19" and fields["jobs.diagram"] == "12"
-    assert fields["target"] == f"{app.url}/memory"
+    assert fields["target"] == f"{app.url}/memory (pid 4242)"  # the worker that answered
 
 
 def test_monitor_prints_lines_when_stdout_is_not_a_terminal() -> None:
