@@ -72,8 +72,11 @@ class PolicyWatcher:
             return
         self._stop = threading.Event()
         self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True,
-                                        name="memguard-policy-watch")
+        # Taken here, not in the thread: an edit made right after start() returns must count
+        # as a change, whenever the thread first runs.
+        loaded = signature(self.path)
+        self._thread = threading.Thread(target=self._run, args=(self._stop, loaded),
+                                        daemon=True, name="memguard-policy-watch")
         self._thread.start()
         logger.info("memguard: watching %s for policy changes", self.path)
 
@@ -87,8 +90,7 @@ class PolicyWatcher:
     def forget_after_fork(self) -> None:
         self._thread, self._pid = None, 0
 
-    def _run(self, stop: threading.Event) -> None:
-        applied = signature(self.path)  # what the manager loaded (or close enough: just now)
+    def _run(self, stop: threading.Event, applied: Signature) -> None:
         seen, reported = applied, applied
         while not stop.wait(POLL_SECONDS):  # until stop(); a daemon thread ends with us
             try:
