@@ -8,6 +8,7 @@ rather than guessing.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 __all__ = ["DISTRIBUTION", "UNKNOWN_VERSION", "version"]
@@ -16,6 +17,7 @@ DISTRIBUTION: Final = "memguard"
 UNKNOWN_VERSION: Final = "0+unknown"
 
 
+@functools.cache  # read once: /health asks on every request
 def version() -> str:
     """The installed distribution's version, or `UNKNOWN_VERSION` when it is not installed."""
     from importlib.metadata import PackageNotFoundError
