@@ -27,10 +27,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Optional
-
-if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
+from typing import Any, Callable, Final, Optional
 
 __all__ = ["MULTIPROC_ENV", "SYNC_INTERVAL", "ensure_sync", "exposition", "multiprocess_mode",
            "sync"]
@@ -68,9 +65,13 @@ def _warn_once(message: str) -> None:
         logger.warning(message)
 
 
-def exposition(collector: Any, manager: MemoryManager, accept: Optional[str]) -> tuple[bytes, str]:
-    """(body, content type) for a scrape answered by this process; `collector` is the
-    snapshot collector of this process's memguard families."""
+Snapshot = Callable[[], Any]
+"""Returns a fresh collector (``.collect()`` yields families) over this process's figures;
+`memguard.web` supplies it, so this module never imports the web layer."""
+
+
+def exposition(snapshot: Snapshot, accept: Optional[str]) -> tuple[bytes, str]:
+    """(body, content type) for a scrape answered by this process."""
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
@@ -79,11 +80,11 @@ def exposition(collector: Any, manager: MemoryManager, accept: Optional[str]) ->
     if multiprocess_mode():
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        _mirror(collector.collect())
-        _ensure_thread(manager)
+        _mirror(snapshot().collect())
+        _ensure_thread(snapshot)
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
-        registry.register(_WithPid(collector, pid))
+        registry.register(_WithPid(snapshot(), pid))
     registry.register(_WithPid(_standard_collectors(), pid))
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
@@ -146,13 +147,10 @@ _last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 _last_pid: Optional[int] = None
 
 
-def sync(manager: MemoryManager) -> None:
-    """Mirror `manager`'s figures into this process's multiprocess files (no-op otherwise)."""
-    if not multiprocess_mode():
-        return
-    from memguard.web import _StatsCollector
-
-    _mirror(_StatsCollector(manager.get_memory_stats(), manager).collect())
+def sync(snapshot: Snapshot) -> None:
+    """Mirror this process's figures into its multiprocess files (no-op otherwise)."""
+    if multiprocess_mode():
+        _mirror(snapshot().collect())
 
 
 def _mirror(families: Iterable[Any]) -> None:
@@ -196,30 +194,30 @@ _thread: Optional[threading.Thread] = None
 _thread_pid: Optional[int] = None
 
 
-def ensure_sync(manager: MemoryManager) -> None:
+def ensure_sync(snapshot: Snapshot) -> None:
     """In multiprocess mode, keep this process's figures mirrored every `SYNC_INTERVAL`
     (the gunicorn ``post_fork`` hook calls this in each worker)."""
     if multiprocess_mode():
-        _ensure_thread(manager)
+        _ensure_thread(snapshot)
 
 
-def _ensure_thread(manager: MemoryManager) -> None:
+def _ensure_thread(snapshot: Snapshot) -> None:
     """Start this process's mirroring thread unless it runs (a fork leaves none behind)."""
     global _thread, _thread_pid
     with _mirror_lock:
         if _thread is not None and _thread_pid == os.getpid() and _thread.is_alive():
             return
         _thread_pid = os.getpid()
-        _thread = threading.Thread(target=_run, args=(manager,), daemon=True,
+        _thread = threading.Thread(target=_run, args=(snapshot,), daemon=True,
                                    name="memguard-metrics")
         _thread.start()
 
 
-def _run(manager: MemoryManager) -> None:
+def _run(snapshot: Snapshot) -> None:
     stop = threading.Event()
     while not stop.wait(SYNC_INTERVAL):  # daemon thread: ends with the process
         try:
-            sync(manager)
+            sync(snapshot)
         except Exception:  # never die silently: say why, and keep mirroring
             logger.exception("memguard: mirroring metrics to %s failed", MULTIPROC_ENV)
 

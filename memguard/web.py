@@ -305,8 +305,12 @@ def metrics_payload(manager: Optional[MemoryManager] = None, *,
     """
     from memguard.metrics import exposition
 
-    manager = _default_manager(manager)
-    return exposition(_StatsCollector(manager.get_memory_stats(), manager), manager, accept)
+    return exposition(snapshot_collector(_default_manager(manager)), accept)
+
+
+def snapshot_collector(manager: MemoryManager) -> Callable[[], Any]:
+    """A factory of fresh collectors over `manager`'s figures, for `memguard.metrics`."""
+    return lambda: _StatsCollector(manager.get_memory_stats(), manager)
 
 
 class _StatsCollector:

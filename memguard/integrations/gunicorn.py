@@ -59,10 +59,13 @@ class GunicornHooks:
 
     def post_fork(self, server: Any, worker: Any) -> None:
         """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook."""
-        from memguard.metrics import ensure_sync
+        from memguard.metrics import ensure_sync, multiprocess_mode
 
         monitor = self.manager.setup_memory_monitoring()
-        ensure_sync(self.manager)  # PROMETHEUS_MULTIPROC_DIR: mirror this worker's figures
+        if multiprocess_mode():  # PROMETHEUS_MULTIPROC_DIR: mirror this worker's figures
+            from memguard.web import snapshot_collector
+
+            ensure_sync(snapshot_collector(self.manager))
         self._recycling.clear()
         if monitor is not None:
             monitor.on_recycle = lambda: self.recycle(worker)
