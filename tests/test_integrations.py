@@ -359,3 +359,36 @@ def test_fastapi_init_app_refuses_to_shadow_and_mounts_otherwise(mgr: MemoryMana
     client = AsgiClient(app)
     assert client.get("/memory").json() == {"owner": "app"}
     assert client.get("/memguard/memory").json()["pid"] == os.getpid()
+
+
+def test_gunicorn_child_exit_drops_a_dead_workers_gauges_and_keeps_its_counters(
+        tmp_path: Any) -> None:
+    """PROMETHEUS_MULTIPROC_DIR must be set before prometheus-client is imported: a fresh
+    interpreter mirrors its figures, then the arbiter's hook runs for its pid."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "from types import SimpleNamespace\n"
+        "import memguard\n"
+        "from memguard.integrations.gunicorn import child_exit\n"
+        "from memguard.metrics import multiprocess_mode, sync\n"
+        "from memguard.web import snapshot_collector\n"
+        "assert multiprocess_mode()\n"
+        "manager = memguard.MemoryManager()\n"
+        "manager.emergency_cleanup()\n"
+        "sync(snapshot_collector(manager))\n"
+        "before = sorted(os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR']))\n"
+        "child_exit(None, SimpleNamespace(pid=os.getpid()))\n"
+        "after = sorted(os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR']))\n"
+        "print(' '.join(before)); print(' '.join(after)); print(os.getpid())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    before, after, pid = result.stdout.splitlines()
+    assert f"gauge_liveall_{pid}.db" in before.split()
+    assert f"counter_{pid}.db" in before.split()
+    assert after.split() == [f"counter_{pid}.db"]  # its counters stay counted

@@ -55,10 +55,14 @@ def workers_of(pid: int, count: int) -> list[int]:
     raise AssertionError(f"expected {count} workers of {pid}")
 
 
-def test_cleanup_by_pid_reaches_each_gunicorn_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
+def test_cleanup_by_pid_reaches_each_gunicorn_worker(tmp_path: Path, preload: bool) -> None:
+    """With ``--preload`` the listener starts in the master and restarts in each forked
+    worker (under its own pid); the master itself holds no stores either way."""
     env = environment(tmp_path)
     port = free_port()
-    argv = gunicorn_argv("-c", "examples/gunicorn.conf.py", "examples.flask_app:app")
+    argv = gunicorn_argv("-c", "examples/gunicorn.conf.py", *(["--preload"] if preload else []),
+                         "examples.flask_app:app")
     with serve("gunicorn-cleanup", argv, port, dict(env, PORT=str(port)),
                tmp_path / "gunicorn.log") as server:
         workers = workers_of(server.process.pid, 2)
@@ -67,11 +71,15 @@ def test_cleanup_by_pid_reaches_each_gunicorn_worker(tmp_path: Path) -> None:
             assert result.returncode == 0, result.stderr
             assert json.loads(result.stdout)["kind"] == "emergency"
         master = cleanup(server.process.pid, env)
-        assert master.returncode == 1
-        assert f"pid {server.process.pid}: nothing there acts on cleanup requests" in \
-            master.stderr
-        assert "its child processes" in master.stderr
-        assert all(str(w) in master.stderr for w in workers)
+        if preload:  # the master imported the app, so it listens too: its stores are empty
+            assert master.returncode == 0, master.stderr
+            assert json.loads(master.stdout)["evicted"] == 0
+        else:
+            assert master.returncode == 1
+            assert f"pid {server.process.pid}: nothing there acts on cleanup requests" in \
+                master.stderr
+            assert "its child processes" in master.stderr
+            assert all(str(w) in master.stderr for w in workers)
         log = server.log()
     for worker in workers:
         assert f"cleanup requested by `memguard cleanup --pid {worker}`" in log
