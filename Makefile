@@ -10,7 +10,7 @@ $(BIN)/memguard: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs docs-build
 demo: $(BIN)/memguard
 	$(BIN)/python -m memguard.demo --plot demo.png
 
@@ -18,8 +18,16 @@ lint: $(BIN)/memguard
 	$(BIN)/ruff check memguard tests benchmarks examples
 	$(BIN)/mypy --strict memguard
 
-test: $(BIN)/memguard lint
+test: $(BIN)/memguard lint docs-build
 	$(BIN)/python -m pytest -q
+
+# The documentation site (mkdocs.yml): `make docs` serves it on 127.0.0.1:8000 with live
+# reload; `make test` (and so CI) builds it with --strict, so a broken link or reference fails.
+docs: $(BIN)/memguard
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+docs-build: $(BIN)/memguard
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict  # not --quiet: it hides the warnings --strict counts
 
 bench: $(BIN)/memguard
 	$(BIN)/python -m benchmarks

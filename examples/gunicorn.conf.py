@@ -4,12 +4,13 @@
 
 ``post_fork`` starts memguard's monitor in each worker after the fork, ``worker_exit`` stops
 it; with ``recycle = true`` in the policy's ``[memory]`` a worker reaching critical is replaced
-gracefully. Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2).
+gracefully; ``child_exit`` keeps /metrics right when ``PROMETHEUS_MULTIPROC_DIR`` is set
+(docs/http.md). Environment: ``PORT`` (default 8000), ``WEB_CONCURRENCY`` (workers, default 2).
 """
 
 import os
 
-from memguard.integrations.gunicorn import post_fork, worker_exit
+from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
 bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -18,5 +19,5 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 graceful_timeout = 20
 accesslog = "-"
 
-__all__ = ["bind", "graceful_timeout", "post_fork", "threads", "worker_class",
+__all__ = ["bind", "child_exit", "graceful_timeout", "post_fork", "threads", "worker_class",
            "worker_exit", "workers"]

@@ -3,7 +3,9 @@
 This module only re-exports the public names; each lives in the module of its concern.
 """
 
+from memguard import integrations as integrations
 from memguard._manager import MemoryManager, manager
+from memguard._version import version as _version
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
 from memguard.events import Cause, CleanupReport, EvictionEvent
 from memguard.handles import StoreHandle, StoreStats
@@ -13,6 +15,8 @@ from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
 from memguard.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
 from memguard.store import handle, managed_store
 from memguard.touch import touches
+
+__version__: str = _version()
 
 __all__ = [
     "Cause",
@@ -36,9 +40,12 @@ __all__ = [
     "StoreHandle",
     "StorePolicy",
     "StoreStats",
+    "__version__",
     "handle",
     "load_policy",
     "managed_store",
     "manager",
     "touches",
 ]
+# `integrations` is bound (so `memguard.integrations.flask.init_app(app)` works after a plain
+# `import memguard`) but not star-exported; it imports no framework until an adapter is used.

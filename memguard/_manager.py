@@ -89,6 +89,7 @@ class MemoryManager:
             self.policy_error = None
         if self.monitor is not None:
             self.monitor.policy_changed()
+            self._update_companions()
 
     # -- the registry -----------------------------------------------------------------------------
 
@@ -243,7 +244,19 @@ class MemoryManager:
         if interval is not None:
             monitor.set_interval(interval)
         monitor.start()
+        self._update_companions()
         return monitor
+
+    def _update_companions(self) -> None:
+        """Start or stop, as the policy says, the threads that run beside a started monitor:
+        the listener for `memguard cleanup --pid` (``signal_cleanup``, memguard.trigger) and
+        the policy file watcher (``watch``, memguard.reload)."""
+        from memguard import reload, trigger
+
+        started = bool(getattr(self.monitor, "started", False))
+        memory = self._policy.memory
+        trigger.update(self, started and memory.signal_cleanup)
+        reload.update(self, started and memory.watch)
 
     def start(self) -> None:
         """Start monitoring with the policy's settings (idempotent)."""
@@ -253,6 +266,7 @@ class MemoryManager:
         """Stop the monitor thread, if any, and wait for it."""
         if self.monitor is not None:
             self.monitor.stop()
+            self._update_companions()
 
     def get_memory_stats(self) -> MemoryStats:
         """A fresh `MemoryStats`: sample, level, thresholds, stores, recent cleanups."""

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memguard",
         description="Keep a long-running Python web process under its memory limit.",
     )
+    from memguard._version import version
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_policy_command(commands)
     add_health_command(commands)
@@ -527,7 +530,8 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
     growth = data.get("growth_per_minute")
     ttl = data.get("time_to_limit")
     return Reading(
-        target=endpoint, scope=str(sample.get("scope", "remote")), usage=int(sample["usage"]),
+        target=_answered_by(endpoint, data), scope=str(sample.get("scope", "remote")),
+        usage=int(sample["usage"]),
         rss=_int_or_none(sample.get("rss")), limit=limit, level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
@@ -536,6 +540,12 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
         time_to_limit=None if ttl is None else float(ttl),
         monitoring=data.get("monitoring"),
     )
+
+
+def _answered_by(endpoint: str, data: dict[str, Any]) -> str:
+    """The endpoint and the pid that answered (a worker, under a multi-worker server)."""
+    pid = data.get("pid")
+    return f"{endpoint} (pid {pid})" if isinstance(pid, int) else endpoint
 
 
 #: The health status a level maps to (memguard.web.LEVEL_STATUS, without importing web).
@@ -557,11 +567,11 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
     if usage is None:
         raise ValueError("no usage")
     return Reading(
-        target=endpoint, scope="remote", usage=int(usage),
+        target=_answered_by(endpoint, data), scope="remote", usage=int(usage),
         limit=_int_or_none(thresholds.get("limit")), level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        status=status, note=str(data.get("output", "")),
+        status=status, note=str(data.get("output") or " ".join(data.get("notes") or ())),
     )
 
 
@@ -933,25 +943,25 @@ def add_cleanup_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     """Register `memguard cleanup --url URL --token T | --pid PID`."""
     cleanup = commands.add_parser(
         "cleanup",
-        help="ask a running app for an emergency cleanup (HTTP or SIGUSR1)",
+        help="ask a running app for an emergency cleanup (HTTP, or by pid)",
         description=(
-            "Trigger an emergency cleanup in a running app: --url POSTs to its "
-            "/memory/cleanup endpoint with a bearer token; --pid sends SIGUSR1, which memguard "
-            "handles only when the app's policy says signal_cleanup = true (checked first: "
-            "SIGUSR1's default action would terminate the process)."
+            "Trigger an emergency cleanup in a running app and print its report: --url POSTs "
+            "to its /memory/cleanup endpoint with a bearer token; --pid hands a request to "
+            "that process through memguard's run directory and waits for its report (the "
+            "app's policy must say signal_cleanup = true; works under gunicorn and uvicorn "
+            "workers). Exit 1 when nothing there acts on the request."
         ),
     )
     target = cleanup.add_mutually_exclusive_group(required=True)
     target.add_argument("--url", type=_url, metavar="URL",
                         help="the app's /memory/cleanup endpoint or memguard's base URL")
-    target.add_argument("--pid", type=_pid, metavar="PID", help="send SIGUSR1 to this process")
+    target.add_argument("--pid", type=_pid, metavar="PID",
+                        help="a process running memguard with signal_cleanup = true")
     cleanup.add_argument("--token", metavar="TOKEN",
                          help=f"the bearer token for --url (default: ${TOKEN_ENV})")
     cleanup.add_argument("--timeout", type=_duration, default=30.0, metavar="DURATION",
-                         help="HTTP timeout (default 30s: a cleanup may take a moment)")
-    cleanup.add_argument("--force", action="store_true",
-                         help="--pid: send SIGUSR1 even when the process does not seem to "
-                              "handle it")
+                         help="how long to wait for the report (default 30s: a cleanup may "
+                              "take a moment)")
     cleanup.add_argument("--json", action="store_true", help="print the cleanup report as JSON")
     cleanup.set_defaults(run=_cleanup, parser=cleanup)
 
@@ -997,43 +1007,104 @@ def _cleanup_summary(endpoint: str, report: dict[str, Any]) -> str:
     return text
 
 
-def _handles_signal(pid: int, signum: int) -> Optional[bool]:
-    """Whether `pid` catches `signum` (Linux ``SigCgt``); None when that cannot be read."""
+def _uid_of(pid: int) -> Optional[int]:
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
-            for line in status:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except (OSError, ValueError, IndexError):
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        return int(psutil.Process(pid).uids().real)
+    except Exception:  # gone or unreadable: our own run directory is the best guess
         return None
-    return None
+
+
+def _listening(directory: Path, pid: int) -> bool:
+    """Whether `pid` left a beacon in `directory` that is its own (not a reused pid's)."""
+    from memguard.trigger import beacon_path, process_start_time
+
+    try:
+        beacon = json.loads(beacon_path(directory, pid).read_text())
+    except (OSError, ValueError):
+        return False
+    started, actual = beacon.get("started"), process_start_time(pid)
+    if not isinstance(started, (int, float)) or actual is None:
+        return actual is None and beacon.get("pid") == pid  # cannot tell: trust the pid
+    return abs(started - actual) < 1.0
+
+
+def _listening_children(directory: Path, pid: int) -> list[int]:
+    try:
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        children = [int(child.pid) for child in psutil.Process(pid).children()]
+    except Exception:
+        return []
+    return [child for child in children if _listening(directory, child)]
 
 
 def _cleanup_pid(args: argparse.Namespace) -> int:
     import os
-    import signal
+    import secrets
+    import time
+
+    from memguard.trigger import run_dir
 
     pid: int = args.pid
-    signum = getattr(signal, "SIGUSR1", None)
-    if signum is None:
-        raise CheckFailed("--pid needs SIGUSR1, which this platform does not have; use --url")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         raise CheckFailed(f"no process with pid {pid}") from None
     except PermissionError:
-        raise CheckFailed(f"not allowed to signal pid {pid}") from None
-    handles = _handles_signal(pid, signum)
-    if not handles and not args.force:
-        why = ("does not handle SIGUSR1" if handles is False
-               else "may not handle SIGUSR1 (cannot read /proc/PID/status to check)")
+        raise CheckFailed(f"not allowed to reach pid {pid} (another user's process)") from None
+    directory = run_dir(_uid_of(pid))
+    if not _listening(directory, pid):
+        children = _listening_children(directory, pid)
+        hint = (f"; its child processes {', '.join(map(str, children))} listen: name one of "
+                "them (a gunicorn master holds no job stores)" if children else "")
         raise CheckFailed(
-            f"pid {pid} {why}; its default action would terminate the process. Enable "
-            "signal_cleanup = true under [memory] in the app's policy (memguard installs the "
-            "handler when its monitor starts), or pass --force")
-    os.kill(pid, signum)
-    print(f"sent SIGUSR1 to pid {pid}: memguard runs an emergency cleanup there if the app "
-          "enabled it (signal_cleanup = true under [memory]); see the app's log for the report")
+            f"pid {pid}: nothing there acts on cleanup requests (no memguard listener "
+            f"registered in {directory}){hint}. A process listens while its memguard monitor "
+            "runs with signal_cleanup = true under [memory] in its policy; or use --url")
+    nonce = secrets.token_hex(8)
+    request = directory / f"{pid}.{nonce}.request"
+    report_path = directory / f"{pid}.{nonce}.report"
+    temporary = directory / f".{pid}.{nonce}.request.tmp"
+    try:
+        temporary.write_text(json.dumps({"from": os.getpid()}))
+        os.replace(temporary, request)
+    except OSError as error:
+        raise CheckFailed(f"cannot write a request in {directory}: "
+                          f"{error.strerror or error}") from None
+    deadline = time.monotonic() + args.timeout
+    answer: Any = None
+    while time.monotonic() < deadline:  # bounded by --timeout
+        try:
+            answer = json.loads(report_path.read_text())
+            report_path.unlink()
+            break
+        except (OSError, ValueError):
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    if answer is None:
+        taken = not request.exists()
+        try:
+            request.unlink()
+        except OSError:
+            pass
+        raise CheckFailed(
+            f"pid {pid} did not answer within {format_duration(args.timeout)}"
+            + (" (it took the request: the cleanup may still be running; see its log)"
+               if taken else " (the request was not taken: is its monitor still running?)"))
+    if not isinstance(answer, dict) or "report" not in answer:
+        reason = answer.get("error") if isinstance(answer, dict) else answer
+        raise CheckFailed(f"pid {pid}: the cleanup failed: {_one_line(str(reason))}")
+    if args.json:
+        json.dump(answer["report"], sys.stdout, indent=2)
+        print()
+    else:
+        print(_cleanup_summary(f"pid {pid}", answer["report"]))
     return EXIT_OK
 
 

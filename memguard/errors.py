@@ -42,3 +42,13 @@ class StoreDefinitionError(MemguardError, TypeError):
 
     Raised at decoration time, naming the class or function and the problem.
     """
+
+
+class MissingExtraError(MemguardError, ImportError):
+    """An integration needs a package that is not installed; the message names the
+    ``pip install 'memguard[EXTRA]'`` that brings it in."""
+
+
+class RouteConflictError(MemguardError, ValueError):
+    """A memguard endpoint would take a path the app already serves (its own ``/health``);
+    the message names the path, the app's handler and the ``prefix=`` that avoids it."""

@@ -447,6 +447,10 @@ def _to_log_samples(value: object) -> bool:
     return _with_key("log_samples", _boolean, value)  # type: ignore[no-any-return]
 
 
+def _to_watch(value: object) -> bool:
+    return _with_key("watch", _boolean, value)  # type: ignore[no-any-return]
+
+
 @attrs.frozen
 class Thresholds:
     """Memory thresholds in bytes for one known limit (None = not set, or a percentage of a
@@ -487,6 +491,7 @@ class MemoryPolicy:
     recycle: bool = attrs.field(default=False, converter=_to_recycle)
     signal_cleanup: bool = attrs.field(default=False, converter=_to_signal_cleanup)
     log_samples: bool = attrs.field(default=False, converter=_to_log_samples)
+    watch: bool = attrs.field(default=False, converter=_to_watch)
     summary_interval: float = attrs.field(default=600.0, converter=_to_summary_interval)
 
     def __attrs_post_init__(self) -> None:
@@ -607,6 +612,7 @@ _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "recycle": _boolean,
     "signal_cleanup": _boolean,
     "log_samples": _boolean,
+    "watch": _boolean,
     "summary_interval": positive_duration,
 }
 _STORE_KEYS: dict[str, Callable[[object], Any]] = {
@@ -1268,7 +1274,8 @@ def load_policy(
     *,
     environ: Optional[Mapping[str, str]] = None,
 ) -> Policy:
-    """A policy from a file (a path that exists or ends in `.toml`) or from TOML text.
+    """A policy from a file (a path that exists or ends in `.toml`), a bundled policy's name
+    (``"default"``, see `bundled_policy_names`), or TOML text.
 
     The environment (`environ`, default `os.environ`) overrides the file, as DESIGN section 5
     says. Raises one `PolicyError` naming the file, line, key, bad value and what is allowed.
@@ -1276,7 +1283,27 @@ def load_policy(
     if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
         path = Path(path_or_text)
         return Policy.from_toml(_read(path), source=os.fspath(path_or_text), environ=environ)
+    if _BARE_NAME.match(path_or_text):  # one bare word is never TOML: a bundled policy's name
+        path = _bundled_by_name(path_or_text.strip())
+        return Policy.from_toml(_read(path), source=os.fspath(path), environ=environ)
     return Policy.from_toml(path_or_text, environ=environ)
+
+
+_BARE_NAME = re.compile(r"\s*[A-Za-z0-9][A-Za-z0-9_.-]*\s*\Z")
+
+
+def _bundled_by_name(name: str) -> Path:
+    """The bundled policy `name`, or a PolicyError listing the names there are."""
+    try:
+        return bundled_policy(name)
+    except FileNotFoundError:
+        names = bundled_policy_names()
+        hint = _suggest(name, names)
+        raise PolicyError(
+            f"{name!r} is neither a policy file nor a bundled policy; bundled policies: "
+            f"{', '.join(names) or 'none found'}" + (f";{hint}" if hint else ""),
+            source="<name>",
+        ) from None
 
 
 def _looks_like_path(text: str) -> bool:
@@ -1333,6 +1360,8 @@ def policy_from_environment(environ: Optional[Mapping[str, str]] = None) -> Poli
     path = env.get(ENV_POLICY, "").strip()
     if not path:
         return Policy.default(env)
+    if not Path(path).is_file() and path in bundled_policy_names():
+        return load_policy(path, environ=env)
     if not Path(path).is_file():
         raise PolicyError(
             f"no policy file at {path!r}; expected the path of a TOML policy file",

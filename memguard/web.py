@@ -141,6 +141,39 @@ def _monitor_state(manager: MemoryManager) -> tuple[bool, bool]:
     return started, running
 
 
+def _identity() -> dict[str, Any]:
+    """The health-check draft's ``version`` (memguard's) and ``serviceId`` (who answered:
+    the Heroku dyno name from ``DYNO``, else the host name, and the pid), plus ``pid``."""
+    import socket
+
+    from memguard._version import version
+
+    pid = os.getpid()
+    where = os.environ.get("DYNO") or socket.gethostname()
+    return {"version": version(), "serviceId": f"{where}:{pid}", "pid": pid}
+
+
+def _health_json(status: str, description: str, output: Optional[str],
+                 checks: dict[str, Any]) -> dict[str, Any]:
+    """A draft health payload: ``output`` only when not ``pass`` (the draft: omit it on pass);
+    the same text, always, in ``notes``."""
+    payload: dict[str, Any] = {"status": status, **_identity(), "description": description}
+    if output is not None:
+        if status != "pass":
+            payload["output"] = output
+        payload["notes"] = [output]
+    payload["checks"] = checks
+    return payload
+
+
+def _check(status: str, output: Optional[str] = None, **fields: Any) -> dict[str, Any]:
+    """One check object; its ``output`` is dropped on ``pass``, as the draft says."""
+    check = {**fields, "status": status}
+    if output is not None and status != "pass":
+        check["output"] = output
+    return check
+
+
 def _fmt_mib(size: Optional[int]) -> str:
     return "unknown" if size is None else f"{size / 2**20:.1f}MB"
 
@@ -158,17 +191,9 @@ def live_payload(manager: Optional[MemoryManager] = None, *,
         status, output = "fail", "monitor was started and is no longer running"
     else:  # never started, or stopped on purpose (stop()): nothing is meant to be running
         status, output = "pass", "monitor not started"
-    payload = {
-        "status": status,
-        "description": "memguard liveness",
-        "checks": {"memguard:monitor": [{
-            "componentType": "component",
-            "observedValue": running,
-            "status": status,
-            "time": _iso(wall_clock),
-            "output": output,
-        }]},
-    }
+    checks = {"memguard:monitor": [_check(status, output, componentType="component",
+                                          observedValue=running, time=_iso(wall_clock))]}
+    payload = _health_json(status, "memguard liveness", output, checks)
     return (503 if status == "fail" else 200), payload
 
 
@@ -188,56 +213,32 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
         sample, level, thresholds = _reading(manager)
     except Exception as error:  # the probe failed: say so, never raise out of a health check
         output = f"memory stats unavailable: {type(error).__name__}: {error}"[:300]
-        payload = {
-            "status": "fail",
-            "description": "memguard memory health",
-            "output": output,
-            "checks": {"memory:utilization": [{
-                "componentType": "system", "observedValue": None,
-                "observedUnit": "percent", "status": "fail", "time": now, "output": output,
-            }]},
-        }
-        return 503, payload
+        failed = {"memory:utilization": [_check(
+            "fail", output, componentType="system", observedValue=None,
+            observedUnit="percent", time=now)]}
+        return 503, _health_json("fail", "memguard memory health", output, failed)
 
     status = LEVEL_STATUS.get(level, "warn")
     utilization = sample.utilization
     output = (f"level {level}: usage {_fmt_mib(sample.usage)} of limit "
               f"{_fmt_mib(sample.limit)} ({sample.scope})")
     checks: dict[str, list[dict[str, Any]]] = {
-        "memory:utilization": [{
-            "componentType": "system",
-            "observedValue": None if utilization is None else round(utilization * 100, 2),
-            "observedUnit": "percent",
-            "status": status,
-            "time": now,
-            "output": output,
-            "level": level,
-        }],
-        "memory:usage": [{
-            "componentType": "system",
-            "observedValue": sample.usage,
-            "observedUnit": "bytes",
-            "status": status,
-            "time": now,
-            "thresholds": thresholds,
-        }],
+        "memory:utilization": [_check(
+            status, output, componentType="system",
+            observedValue=None if utilization is None else round(utilization * 100, 2),
+            observedUnit="percent", time=now, level=level)],
+        "memory:usage": [_check(status, componentType="system", observedValue=sample.usage,
+                                observedUnit="bytes", time=now, thresholds=thresholds)],
     }
     started, running = _monitor_state(manager)
     monitor_status = "warn" if started and not running else "pass"
-    checks["memguard:monitor"] = [{
-        "componentType": "component",
-        "observedValue": running,
-        "status": monitor_status,
-        "time": now,
-    }]
+    checks["memguard:monitor"] = [_check(
+        monitor_status, "monitor was started and is no longer running",
+        componentType="component", observedValue=running, time=now)]
     if monitor_status == "warn" and status == "pass":
         status = "warn"
-    payload = {
-        "status": status,
-        "description": "memguard memory health",
-        "output": output,
-        "checks": checks,
-    }
+        output = f"{output}; the monitor was started and is no longer running"
+    payload = _health_json(status, "memguard memory health", output, checks)
     return (503 if status == "fail" else 200), _json_safe(payload)
 
 
@@ -299,16 +300,19 @@ def metrics_payload(manager: Optional[MemoryManager] = None, *,
 
     Each call builds a fresh `CollectorRegistry` holding one collector that reads one
     `MemoryStats`, so nothing is registered globally (safe with several managers, workers
-    and test runs). `accept` picks OpenMetrics when the scraper asks for it.
+    and test runs). `accept` picks OpenMetrics when the scraper asks for it. Every series is
+    labelled with the answering ``pid``, or aggregated over the workers when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (`memguard.metrics`); the standard ``process_*``
+    and ``python_gc_*`` families come along.
     """
-    from prometheus_client import CollectorRegistry
-    from prometheus_client.exposition import choose_encoder
+    from memguard.metrics import exposition
 
-    manager = _default_manager(manager)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(manager.get_memory_stats(), manager))
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
+    return exposition(snapshot_collector(_default_manager(manager)), accept)
+
+
+def snapshot_collector(manager: MemoryManager) -> Callable[[], Any]:
+    """A factory of fresh collectors over `manager`'s figures, for `memguard.metrics`."""
+    return lambda: _StatsCollector(manager.get_memory_stats(), manager)
 
 
 class _StatsCollector:

@@ -15,7 +15,6 @@ import pty
 import re
 import select
 import shlex
-import signal
 import struct
 import subprocess
 import sys
@@ -294,7 +293,7 @@ def test_health_of_an_app_in_text(app: FakeApp) -> None:
     result = memguard("health", "--url", app.url)
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert lines[0] == f"ok: {app.url}/memory uses 300.0MB of 512.0MB (59%) [process]"
+    assert lines[0] == f"ok: {app.url}/memory (pid 4242) uses 300.0MB of 512.0MB (59%) [process]"
     assert "thresholds: warning 400.0MB · emergency 500.0MB · critical 600.0MB · limit 512.0MB" \
         in lines
     assert "store diagram: 12 jobs, 2 active, 30.0MB" in lines
@@ -425,7 +424,7 @@ def test_monitor_logfmt_lines(app: FakeApp) -> None:
     assert fields["usage_h"] == "300.0MB" and fields["limit"] == str(512 * MB)
     assert fields["warning"] == str(400 * MB) and fields["critical"] == str(600 * MB)
     assert fields["jobs"] == "19" and fields["jobs.diagram"] == "12"
-    assert fields["target"] == f"{app.url}/memory"
+    assert fields["target"] == f"{app.url}/memory (pid 4242)"  # the worker that answered
 
 
 def test_monitor_prints_lines_when_stdout_is_not_a_terminal() -> None:
@@ -577,12 +576,16 @@ def test_cleanup_of_a_missing_process() -> None:
     assert_one_line_error(memguard("cleanup", "--pid", str(pid)), 1, f"no process with pid {pid}")
 
 
-def test_cleanup_refuses_a_process_that_would_die_of_sigusr1() -> None:
+def test_cleanup_of_a_process_where_nothing_listens_fails(tmp_path: Path) -> None:
+    """A live process without memguard's listener: exit 1, nothing sent, nothing claimed."""
     with sleeper() as child:
-        result = memguard("cleanup", "--pid", str(child.pid))
-        assert_one_line_error(result, 1, "does not handle SIGUSR1", "signal_cleanup = true")
-        time.sleep(0.2)
-        assert child.poll() is None  # not signalled: still alive
+        result = memguard("cleanup", "--pid", str(child.pid),
+                          env={"MEMGUARD_RUN_DIR": str(tmp_path)})
+        assert_one_line_error(result, 1, f"pid {child.pid}: nothing there acts on cleanup "
+                              "requests", "signal_cleanup = true", "--url")
+        assert result.stdout == ""
+        assert child.poll() is None  # untouched
+    assert list(tmp_path.iterdir()) == []  # no request left behind
 
 
 _SIGNAL_APP = textwrap.dedent("""\
@@ -591,12 +594,12 @@ _SIGNAL_APP = textwrap.dedent("""\
     from memguard.policy import Policy
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    # Thresholds far above this process: nothing happens on its own (the pass comes an hour
-    # later); a cleanup asked for by SIGUSR1 cleans down to a target below any process.
+    # Thresholds far above this process: no check cleans anything by itself, and the only
+    # check after the first comes an hour later. Only the request can evict.
     policy = Policy.from_toml(
-        '[memory]\\nscope = "process"\\nlimit = "64GB"\\nwarning = "10GB"\\n'
-        'emergency = "20GB"\\nemergency_target = "1MB"\\ncritical = "30GB"\\n'
-        'check_interval = "1h"\\nsignal_cleanup = true\\n', environ={})
+        '[memory]\\nscope = "process"\\nlimit = "64GB"\\nwarning = "40GB"\\n'
+        'emergency = "50GB"\\nemergency_target = "1MB"\\ncritical = "60GB"\\n'
+        'check_interval = "1h"\\nsignal_cleanup = SIGNAL_CLEANUP\\n', environ={})
     manager = MemoryManager(policy)
 
     @managed_store(name="diagram", manager=manager)
@@ -604,45 +607,51 @@ _SIGNAL_APP = textwrap.dedent("""\
         pass
 
     store = Diagrams()
-    manager.start()
-    while manager.monitor.ticks < 1:  # the first check runs at start
-        time.sleep(0.01)
-    time.sleep(0.2)
     store["done"] = {"status": "completed", "result": "x" * 10_000}
+    manager.start()
     print("ready", flush=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and "done" in store:
         time.sleep(0.05)
     print("evicted" if "done" not in store else "timeout", flush=True)
+    time.sleep(2)  # the listener writes its report after the eviction: let it
 """)
 
 
-def test_cleanup_by_signal_runs_the_apps_emergency_cleanup() -> None:
-    child = subprocess.Popen([sys.executable, "-c", _SIGNAL_APP], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, env=CLEAN_ENV)
+def _signal_app(enabled: bool) -> subprocess.Popen[str]:
+    script = _SIGNAL_APP.replace("SIGNAL_CLEANUP", str(enabled).lower())
+    child = subprocess.Popen([sys.executable, "-c", script],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=CLEAN_ENV)
+    assert child.stdout is not None
+    for line in child.stdout:  # bounded: the child prints ready, or exits
+        if line.strip() == "ready":
+            break
+    return child
+
+
+def test_cleanup_by_pid_runs_the_apps_emergency_cleanup_and_prints_its_report() -> None:
+    child = _signal_app(True)
     try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.strip() == "ready":
-                break
-        result = memguard("cleanup", "--pid", str(child.pid))
+        result = memguard("cleanup", "--pid", str(child.pid), "--json")
         assert result.returncode == 0, result.stderr
-        assert result.stdout.startswith(f"sent SIGUSR1 to pid {child.pid}")
+        report = json.loads(result.stdout)
+        assert report["kind"] == "emergency"
+        assert report["by_store"]["diagram"]["emergency"] == 1
         out, _ = child.communicate(timeout=30)
     finally:
         child.kill()
         child.wait(timeout=10)
-    assert "Memory cleanup requested by SIGUSR1" in out
-    assert "cleaned 1 job from diagram (emergency=1) [emergency: signal]" in out
+    assert "cleanup requested by `memguard cleanup --pid" in out
     assert "evicted" in out.splitlines()
 
 
-def test_cleanup_force_sends_the_signal_anyway() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+def test_cleanup_by_pid_fails_when_the_app_did_not_enable_it() -> None:
+    child = _signal_app(False)
     try:
-        result = memguard("cleanup", "--pid", str(child.pid), "--force")
-        assert result.returncode == 0
-        assert child.wait(timeout=10) == -signal.SIGUSR1  # the default action: it was warned
+        result = memguard("cleanup", "--pid", str(child.pid))
+        assert_one_line_error(result, 1, "nothing there acts on cleanup requests")
+        assert child.poll() in (None, 0)  # not signalled (it may have ended by itself)
     finally:
         child.kill()
         child.wait(timeout=10)

@@ -296,3 +296,99 @@ def test_gunicorn_module_hooks_use_the_default_manager(monkeypatch: pytest.Monke
     gunicorn.post_fork(None, SimpleNamespace(alive=True))
     gunicorn.worker_exit(None, SimpleNamespace(alive=True))
     assert started == ["start", "stop"]
+
+
+# --------------------------------------------------------------------------------------------
+# Routes an app already serves are never shadowed
+
+
+def test_flask_refuses_to_shadow_the_apps_own_health(mgr: MemoryManager) -> None:
+    from flask import Flask
+
+    from memguard.errors import RouteConflictError
+    from memguard.integrations.flask import init_app
+
+    app = Flask("own-health")
+
+    @app.get("/health/")
+    def health() -> str:
+        return "the app's own health"
+
+    with pytest.raises(RouteConflictError) as caught:
+        init_app(app, mgr, start=False)
+    message = str(caught.value)
+    assert "Flask: the app already serves /health (health)" in message
+    assert "prefix='/memguard'" in message
+    assert "memguard" not in app.blueprints  # nothing was registered
+    init_app(app, mgr, prefix="/memguard", start=False)  # the suggested prefix works
+    client = app.test_client()
+    assert client.get("/health/").text == "the app's own health"
+    assert client.get("/memguard/health").json["status"] == "pass"
+
+
+def test_flask_under_a_prefix_checks_the_prefixed_paths(mgr: MemoryManager) -> None:
+    from flask import Flask
+
+    from memguard.errors import RouteConflictError
+    from memguard.integrations.flask import init_app
+
+    app = Flask("own-ops")
+    app.add_url_rule("/ops/metrics", "metrics", lambda: "app metrics")
+    app.add_url_rule("/health", "health", lambda: "app health")
+    with pytest.raises(RouteConflictError, match=r"/ops/metrics \(metrics\).*'/ops/memguard'"):
+        init_app(app, mgr, prefix="/ops", start=False)
+
+
+def test_fastapi_init_app_refuses_to_shadow_and_mounts_otherwise(mgr: MemoryManager) -> None:
+    from fastapi import FastAPI
+
+    from memguard.errors import RouteConflictError
+    from memguard.integrations.fastapi import init_app
+
+    app = FastAPI()
+
+    @app.get("/memory")
+    def app_memory() -> dict[str, str]:
+        return {"owner": "app"}
+
+    with pytest.raises(RouteConflictError, match=r"FastAPI: the app already serves /memory "
+                                                 r"\(app_memory\)"):
+        init_app(app, mgr, start=False)
+    assert not any(getattr(r, "name", "").startswith("memguard") for r in app.routes)
+    init_app(app, mgr, prefix="/memguard/", start=False)
+    client = AsgiClient(app)
+    assert client.get("/memory").json() == {"owner": "app"}
+    assert client.get("/memguard/memory").json()["pid"] == os.getpid()
+
+
+def test_gunicorn_child_exit_drops_a_dead_workers_gauges_and_keeps_its_counters(
+        tmp_path: Any) -> None:
+    """PROMETHEUS_MULTIPROC_DIR must be set before prometheus-client is imported: a fresh
+    interpreter mirrors its figures, then the arbiter's hook runs for its pid."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "from types import SimpleNamespace\n"
+        "import memguard\n"
+        "from memguard.integrations.gunicorn import child_exit\n"
+        "from memguard.metrics import multiprocess_mode, sync\n"
+        "from memguard.web import snapshot_collector\n"
+        "assert multiprocess_mode()\n"
+        "manager = memguard.MemoryManager()\n"
+        "manager.emergency_cleanup()\n"
+        "sync(snapshot_collector(manager))\n"
+        "before = sorted(os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR']))\n"
+        "child_exit(None, SimpleNamespace(pid=os.getpid()))\n"
+        "after = sorted(os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR']))\n"
+        "print(' '.join(before)); print(' '.join(after)); print(os.getpid())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+    before, after, pid = result.stdout.splitlines()
+    assert f"gauge_liveall_{pid}.db" in before.split()
+    assert f"counter_{pid}.db" in before.split()
+    assert after.split() == [f"counter_{pid}.db"]  # its counters stay counted

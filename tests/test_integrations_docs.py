@@ -186,6 +186,11 @@ def test_the_metrics_table_is_exactly_what_metrics_emits(endpoints: Endpoints) -
     documented = set(re.findall(r"^\| `(memguard_\w+)` \|", HTTP.read_text(), re.MULTILINE))
     body = endpoints.handle("GET", "/metrics").body.decode()
     emitted = {sample.name for family in text_string_to_metric_families(body)
-               for sample in family.samples}
+               for sample in family.samples if sample.name.startswith("memguard_")}
     assert emitted == documented
+    standard = {family.name for family in text_string_to_metric_families(body)
+                if not family.name.startswith("memguard_")}
+    assert {"process_cpu_seconds", "python_gc_collections", "python_info"} <= standard
+    for prefix in ("process_*", "python_gc_*", "python_info"):
+        assert f"`{prefix}`" in HTTP.read_text()
     assert len(documented) >= 20

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -148,6 +149,44 @@ def test_health_status_follows_the_level(client: Client, probe: FakeProbe, usage
         assert usage_check["thresholds"]["critical"] == 600 * 2**20
 
 
+def _outputs(payload: Any) -> list[str]:
+    """Every ``output`` field of a health payload, top level and checks."""
+    found = [payload["output"]] if "output" in payload else []
+    for checks in payload["checks"].values():
+        found += [check["output"] for check in checks if "output" in check]
+    return found
+
+
+@pytest.mark.parametrize("path", ["/health", "/health/ready", "/health/live"])
+def test_health_follows_the_ietf_draft(client: Client, probe: FakeProbe, path: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """``output`` is omitted on pass (the draft: raw error output for warn and fail only);
+    ``version`` is memguard's; ``serviceId`` and ``pid`` name the process that answered."""
+    import os
+
+    import memguard
+
+    monkeypatch.setenv("DYNO", "web.3")
+    body = client.get(path).json()
+    assert body["status"] == "pass"
+    assert _outputs(body) == []
+    assert body["version"] == memguard.__version__
+    assert body["pid"] == os.getpid()
+    assert body["serviceId"] == f"web.3:{os.getpid()}"
+    assert body["notes"] and isinstance(body["notes"][0], str)
+    if path != "/health/live":
+        probe.set("420MB")
+        warned = client.get(path).json()
+        assert warned["status"] == "warn"
+        assert warned["output"].startswith("level warning: usage 420.0MB")
+        assert warned["checks"]["memory:utilization"][0]["output"] == warned["output"]
+        monkeypatch.delenv("DYNO")
+        import socket
+
+        warned = client.get(path).json()
+        assert warned["serviceId"] == f"{socket.gethostname()}:{os.getpid()}"
+
+
 def test_health_without_a_limit_reports_no_percentage(mgr: MemoryManager,
                                                       probe: FakeProbe) -> None:
     probe.limit = None
@@ -200,7 +239,8 @@ def test_live_is_200_before_start_and_while_running_and_503_once_dead(
         client: Client, mgr: MemoryManager, probe: FakeProbe) -> None:
     response = client.get("/health/live")
     assert response.status_code == 200
-    assert response.json()["checks"]["memguard:monitor"][0]["output"] == "monitor not started"
+    assert response.json()["notes"] == ["monitor not started"]
+    assert "output" not in response.json()["checks"]["memguard:monitor"][0]  # pass: no output
     calls = probe.calls
     mgr.monitor = SimpleNamespace(started=True, running=True)
     response = client.get("/health/live")
@@ -260,9 +300,10 @@ def test_metrics_in_base_units(client: Client, store: Any, probe: FakeProbe) -> 
     families = _families(response.text)
 
     def value(name: str, **labels: str) -> float:
+        """The sample's value; every sample names the answering process in ``pid``."""
         for family in families.values():
             for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
+                if sample.name == name and sample.labels == {**labels, "pid": str(os.getpid())}:
                     return float(sample.value)
         raise AssertionError(f"{name}{labels} not in the metrics")
 
@@ -279,6 +320,20 @@ def test_metrics_in_base_units(client: Client, store: Any, probe: FakeProbe) -> 
     assert value("memguard_cleanups_total", kind="emergency") == 1
     assert "memguard_reclaimed_bytes" in families
     assert SECRET not in response.text
+
+
+def test_metrics_label_every_series_with_the_pid_and_add_process_and_gc(
+        mgr: MemoryManager, store: Any) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR each series is one process's own (``pid``), so one
+    series never goes down when scrapes reach different workers."""
+    body, _ = metrics_payload(mgr)
+    families = _families(body.decode())
+    pids = {s.labels.get("pid") for f in families.values() for s in f.samples}
+    assert pids == {str(os.getpid())}
+    assert families["process_cpu_seconds"].type == "counter"
+    assert families["process_resident_memory_bytes"].samples[0].value > 0
+    assert families["python_gc_collections"].type == "counter"
+    assert "python_info" in families
 
 
 def test_metrics_speaks_openmetrics_when_asked(mgr: MemoryManager, store: Any) -> None:

@@ -16,16 +16,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response as StarletteResponse
-from starlette.concurrency import run_in_threadpool
+from memguard.integrations._extras import missing_extra
+from memguard.integrations._routes import check_routes
+
+try:
+    from fastapi import APIRouter, FastAPI, Request
+    from fastapi.responses import Response as StarletteResponse
+    from starlette.concurrency import run_in_threadpool
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess without FastAPI
+    raise missing_extra("fastapi", _error) from _error
 
 from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
 
-__all__ = ["router"]
+__all__ = ["init_app", "router"]
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -61,6 +67,24 @@ def router(manager: Optional[MemoryManager] = None, *, token: Optional[str] = No
                           include_in_schema=False, response_class=StarletteResponse)
     if start:
         endpoints.manager.start()
+    return api
+
+
+def init_app(app: FastAPI, manager: Optional[MemoryManager] = None, *, prefix: str = "",
+             token: Optional[str] = None, start: bool = True) -> APIRouter:
+    """``app.include_router(router(...), prefix=prefix)``, after checking that no route of
+    `app` is at one of memguard's paths.
+
+    Raises `memguard.errors.RouteConflictError` naming the app's route and suggesting a
+    `prefix` (``include_router`` itself would add the duplicate silently and the first route
+    registered would win). Returns the router.
+    """
+    base = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    check_routes("FastAPI", base, ((str(getattr(route, "path", "")),
+                                    str(getattr(route, "name", route)))
+                                   for route in app.routes))
+    api = router(manager, token=token, start=start)
+    app.include_router(api, prefix=base)
     return api
 
 

@@ -16,8 +16,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
-from flask import Blueprint, Flask, request
-from flask import Response as FlaskResponse
+from memguard.integrations._extras import missing_extra
+from memguard.integrations._routes import check_routes
+
+try:
+    from flask import Blueprint, Flask, request
+    from flask import Response as FlaskResponse
+except ImportError as _error:  # pragma: no cover - exercised in a subprocess without Flask
+    raise missing_extra("flask", _error) from _error
 
 from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
 
@@ -39,7 +45,13 @@ def init_app(app: Flask, manager: Optional[MemoryManager] = None, *, prefix: str
     `token` (default: ``MEMGUARD_TOKEN``) enables ``POST /memory/cleanup``; `start=False`
     leaves the monitor to you (for example to the gunicorn hooks). Returns the registered
     Blueprint, named ``memguard``.
+
+    Raises `memguard.errors.RouteConflictError` when the app already has a route at one of
+    memguard's paths (its own ``/health``): pass a `prefix` then. Call it after the app's
+    own routes are registered; a route the app adds later at the same path is not checked.
     """
+    check_routes("Flask", prefix, ((rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()
+                                   if not rule.endpoint.startswith("memguard.")))
     endpoints = Endpoints(manager, token=token)
     blueprint = Blueprint("memguard", __name__, url_prefix=prefix.rstrip("/") or None)
     for route in ROUTES:

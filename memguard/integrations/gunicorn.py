@@ -2,12 +2,13 @@
 
 In ``gunicorn.conf.py``::
 
-    from memguard.integrations.gunicorn import post_fork, worker_exit
+    from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
-gunicorn picks the hooks up by name. ``post_fork`` runs in each worker right after the fork
-and starts the monitor there (a monitor thread never survives a fork, and the arbiter itself
-holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager other than the
-default, build the hooks with `GunicornHooks`::
+gunicorn picks the hooks up by name (``child_exit`` matters only with
+``PROMETHEUS_MULTIPROC_DIR``, see `memguard.metrics`). ``post_fork`` runs in each worker right
+after the fork and starts the monitor there (a monitor thread never survives a fork, and the
+arbiter itself holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager
+other than the default, build the hooks with `GunicornHooks`::
 
     hooks = GunicornHooks(my_manager)
     post_fork, worker_exit = hooks.post_fork, hooks.worker_exit
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
 
-__all__ = ["GunicornHooks", "post_fork", "worker_exit"]
+__all__ = ["GunicornHooks", "child_exit", "post_fork", "worker_exit"]
 
 logger = logging.getLogger("memguard")
 
@@ -58,7 +59,13 @@ class GunicornHooks:
 
     def post_fork(self, server: Any, worker: Any) -> None:
         """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook."""
+        from memguard.metrics import ensure_sync, multiprocess_mode
+
         monitor = self.manager.setup_memory_monitoring()
+        if multiprocess_mode():  # PROMETHEUS_MULTIPROC_DIR: mirror this worker's figures
+            from memguard.web import snapshot_collector
+
+            ensure_sync(snapshot_collector(self.manager))
         self._recycling.clear()
         if monitor is not None:
             monitor.on_recycle = lambda: self.recycle(worker)
@@ -67,6 +74,16 @@ class GunicornHooks:
     def worker_exit(self, server: Any, worker: Any) -> None:
         """gunicorn ``worker_exit``: stop the monitor thread before the worker exits."""
         self.manager.stop()
+
+    def child_exit(self, server: Any, worker: Any) -> None:
+        """gunicorn ``child_exit`` (runs in the arbiter): with ``PROMETHEUS_MULTIPROC_DIR``,
+        drop the dead worker's gauges (``mark_process_dead``); its counters stay counted."""
+        from memguard.metrics import MULTIPROC_ENV
+
+        if os.environ.get(MULTIPROC_ENV):
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     def recycle(self, worker: Any) -> None:
         """Ask gunicorn to replace `worker` gracefully, once: it finishes in-flight requests,
@@ -87,6 +104,11 @@ _default = GunicornHooks()
 def post_fork(server: Any, worker: Any) -> None:
     """gunicorn ``post_fork`` hook for ``memguard.manager`` (see `GunicornHooks.post_fork`)."""
     _default.post_fork(server, worker)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn ``child_exit`` hook (see `GunicornHooks.child_exit`)."""
+    _default.child_exit(server, worker)
 
 
 def worker_exit(server: Any, worker: Any) -> None:

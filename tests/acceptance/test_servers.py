@@ -200,8 +200,12 @@ def poll_until_done(client: httpx.Client, segment: str, name: str, job_id: str,
 
 
 def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    """(name, labels) -> value, without the ``pid`` label every series carries (one answer is
+    one process's: the labels say which)."""
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    assert len({s.labels.get("pid") for s in samples}) == 1
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid"))): s.value
+            for s in samples}
 
 
 # --------------------------------------------------------------------------------------------

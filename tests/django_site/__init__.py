@@ -1,0 +1,1 @@
+"""A tiny Django project for the Django integration tests (in-process and under gunicorn)."""
