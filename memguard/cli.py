@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
 from memguard._units import Percent, format_duration, format_size
 from memguard.errors import MemguardError, PolicyError
+from memguard.levels import LEVEL_STATUS
+from memguard.policy import ENV_TOKEN as TOKEN_ENV
 from memguard.policy import (
     STORE_FIELDS,
     ActiveWhen,
@@ -535,7 +537,7 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
         rss=_int_or_none(sample.get("rss")), limit=limit, level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        stores=stores, status=_LEVEL_STATUS.get(level, ""),
+        stores=stores, status=LEVEL_STATUS.get(level, ""),
         growth_per_minute=None if growth is None else float(growth),
         time_to_limit=None if ttl is None else float(ttl),
         monitoring=data.get("monitoring"),
@@ -548,8 +550,6 @@ def _answered_by(endpoint: str, data: dict[str, Any]) -> str:
     return f"{endpoint} (pid {pid})" if isinstance(pid, int) else endpoint
 
 
-#: The health status a level maps to (memguard.web.LEVEL_STATUS, without importing web).
-_LEVEL_STATUS = {"ok": "pass", "warning": "warn", "emergency": "warn", "critical": "fail"}
 
 
 def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
@@ -936,7 +936,6 @@ def _print_stress(result: Any, out: TextIO) -> None:
 # --------------------------------------------------------------------------------------------
 
 #: Environment variable holding the cleanup token when --token is not given.
-TOKEN_ENV = "MEMGUARD_TOKEN"
 
 
 def add_cleanup_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -54,6 +54,7 @@ __all__ = [
     "ENV_MAX_JOBS_PER_STORE",
     "ENV_MEMORY_LIMIT",
     "ENV_POLICY",
+    "ENV_TOKEN",
     "MEMORY_FIELDS",
     "ORDERS",
     "RULE_NAMES",
@@ -85,6 +86,9 @@ ENV_MEMORY_LIMIT = "MEMGUARD_MEMORY_LIMIT"
 ENV_CHECK_INTERVAL = "MEMGUARD_CHECK_INTERVAL"
 ENV_JOB_RETENTION_MINUTES = "JOB_RETENTION_MINUTES"
 ENV_MAX_JOBS_PER_STORE = "MAX_JOBS_PER_STORE"
+#: The bearer token that `POST /memory/cleanup` and `memguard cleanup --url` use (read by the
+#: web surfaces and the CLI, not by policies: its one home is here beside the others).
+ENV_TOKEN = "MEMGUARD_TOKEN"
 #: Every environment variable a policy reads.
 ENVIRONMENT_KNOBS = (ENV_POLICY, ENV_MEMORY_LIMIT, ENV_CHECK_INTERVAL, ENV_JOB_RETENTION_MINUTES,
                      ENV_MAX_JOBS_PER_STORE)

@@ -40,6 +40,9 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Union
 
 import attrs
 
+from memguard.levels import LEVEL_STATUS, LEVELS
+from memguard.policy import ENV_TOKEN as TOKEN_ENV
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
@@ -65,24 +68,10 @@ __all__ = [
 
 HEALTH_CONTENT_TYPE: Final = "application/health+json"
 JSON_CONTENT_TYPE: Final = "application/json"
-TOKEN_ENV: Final = "MEMGUARD_TOKEN"
-"""Environment variable holding the cleanup token when none is passed as ``token=``."""
 
 MAX_BODY_BYTES: Final = 64 * 1024
 """The largest request body read (a cleanup takes none); larger bodies get 413."""
 
-LEVEL_STATUS: Final[Mapping[str, str]] = {
-    "ok": "pass",
-    "warning": "warn",
-    "emergency": "warn",
-    "critical": "fail",
-}
-"""Health status per memory level. Emergency is ``warn``, not ``fail``: the monitor is already
-cleaning up and the process still serves; failing readiness there would pull every worker
-under the same pressure out of rotation at once. Critical (past the point where the platform
-restarts the process) is ``fail``, answered with 503."""
-
-LEVELS: Final = ("ok", "warning", "emergency", "critical")
 
 ROUTES: Final[Mapping[str, tuple[str, ...]]] = {
     "/health": ("GET", "HEAD"),

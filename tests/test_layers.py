@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "memguard"
 LAYERS: dict[str, int] = {
     # 0 basics and memory
     "memguard.errors": 0, "memguard._units": 0, "memguard._sizing": 0, "memguard.levels": 0,
-    "memguard._logging": 0, "memguard.memory": 0,
+    "memguard._logging": 0, "memguard.memory": 0, "memguard._version": 0,
     # 1 events, index, policy options (and their TOML reading, which needs nothing above)
     "memguard.events": 1, "memguard.tracking": 1, "memguard.policy": 1,
     # 2 rules and the `|` composite
@@ -29,10 +29,10 @@ LAYERS: dict[str, int] = {
     "memguard.registry": 4, "memguard.handles": 4, "memguard.store": 4, "memguard.touch": 4,
     # 5 engine
     "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
-    "memguard.monitor": 5,
+    "memguard.monitor": 5, "memguard.reload": 5, "memguard.trigger": 5,
     "memguard._manager": 5,
     # 6 surfaces
-    "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6,
+    "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6, "memguard.metrics": 6,
     "memguard.integrations": 6, "memguard.redis": 6,
     # 7 tools; the package itself re-exports from below and is imported by tools only
     "memguard.cli": 7, "memguard._cli_view": 7, "memguard.simulate": 7, "memguard.demo": 7,
