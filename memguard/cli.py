@@ -396,20 +396,16 @@ def _judge(policy: Policy, usage: int, limit: Optional[int]) -> tuple[str, dict[
 
 def _read_pid(pid: int, policy: Policy) -> Any:
     """Resident memory of `pid` against `policy` (its numeric limit, else the detected one)."""
-    import psutil  # type: ignore[import-untyped, unused-ignore]
-
     from memguard._cli_view import Reading
-    from memguard.memory import detect_limit, read_rss
+    from memguard.memory import detect_limit, process_facts, read_rss
 
     try:
         rss = read_rss(pid)
-        name = psutil.Process(pid).name()
+        name = process_facts(pid).name
     except ProcessLookupError:
         raise CheckFailed(f"no process with pid {pid}") from None
-    except (PermissionError, psutil.AccessDenied):
+    except PermissionError:
         raise CheckFailed(f"not allowed to read the memory of pid {pid}") from None
-    except psutil.NoSuchProcess:
-        raise CheckFailed(f"no process with pid {pid}") from None
     limit = policy.memory.limit if isinstance(policy.memory.limit, int) else detect_limit()
     level, thresholds = _judge(policy, rss, limit)
     return Reading(target=f"pid {pid} ({name})", scope="process", usage=rss, rss=rss,
@@ -418,10 +414,8 @@ def _read_pid(pid: int, policy: Policy) -> Any:
 
 def _read_machine(policy: Policy) -> Any:
     """This machine: the container's cgroup when it has a memory limit, else the whole RAM."""
-    import psutil  # type: ignore[import-untyped, unused-ignore]
-
     from memguard._cli_view import Reading
-    from memguard.memory import CgroupProbe, ProbeError
+    from memguard.memory import CgroupProbe, ProbeError, machine_memory
 
     numeric = policy.memory.limit if isinstance(policy.memory.limit, int) else None
     try:
@@ -438,9 +432,8 @@ def _read_machine(policy: Policy) -> Any:
         level, thresholds = _judge(policy, sample.usage, limit)
         return Reading(target="this container", scope="cgroup", usage=sample.usage,
                        limit=limit, level=level, thresholds=thresholds)
-    memory = psutil.virtual_memory()
-    used = int(memory.total - memory.available)
-    limit = numeric or int(memory.total)
+    used, total = machine_memory()
+    limit = numeric or total
     level, thresholds = _judge(policy, used, limit)
     return Reading(target="this machine", scope="machine", usage=used, limit=limit,
                    level=level, thresholds=thresholds,
@@ -1007,11 +1000,11 @@ def _cleanup_summary(endpoint: str, report: dict[str, Any]) -> str:
 
 
 def _uid_of(pid: int) -> Optional[int]:
-    try:
-        import psutil  # type: ignore[import-untyped, unused-ignore]
+    from memguard.memory import process_facts
 
-        return int(psutil.Process(pid).uids().real)
-    except Exception:  # gone or unreadable: our own run directory is the best guess
+    try:
+        return process_facts(pid).uid
+    except (ProcessLookupError, PermissionError):  # our own run directory is the best guess
         return None
 
 
@@ -1030,11 +1023,11 @@ def _listening(directory: Path, pid: int) -> bool:
 
 
 def _listening_children(directory: Path, pid: int) -> list[int]:
-    try:
-        import psutil  # type: ignore[import-untyped, unused-ignore]
+    from memguard.memory import process_facts
 
-        children = [int(child.pid) for child in psutil.Process(pid).children()]
-    except Exception:
+    try:
+        children = process_facts(pid).children
+    except (ProcessLookupError, PermissionError):
         return []
     return [child for child in children if _listening(directory, child)]
 

@@ -775,6 +775,47 @@ def read_rss(pid: Optional[int] = None) -> int:
         raise PermissionError(f"not allowed to inspect pid {pid}") from None
 
 
+def process_facts(pid: int) -> ProcessFacts:
+    """Name, owner and children of `pid`, for the CLI (``health --pid``, ``cleanup --pid``).
+
+    Raises ProcessLookupError for a missing process and PermissionError when denied; the
+    owner and children are None / empty when they cannot be read.
+    """
+    process = _process(pid)
+    try:
+        name = process.name()
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(f"no process with pid {pid}") from None
+    except psutil.AccessDenied:
+        raise PermissionError(f"not allowed to inspect pid {pid}") from None
+    try:
+        uid: Optional[int] = int(process.uids().real)
+    except (psutil.Error, AttributeError):
+        uid = None
+    try:
+        children = tuple(int(child.pid) for child in process.children())
+    except psutil.Error:
+        children = ()
+    return ProcessFacts(pid=pid, name=name, uid=uid, children=children)
+
+
+@attrs.frozen(slots=True)
+class ProcessFacts:
+    """What the CLI needs to know of another process besides its memory."""
+
+    pid: int
+    name: str
+    uid: Optional[int]
+    children: tuple[int, ...]
+
+
+def machine_memory() -> tuple[int, int]:
+    """(used, total) bytes of this machine's RAM; used = total minus what is available, so
+    page cache the kernel can drop does not count."""
+    memory = psutil.virtual_memory()
+    return int(memory.total - memory.available), int(memory.total)
+
+
 def detailed_usage(pid: Optional[int] = None) -> dict[str, int]:
     """psutil ``memory_full_info()`` of `pid` (default: this process) as a dict of bytes.
 
