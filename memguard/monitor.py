@@ -37,6 +37,7 @@ from memguard.controller import (
     EmergencyController,
     recent_growth,
 )
+from memguard.daemon import DaemonLoop
 from memguard.events import CleanupReport
 from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level
 from memguard.lines import LevelLines, heroku_line
@@ -83,10 +84,6 @@ PRESSURE_SPEEDUP: Final = 4
 
 THREAD_NAME: Final = "memguard-monitor"
 
-_SIGNAL_POLL: Final = 0.25
-"""With the SIGUSR1 handler installed, the thread waits in slices this long (seconds) so it
-notices the handler's flag promptly; the handler itself takes no lock (see `_on_signal`)."""
-
 _EXIT_TIMEOUT: Final = 2.0
 """How long the interpreter's exit waits for a monitor in the middle of a tick (seconds)."""
 
@@ -96,8 +93,6 @@ _FORK_TIMEOUT: Final = 5.0
 _MIN_WAIT: Final = 0.05
 """The shortest wait between two samples (seconds), however fast usage grows."""
 
-_MAX_RESTARTS: Final = 10
-"""How many times a monitor thread that died is restarted before the monitor gives up."""
 
 
 @attrs.frozen(slots=True)
@@ -192,8 +187,6 @@ class Monitor:
         self.failures = 0
         """How many steps of ticks (probe, pipeline, gc, emergency, hooks) raised so far."""
         self.ticks = 0
-        self.restarts = 0
-        """How many times the thread died and was started again."""
         self.last_sample: Optional[MemorySample] = None
         self._interval: Optional[float] = None
         self._work = threading.RLock()  # serializes ticks
@@ -201,10 +194,10 @@ class Monitor:
         # tick busy in its periodic pass (a slow `on_evict` callback, a big store).
         self._cleaning = threading.RLock()
         self._state = threading.Lock()  # guards history/cleanups copies against the thread
-        self._thread: Optional[threading.Thread] = None
-        self._stop_event = threading.Event()
-        self._wake = threading.Event()
-        self._started = False
+        self._loop = DaemonLoop(THREAD_NAME, step=self.tick, interval=self._wait_seconds,
+                                polling=lambda: self._signals.installed,
+                                interrupted=lambda: self._signals.pending,
+                                on_failure=self._failed)
         self._fork_held = self._fork_cleaning = False
         # Probe and thresholds, rebuilt by policy_changed().
         self._own_probe: Optional[Probe] = None
@@ -265,7 +258,7 @@ class Monitor:
             if seconds <= 0:
                 raise ValueError(f"the monitor interval must be above zero; got {value!r}")
             self._interval = seconds
-        self._wake.set()
+        self._loop.wake()
 
     def policy_changed(self) -> None:
         """Re-read thresholds, intervals, probe and the signal setting from the policy.
@@ -281,7 +274,7 @@ class Monitor:
             self._thresholds = None
             self._thresholds_limit = -1
         self._update_signal_handler()
-        self._wake.set()
+        self._loop.wake()
 
     @property
     def probe(self) -> Probe:
@@ -332,8 +325,7 @@ class Monitor:
     @property
     def running(self) -> bool:
         """True while the monitor thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._loop.running
 
     @property
     def started(self) -> bool:
@@ -342,27 +334,20 @@ class Monitor:
         ``started and not running`` means the thread died and could not be restarted; health
         checks report that.
         """
-        return self._started
+        return self._loop.wanted
 
     # -- the thread ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the daemon thread ``memguard-monitor`` (idempotent); it ticks at once."""
         with self._work:
-            self._started = True
-            if self.running and not self._stop_event.is_set():
+            self._loop.wanted = True
+            if self.running and not self._loop.stop_event.is_set():
                 return
-            # Not running, or a stop() timed out on a thread still finishing its tick (it ends
-            # as soon as that tick does): start a fresh thread with its own stop event.
             self._update_signal_handler()
-            self._launch()
-
-    def _launch(self) -> None:
-        self._stop_event = stop = threading.Event()
-        self._wake = threading.Event()
-        thread = threading.Thread(target=self._run, args=(stop,), name=THREAD_NAME, daemon=True)
-        self._thread = thread
-        thread.start()
+            logger.debug("memguard: monitor starting: samples every %s, passes every %s",
+                         format_duration(self.sample_interval), format_duration(self.interval))
+            self._loop.start()
 
     def stop(self, timeout: Optional[float] = 5.0) -> bool:
         """Stop the thread and wait up to `timeout` seconds for it; True once it has ended.
@@ -370,72 +355,23 @@ class Monitor:
         Prompt: the thread waits on an event that `stop` sets. A tick in progress finishes
         first. Called from the monitor thread itself (a callback), it only asks.
         """
-        self._started = False
-        self._stop_event.set()
-        self._wake.set()
+        self._loop.wanted = False
         self._remove_signal_handler()
-        thread = self._thread
-        if thread is None:
-            return True
-        if thread is threading.current_thread():
-            return False
-        thread.join(timeout)
-        if thread.is_alive():
-            logger.warning("memguard: the monitor thread did not stop within %ss", timeout)
-            return False
-        if self._thread is thread:
-            self._thread = None
-        return True
+        return self._loop.stop(timeout)
 
-    def _run(self, stop: threading.Event) -> None:
-        logger.debug("memguard: monitor started: samples every %s, passes every %s",
-                     format_duration(self.sample_interval), format_duration(self.interval))
-        try:
-            while not stop.is_set():
-                try:
-                    self.tick()
-                except BaseException:  # tick guards each step; this is the last line of defence
-                    self.failures += 1
-                    logger.exception("memguard: monitor tick failed; carrying on")
-                if stop.is_set():
-                    break
-                self._wait(stop)
-        except BaseException:
-            self.failures += 1
-            logger.exception("memguard: the monitor loop ended on an exception")
-        finally:
-            if not stop.is_set() and self._started:
-                self._restart_after_death()
-        logger.debug("memguard: monitor stopped")
+    @property
+    def restarts(self) -> int:
+        """How many times the thread died and was started again."""
+        return self._loop.restarts
 
-    def _restart_after_death(self) -> None:
-        """The loop ended without a stop (something escaped every guard): start afresh."""
-        if self.restarts >= _MAX_RESTARTS:
-            announce(logging.CRITICAL, "Memory monitor died %d times; not restarting it "
-                     "(/health/live now fails)", self.restarts)
-            return
-        self.restarts += 1
-        announce(logging.ERROR, "Memory monitor thread died; restarting it (%d)", self.restarts)
-        try:
-            self._launch()
-        except BaseException:
-            logger.exception("memguard: could not restart the monitor thread")
+    def _failed(self) -> None:
+        self.failures += 1
 
-    def _wait(self, stop: threading.Event) -> None:
-        """Wait one sample interval, or less when woken (stop, new interval, SIGUSR1)."""
-        wake = self._wake
+    def _wait_seconds(self) -> float:
         try:
-            interval = self.next_wait()
+            return self.next_wait()
         except Exception:  # a policy without a resolvable limit: the plain interval
-            interval = self.sample_interval
-        if not self._signals.installed:
-            wake.wait(interval)
-        else:  # poll the signal flag, which the handler sets without taking any lock
-            slices = max(1, int(interval / _SIGNAL_POLL + 0.999))
-            for _ in range(slices):
-                if wake.wait(interval / slices) or self._signals.pending or stop.is_set():
-                    break
-        wake.clear()
+            return self.sample_interval
 
     # -- one sample ---------------------------------------------------------------------------
 
@@ -619,7 +555,7 @@ class Monitor:
             if new != "critical":
                 self._recycle_requested = self._recycle_refused = False
             if rank(old) < rank("warning") <= rank(new):
-                self._wake.set()  # sample faster from now on
+                self._loop.wake()  # sample faster from now on
 
     def _log_summary(self, sample: MemorySample) -> None:
         self._lines.summary(sample, (
@@ -745,11 +681,11 @@ class Monitor:
         return self._signals.on_signal
 
     def _wants_signal(self) -> bool:
-        return self._started and self.policy.signal_cleanup
+        return self._loop.wanted and self.policy.signal_cleanup
 
     def _update_signal_handler(self) -> None:
         if self._signals.update():
-            self._wake.set()  # re-enter the wait in signal-polling slices
+            self._loop.wake()  # re-enter the wait in signal-polling slices
 
     def _remove_signal_handler(self) -> None:
         self._signals.remove()
@@ -776,16 +712,10 @@ class Monitor:
         self._work = threading.RLock()
         self._cleaning = threading.RLock()
         self._state = threading.Lock()
-        was_running = self._started and self._thread is not None
-        self._thread = None
         with self._state:
             self.history.clear()  # the parent's samples say nothing of the child's growth
         self._fit_from = self._growth_before = None
-        if was_running:
-            try:
-                self._launch()
-            except Exception:
-                logger.exception("memguard: could not restart the monitor after fork")
+        self._loop.relaunch()
 
 
 def _close(probe: Probe) -> None:

@@ -127,9 +127,9 @@ def test_flask_init_app_starts_the_monitor_once(mgr: MemoryManager) -> None:
     assert app.extensions[EXTENSION_KEY].manager is mgr
     monitor = mgr.monitor
     assert monitor is not None and monitor.running
-    thread = monitor._thread
+    thread = monitor._loop.thread
     init_app(Flask("other"), mgr)  # a second app in the process: same monitor, same thread
-    assert mgr.monitor is monitor and monitor._thread is thread
+    assert mgr.monitor is monitor and monitor._loop.thread is thread
     assert app.test_client().get("/health/live").get_json()["checks"]["memguard:monitor"][0][
         "observedValue"] is True
 

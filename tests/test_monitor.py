@@ -591,10 +591,10 @@ def test_thread_survives_failing_probe_rule_callback_and_hook(
 
 def test_start_is_idempotent_and_stop_leaves_no_thread(manager: MemoryManager) -> None:
     monitor = manager.setup_memory_monitoring("1h")
-    first = monitor._thread
+    first = monitor._loop.thread
     monitor.start()
     manager.start()
-    assert monitor._thread is first
+    assert monitor._loop.thread is first
     assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
     assert wait_until(lambda: monitor.ticks >= 1)
     began = time.monotonic()
@@ -782,11 +782,11 @@ def test_start_after_a_stop_that_timed_out_mid_tick(manager: MemoryManager,
     monitor = manager.setup_memory_monitoring("1h")
     assert entered.wait(5)
     assert monitor.stop(timeout=0.05) is False  # the tick is still running
-    old = monitor._thread
+    old = monitor._loop.thread
     release.set()
     manager.probe = probe
     monitor.start()  # waits for the tick, then starts afresh
-    assert monitor.running and monitor._thread is not old
+    assert monitor.running and monitor._loop.thread is not old
     assert old is not None and wait_until(lambda: not old.is_alive())
     assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1
     assert monitor.stop()
@@ -848,7 +848,7 @@ def test_a_monitor_loop_that_dies_restarts_itself(manager: MemoryManager,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monitor = manager.setup_memory_monitoring("1h")
     assert wait_until(lambda: monitor.ticks >= 1)
-    real_wait = monitor._wait
+    real_wait = monitor._loop.wait
     deaths = []
 
     def dying_wait(stop: threading.Event) -> None:
@@ -857,7 +857,7 @@ def test_a_monitor_loop_that_dies_restarts_itself(manager: MemoryManager,
             raise SystemExit("something escaped every guard")
         real_wait(stop)
 
-    monkeypatch.setattr(monitor, "_wait", dying_wait)
+    monkeypatch.setattr(monitor._loop, "wait", dying_wait)
     monitor.set_interval("1h")  # wake the thread: it waits (and dies) at once
     assert wait_until(lambda: monitor.restarts == 1 and monitor.running and monitor.ticks >= 2)
     # the dead thread ends right after starting its successor: one monitor thread remains

@@ -219,9 +219,9 @@ def test_health_warns_when_a_started_monitor_died(mgr: MemoryManager) -> None:
     monitor = mgr.monitor
     monitor.start()
     assert live_payload(mgr)[0] == 200
-    thread = monitor._thread
-    monitor._stop_event.set()  # the thread ends while the monitor is still "started"
-    monitor._wake.set()
+    thread = monitor._loop.thread
+    monitor._loop.stop_event.set()  # the thread ends while the monitor is still "started"
+    monitor._loop.wake()
     thread.join(5)
     assert monitor.started and not monitor.running
     code, payload = health_payload(mgr)
