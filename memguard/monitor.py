@@ -35,7 +35,6 @@ from memguard.controller import (
     FRAGMENTATION_RATIO,
     MAX_ROUNDS,
     EmergencyController,
-    recent_growth,
 )
 from memguard.daemon import DaemonLoop
 from memguard.events import CleanupReport
@@ -47,12 +46,11 @@ from memguard.memory import (
     Probe,
     ProcessProbe,
     Reclaim,
-    detect_limit,
     heap_bytes,
-    make_probe,
     reclaim,
 )
 from memguard.policy import MemoryPolicy, Thresholds
+from memguard.readings import Readings
 from memguard.signals import SignalTrigger
 from memguard.stats import MemoryStats, growth_rate, time_to_limit
 
@@ -175,8 +173,8 @@ class Monitor:
         self.manager = manager
         self.on_recycle: Optional[Callable[[], None]] = None
         self.controller = EmergencyController(manager, reclaimer=self._reclaim)
-        self.history: collections.deque[tuple[float, int]] = collections.deque(maxlen=history)
-        """(time, usage) of recent samples, oldest first."""
+        self.readings = Readings(lambda: self.policy, lambda: self.manager.probe,
+                                 history=history)
         self.recent_cleanups: collections.deque[CleanupReport] = collections.deque(
             maxlen=cleanups)
         """Recent emergency cleanups and evicting periodic passes, oldest first."""
@@ -193,24 +191,17 @@ class Monitor:
         # Serializes cleanups. Apart from `_work`, so that a manual cleanup never waits for a
         # tick busy in its periodic pass (a slow `on_evict` callback, a big store).
         self._cleaning = threading.RLock()
-        self._state = threading.Lock()  # guards history/cleanups copies against the thread
+        self._state = threading.Lock()  # guards cleanups and totals against the thread
         self._loop = DaemonLoop(THREAD_NAME, step=self.tick, interval=self._wait_seconds,
                                 polling=lambda: self._signals.installed,
                                 interrupted=lambda: self._signals.pending,
                                 on_failure=self._failed)
         self._fork_held = self._fork_cleaning = False
-        # Probe and thresholds, rebuilt by policy_changed().
-        self._own_probe: Optional[Probe] = None
-        self._auto_limit: Optional[int] = None
-        self._thresholds: Optional[Thresholds] = None
-        self._thresholds_limit: Optional[int] = -1
         # Schedules (manager.clock time); None = not yet.
         self._last_pass: Optional[float] = None
         self._last_gc: Optional[float] = None
         self._last_summary: Optional[float] = None
         self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
-        self._fit_from: Optional[float] = None
-        self._growth_before: Optional[float] = None  # bytes/s when the last cleanup began
         self._lines = LevelLines()
         self._recycle_requested = False
         self._recycle_refused = False
@@ -267,53 +258,24 @@ class Monitor:
         once. An interval set with `set_interval` stays in force.
         """
         with self._work:
-            if self._own_probe is not None:
-                _close(self._own_probe)
-            self._own_probe = None
-            self._auto_limit = None
-            self._thresholds = None
-            self._thresholds_limit = -1
+            self.readings.reset()
         self._update_signal_handler()
         self._loop.wake()
 
     @property
     def probe(self) -> Probe:
         """The manager's probe when it has one, else one built from the policy's scope/limit."""
-        injected = self.manager.probe
-        if injected is not None:
-            return injected
-        if self._own_probe is None:
-            memory = self.policy
-            if isinstance(memory.limit, int):
-                limit: Optional[int] = memory.limit
-            elif memory.limit == "auto":
-                limit = self._detected_limit()
-            else:
-                limit = None
-            self._own_probe = make_probe(memory.scope, limit=limit)
-        return self._own_probe
+        return self.readings.probe
 
-    def _detected_limit(self) -> int:
-        if self._auto_limit is None:
-            self._auto_limit = detect_limit()
-        return self._auto_limit
+    @property
+    def history(self) -> collections.deque[tuple[float, int]]:
+        """(time, usage) of recent samples, oldest first."""
+        return self.readings.history
 
     def thresholds(self, sample: Optional[MemorySample] = None) -> Thresholds:
-        """The policy's thresholds in bytes, percentages resolved against the known limit.
-
-        The limit is the policy's when it is a size, else the sample's (the probe's), else,
-        for ``limit = "auto"``, the detected cgroup limit or physical RAM.
-        """
-        memory = self.policy
-        limit = sample.limit if sample is not None else None
-        if limit is None and memory.limit == "auto":
-            limit = self._detected_limit()
-        cached = self._thresholds
-        if cached is not None and self._thresholds_limit == limit:
-            return cached
-        resolved = memory.resolve(limit)
-        self._thresholds, self._thresholds_limit = resolved, limit
-        return resolved
+        """The policy's thresholds in bytes, percentages resolved against the known limit
+        (see `memguard.readings.Readings.thresholds`)."""
+        return self.readings.thresholds(sample)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -450,7 +412,7 @@ class Monitor:
               extras: bool = True) -> None:
         """Record `sample` and move to the level it calls for."""
         self.last_sample = sample
-        self._record(now, sample.usage)
+        self.readings.record(now, sample.usage)
         self._observe(sample, memory, extras)
 
     def _give_back(self, errors: list[str], sample: Optional[MemorySample]
@@ -476,7 +438,7 @@ class Monitor:
                  sample: MemorySample) -> tuple[Optional[CleanupReport], str]:
         """Ask the controller about `sample`; run the cleanup it asks for."""
         thresholds = self.thresholds(sample)
-        growth = self._growth()
+        growth = self.readings.growth()
         decision = self.controller.decide(now, sample, thresholds, growth=growth,
                                           horizon=self.sample_interval)
         if not decision.act:
@@ -488,29 +450,19 @@ class Monitor:
                              expected)
         return report, ""
 
-    def _growth(self) -> Optional[float]:
-        """Bytes per second over the recent samples; right after a cleanup (too few samples
-        since), the growth measured before it: the app is likely still growing as fast."""
-        growth = recent_growth(self._recent_points())
-        return self._growth_before if growth is None else growth
 
     def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing
         fast enough to cross ``emergency`` before then (half the time it would take)."""
         every = self.sample_interval
         sample = self.last_sample
-        growth = self._growth()
+        growth = self.readings.growth()
         if sample is None or growth is None or growth <= 0:
             return every
         emergency = self.thresholds(sample).emergency
         if emergency is None or sample.usage >= emergency:
             return every
         return max(_MIN_WAIT, min(every, (emergency - sample.usage) / growth / 2))
-
-    def _recent_points(self) -> list[tuple[float, int]]:
-        since = self._fit_from
-        with self._state:
-            return [(t, u) for t, u in self.history if since is None or t >= since]
 
     def _guard(self, errors: list[str], step: str, call: Callable[..., Any], *args: Any) -> Any:
         """`call(*args)`, or None after logging and counting what it raised.
@@ -529,10 +481,6 @@ class Monitor:
     def _reclaim(self, *, full: bool = True) -> Reclaim:
         """Give memory back (`memguard.memory.reclaim`); looked up at call time for tests."""
         return reclaim() if full else reclaim(full=False)
-
-    def _record(self, now: float, usage: int) -> None:
-        with self._state:
-            self.history.append((now, usage))
 
     def _remember(self, report: CleanupReport) -> None:
         """Keep `report` among the recent ones and add it to the running totals."""
@@ -611,13 +559,13 @@ class Monitor:
                expected: Optional[int]) -> CleanupReport:
         if sample is None:
             sample = self.probe()
-        self._growth_before = growth = self._growth()
+        growth = self.readings.cleanup_began()
         report = self.controller.run(sample, self.thresholds(sample), self._sample_after,
                                      trigger=trigger, expected=expected, growth=growth,
                                      heap=self._fresh_heap)
         end = self.manager.clock()
         self._evicted_at_reclaim = self.manager.evicted_bytes  # it reclaimed
-        self._fit_from = end  # the drop would read as shrinkage in the growth fit
+        self.readings.cleanup_ended(end)  # the drop would read as shrinkage in the fit
         self._remember(report)
         return report
 
@@ -645,7 +593,7 @@ class Monitor:
         with self._state:
             cleanups = tuple(self.recent_cleanups)
             totals = {**self.totals, "cleanups": dict(self.totals["cleanups"])}
-        recent = self._recent_points()
+        recent = self.readings.since_cleanup()
         if not recent or recent[-1][0] < now:
             recent.append((now, sample.usage))
         growth = growth_rate(recent)
@@ -712,16 +660,5 @@ class Monitor:
         self._work = threading.RLock()
         self._cleaning = threading.RLock()
         self._state = threading.Lock()
-        with self._state:
-            self.history.clear()  # the parent's samples say nothing of the child's growth
-        self._fit_from = self._growth_before = None
+        self.readings.forget()
         self._loop.relaunch()
-
-
-def _close(probe: Probe) -> None:
-    close = getattr(probe, "close", None)
-    if callable(close):
-        try:
-            close()
-        except Exception:
-            logger.debug("memguard: closing probe %r failed", probe, exc_info=True)

@@ -29,7 +29,8 @@ LAYERS: dict[str, int] = {
     "memguard.registry": 4, "memguard.handles": 4, "memguard.store": 4, "memguard.touch": 4,
     # 5 engine
     "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
-    "memguard.daemon": 5, "memguard.monitor": 5, "memguard.reload": 5, "memguard.trigger": 5,
+    "memguard.daemon": 5, "memguard.readings": 5, "memguard.monitor": 5, "memguard.reload": 5,
+    "memguard.trigger": 5,
     "memguard._manager": 5,
     # 6 surfaces
     "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6, "memguard.metrics": 6,
