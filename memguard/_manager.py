@@ -173,6 +173,10 @@ class MemoryManager:
                 raise _setup_error(error, name) from None
             return existing
         declared = {k: v for k, v in declared.items() if v is not None}
+        adopt = getattr(store, "__memguard_adopt__", None)
+        if adopt is not None:  # a store type that adopts itself, or refuses (RedisStore)
+            adopted: StoreHandle = adopt(self, name, declared)
+            return adopted
         backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
                            keys=type(store).keys)
         backend.needs_sync = True

@@ -339,6 +339,25 @@ def test_handle_in_manager_and_stats(redis_url: str, manager: MemoryManager) -> 
     assert store_handle.policy.max_jobs == 1
 
 
+def test_setup_job_store_cleanup_refuses_an_undecorated_redis_store(
+        redis_url: str, manager: MemoryManager) -> None:
+    class Jobs(RedisStore):  # no @managed_store: a plain shared mapping
+        pass
+
+    store = Jobs(redis_url)
+    with pytest.raises(StoreDefinitionError,
+                       match=r"setup_job_store_cleanup\(.*Jobs instance, 'diagram'\).*"
+                             r"@managed_store\(name='diagram', max_jobs=2\) on class .*Jobs"):
+        manager.setup_job_store_cleanup(store, "diagram", max_jobs=2)
+    assert manager.stores == {} and manager.plain_handle(store) is None  # nothing adopted
+    assert store._memguard is None
+    with pytest.raises(TypeError, match="not a managed store"):
+        handle(store)
+    for i in range(4):  # still a plain shared mapping: unbounded, no pass touches it
+        store[f"j{i}"] = {"status": "done"}
+    assert manager.run_cleanup().evicted == 0 and len(store) == 4
+
+
 def test_worker_emergency_budget_never_evicts_redis_jobs(redis_url: str,
                                                         manager: MemoryManager) -> None:
     store = store_class(manager)(redis_url)
