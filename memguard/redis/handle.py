@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attrs
 
@@ -280,7 +280,8 @@ class RedisHandle(StoreHandle):
             with self.lock:
                 for event in events:
                     self.evictions[event.cause.value] += 1
-            self.manager.notify_evictions(events)
+            # Redis' memory, not the worker's, was freed: no reclaim of the worker is due.
+            cast("MemoryManager", self.manager).notify_evictions(events, in_process=False)
         return events
 
     def _evicted(self, victims: list[Victim]) -> None:
