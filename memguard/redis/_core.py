@@ -9,6 +9,7 @@ fields are released, what makes a job active and the bounds checked at insert.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -76,6 +77,8 @@ class RedisCore:
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
         self._active_cache: tuple[Any, list[Any]] = (None, [])
         self._version_checked = False
+        #: When (time.monotonic) a script last got an answer: Redis is reachable again.
+        self.answered_at = float("-inf")
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -89,7 +92,9 @@ class RedisCore:
         if self.before_call is not None:
             self.before_call()
         with translated(operation, self.where):
-            return getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+            reply = getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+        self.answered_at = time.monotonic()
+        return reply
 
     def check_version(self) -> None:
         """Refuse a Redis older than 7.0 (the scripts use its flags) once, clearly; a
