@@ -123,7 +123,6 @@ class RedisHandle(StoreHandle):
         self.pin_lease = PIN_LEASE
         self.unreachable_retry = UNREACHABLE_RETRY
         self.last_error: Optional[str] = None
-        self._failed: Optional[tuple[float, str]] = None  # (monotonic time, error) of stats
         self._holder = uuid.uuid4().hex[:12]
         self._renewer: Optional[threading.Thread] = None
         self._last: Optional[RedisStoreStats] = None
@@ -249,11 +248,12 @@ class RedisHandle(StoreHandle):
         """Counts read from Redis now; when it cannot be reached, the last ones with
         `reachable=False` and the error (never an exception: /memory must still answer).
 
-        After a failure, Redis is not asked again for `unreachable_retry` seconds, unless a
-        script of this store (a read, a write, a pass) got an answer since: the store is
-        reported unreachable at once, with the error and its age.
+        Once any operation of this store (stats included) found Redis unreachable, Redis is
+        not asked again for `unreachable_retry` seconds, unless a script of this store (a
+        read, a write, a pass) got an answer since: the store is reported unreachable at
+        once, with that error and its age.
         """
-        failed = self._failed
+        failed = self.core.unavailable
         if failed is not None and self.core.answered_at < failed[0]:
             age = time.monotonic() - failed[0]
             if 0 <= age < self.unreachable_retry:
@@ -263,11 +263,9 @@ class RedisHandle(StoreHandle):
             jobs, active, size, pinned = self.core.figures()
             used, limit = self.core.memory()
         except RedisStoreError as error:
-            self.last_error = str(error)
-            self._failed = (time.monotonic(), str(error))
+            self.last_error = str(error)  # an unreachable Redis: remembered by the core
             return self._unreachable(str(error))
         self.last_error = None
-        self._failed = None
         self.index.jobs, self.index.total_bytes = jobs, size
         stats = RedisStoreStats(
             name=self.name, jobs=jobs, active=active, pinned=pinned, bytes=size, unweighed=0,

@@ -181,9 +181,18 @@ def test_stats_of_an_unreachable_redis_are_cheap_after_the_first_failure(
         assert client.sent == sent  # not one command sent to the frozen server
         with pytest.raises(RedisUnavailable, match="during read"):
             store.get("a")  # operations still try, and fail clearly
+        assert client.sent > sent
+        sent = client.sent
         store_handle.unreachable_retry = 0.0  # the window is over: stats ask Redis again
-        assert not store_handle.stats().reachable and client.sent > sent + 1
+        assert not store_handle.stats().reachable and client.sent > sent
         store_handle.unreachable_retry = 3600.0
+        # A failed operation opens the window too: stats then send nothing either.
+        with pytest.raises(RedisUnavailable, match="during lookup"):
+            _ = "a" in store
+        sent = client.sent
+        stats = store_handle.stats()
+        assert not stats.reachable and "during lookup" in (stats.error or "")
+        assert client.sent == sent
     finally:
         own_redis.resume()
     deadline = time.monotonic() + 20
