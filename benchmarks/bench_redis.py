@@ -15,11 +15,26 @@ store adds on top of the network: Lua, argument building, JSON, the live job obj
 - a pass evicting nothing over 10 000 jobs: `handle.cleanup()` against the
   `ZRANGEBYSCORE ... LIMIT 0 100` a hand-written expiry would send.
 
+Then RQ's result storage (`rq`, in the `bench` extra; the rows are skipped, saying so,
+without it), on the same server in the same run, where its operations are comparable:
+
+- finish a job: what RQ's worker sends on success (`Job.set_status`, `Job.save`,
+  `Result.create` with `result_ttl`, the finished registry's `ZADD`, `Job.cleanup`'s
+  `EXPIRE`s, in one MULTI/EXEC) against memguard's `job["result"] = r; job["status"] =
+  "done"` on a live job (two scripts, two round trips);
+- poll a status: `Job.fetch(id).get_status(refresh=False)` (one `HGETALL`) against
+  `store[id]["status"]` (one script);
+- read a result back: `Job.fetch(id).return_value()` (`HGETALL` + `XREVRANGE`) against
+  `store[id]["result"]` (the `get` script + `HGET`);
+- housekeeping with nothing to expire: `FinishedJobRegistry.cleanup()` (one
+  `ZREMRANGEBYSCORE`) beside the pass above;
+- expiry against the bound (not timed): a burst of jobs with 4 KB results stored through RQ
+  (`result_ttl` 500 s, its default) and through a RedisStore with `max_jobs` and `max_age`
+  500 s: how many jobs each keeps, and how much Redis memory they take.
+
 Then the worker's memory: a fresh interpreter stores 200 seed-like jobs (64 KB results) in
 an in-process managed store, or in a RedisStore, polls each job's status five times, and
 reports how much its RSS grew.
-
-RQ's result storage is not measured: RQ is not a dependency of the suite.
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Optional
 
-from benchmarks import Settings, TimeFunc, case, compare, row, timeit_func, timing_row
+from benchmarks import Settings, TimeFunc, Timing, case, compare, row, timeit_func, timing_row
 
 JOBS = 10_000
 MAX_JOBS = 1_000
@@ -157,6 +172,135 @@ def build(url: str) -> dict[str, TimeFunc]:
     }
 
 
+#: RQ's comparison: jobs filled beforehand, RQ's default result_ttl, and the burst of the
+#: expiry-against-bound rows (jobs with BURST_RESULT-byte results, bounded at BURST_BOUND).
+RQ_JOBS = 1_000
+RESULT_TTL = 500
+BURST = 3_000
+BURST_BOUND = 1_000
+BURST_RESULT = 4_096
+
+
+def rq_missing() -> str:
+    """Why RQ's rows cannot run here ("" when they can)."""
+    try:
+        import rq  # noqa: F401
+    except ImportError:
+        return "RQ is not installed (pip install 'memguard[bench]')"
+    return ""
+
+
+def render(n: int) -> str:
+    """The function RQ's benchmark jobs name (never called: no RQ worker runs here)."""
+    return RESULT * n
+
+
+def rq_job(client: Any, job_id: str) -> Any:
+    """A saved RQ job of queue `bench`, as `Queue.enqueue` would have saved it (not queued)."""
+    from rq.job import Job
+
+    job = Job.create(render, args=(1,), id=job_id, connection=client, origin="bench",
+                     result_ttl=RESULT_TTL)
+    job.save()
+    return job
+
+
+def rq_finish(client: Any, job: Any, value: Any) -> None:
+    """What RQ's worker writes when `job` succeeds (`Worker.handle_job_success` less the
+    worker's own counters and dependents): status, job hash, the result in its stream with
+    `result_ttl`, the finished registry, the job keys' expiry; one MULTI/EXEC."""
+    from rq.job import JobStatus
+    from rq.results import Result
+
+    with client.pipeline() as pipe:
+        pipe.multi()
+        job.set_status(JobStatus.FINISHED, pipeline=pipe)
+        job.save(pipeline=pipe, include_meta=False)
+        Result.create(job, Result.Type.SUCCESSFUL, ttl=RESULT_TTL, return_value=value,
+                      pipeline=pipe)
+        job.finished_job_registry.add(job, RESULT_TTL, pipe)
+        job.cleanup(RESULT_TTL, pipeline=pipe, remove_from_queue=False)
+        pipe.execute()
+
+
+def build_rq(url: str) -> dict[str, TimeFunc]:
+    """RQ's result storage and the same operations through a RedisStore, RQ_JOBS finished
+    jobs each (RQ's keys live under `rq:`, the store's under `memguard:`: no clash)."""
+    import redis
+    from rq.job import Job
+    from rq.registry import FinishedJobRegistry
+
+    from memguard import MemoryManager, Policy, managed_store
+    from memguard.redis import RedisStore
+
+    client = redis.Redis.from_url(url)
+
+    @managed_store(name="bench_rq", max_age=f"{RESULT_TTL}s", manager=MemoryManager(Policy()))
+    class Results(RedisStore):
+        pass
+
+    store = Results(url)
+    for i in range(RQ_JOBS):
+        rq_finish(client, rq_job(client, f"q{i}"), RESULT)
+        store[f"q{i}"] = {"status": "done", "result": RESULT}
+    keys = itertools.cycle([f"q{i}" for i in range(RQ_JOBS)])
+    live, rq_live = store["q0"], Job.fetch("q0", connection=client)
+    registry = FinishedJobRegistry("bench", connection=client)
+    ns = {"store": store, "k": keys, "live": live, "client": client, "Job": Job,
+          "rq_live": rq_live, "rq_finish": rq_finish, "RESULT": RESULT, "registry": registry}
+    return {
+        'job["result"] = r; job["status"] = "done"': timeit_func(
+            "live['result'] = RESULT; live['status'] = 'done'", ns),
+        "RQ: worker's success pipeline (result_ttl)": timeit_func(
+            "rq_finish(client, rq_live, RESULT)", ns),
+        'store[k]["status"]': timeit_func("store[next(k)]['status']", ns),
+        "RQ: Job.fetch(k).get_status(refresh=False)": timeit_func(
+            "Job.fetch(next(k), connection=client).get_status(refresh=False)", ns),
+        'store[k]["result"]': timeit_func("store[next(k)]['result']", ns),
+        "RQ: Job.fetch(k).return_value()": timeit_func(
+            "Job.fetch(next(k), connection=client).return_value()", ns),
+        "RQ: FinishedJobRegistry.cleanup(), nothing expired": timeit_func(
+            "registry.cleanup()", ns),
+    }
+
+
+def used_memory(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def burst(url: str, jobs: int = BURST, bound: int = BURST_BOUND) -> dict[str, int]:
+    """Store `jobs` finished jobs with BURST_RESULT-byte results through RQ (expiry by
+    result_ttl only) and through a RedisStore bounded at `bound` jobs (max_age =
+    result_ttl): the jobs each keeps and the Redis memory (used_memory growth) they take."""
+    import redis
+
+    from memguard import MemoryManager, Policy, managed_store
+    from memguard.redis import RedisStore
+
+    client = redis.Redis.from_url(url)
+    value = "r" * BURST_RESULT
+
+    @managed_store(name="bench_burst", max_jobs=bound, max_age=f"{RESULT_TTL}s",
+                   manager=MemoryManager(Policy()))
+    class Burst(RedisStore):
+        pass
+
+    store = Burst(url)
+    before = used_memory(client)
+    for i in range(jobs):
+        rq_finish(client, rq_job(client, f"b{i}"), value)
+    rq_bytes = used_memory(client) - before
+    rq_kept = sum(1 for _key in client.scan_iter("rq:results:b*", count=1000))
+    before = used_memory(client)
+    for i in range(jobs):
+        store[f"b{i}"] = {"status": "running", "result": None}
+        job = store[f"b{i}"]
+        job["result"] = value
+        job["status"] = "done"
+    return {"rq_jobs": rq_kept, "rq_bytes": rq_bytes, "store_jobs": len(store),
+            "store_bytes": used_memory(client) - before}
+
+
 RSS_JOBS = 200
 RSS_SCRIPT = r"""
 import gc, json, sys, psutil
@@ -209,7 +353,14 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
                 return case("redis", title, rows=[],
                             skipped="redis-server is not on PATH (apt-get install redis-server)")
             return run(quick, settings=settings, url=started)
-    t = compare(build(url), settings, group="redis")
+    missing = rq_missing()
+    contenders = build(url)
+    if not missing:
+        contenders.update(build_rq(url))
+    t = compare(contenders, settings, group="redis")
+    pass_peers = [t["ZRANGEBYSCORE LIMIT 0 100"]]
+    if not missing:
+        pass_peers.append(t["RQ: FinishedJobRegistry.cleanup(), nothing expired"])
     rows = [
         timing_row(t["store[k]"], [t["HGETALL + ZADD XX (pipelined)"], t["HGETALL"]]),
         timing_row(t["HGETALL + ZADD XX (pipelined)"]),
@@ -219,10 +370,12 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
         timing_row(t["store[new] = job at max_jobs"],
                    [t["MULTI HSET ZADD ZADD ZPOPMIN EXEC + DEL"]]),
         timing_row(t["MULTI HSET ZADD ZADD ZPOPMIN EXEC + DEL"]),
-        timing_row(t[f"pass evicting nothing, {JOBS} jobs"], [t["ZRANGEBYSCORE LIMIT 0 100"]],
+        timing_row(t[f"pass evicting nothing, {JOBS} jobs"], pass_peers,
                    note="two round trips: the pass (figures included), INFO memory"),
         timing_row(t["ZRANGEBYSCORE LIMIT 0 100"]),
     ]
+    if not missing:
+        rows += rq_rows(t, url, quick)
     in_process, in_redis = rss_growth("dict", url), rss_growth("redis", url)
     rows += [
         row(f"worker RSS growth, {RSS_JOBS} jobs with 64 KB results, in-process store",
@@ -234,8 +387,64 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
         "Each contender is one round trip to a redis-server on 127.0.0.1 (the raw insert is "
         "two: MULTI/EXEC, then DEL), so the ratios are the store's own cost over the "
         "network's.",
-        "No target is set (issue 14 asks for the comparison); RQ's result storage is not "
-        "measured (RQ is not a dependency of the suite).",
+        "No target is set (issue 14 asks for the comparison).",
     ]
+    if missing:
+        notes.append(f"RQ's result storage is not measured: {missing}.")
+    else:
+        notes += RQ_NOTES
     return case("redis", title, rows=rows, notes=notes,
-                params={"jobs": JOBS, "max_jobs": MAX_JOBS})
+                params={"jobs": JOBS, "max_jobs": MAX_JOBS, "rq_jobs": RQ_JOBS,
+                        "result_ttl": RESULT_TTL, "rq": "" if missing else rq_version()})
+
+
+RQ_NOTES = [
+    "RQ rows: same server, same run, interleaved with the others. Comparable: storing a "
+    "finished job's result (RQ: its worker's success pipeline, one MULTI/EXEC; memguard: "
+    "two live-field writes, two round trips), polling a status (one round trip each), "
+    "reading a result back (two each), housekeeping with nothing to expire. RQ pickles "
+    "(base64 in its result stream), memguard stores JSON.",
+    "Not comparable, not measured: queueing and running jobs (memguard has no queue or "
+    "worker; its store holds the job state the app writes). Expiry itself: RQ's result_ttl "
+    "is Redis' own key expiry (EXPIRE), done inside Redis at no client cost, plus a "
+    "finished-registry entry trimmed by cleanup(); memguard's age and idle rules run in "
+    "the pass script. RQ has no count or byte bound and no protection of running jobs "
+    "(its failure_ttl defaults to a year): the burst rows show what a bound changes.",
+]
+
+
+def rq_version() -> str:
+    from importlib.metadata import version
+
+    return version("rq")
+
+
+def rq_rows(t: dict[str, Timing], url: str, quick: bool) -> list[dict[str, Any]]:
+    """The RQ comparison's rows: three timed pairs, the registry cleanup, and the burst."""
+    finish = 'job["result"] = r; job["status"] = "done"'
+    rows = [
+        timing_row(t[finish], [t["RQ: worker's success pipeline (result_ttl)"]],
+                   note="two scripts; RQ's is one MULTI/EXEC of 8 commands"),
+        timing_row(t["RQ: worker's success pipeline (result_ttl)"]),
+        timing_row(t['store[k]["status"]'],
+                   [t["RQ: Job.fetch(k).get_status(refresh=False)"]]),
+        timing_row(t["RQ: Job.fetch(k).get_status(refresh=False)"]),
+        timing_row(t['store[k]["result"]'], [t["RQ: Job.fetch(k).return_value()"]],
+                   note="two round trips each"),
+        timing_row(t["RQ: Job.fetch(k).return_value()"]),
+        timing_row(t["RQ: FinishedJobRegistry.cleanup(), nothing expired"]),
+    ]
+    jobs, bound = (BURST // 2, BURST_BOUND // 2) if quick else (BURST, BURST_BOUND)
+    found = burst(url, jobs, bound)
+    rows += [
+        row(f"burst of {jobs} jobs ({BURST_RESULT} B results): RQ keeps (result_ttl "
+            f"{RESULT_TTL} s)", found["rq_jobs"], "jobs",
+            note="every one, until its TTL: no count or byte bound"),
+        row(f"burst of {jobs} jobs ({BURST_RESULT} B results): RedisStore keeps (max_jobs "
+            f"{bound}, max_age {RESULT_TTL} s)", found["store_jobs"], "jobs",
+            note="the newest, evicted at insert by the count bound"),
+        row("burst: Redis memory, RQ", found["rq_bytes"], "bytes",
+            note="used_memory growth; results pickled, then base64 (4/3)"),
+        row("burst: Redis memory, RedisStore", found["store_bytes"], "bytes"),
+    ]
+    return rows

@@ -48,8 +48,9 @@ class MemoryManager:
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
         self.policy_error: Optional[PolicyError] = None
-        #: Bytes evicted so far (by estimate), whatever evicted them: passes, inserts over a
-        #: bound, emergencies. The monitor gives memory back when enough has been freed.
+        #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
+        #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
+        #: Redis' memory). The monitor gives memory back when enough has been freed.
         self.evicted_bytes = 0
         registry.add_host(self)
 
@@ -175,6 +176,10 @@ class MemoryManager:
                 raise _setup_error(error, name) from None
             return existing
         declared = {k: v for k, v in declared.items() if v is not None}
+        adopt = getattr(store, "__memguard_adopt__", None)
+        if adopt is not None:  # a store type that adopts itself, or refuses (RedisStore)
+            adopted: StoreHandle = adopt(self, name, declared)
+            return adopted
         backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
                            keys=type(store).keys)
         backend.needs_sync = True
@@ -288,11 +293,16 @@ class MemoryManager:
         with self._lock:
             self._callbacks = tuple(c for c in self._callbacks if c is not callback)
 
-    def notify_evictions(self, events: list[EvictionEvent]) -> None:
-        """Count what `events` freed and call the `on_evict` callbacks (outside store locks)."""
-        freed = sum(event.size or 0 for event in events)
-        with self._lock:
-            self.evicted_bytes += freed
+    def notify_evictions(self, events: list[EvictionEvent], *, in_process: bool = True) -> None:
+        """Count what `events` freed and call the `on_evict` callbacks (outside store locks).
+
+        `in_process=False` (Redis stores): the bytes freed were Redis', not this worker's, so
+        they stay out of `evicted_bytes`, which cues the monitor to give memory back.
+        """
+        if in_process:
+            freed = sum(event.size or 0 for event in events)
+            with self._lock:
+                self.evicted_bytes += freed
         for callback in self._callbacks:
             for event in events:
                 try:

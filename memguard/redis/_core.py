@@ -9,6 +9,7 @@ fields are released, what makes a job active and the bounds checked at insert.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -76,11 +77,19 @@ class RedisCore:
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
         self._active_cache: tuple[Any, list[Any]] = (None, [])
         self._version_checked = False
+        #: When (time.monotonic) a script last got an answer: Redis is reachable again.
+        self.answered_at = float("-inf")
+        #: When (time.monotonic) an operation last found Redis unreachable, and its error.
+        self.unavailable: Optional[tuple[float, str]] = None
 
     # -- helpers ------------------------------------------------------------------------
 
     def translated(self, operation: str) -> contextlib.AbstractContextManager[None]:
-        return translated(operation, self.where)
+        """Redis' errors during `operation` as ours; an unreachable Redis is remembered."""
+        return translated(operation, self.where, self._unavailable)
+
+    def _unavailable(self, error: str) -> None:
+        self.unavailable = (time.monotonic(), error)
 
     def run(self, script: str, *args: Any, operation: str) -> Any:
         """Run script `script` with the index keys and this store's prefix first."""
@@ -88,13 +97,15 @@ class RedisCore:
             self.check_version()
         if self.before_call is not None:
             self.before_call()
-        with translated(operation, self.where):
-            return getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+        with self.translated(operation):
+            reply = getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+        self.answered_at = time.monotonic()
+        return reply
 
     def check_version(self) -> None:
         """Refuse a Redis older than 7.0 (the scripts use its flags) once, clearly; a
         server that does not say its version (a proxy, a fake) is taken at its word."""
-        with translated("INFO server", self.where):
+        with self.translated("INFO server"):
             info = self.client.info("server")
         found = str(info.get("redis_version", "")) if isinstance(info, Mapping) else ""
         require_redis_7(found, self.where)
@@ -191,7 +202,7 @@ class RedisCore:
 
     def get_many(self, job_ids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, small fields) of the ids still present, without touching, pipelined."""
-        with translated("read", self.where):
+        with self.translated("read"):
             pipe = self.client.pipeline(transaction=False)
             for job_id in job_ids:
                 self.scripts.get(keys=self.keys, args=(self.base, job_id, "0"), client=pipe)
@@ -202,7 +213,7 @@ class RedisCore:
 
     def fetch_release(self, job_id: str, field: str) -> Any:
         """A release field's value, or None once the job has been evicted (released)."""
-        with translated(f"read of field {field!r}", self.where):
+        with self.translated(f"read of field {field!r}"):
             value = self.client.hget(self.release_key(job_id), field)
         return None if value is None else self.codec.loads(raw(value))
 
@@ -227,29 +238,29 @@ class RedisCore:
     def touch(self, job_ids: Iterable[str]) -> None:
         batch = list(job_ids)
         for start in range(0, len(batch), PASS_BATCH):
-            with translated("touch", self.where):
+            with self.translated("touch"):
                 self.scripts.touch(keys=self.keys,
                                    args=(self.base, *batch[start:start + PASS_BATCH]))
 
     def ids(self) -> list[str]:
-        with translated("listing jobs", self.where):
+        with self.translated("listing jobs"):
             return [text(job_id) for job_id in self.client.zrange(self.keys[0], 0, -1)]
 
     def newest(self) -> Optional[str]:
-        with translated("listing jobs", self.where):
+        with self.translated("listing jobs"):
             found = self.client.zrange(self.keys[0], -1, -1)
         return text(found[0]) if found else None
 
     def count(self) -> int:
-        with translated("count", self.where):
+        with self.translated("count"):
             return int(self.client.zcard(self.keys[0]))
 
     def contains(self, job_id: str) -> bool:
-        with translated("lookup", self.where):
+        with self.translated("lookup"):
             return self.client.zscore(self.keys[0], job_id) is not None
 
     def recency(self) -> list[str]:
-        with translated("listing jobs", self.where):
+        with self.translated("listing jobs"):
             return [text(job_id) for job_id in self.client.zrange(self.keys[1], 0, -1)]
 
     # -- passes, pins, figures ----------------------------------------------------------
@@ -295,7 +306,7 @@ class RedisCore:
 
     def memory(self) -> tuple[int, int]:
         """Redis' (used_memory, maxmemory); maxmemory 0 means no limit is set."""
-        with translated("INFO memory", self.where):
+        with self.translated("INFO memory"):
             info = self.client.info("memory")
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
 

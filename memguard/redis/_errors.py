@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Callable, Optional
 
 try:
     import redis.exceptions
@@ -35,14 +36,18 @@ class RedisConfigError(MemguardError, ValueError):
 
 
 @contextlib.contextmanager
-def translated(operation: str, where: str) -> Iterator[None]:
-    """Raise redis-py's errors during `operation` on the Redis at `where` as ours."""
+def translated(operation: str, where: str,
+               unavailable: Optional[Callable[[str], object]] = None) -> Iterator[None]:
+    """Raise redis-py's errors during `operation` on the Redis at `where` as ours; tell
+    `unavailable` (with the message) when Redis could not be reached."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
             redis.exceptions.BusyLoadingError) as error:
-        raise RedisUnavailable(
-            f"Redis at {where} unavailable during {operation}: {error}") from error
+        message = f"Redis at {where} unavailable during {operation}: {error}"
+        if unavailable is not None:
+            unavailable(message)
+        raise RedisUnavailable(message) from error
     except redis.exceptions.ResponseError as error:
         if isinstance(error, redis.exceptions.OutOfMemoryError) or str(error).startswith("OOM"):
             raise RedisFull(

@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attrs
 
@@ -44,6 +45,10 @@ EMERGENCY_SHARE = 0.90
 TARGET_SHARE = 0.80
 #: Seconds a pin holds without renewal (a crashed worker's pins lapse after this).
 PIN_LEASE = 30.0
+#: Seconds after a failed stats read during which `stats()` reports the store unreachable
+#: without asking Redis again: a host that drops packets costs the connect timeout (2 s) per
+#: try, which `/memory` and `/metrics` would otherwise pay at every request, per store.
+UNREACHABLE_RETRY = 5.0
 
 
 @attrs.frozen
@@ -116,6 +121,7 @@ class RedisHandle(StoreHandle):
         self.rules: tuple[str, ...] = ()
         self.emergency_order = "lru"
         self.pin_lease = PIN_LEASE
+        self.unreachable_retry = UNREACHABLE_RETRY
         self.last_error: Optional[str] = None
         self._holder = uuid.uuid4().hex[:12]
         self._renewer: Optional[threading.Thread] = None
@@ -240,18 +246,25 @@ class RedisHandle(StoreHandle):
 
     def stats(self) -> RedisStoreStats:
         """Counts read from Redis now; when it cannot be reached, the last ones with
-        `reachable=False` and the error (never an exception: /memory must still answer)."""
+        `reachable=False` and the error (never an exception: /memory must still answer).
+
+        Once any operation of this store (stats included) found Redis unreachable, Redis is
+        not asked again for `unreachable_retry` seconds, unless a script of this store (a
+        read, a write, a pass) got an answer since: the store is reported unreachable at
+        once, with that error and its age.
+        """
+        failed = self.core.unavailable
+        if failed is not None and self.core.answered_at < failed[0]:
+            age = time.monotonic() - failed[0]
+            if 0 <= age < self.unreachable_retry:
+                return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
+                                         f"{self.unreachable_retry:g} s after a failure)")
         try:
             jobs, active, size, pinned = self.core.figures()
             used, limit = self.core.memory()
         except RedisStoreError as error:
-            self.last_error = str(error)
-            last = self._last
-            return RedisStoreStats(
-                name=self.name, jobs=last.jobs if last else 0, active=last.active if last else 0,
-                pinned=last.pinned if last else 0, bytes=last.bytes if last else 0,
-                unweighed=0, evictions=dict(self.evictions), reachable=False,
-                error=str(error), redis=self.core.where)
+            self.last_error = str(error)  # an unreachable Redis: remembered by the core
+            return self._unreachable(str(error))
         self.last_error = None
         self.index.jobs, self.index.total_bytes = jobs, size
         stats = RedisStoreStats(
@@ -260,6 +273,15 @@ class RedisHandle(StoreHandle):
             redis_limit=self.redis_limit or self.policy_redis_limit or limit or None)
         self._last = stats
         return stats
+
+    def _unreachable(self, error: str) -> RedisStoreStats:
+        """Stats of a store Redis did not answer for: the last counts read (zeros if none)."""
+        last = self._last
+        return RedisStoreStats(
+            name=self.name, jobs=last.jobs if last else 0, active=last.active if last else 0,
+            pinned=last.pinned if last else 0, bytes=last.bytes if last else 0,
+            unweighed=0, evictions=dict(self.evictions), reachable=False,
+            error=error, redis=self.core.where)
 
     def refresh(self) -> None:
         """Update the figures `index` shows (jobs, bytes) from Redis."""
@@ -280,7 +302,8 @@ class RedisHandle(StoreHandle):
             with self.lock:
                 for event in events:
                     self.evictions[event.cause.value] += 1
-            self.manager.notify_evictions(events)
+            # Redis' memory, not the worker's, was freed: no reclaim of the worker is due.
+            cast("MemoryManager", self.manager).notify_evictions(events, in_process=False)
         return events
 
     def _evicted(self, victims: list[Victim]) -> None:

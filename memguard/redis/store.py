@@ -133,6 +133,22 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         managed.__wrapped__ = cls  # type: ignore[attr-defined]
         return managed
 
+    def __memguard_adopt__(self, manager: Any, name: str, declared: Mapping[str, Any]) -> Any:
+        """`manager.setup_job_store_cleanup(store, name)` on an undecorated RedisStore: refused.
+
+        Adopting it as a plain mapping would govern it from one process's own index (bounds
+        checked only at that worker's passes, every job read at each pass, workers evicting
+        by different views), and its keys carry the class's hash tag, not `name`, so a
+        worker that declares the store properly would not even see the same jobs.
+        """
+        cls = type(self)
+        options = "".join(f", {key}={value!r}" for key, value in declared.items())
+        raise StoreDefinitionError(
+            f"setup_job_store_cleanup({cls.__qualname__} instance, {name!r}): a RedisStore "
+            f"is governed by its class, inside Redis, for every worker at once; declare it "
+            f"with @managed_store(name={name!r}{options}) on class {cls.__qualname__}"
+            f"(RedisStore) instead (its jobs are kept under the store name's keys)")
+
     def __repr__(self) -> str:
         return (f"<{type(self).__qualname__} {self._core.name!r} at {self._core.where} "
                 f"prefix={self._core.base!r}>")

@@ -14,7 +14,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from memguard import MemguardError, MemoryManager, Policy, handle, managed_store
-from memguard.redis import RedisFull, RedisStore, RedisStoreStats, RedisUnavailable
+from memguard.redis import (
+    RedisFull,
+    RedisHandle,
+    RedisStore,
+    RedisStoreStats,
+    RedisUnavailable,
+)
 from memguard.testing import FakeProbe
 from tests.redis.conftest import RedisServer
 
@@ -137,3 +143,65 @@ def test_full_redis_refuses_whole_writes_and_still_evicts(own_redis: RedisServer
     del store[written[1]]
     store[refused] = {"status": "done", "result": big, "note": "n"}  # room again
     assert refused in store
+
+
+class CountingRedis(redis.Redis):
+    """A real redis-py client that counts the commands it sends (scripts, INFO)."""
+
+    sent = 0
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.sent += 1
+        return super().execute_command(*args, **options)
+
+
+def test_stats_of_an_unreachable_redis_are_cheap_after_the_first_failure(
+        own_redis: RedisServer) -> None:
+    manager = MemoryManager(Policy())
+    client = CountingRedis(host="127.0.0.1", port=own_redis.port, socket_timeout=0.5,
+                           socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    store = make_store(manager, client)
+    store["a"] = {"status": "running"}
+    store_handle = handle(store)
+    assert isinstance(store_handle, RedisHandle)
+    store_handle.unreachable_retry = 3600.0  # the window cannot lapse during the test
+    assert store_handle.stats().jobs == 1
+    own_redis.pause()  # SIGSTOP: every command now waits for its timeout
+    try:
+        first = store_handle.stats()  # this one asks Redis, and waits for the timeout
+        assert not first.reachable and "unavailable during stats" in (first.error or "")
+        sent = client.sent
+        for _ in range(20):  # what /memory, /metrics and the monitor call, again and again
+            stats = store_handle.stats()
+            assert not stats.reachable and stats.jobs == 1 and stats.active == 1
+            assert "unavailable during stats" in (stats.error or "")
+            assert "tried again 3600 s after a failure" in (stats.error or "")
+        memory = manager.get_memory_stats().to_dict()  # as /memory builds it
+        assert memory["stores"][0]["reachable"] is False
+        assert client.sent == sent  # not one command sent to the frozen server
+        with pytest.raises(RedisUnavailable, match="during read"):
+            store.get("a")  # operations still try, and fail clearly
+        assert client.sent > sent
+        sent = client.sent
+        store_handle.unreachable_retry = 0.0  # the window is over: stats ask Redis again
+        assert not store_handle.stats().reachable and client.sent > sent
+        store_handle.unreachable_retry = 3600.0
+        # A failed operation opens the window too: stats then send nothing either.
+        with pytest.raises(RedisUnavailable, match="during lookup"):
+            _ = "a" in store
+        sent = client.sent
+        stats = store_handle.stats()
+        assert not stats.reachable and "during lookup" in (stats.error or "")
+        assert client.sent == sent
+    finally:
+        own_redis.resume()
+    deadline = time.monotonic() + 20
+    while True:  # a store operation that gets an answer ends the window at once
+        try:
+            assert store["a"] == {"status": "running"}
+            break
+        except RedisUnavailable:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    stats = store_handle.stats()
+    assert stats.reachable and stats.error is None and stats.jobs == 1

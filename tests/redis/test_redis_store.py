@@ -339,6 +339,25 @@ def test_handle_in_manager_and_stats(redis_url: str, manager: MemoryManager) -> 
     assert store_handle.policy.max_jobs == 1
 
 
+def test_setup_job_store_cleanup_refuses_an_undecorated_redis_store(
+        redis_url: str, manager: MemoryManager) -> None:
+    class Jobs(RedisStore):  # no @managed_store: a plain shared mapping
+        pass
+
+    store = Jobs(redis_url)
+    with pytest.raises(StoreDefinitionError,
+                       match=r"setup_job_store_cleanup\(.*Jobs instance, 'diagram'\).*"
+                             r"@managed_store\(name='diagram', max_jobs=2\) on class .*Jobs"):
+        manager.setup_job_store_cleanup(store, "diagram", max_jobs=2)
+    assert manager.stores == {} and manager.plain_handle(store) is None  # nothing adopted
+    assert store._memguard is None
+    with pytest.raises(TypeError, match="not a managed store"):
+        handle(store)
+    for i in range(4):  # still a plain shared mapping: unbounded, no pass touches it
+        store[f"j{i}"] = {"status": "done"}
+    assert manager.run_cleanup().evicted == 0 and len(store) == 4
+
+
 def test_worker_emergency_budget_never_evicts_redis_jobs(redis_url: str,
                                                         manager: MemoryManager) -> None:
     store = store_class(manager)(redis_url)
@@ -346,6 +365,33 @@ def test_worker_emergency_budget_never_evicts_redis_jobs(redis_url: str,
         store[f"j{i}"] = {"status": "done", "result": "x" * 1000}
     assert manager.evict_bytes(10**9) == []
     assert len(store) == 5
+
+
+def test_redis_evictions_do_not_cue_a_worker_reclaim(redis_url: str,
+                                                     manager: MemoryManager) -> None:
+    from memguard.monitor import TRIM_AFTER
+
+    store = store_class(manager, max_jobs=1)(redis_url)
+    big = "x" * (1 << 20)
+    with capture_evictions(manager) as events:
+        for i in range(TRIM_AFTER // len(big) + 2):  # each insert evicts the previous job
+            store[f"j{i}"] = {"status": "done", "result": big}
+        handle(store).evict(f"j{TRIM_AFTER // len(big) + 1}")
+    # Counted and told as evictions, with their sizes: more than the reclaim cue...
+    assert sum(event.size or 0 for event in events) > TRIM_AFTER
+    assert handle(store).evictions == {"count": len(events) - 1, "explicit": 1}
+    assert handle(store).stats().evictions == {"count": len(events) - 1, "explicit": 1}
+    # ...but Redis' memory was freed, not the worker's: nothing toward a worker reclaim.
+    assert manager.evicted_bytes == 0
+
+    @managed_store(name="local", manager=manager, max_jobs=1)
+    class Local(dict):  # type: ignore[type-arg]
+        pass
+
+    local = Local()
+    local["a"] = {"status": "done", "result": big}
+    local["b"] = {"status": "done", "result": big}  # evicts "a": this worker's memory
+    assert manager.evicted_bytes >= len(big)
 
 
 def test_redis_memory_drives_the_emergency_rule(redis_url: str, manager: MemoryManager) -> None:
