@@ -4,8 +4,11 @@ Issue 10's benchmark. A real gunicorn (one gthread worker, 8 threads, 127.0.0.1,
 serves the seed-like app of ``benchmarks/guard_app.py``: six job stores, each job stored
 ``running``, its result (0.5-4 MB of text, 2.25 MB on average) built after a simulated AI call
 of 0.2 s and set by mutating the job. A driver POSTs jobs at a steady pace so that results
-arrive at a sustained rate (5, 10, 25, 50, 100 MB/s) for a fixed time, while a watcher polls
-the gunicorn master's children every 0.1 s (``VmHWM`` and ``VmRSS`` from /proc). Three
+arrive at a sustained rate (5, 10, 25, 50, 100 MB/s), while a watcher polls the gunicorn
+master's children every 0.1 s (``VmHWM`` and ``VmRSS`` from /proc). A cell lasts 20 s, or
+longer at low rates: long enough to send ``VOLUME`` (512 MB, the limit) of results, so that
+an unguarded worker ends past the limit at every rate and each line of the table says
+something about the guard (at 5 MB/s, 20 s would never reach the emergency line). Three
 contenders at every rate, one after the other in the same run:
 
 - **memguard**: the app as it is, under test_guard.py's policy (limit 512MB, warning 250MB,
@@ -67,9 +70,11 @@ emergency = "300MB"
 emergency_target = "200MB"
 """
 RATES = (5, 10, 25, 50, 100)
-QUICK_RATES = (10, 50)
-SECONDS = 20.0
+QUICK_RATES = (50, 100)
+SECONDS = 20.0  # the shortest cell
 QUICK_SECONDS = 5.0
+VOLUME = 512 * MB  # results a cell sends at least (it lasts max(SECONDS, VOLUME / rate))
+QUICK_VOLUME = 384 * MB
 SIZES = (MB // 2, 4 * MB)
 MAX_REQUESTS = (100, 10)
 CEILING = 1536 * MB
@@ -332,9 +337,11 @@ def note(cell: Mapping[str, Any]) -> str:
 
 
 def run(quick: bool, *, rates: Optional[Sequence[float]] = None,
-        seconds: Optional[float] = None, max_requests: tuple[int, int] = MAX_REQUESTS,
-        contenders: Sequence[str] = CONTENDERS, ceiling: int = CEILING) -> dict[str, Any]:
-    """Measure case 9: every contender at every rate, in one run."""
+        seconds: Optional[float] = None, volume: Optional[int] = None,
+        max_requests: tuple[int, int] = MAX_REQUESTS, contenders: Sequence[str] = CONTENDERS,
+        ceiling: int = CEILING) -> dict[str, Any]:
+    """Measure case 9: every contender at every rate, in one run. A cell lasts
+    max(`seconds`, `volume` / rate)."""
     title = "9. guard: peak overshoot above emergency vs sustained rate"
     try:
         import flask  # noqa: F401
@@ -343,7 +350,9 @@ def run(quick: bool, *, rates: Optional[Sequence[float]] = None,
         return case("guard", title, rows=[], skipped=f"needs flask and gunicorn ({error})")
     rates = tuple(rates or (QUICK_RATES if quick else RATES))
     seconds = seconds or (QUICK_SECONDS if quick else SECONDS)
-    cells = [measure(contender, rate, seconds, max_requests=max_requests, ceiling=ceiling)
+    volume = (QUICK_VOLUME if quick else VOLUME) if volume is None else volume
+    cells = [measure(contender, rate, max(seconds, volume / (rate * MB)),
+                     max_requests=max_requests, ceiling=ceiling)
              for rate in rates for contender in contenders]
     rows = []
     for rate in rates:
@@ -373,10 +382,12 @@ def run(quick: bool, *, rates: Optional[Sequence[float]] = None,
         f"max_requests {max_requests[0]}+{max_requests[1]}: gunicorn --max-requests "
         f"{max_requests[0]} --max-requests-jitter {max_requests[1]} on the plain app; peak = "
         "highest over all the workers seen.",
+        f"A cell lasts max({seconds:g} s, {volume / MB:.0f} MB / rate). "
         f"Unguarded cells stop early once a worker passes {ceiling / MB:.0f} MiB (peak shown "
         "as '>=').",
     ]
-    params = {"rates": list(rates), "seconds": seconds, "policy": POLICY.strip(),
+    params = {"rates": list(rates), "seconds": seconds, "volume": volume,
+              "policy": POLICY.strip(),
               "sizes": list(SIZES), "max_requests": list(max_requests), "ceiling": ceiling,
               "contenders": list(contenders), "cells": cells}
     return case("guard", title, rows=rows, targets=targets, notes=notes, params=params)
@@ -387,7 +398,8 @@ def table(result: Mapping[str, Any]) -> str:
     params = result["params"]
     max_requests = tuple(params["max_requests"])
     contenders = params["contenders"]
-    lines = ["| rate (sent) | " + " | ".join(label(c, max_requests) for c in contenders) + " |",
+    names = " | ".join(label(contender, max_requests) for contender in contenders)
+    lines = [f"| rate (sent, MB/s), cell | {names} |",
              "|---" * (len(contenders) + 1) + "|"]
     for rate in params["rates"]:
         here = {cell["contender"]: cell for cell in params["cells"] if cell["rate"] == rate}
@@ -406,7 +418,8 @@ def table(result: Mapping[str, Any]) -> str:
             if cell["stopped_at_ceiling"]:
                 text += f"; stopped at {cell['seconds']:.0f} s"
             cells.append(text)
-        lines.append(f"| {rate:g} MB/s ({sent}) | " + " | ".join(cells) + " |")
+        longest = max(cell["seconds"] for cell in here.values())
+        lines.append(f"| {rate:g} MB/s ({sent}), {longest:.0f} s | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

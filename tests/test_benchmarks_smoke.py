@@ -149,7 +149,7 @@ def test_guard_case() -> None:
     and the polling of several workers run too."""
     from benchmarks import bench_guard
 
-    result = bench_guard.run(True, rates=(10,), seconds=2.0, max_requests=(3, 1))
+    result = bench_guard.run(True, rates=(10,), seconds=2.0, volume=0, max_requests=(3, 1))
     assert_well_formed(result, "guard")
     assert [line["name"] for line in result["rows"]] == [
         "10 MB/s: memguard", "10 MB/s: no guard", "10 MB/s: max_requests 3+1"]
