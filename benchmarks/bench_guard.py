@@ -413,6 +413,8 @@ def table(result: Mapping[str, Any]) -> str:
             sign = ">= " if cell["stopped_at_ceiling"] else ""
             text = (f"**{sign}{cell['overshoot']:+.1f}%** ({peak_text(cell)}); "
                     f"{cell['lost_running']} lost, {cell['status_5xx']} 5xx")
+            if cell["emergencies"]:
+                text += f"; {cell['emergencies']} emergency cleanups"
             if cell["workers"] > 1:
                 text += f"; {cell['workers']} workers"
             if cell["stopped_at_ceiling"]:
