@@ -42,6 +42,7 @@ CASES: dict[str, str] = {
     "stress": "benchmarks.bench_stress",
     "monitor": "benchmarks.bench_monitor",
     "redis": "benchmarks.bench_redis",  # starts its own redis-server; skipped without one
+    "guard": "benchmarks.bench_guard",  # real gunicorn under sustained load (issue 10)
 }
 OPTIONAL = {"monitor"}
 

@@ -142,3 +142,19 @@ def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pyte
     tables = markdown.read_text()
     assert "| fake | thing vs peer | 0.5x | <= 1x | met |" in tables
     assert "| thing | 100 ns |" in tables and "Skipped: failed: RuntimeError" in tables
+
+
+def test_guard_case() -> None:
+    """One rate for 2 s per contender; recycling every few requests, so that the exit hook
+    and the polling of several workers run too."""
+    from benchmarks import bench_guard
+
+    result = bench_guard.run(True, rates=(10,), seconds=2.0, volume=0, max_requests=(3, 1))
+    assert_well_formed(result, "guard")
+    assert [line["name"] for line in result["rows"]] == [
+        "10 MB/s: memguard", "10 MB/s: no guard", "10 MB/s: max_requests 3+1"]
+    cells = {cell["contender"]: cell for cell in result["params"]["cells"]}
+    assert all(cell["accepted"] > 0 and cell["peak"] > 0 for cell in cells.values())
+    assert cells["max_requests"]["workers"] > 1  # recycled at least once
+    assert cells["memguard"]["emergencies"] == 0 and cells["no guard"]["emergencies"] is None
+    assert "| 10 MB/s (" in bench_guard.table(result)

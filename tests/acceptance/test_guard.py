@@ -1,8 +1,8 @@
 """The guard holds under sustained load: a real gunicorn worker, real megabytes, real RSS.
 
-Each case starts gunicorn (one gthread worker) serving the seed-like app of ``guard_app.py`` on
-127.0.0.1, then sends job requests at a steady rate for ``SECONDS`` (30 s: long enough for the
-sampling, the controller's rounds and its back-off to matter; the periodic pass, every 2
+Each case starts gunicorn (one gthread worker) serving the seed-like app ``benchmarks/guard_app.py``
+on 127.0.0.1, then sends job requests at a steady rate for ``SECONDS`` (30 s: long enough for
+the sampling, the controller's rounds and its back-off to matter; the periodic pass, every 2
 minutes by default, does not run at all after the first). Each job's result is built in the
 worker and set by mutation after a simulated AI call. At the end the worker's peak RSS is read
 from the kernel (``VmHWM`` in /proc/PID/status), and the app says how many jobs it lost while
@@ -86,7 +86,7 @@ def guard_server(tmp_path: Path, name: str, policy: Path, **environ: str) -> Any
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("MEMGUARD_", "GUNICORN", "PYTHONMALLOC"))}
     env.update(MEMGUARD_POLICY=str(policy), PYTHONUNBUFFERED="1",
-               PYTHONPATH=f"{ROOT / 'tests' / 'acceptance'}{os.pathsep}{ROOT}", **environ)
+               PYTHONPATH=f"{ROOT / 'benchmarks'}{os.pathsep}{ROOT}", **environ)
     argv = gunicorn_argv("-w", "1", "-k", "gthread", "--threads", "8", "-b",
                          f"127.0.0.1:{port}", "--access-logfile", "/dev/null",
                          "--timeout", "120", "guard_app:app")

@@ -1,4 +1,5 @@
-"""A seed-like Flask app for the sustained-load tests of the guard (tests/acceptance/test_guard.py).
+"""A seed-like Flask app under sustained load: the guard's acceptance tests
+(tests/acceptance/test_guard.py) and its benchmark (benchmarks/bench_guard.py) serve it.
 
 Six job stores, as the seed's three controllers had. ``POST /jobs/<kind>?size=N&shape=S``
 stores a job as ``running`` and hands it to a pool thread that "calls the AI" (sleeps
@@ -11,6 +12,11 @@ way N is the result's size in memory, so rates compare across shapes.
 ``GET /stats`` says how many jobs were created, finished, and lost while running (a job whose
 worker found it gone from its store before it could finish: the guard must keep this at 0).
 The monitor starts when the module is imported, which under gunicorn happens in the worker.
+
+``GUARD_MODE=plain`` serves the same app without memguard, as it was before memguard: the stores
+are plain dicts (no ``@managed_store``), no monitor, no memguard endpoints. The benchmark's
+unguarded contenders run it so, with nothing else changed (same routes, same results, same
+sizes).
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from memguard._sizing import estimate_size
 from memguard.integrations import flask as memguard_flask
 
 JOB_SECONDS = float(os.environ.get("GUARD_JOB_SECONDS", "0.2"))
+MODE = os.environ.get("GUARD_MODE", "memguard")
+if MODE not in ("memguard", "plain"):
+    raise ValueError(f"GUARD_MODE={MODE!r}: expected 'memguard' (the default) or 'plain'")
 KINDS = ("diagram", "iac", "infrastructure", "application", "concept", "app_creation")
 
 _WORDS = ("resource", "aws_s3_bucket", "terraform", "module", "variable", "output", "diagram",
@@ -47,7 +56,9 @@ class JobStore:
 
 STORES: dict[str, JobStore] = {}
 for _kind in KINDS:
-    _store_class = managed_store(name=_kind, mapping="jobs")(type(_kind, (JobStore,), {}))
+    _store_class = type(_kind, (JobStore,), {})
+    if MODE == "memguard":
+        _store_class = managed_store(name=_kind, mapping="jobs")(_store_class)
     STORES[_kind] = _store_class()
 
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ai")
@@ -109,7 +120,8 @@ def _work(kind: str, job_id: str, job: dict[str, Any], size: int, shape: str) ->
 
 
 app = Flask(__name__)
-memguard_flask.init_app(app)
+if MODE == "memguard":
+    memguard_flask.init_app(app)
 
 
 @app.post("/jobs/<kind>")
@@ -143,5 +155,6 @@ def stats() -> Any:
     return jsonify(counts)
 
 
-memguard.manager.start()
+if MODE == "memguard":
+    memguard.manager.start()
 
