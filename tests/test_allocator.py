@@ -41,23 +41,24 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    from memguard.memory import ProcessProbe, detect_allocator, reclaim
+    from memguard.memory import ProcessProbe, detect_allocator, heap_bytes, reclaim
 
     count = int(sys.argv[2])
     probe = ProcessProbe(swap=False, heap=False)
     reclaim()
-    base = probe().rss
+    base, heap_base = probe().rss, heap_bytes()
     # Small objects only: dicts, short strings and small lists (all under 512 bytes).
     data = [{"id": i, "name": "item-%d" % i, "tags": ["a", "t%d" % i]} for i in range(count)]
-    peak = probe().rss
+    peak, heap_peak = probe().rss, heap_bytes()
     del data
     import gc
     gc.collect()
     freed = probe().rss
     outcome = reclaim()
-    after = probe().rss
+    after, heap_after = probe().rss, heap_bytes()
     print(json.dumps({"allocator": detect_allocator().to_dict(), "reclaim": outcome.to_dict(),
-                      "base": base, "peak": peak, "freed": freed, "after": after}))
+                      "base": base, "peak": peak, "freed": freed, "after": after,
+                      "heap_base": heap_base, "heap_peak": heap_peak, "heap_after": heap_after}))
     """
 )
 
@@ -156,6 +157,11 @@ def test_jemalloc_purge_gives_small_objects_back() -> None:
         "this test cannot tell what the purge did: " + figures(r)
     assert r["peak"] - r["after"] >= 0.8 * growth, "the purge gave back too little: " + \
         figures(r)
+    # The heap figure is jemalloc's stats.allocated there: it follows the objects both ways
+    # (glibc's mallinfo2 would have stayed near zero, describing glibc's unused heap).
+    heap = (r["heap_base"], r["heap_peak"], r["heap_after"])
+    assert heap[1] - heap[0] >= 0.6 * growth, f"heap {heap} did not follow the objects"
+    assert heap[1] - heap[2] >= 0.9 * (heap[1] - heap[0]), f"heap {heap} did not fall"
 
 
 def test_this_process_and_reclaim_agree() -> None:
