@@ -366,7 +366,9 @@ class Allocator:
     `small_objects`: ``"pymalloc"`` (CPython's default: 1 MiB arenas of 16 KiB pools,
     unmapped only once every object in the arena is free), ``"malloc"`` (``PYTHONMALLOC=malloc``
     or a build without pymalloc: small objects come from the C malloc, so its trim reaches
-    them) or ``"mimalloc"`` (``PYTHONMALLOC=mimalloc`` or a free-threaded build, CPython 3.13+).
+    them) or ``"mimalloc"`` (``PYTHONMALLOC=mimalloc`` or a free-threaded build, CPython 3.13+:
+    every Python object, small or not, comes from CPython's own mimalloc, which exports no
+    collect function, so `trim` then reaches only raw allocations).
     `malloc`: the library whose ``malloc`` the process calls (``"glibc"``, ``"jemalloc"``, e.g.
     Debian's libjemalloc2 through ``LD_PRELOAD``, or ``"other"``); `malloc_version` its version
     when it says (glibc's ``gnu_get_libc_version``, jemalloc's ``mallctl("version")``);
@@ -381,12 +383,19 @@ class Allocator:
     library: Optional[str] = None
 
     def describe(self) -> str:
-        """One line for people: ``pymalloc over glibc 2.36 malloc; reclaim: malloc_trim(0)``."""
+        """One line for people, e.g. ``malloc over glibc 2.36 malloc; reclaim: malloc_trim(0)``.
+
+        Under pymalloc and mimalloc it adds what the hook does not reach.
+        """
         # jemalloc's version carries a git suffix: "5.3.0-0-g54eaed1d8b56..."
         version = f" {self.malloc_version.split('-')[0]}" if self.malloc_version else ""
         hook = {"malloc_trim": "malloc_trim(0)",
                 "jemalloc_purge": "mallctl arena.<all>.purge"}.get(self.trim, NO_HOOK)
-        return f"{self.small_objects} over {self.malloc}{version} malloc; reclaim: {hook}"
+        line = f"{self.small_objects} over {self.malloc}{version} malloc; reclaim: {hook}"
+        # What no hook reaches: pymalloc unmaps only empty arenas, by itself; CPython's
+        # mimalloc (all Python objects, not only small ones) exports nothing to call.
+        return line + {"pymalloc": "; small objects: empty arenas only",
+                       "mimalloc": "; Python objects: no hook"}.get(self.small_objects, "")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the fields plus `describe()` as ``"summary"``."""

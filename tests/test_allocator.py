@@ -186,11 +186,14 @@ def test_allocator_rejects_unknown_names(field: str, value: str) -> None:
 
 @pytest.mark.parametrize(("allocator", "line"), [
     (Allocator("pymalloc", "glibc", "malloc_trim", "2.36"),
-     "pymalloc over glibc 2.36 malloc; reclaim: malloc_trim(0)"),
+     "pymalloc over glibc 2.36 malloc; reclaim: malloc_trim(0); small objects: empty arenas "
+     "only"),
     (Allocator("malloc", "jemalloc", "jemalloc_purge", "5.3.0-0-g54eaed1d8b56"),
      "malloc over jemalloc 5.3.0 malloc; reclaim: mallctl arena.<all>.purge"),
     (Allocator("pymalloc", "other", NO_HOOK, None),
-     "pymalloc over other malloc; reclaim: no hook"),
+     "pymalloc over other malloc; reclaim: no hook; small objects: empty arenas only"),
+    (Allocator("mimalloc", "glibc", "malloc_trim", "2.36"),
+     "mimalloc over glibc 2.36 malloc; reclaim: malloc_trim(0); Python objects: no hook"),
 ])
 def test_describe_says_the_hook_plainly(allocator: Allocator, line: Optional[str]) -> None:
     assert allocator.describe() == line
