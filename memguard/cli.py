@@ -534,6 +534,7 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
         growth_per_minute=None if growth is None else float(growth),
         time_to_limit=None if ttl is None else float(ttl),
         monitoring=data.get("monitoring"),
+        note=_allocator_note(data.get("allocator")),
     )
 
 
@@ -541,6 +542,12 @@ def _answered_by(endpoint: str, data: dict[str, Any]) -> str:
     """The endpoint and the pid that answered (a worker, under a multi-worker server)."""
     pid = data.get("pid")
     return f"{endpoint} (pid {pid})" if isinstance(pid, int) else endpoint
+
+
+def _allocator_note(allocator: Any) -> str:
+    """``allocator: pymalloc over glibc 2.36 malloc; reclaim: malloc_trim(0)`` from /memory."""
+    summary = allocator.get("summary") if isinstance(allocator, dict) else None
+    return f"allocator: {summary}" if isinstance(summary, str) else ""
 
 
 

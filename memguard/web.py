@@ -269,7 +269,9 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
     """The whole `MemoryStats` as JSON-safe data, plus the pid, the wall time of reading and
     the manager's clock now (`recent_cleanups[].started_at` are readings of that clock).
 
-    Everything comes from `MemoryStats.to_dict()`: counts and sizes in bytes, never a job.
+    Everything comes from `MemoryStats.to_dict()`: counts and sizes in bytes, never a job; and
+    ``allocator``, `memguard.memory.detect_allocator()` (who serves small objects, which malloc,
+    which hook reclaim calls).
     """
     manager = _default_manager(manager)
     stats = manager.get_memory_stats()
@@ -279,6 +281,9 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
     payload["pid"] = os.getpid()
     payload["time"] = _iso(wall_clock)
     payload["clock"] = manager.clock()  # the cleanups' started_at are on this clock
+    from memguard.memory import detect_allocator
+
+    payload["allocator"] = detect_allocator().to_dict()  # what reclaim() can give back
     result: dict[str, Any] = _json_safe(payload)
     return result
 

@@ -104,11 +104,53 @@ def test_bookkeeping_case() -> None:
 def test_reclaim_worker_in_process_and_in_a_subprocess() -> None:
     from benchmarks import bench_reclaim
 
-    here = bench_reclaim.worker("memguard", "json", 1, 1, True)
-    assert here["left"] == 0 and here["jobs"] > 0 and here["filled"] >= here["before"]
-    there = bench_reclaim.measure("cachetools", "text", 1)
-    assert there["contender"] == "cachetools" and there["left"] == 0
+    here = bench_reclaim.worker("json-interleaved", "memguard", 1)
+    assert here["jobs"] > 0 and here["filled"] >= here["before"]
+    assert here["running"] == len(range(0, here["jobs"], bench_reclaim.RUNNING_EVERY))
+    assert here["left"] == here["running"]  # running jobs are never evicted
+    assert here["mechanism"] == here["allocator"]["trim"]
+    there = bench_reclaim.measure("text", "gc", 1, "malloc")
+    assert there["allocator"]["small_objects"] == "malloc" and there["mechanism"] == "gc.collect()"
     assert math.isfinite(there["returned_percent"])
+
+
+def test_reclaim_clustered_survivors_are_created_together() -> None:
+    from benchmarks import bench_reclaim
+
+    order = bench_reclaim._order("json-clustered", 0, bench_reclaim.BLOCK)
+    running = [i for i, is_running in order if is_running]
+    assert len(running) == bench_reclaim.BLOCK // bench_reclaim.RUNNING_EVERY
+    assert [is_running for _, is_running in order[:len(running)]] == [True] * len(running)
+    interleaved = bench_reclaim._order("json-interleaved", 0, 20)
+    assert [i for i, is_running in interleaved if is_running] == [0, 10]
+
+
+def test_reclaim_case_matrix_at_a_tiny_size() -> None:
+    from benchmarks import bench_reclaim
+
+    result = bench_reclaim.run(True, megabytes=2, allocators=("pymalloc", "jemalloc"))
+    assert_well_formed(result, "reclaim")
+    names = [line["name"] for line in result["rows"]]
+    if "jemalloc" in result["params"]["skipped"]:
+        assert "jemalloc" not in result["params"]["allocators"]
+    else:
+        assert "json-interleaved, jemalloc: memguard" in names
+        note = next(line["note"] for line in result["rows"]
+                    if line["name"] == "text, jemalloc: memguard")
+        assert "jemalloc_purge" in note
+    assert "json-clustered, pymalloc: gc" in names
+    assert [t["name"] for t in result["targets"]][1].startswith("parsed JSON, interleaved")
+    cells, skipped = bench_reclaim.matrix(1, ("pymalloc",), ("text",))
+    table = bench_reclaim.markdown(cells, skipped)
+    assert table.splitlines()[0] == "| kind | method | pymalloc |"
+    assert len(table.splitlines()) == 4
+
+
+def test_reclaim_says_why_an_allocator_is_unavailable() -> None:
+    from benchmarks import bench_reclaim
+
+    why = bench_reclaim.unavailable("mimalloc")
+    assert why == "" or "does not start" in why
 
 
 def test_stress_case() -> None:
