@@ -1,7 +1,8 @@
 """The memory monitor: a daemon thread that samples memory and steps in before the limit.
 
 Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (1 s
-by default, four times as often at or above ``warning``): each sample moves the level (with
+by default, four times as often at or above ``warning``, and sooner when usage grows fast
+enough to reach ``emergency`` before then: `Monitor.next_wait`): each sample moves the level (with
 hysteresis, each change logged once) and goes to the emergency controller
 (`memguard.controller`), which cleans up at ``emergency``, earlier when the recent growth says
 usage will cross it before the next sample, and always at ``critical``. The periodic **pass**
@@ -74,8 +75,8 @@ __all__ = [
 
 TRIM_AFTER: Final = 32 * 2**20
 """Once this much has been evicted (by estimate, by passes or by inserts over a bound) since the
-last reclaim, a pass is followed by `reclaim()`: without it, glibc keeps the freed arenas and a
-guarded process creeps up between emergencies."""
+last reclaim, the next tick runs `reclaim()` and measures it: without it, glibc keeps the freed
+arenas and a guarded process creeps up between emergencies."""
 
 PRESSURE_SPEEDUP: Final = 4
 """At or above ``warning`` memory is sampled this many times as often."""
@@ -90,7 +91,6 @@ _FORK_TIMEOUT: Final = 5.0
 
 _MIN_WAIT: Final = 0.05
 """The shortest wait between two samples (seconds), however fast usage grows."""
-
 
 
 @attrs.frozen(slots=True)

@@ -259,7 +259,8 @@ def _minutes(text: str) -> float:
     stripped = text.strip()
     minutes = float(stripped) if _ASCII_NUMBER.fullmatch(stripped) else math.nan
     if not minutes > 0:  # NaN included
-        raise ValueError(f"expected a number of minutes above zero such as 20; got {text!r}")
+        raise ValueError("expected a number of minutes above zero such as 20; got "
+                         f"{show_value(text)}")
     if not minutes * 60 <= MAX_DURATION:
         raise ValueError(f"expected a number of minutes above zero such as 20; got "
                          f"{show_value(text)} (too large: at most a century)")
@@ -269,7 +270,7 @@ def _minutes(text: str) -> float:
 def _count_text(text: str) -> int:
     """`MAX_JOBS_PER_STORE`: a whole number above zero, in ASCII digits."""
     stripped = text.strip()
-    shown = repr(text) if len(text) < 200 else show_value(text)
+    shown = show_value(text)
     if not _ASCII_WHOLE.fullmatch(stripped) or int(stripped) <= 0:
         raise ValueError(f"expected a whole number above zero such as 50; got {shown}")
     if int(stripped) > MAX_COUNT:

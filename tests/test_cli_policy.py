@@ -187,7 +187,7 @@ def test_show_reports_a_bad_environment_in_one_line() -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "memguard: environment: JOB_RETENTION_MINUTES: expected a number of minutes above zero "
-        "such as 20; got 'soon'"
+        "such as 20; got \"soon\""
     ]
 
 
