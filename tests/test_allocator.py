@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -237,7 +238,8 @@ def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         url = f"http://127.0.0.1:{port}/memory"
-        expected = "malloc over jemalloc 5.3.0 malloc; reclaim: mallctl arena.<all>.purge"
+        expected = re.compile(r"allocator: malloc over jemalloc 5\.\d+\.\d+ malloc; "
+                              r"reclaim: mallctl arena\.<all>\.purge")
 
         def health(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run([sys.executable, "-m", "memguard.cli", "health", "--url", url,
@@ -246,10 +248,10 @@ def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
 
         text = health()
         assert text.returncode == 0, text.stderr
-        assert f"allocator: {expected}" in text.stdout.splitlines()
+        assert any(expected.fullmatch(line) for line in text.stdout.splitlines()), text.stdout
         as_json = health("--json")
         assert as_json.returncode == 0, as_json.stderr
-        assert json.loads(as_json.stdout)["note"] == f"allocator: {expected}"
+        assert expected.fullmatch(json.loads(as_json.stdout)["note"])
         assert server.wait(timeout=30) == 0
     finally:
         if server.poll() is None:
