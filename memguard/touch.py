@@ -17,7 +17,8 @@ import wrapt
 
 from memguard import registry
 from memguard.errors import StoreDefinitionError
-from memguard.store import StoreHandle, handle
+from memguard.handles import StoreHandle
+from memguard.store import handle
 
 F = TypeVar("F", bound=Callable[..., Any])
 KeySpec = Union[str, Callable[[Any], Any], None]
