@@ -29,7 +29,7 @@ LAYERS: dict[str, int] = {
     "memguard.registry": 4, "memguard.store": 4, "memguard.touch": 4,
     # 5 engine
     "memguard.stats": 5, "memguard.controller": 5, "memguard.monitor": 5,
-    "memguard._manager": 5,
+    "memguard._manager": 5, "memguard.trace": 5,
     # 6 surfaces
     "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6,
     "memguard.integrations": 6, "memguard.redis": 6,
