@@ -1,0 +1,112 @@
+"""Trace recording and `memguard tune`, end to end on the seed workload.
+
+A short guarded stress run records a trace; the trace must hold no key; `tune` replays it and
+finds a policy whose replay stays under the budget; the TOML it writes loads, and replaying
+the loaded policy's bounds gives the figures `tune` printed. The replay of the recorded
+policy must agree with what the run itself counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memguard import MemoryManager, load_policy, managed_store
+from memguard import tune as tuning
+from memguard.cli import main
+from memguard.simulate import StressConfig, run
+from memguard.testing import FakeClock
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("trace") / "seed.trace"
+    result = run(StressConfig(minutes=20, scale=0.25, limit=160 * 2**20, record=str(path)))
+    return path, result
+
+
+def test_a_trace_holds_no_key_and_replays_the_recorded_policy(
+        recorded: tuple[Path, object]) -> None:
+    path, result = recorded
+    text = path.read_text(encoding="utf-8")
+    assert "diagram-0" not in text and "iac-0" not in text  # job ids look like diagram-000001
+    trace = tuning.read_trace(path)
+    assert set(trace.stores) == {"diagram", "iac", "infrastructure", "application", "concept",
+                                 "app_creation"}
+    assert {record[0] for record in trace.records} >= {"i", "w", "r"}
+    policy = load_policy(str(result.params["policy"]))  # type: ignore[attr-defined]
+    from memguard.simulate import scaled_policy
+
+    policy = scaled_policy(policy, 160 * 2**20)
+    outcome = tuning.replay(trace, tuning.current_bounds(policy, trace.stores))
+    # same traffic, same bounds, no emergency in a run this small: the same results lost
+    assert result.cleanups == 0  # type: ignore[attr-defined]
+    assert outcome.lost == result.results_lost  # type: ignore[attr-defined]
+
+
+def test_tune_finds_a_policy_under_the_budget_and_writes_it(
+        recorded: tuple[Path, object], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = recorded
+    out = tmp_path / "tuned.toml"
+    code = main(["tune", str(path), "--limit", "160MB", "--write", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "recommended" in printed and "current policy" in printed
+    policy = load_policy(out, environ={})
+    assert main(["policy", "check", str(out)]) == 0
+    trace = tuning.read_trace(path)
+    bounds = tuning.current_bounds(policy, trace.stores)
+    outcome = tuning.replay(trace, bounds)
+    budget = policy.memory.resolve(160 * 2**20).emergency
+    assert budget is not None and outcome.peak < budget
+    header = out.read_text(encoding="utf-8").splitlines()[0]
+    assert f"{outcome.lost} of {outcome.wanted} results lost" in header
+
+
+def test_tune_says_so_when_nothing_fits(recorded: tuple[Path, object],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = recorded
+    code = main(["tune", str(path), "--limit", "160MB", "--budget", "1MB"])
+    assert code == 1
+    assert "no candidate keeps the modelled peak under the budget" in capsys.readouterr().out
+
+
+def test_a_bad_trace_is_named_with_its_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.trace"
+    path.write_text('{"memguard_trace": 1}\n["s", 0, "a"]\n["r", 1.0, 0]\n', encoding="utf-8")
+    assert main(["tune", str(path), "--limit", "512MB"]) == 1
+    error = capsys.readouterr().err
+    assert f"{path}, line 3" in error and "'r' record has 4 fields" in error
+
+
+def test_the_recorder_sees_inserts_finishes_reads_and_evictions(tmp_path: Path) -> None:
+    clock = FakeClock(0.0)
+    manager = MemoryManager(clock=clock)
+
+    @managed_store(manager=manager, max_jobs=2, name="jobs")
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    jobs = Jobs()
+    jobs["before"] = {"status": "done", "result": "x" * 100}
+    path = tmp_path / "t.trace"
+    with manager.record(path) as recorder:
+        jobs["a"] = {"status": "running", "result": None}
+        clock.advance(5)
+        jobs["a"] = {"status": "done", "result": "y" * 1000}
+        jobs.get("a")
+        clock.advance(5)
+        jobs["b"] = {"status": "done", "result": "z" * 10}  # drains the read; evicts "before"
+        recorder.missed("jobs", "before")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    kinds = [r[0] for r in records[1:] if isinstance(r, list)]
+    assert kinds == ["s", "i", "i", "w", "r", "i", "d", "e", "m"], kinds
+    hashes = {r[3] for r in records[1:] if isinstance(r, list) and r[0] != "s"}
+    assert len(hashes) == 3 and not {"a", "b", "before"} & hashes
+    jobs["c"] = {"status": "done", "result": ""}  # closed: nothing more is written
+    assert len(path.read_text(encoding="utf-8").splitlines()) == len(records)
+    assert manager.recorders == ()
