@@ -14,9 +14,12 @@ What the replay models, and what it does not (see docs/tune.md):
   The recorded run's own evictions are not replayed: the candidate decides. The emergency
   rule is not modelled: a policy is judged by what its bounds alone keep, and the emergency
   rule stays the safety net.
-- A result is *wanted* when a read comes for it after its first read (the client came back),
-  or when a read finds it evicted; it is *lost* when a read finds it evicted. Reads are those
-  of the trace: dated at the drain that saw them, plus the misses the application reported.
+- A result is *wanted* when a read comes for it more than `DELIVERY_WINDOW` after it was
+  ready (a client came back for it), or when a read finds it evicted; it is *lost* when a
+  read finds it evicted. A read within the window is its delivery (the client that polled
+  for it). So the results wanted are nearly the same for every candidate, and the shares
+  compare. Reads are those of the trace: dated at the drain that saw them, plus the misses
+  the application reported.
 - Stores are independent under bounds alone, so each store's grid is replayed on its own and
   the per-store choices are combined; the recommendation is then replayed whole.
 """
@@ -53,6 +56,9 @@ JOBS_GRID: tuple[Optional[int], ...] = (10, 20, 30, 50, 100, 200, None)
 AGE_GRID: tuple[Optional[float], ...] = (600.0, 1200.0, 1800.0, 3600.0, None)
 #: Orders tried.
 ORDERS: tuple[str, ...] = ("lru", "delivered")
+#: Seconds after a result is ready within which a read is its delivery (the client polling
+#: for it), not a client coming back for it.
+DELIVERY_WINDOW = 60.0
 
 Record = tuple[Any, ...]
 
@@ -255,8 +261,9 @@ def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
                   check_interval: float) -> tuple[_Store, int, int, list[tuple[int, int]]]:
     """Replay one store's records; returns the state, wanted, lost and its held curve."""
     store = _Store(bounds)
-    ever_finished: set[str] = set()
+    ready: dict[str, float] = {}  # when each result was first seen finished
     read_once: set[str] = set()
+    window = DELIVERY_WINDOW + check_interval  # a read is dated one pass late at most
     wanted: set[str] = set()
     lost: set[str] = set()
     curve: list[tuple[int, int]] = []
@@ -268,11 +275,11 @@ def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
             next_pass += check_interval
         if kind in ("i", "w"):
             if record[4] is not None:
-                ever_finished.add(key)
+                ready.setdefault(key, now)
             read_once.discard(key)
             store.put(key, now, record[4], new=kind == "i")
         elif kind == "f":
-            ever_finished.add(key)
+            ready.setdefault(key, now)
             if key in store.created:
                 store.set_size(key, record[4])
         elif kind in ("r", "m"):
@@ -282,10 +289,10 @@ def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
                 if key in store.finished:
                     store.delivered.pop(key, None)
                     store.delivered[key] = None
-                    if key in read_once:
+                    if key in read_once or now - ready.get(key, now) > window:
                         wanted.add(key)
                     read_once.add(key)
-            elif key in ever_finished:
+            elif key in ready:
                 wanted.add(key)
                 lost.add(key)
         elif kind == "d":  # the application deleted it
