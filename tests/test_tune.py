@@ -110,3 +110,17 @@ def test_the_recorder_sees_inserts_finishes_reads_and_evictions(tmp_path: Path) 
     jobs["c"] = {"status": "done", "result": ""}  # closed: nothing more is written
     assert len(path.read_text(encoding="utf-8").splitlines()) == len(records)
     assert manager.recorders == ()
+
+
+def test_delivered_keeps_more_unfetched_results_than_lru(tmp_path: Path) -> None:
+    """Clients that never poll first read their result when they come back: under the same
+    bounds, evicting delivered results first loses fewer of them than plain LRU does."""
+    path = tmp_path / "unpolled.trace"
+    run(StressConfig(minutes=30, scale=0.25, limit=160 * 2**20, record=str(path), unpolled=0.5))
+    trace = tuning.read_trace(path)
+    lost = {}
+    for order in ("lru", "delivered"):
+        bounds = {name: tuning.Bounds(max_jobs=15, order=order) for name in trace.stores}
+        lost[order] = tuning.replay(trace, bounds)
+    assert lost["delivered"].wanted == lost["lru"].wanted > 0
+    assert lost["delivered"].lost < lost["lru"].lost, lost
