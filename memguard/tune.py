@@ -506,12 +506,12 @@ def to_toml(result: TuneResult, policy: Policy, limit: int, source: str) -> str:
         "",
         "[memory]",
         f'scope = "{memory.scope}"',
-        f"limit = {limit}",
+        f"limit = {_size_text(limit)}",
     ]
     for name in ("warning", "warning_heap", "emergency", "emergency_target", "critical"):
         value = getattr(thresholds, name)
         if value is not None:
-            lines.append(f"{name} = {value}")
+            lines.append(f"{name} = {_size_text(value)}")
     lines += [f"check_interval = {memory.check_interval!r}",
               f"gc_interval = {memory.gc_interval!r}",
               f'emergency_order = "{order}"', "", "[defaults]", f'order = "{order}"']
@@ -528,6 +528,12 @@ def to_toml(result: TuneResult, policy: Policy, limit: int, source: str) -> str:
             lines.append(f'max_age = "{format_duration(bounds.max_age)}"')
         lines.append("")
     return "\n".join(lines)
+
+
+def _size_text(value: int) -> str:
+    """A size as policies write it: ``"400MB"`` when it is whole MiB, else bytes."""
+    mib = 1024 * 1024
+    return f'"{value // mib}MB"' if value % mib == 0 else str(value)
 
 
 def parse_grid(text: str, read: Any) -> tuple[Any, ...]:
