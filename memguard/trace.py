@@ -37,6 +37,7 @@ started. The format is JSON lines: a header object, then one array per event::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -140,9 +141,7 @@ class Recorder:
     def close(self) -> None:
         """Stop listening and close the file (idempotent)."""
         self.manager.remove_evict_callback(self._evicted)
-        detach = getattr(self.manager, "stop_recording", None)
-        if detach is not None:
-            detach(self)
+        self.manager.stop_recording(self)
         for index in self._indexes:
             with index.lock:
                 if isinstance(index.observer, _StoreObserver) and index.observer.recorder is self:
@@ -161,34 +160,55 @@ class Recorder:
                                key=self._salt, digest_size=HASH_BYTES).hexdigest()
 
     def write(self, kind: str, store: int, key: Key, *extra: Any) -> None:
-        """Append one record, dated now on the manager's clock."""
-        record = [kind, round(self.manager.clock() - self._t0, 3), store, self.hash(key), *extra]
+        """Append one record, dated now on the manager's clock. Called inside store writes:
+        whatever goes wrong (a key whose repr raises, a full disk) stops the recording with
+        one error logged and never reaches the application."""
+        if self._file is None:
+            return
+        try:
+            record = [kind, round(self.manager.clock() - self._t0, 3), store, self.hash(key),
+                      *extra]
+        except Exception as error:
+            with self._lock:
+                self._stop(error)
+            return
         self._emit(record)
 
     def _emit(self, record: Any) -> None:
         with self._lock:
-            if self._file is None:
-                return
-            try:
-                self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-            except (OSError, ValueError) as error:
-                logger.error("memguard: trace recording to %s stopped: %s", self.path, error)
-                self._file = None
-                return
-            self.records += 1
+            self._emit_locked(record)
+
+    def _emit_locked(self, record: Any) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except Exception as error:
+            self._stop(error)
+            return
+        self.records += 1
+
+    def _stop(self, error: Exception) -> None:
+        """Stop recording after `error` (lock held)."""
+        logger.error("memguard: trace recording to %s stopped: %s: %s", self.path,
+                     type(error).__name__, error)
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(Exception):
+                file.close()
 
     def _store_number(self, name: str) -> int:
-        with self._lock:
+        with self._lock:  # declared before any record can use the number
             number = self._stores.get(name)
-            if number is not None:
-                return number
-            number = self._stores[name] = len(self._stores)
-        self._emit(["s", number, name])
-        return number
+            if number is None:
+                number = self._stores[name] = len(self._stores)
+                self._emit_locked(["s", number, name])
+            return number
 
     def _evicted(self, event: EvictionEvent) -> None:
-        number = self._store_number(event.store)
-        self.write("e", number, event.key, event.cause.value, event.size)
+        if self._file is not None:
+            self.write("e", self._store_number(event.store), event.key, event.cause.value,
+                       event.size)
 
     def _header(self) -> None:
         manager = self.manager

@@ -134,3 +134,34 @@ def test_delivered_keeps_more_unfetched_results_than_lru(tmp_path: Path) -> None
         lost[order] = tuning.replay(trace, bounds)
     assert lost["delivered"].wanted == lost["lru"].wanted > 0
     assert lost["delivered"].lost < lost["lru"].lost, lost
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_recording_that_fails_never_reaches_the_application(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manager = MemoryManager(clock=FakeClock(0.0))
+
+    @managed_store(manager=manager, name="jobs")
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    jobs = Jobs()
+    recorder = manager.record(tmp_path / "t.trace")
+    key = _BadRepr()
+    jobs[key] = {"status": "done", "result": "x"}  # the write works, the recording stops
+    assert jobs[key]["result"] == "x"
+    assert recorder.closed
+    assert "trace recording to" in caplog.text and "no repr" in caplog.text
+    recorder.close()
+
+
+def test_stress_record_needs_a_guarded_run(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["stress", "--no-guard", "--record", str(tmp_path / "t.trace")])
+    assert code == 2
+    assert "--record needs a guarded run" in capsys.readouterr().err
+    assert not (tmp_path / "t.trace").exists()
