@@ -173,7 +173,7 @@ def run(quick: bool, *, settings: Optional[Settings] = None) -> dict[str, Any]:
     process_percent = share["process_cpu"] / share["wall"] * 100
     gc_percent = share["full_gc"] / share["gc_interval"] * 100
     rows += [
-        row("monitor thread CPU share, 1 s interval", percent, "%",
+        row("monitor thread CPU share, sample + pass every 1 s", percent, "%",
             note=f"{percent:.4f}%: {cpu * 1000:.2f} ms CPU over {share['wall']:.1f} s, "
                  f"{share['ticks']} ticks, {share['jobs']} jobs in {STORES} stores"),
         row("whole process CPU share (main thread asleep)", process_percent, "%",
@@ -183,12 +183,16 @@ def run(quick: bool, *, settings: Optional[Settings] = None) -> dict[str, Any]:
             note=f"every {share['gc_interval']:.0f} s: {gc_percent:.4f}% amortized"),
     ]
     targets = [target(
-        f"monitor CPU share at a {INTERVAL:g} s interval, {STORES} x {JOBS} jobs",
+        f"monitor CPU share at the defaults (bounded by a pass every {INTERVAL:g} s), "
+        f"{STORES} x {JOBS} jobs",
         percent, "<=", CPU_TARGET, "%",
         detail=f"{percent:.4f}% thread CPU, +{gc_percent:.4f}% for the periodic gc",
     )]
     notes += [
         "Probe rows: seconds per sample, ratio to psutil's memory_info() in the same rounds.",
+        "The defaults sample every 1 s (sample_interval) and pass every 2 min "
+        "(check_interval); this run passes every second too, so its share bounds the "
+        "defaults' from above.",
         "The CPU share is the monitor thread's own CPU clock over the run (getrusage of the "
         "whole process as the cross-check); the periodic full gc runs every gc_interval "
         "(5 min by default), not in this run, so it is timed separately and amortized.",

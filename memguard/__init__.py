@@ -6,11 +6,12 @@ This module only re-exports the public names; each lives in the module of its co
 from memguard._manager import MemoryManager, manager
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
 from memguard.events import Cause, CleanupReport, EvictionEvent
+from memguard.handles import StoreHandle, StoreStats
 from memguard.memory import MemorySample
 from memguard.monitor import MemoryStats
 from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
 from memguard.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
-from memguard.store import StoreHandle, StoreStats, handle, managed_store
+from memguard.store import handle, managed_store
 from memguard.touch import touches
 
 __all__ = [

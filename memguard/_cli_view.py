@@ -610,10 +610,5 @@ def plot_main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def finite(value: Optional[float]) -> Optional[float]:
-    """`value` when it is a finite number, else None (JSON has no infinity)."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 if __name__ == "__main__":
     raise SystemExit(plot_main())

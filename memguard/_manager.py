@@ -19,12 +19,13 @@ from typing import Any, Callable, Optional, Union
 from memguard import registry
 from memguard.errors import PolicyError
 from memguard.events import CleanupReport, EvictionEvent
+from memguard.handles import StoreHandle, _Backend
 from memguard.memory import MemorySample
 from memguard.monitor import Monitor
 from memguard.policy import Policy, policy_from_environment
 from memguard.rules import Budget, Pass
 from memguard.stats import MemoryStats
-from memguard.store import StoreHandle, _Backend, attach, handle
+from memguard.store import attach, handle
 from memguard.trace import Recorder
 
 logger = logging.getLogger("memguard")

@@ -97,6 +97,20 @@ def recent_growth(points: Sequence[tuple[float, int]]) -> Optional[float]:
     return None if per_minute is None else per_minute / 60.0
 
 
+@attrs.define
+class _Progress:
+    """Where a cleanup stands between its rounds."""
+
+    sample: MemorySample
+    usage: int
+    tally: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+    freed: int = 0
+    notes: list[str] = attrs.field(factory=list)
+    rounds: int = 0
+    failed: bool = False
+    fragmented: bool = False
+
+
 class EmergencyController:
     """Decides on each sample whether to clean up, runs the cleanup rounds, and keeps the
     back-off state. Not thread-safe on its own: the monitor serializes calls."""
@@ -207,71 +221,83 @@ class EmergencyController:
         target = target_of(thresholds)
         limit = thresholds.limit or sample.limit
         judged = max(MIN_JUDGED, (limit or 0) // 100)
-        before = usage = sample.usage
-        tally: Counter[tuple[str, str]] = Counter()
-        freed_total = 0
-        notes: list[str] = []
-        rounds = 0
-        failed = fragmented = False
-        ahead = max(usage, expected or 0)  # a predicted crossing: clean from there
-        while target is not None and ahead > target and rounds < MAX_ROUNDS:
-            rounds += 1
-            heap_before = heap(sample) if heap is not None else sample.heap
+        done = _Progress(sample=sample, usage=sample.usage)
+        ahead = max(sample.usage, expected or 0)  # a predicted crossing: clean from there
+        while target is not None and ahead > target and done.rounds < MAX_ROUNDS:
             # The app goes on allocating while the cleanup runs: clean that much lower too.
-            need, ahead = ahead - target + self._busy(growth, self._last_duration), 0
-            began = clock()
-            freed = self._evict(need, tally)
-            freed_total += freed
-            if freed or self._reclaim_due(clock()):
-                # Reference counting freed the results already: collect the youngest
-                # generation and trim. A full collection of a big heap holds the GIL for
-                # long while the app keeps allocating; only a round that looks like a failure
-                # pays for one (results in reference cycles).
-                self._reclaim(clock(), full=False)
-            sample = probe()
-            fell = usage - sample.usage + self._busy(growth, clock() - began)
-            if sample.usage > target and freed >= judged and fell < FRAGMENTATION_RATIO * freed:
-                self._reclaim(clock(), full=True)
-                sample = probe()
-                fell = usage - sample.usage + self._busy(growth, clock() - began)
-            usage = ahead = sample.usage
-            if usage <= target:
+            need = ahead - target + self._busy(growth, self._last_duration)
+            if not self._round(done, need, target, judged, probe, growth, heap):
                 break
-            if freed >= judged and fell < FRAGMENTATION_RATIO * freed:
-                heap_after = heap(sample) if heap is not None else sample.heap
-                notes.append(diagnose(freed, fell, heap_before, heap_after))
-                failed = fragmented = True
-            if freed < need:  # the budget was not spent: every store ran out
-                notes.append(f"nothing left to evict: {self._unevictable()}")
-                failed = True
-            if failed:
-                break
+            ahead = done.usage
         else:
-            if target is not None and usage > target:
-                notes.append(f"still above target {format_size(target)} after "
-                             f"{MAX_ROUNDS} rounds")
-        if rounds == 0 and trigger in ("forced", "signal", "requested"):
+            if target is not None and done.usage > target:
+                done.notes.append(f"still above target {format_size(target)} after "
+                                  f"{MAX_ROUNDS} rounds")
+        if done.rounds == 0 and trigger in ("forced", "signal", "requested"):
             # Asked for while already at or under the target: still give back what is free.
             self._reclaim(clock(), full=True)
+            done.sample = probe()
+            done.usage = done.sample.usage
+        return self._settle(done, thresholds, start=start, before=sample.usage,
+                            trigger=trigger)
+
+    def _round(self, done: _Progress, need: int, target: int, judged: int, probe: Probe,
+               growth: Optional[float],
+               heap: Optional[Callable[[MemorySample], Optional[int]]]) -> bool:
+        """One round: evict `need` bytes by estimate, give memory back, sample, judge.
+        True when another round may help."""
+        clock = self.manager.clock
+        done.rounds += 1
+        usage = done.usage
+        heap_before = heap(done.sample) if heap is not None else done.sample.heap
+        began = clock()
+        freed = self._evict(need, done.tally)
+        done.freed += freed
+        if freed or self._reclaim_due(clock()):
+            # Reference counting freed the results already: collect the youngest generation
+            # and trim. A full collection of a big heap holds the GIL for long while the app
+            # keeps allocating; only a round that looks like a failure pays for one (results
+            # in reference cycles).
+            self._reclaim(clock(), full=False)
+        sample = probe()
+        fell = usage - sample.usage + self._busy(growth, clock() - began)
+        if sample.usage > target and freed >= judged and fell < FRAGMENTATION_RATIO * freed:
+            self._reclaim(clock(), full=True)
             sample = probe()
-            usage = sample.usage
-        end = clock()
+            fell = usage - sample.usage + self._busy(growth, clock() - began)
+        done.sample, done.usage = sample, sample.usage
+        if sample.usage <= target:
+            return False
+        if freed >= judged and fell < FRAGMENTATION_RATIO * freed:
+            heap_after = heap(sample) if heap is not None else sample.heap
+            done.notes.append(diagnose(freed, fell, heap_before, heap_after))
+            done.failed = done.fragmented = True
+        if freed < need:  # the budget was not spent: every store ran out
+            done.notes.append(f"nothing left to evict: {self._unevictable()}")
+            done.failed = True
+        return not done.failed
+
+    def _settle(self, done: _Progress, thresholds: Thresholds, *, start: float, before: int,
+                trigger: str) -> CleanupReport:
+        """Back off after a failed cleanup (or end a back-off), then report and log it."""
+        end = self.manager.clock()
         self._last_duration = end - start
-        again = failed and self.backoff_until is not None and not tally
-        if failed:
+        again = done.failed and self.backoff_until is not None and not done.tally
+        if done.failed:
             # Nothing evictable: retry after the cooldown (jobs finish meanwhile). A
             # fragmented heap: evicting more at this usage would empty the stores for nothing,
             # so hold until usage grows (or reaches critical), however long that takes.
-            wait = math.inf if fragmented else self.manager.policy.memory.cooldown
+            wait = math.inf if done.fragmented else self.manager.policy.memory.cooldown
             self.backoff_until = end + wait
-            self.backoff_usage = usage
-            self.rearm_at = int(usage + (thresholds.emergency or usage) * HYSTERESIS)
+            self.backoff_usage = done.usage
+            self.rearm_at = int(done.usage + (thresholds.emergency or done.usage) * HYSTERESIS)
         else:
             self._end_backoff()
         report = CleanupReport(
-            "emergency", by_store=_by_store(tally), freed_estimate=freed_total,
-            started_at=start, duration=end - start, usage_before=before, usage_after=usage,
-            note="; ".join(notes), trigger=trigger, rounds=rounds)
+            "emergency", by_store=_by_store(done.tally), freed_estimate=done.freed,
+            started_at=start, duration=end - start, usage_before=before,
+            usage_after=done.usage, note="; ".join(done.notes), trigger=trigger,
+            rounds=done.rounds)
         self.last = report
         if again:  # at critical, every sample acts: say "nothing left" once, not each time
             logger.debug("Memory cleanup: %s", report.summary())

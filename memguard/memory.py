@@ -58,8 +58,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 DEFAULT_CGROUP_ROOT: Final = "/sys/fs/cgroup"
 """Where cgroupfs is mounted (v2 unified, or the tmpfs holding the v1 hierarchies)."""
 
-SCOPES: Final = ("process", "cgroup")
-"""The values of `MemorySample.scope`."""
+SCOPES: Final = ("process", "cgroup", "auto")
+"""Where memory is read from, as a policy's ``scope`` says it (the one home of these names):
+`make_probe` takes any of them; a sample's `MemorySample.scope` is one of the first two."""
 
 _PROC_SELF_CGROUP: Final = "/proc/self/cgroup"
 
@@ -102,8 +103,8 @@ def _optional_limit(instance: Any, attribute: attrs.Attribute[Any], value: Any) 
 
 
 def _scope(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, not {value!r}")
+    if value not in SCOPES[:2]:
+        raise ValueError(f"scope must be one of {SCOPES[:2]}, not {value!r}")
 
 
 @attrs.frozen(slots=True)

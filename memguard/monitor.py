@@ -21,8 +21,6 @@ import collections
 import gc
 import logging
 import os
-import signal
-import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Optional, Union
 import attrs
 
 from memguard._logging import announce, logger
-from memguard._units import format_duration, format_size, parse_duration
+from memguard._units import format_duration, parse_duration
 from memguard.controller import (
     FRAGMENTATION_RATIO,
     MAX_ROUNDS,
@@ -40,7 +38,8 @@ from memguard.controller import (
     recent_growth,
 )
 from memguard.events import CleanupReport
-from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level, threshold_of
+from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level
+from memguard.lines import LevelLines, heroku_line
 from memguard.memory import (
     CgroupProbe,
     MemorySample,
@@ -53,6 +52,7 @@ from memguard.memory import (
     reclaim,
 )
 from memguard.policy import MemoryPolicy, Thresholds
+from memguard.signals import SignalTrigger
 from memguard.stats import MemoryStats, growth_rate, time_to_limit
 
 if TYPE_CHECKING:
@@ -195,7 +195,6 @@ class Monitor:
         self.restarts = 0
         """How many times the thread died and was started again."""
         self.last_sample: Optional[MemorySample] = None
-        self._level = "ok"
         self._interval: Optional[float] = None
         self._work = threading.RLock()  # serializes ticks
         # Serializes cleanups. Apart from `_work`, so that a manual cleanup never waits for a
@@ -219,18 +218,16 @@ class Monitor:
         self._evicted_at_reclaim = 0  # manager.evicted_bytes at the last reclaim
         self._fit_from: Optional[float] = None
         self._growth_before: Optional[float] = None  # bytes/s when the last cleanup began
-        self._heap_high = False
-        self._over_quota = False
+        self._lines = LevelLines()
         self._recycle_requested = False
         self._recycle_refused = False
         # SIGUSR1.
-        self._signal_pending = False
-        self._handler: Optional[Callable[[int, Optional[FrameType]], None]] = None
+        self._signals = SignalTrigger(self._wants_signal)
         _monitors.add(self)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return (f"<Monitor {state} level={self._level} "
+        return (f"<Monitor {state} level={self._lines.level} "
                 f"sample={format_duration(self.sample_interval)} "
                 f"pass={format_duration(self.interval)}>")
 
@@ -251,7 +248,7 @@ class Monitor:
         """Seconds between samples now: sample_interval, a quarter of it at warning and above,
         and never longer than the pass interval."""
         every = self.policy.sample_interval
-        if rank(self._level) >= rank("warning"):
+        if rank(self._lines.level) >= rank("warning"):
             every /= PRESSURE_SPEEDUP
         return min(every, self.interval)
 
@@ -330,7 +327,7 @@ class Monitor:
     @property
     def level(self) -> str:
         """The current level: ``"ok"``, ``"warning"``, ``"emergency"`` or ``"critical"``."""
-        return self._level
+        return self._lines.level
 
     @property
     def running(self) -> bool:
@@ -403,6 +400,9 @@ class Monitor:
                 if stop.is_set():
                     break
                 self._wait(stop)
+        except BaseException:
+            self.failures += 1
+            logger.exception("memguard: the monitor loop ended on an exception")
         finally:
             if not stop.is_set() and self._started:
                 self._restart_after_death()
@@ -425,15 +425,15 @@ class Monitor:
         """Wait one sample interval, or less when woken (stop, new interval, SIGUSR1)."""
         wake = self._wake
         try:
-            interval = self._next_wait()
+            interval = self.next_wait()
         except Exception:  # a policy without a resolvable limit: the plain interval
             interval = self.sample_interval
-        if self._handler is None:
+        if not self._signals.installed:
             wake.wait(interval)
         else:  # poll the signal flag, which the handler sets without taking any lock
             slices = max(1, int(interval / _SIGNAL_POLL + 0.999))
             for _ in range(slices):
-                if wake.wait(interval / slices) or self._signal_pending or stop.is_set():
+                if wake.wait(interval / slices) or self._signals.pending or stop.is_set():
                     break
         wake.clear()
 
@@ -459,7 +459,7 @@ class Monitor:
         now = clock()
         self.ticks += 1
         errors: list[str] = []
-        previous = self._level
+        previous = self._lines.level
         if self._last_gc is None:
             self._last_gc = now
 
@@ -488,15 +488,14 @@ class Monitor:
 
         emergency: Optional[CleanupReport] = None
         held_back = ""
-        if self._signal_pending:
-            self._signal_pending = False
+        if self._signals.take():
             announce(logging.WARNING, "Memory cleanup requested by SIGUSR1")
             emergency = self._guard(errors, "emergency", self._emergency, "signal", sample)
         elif sample is not None:
             emergency, held_back = self._consult(errors, now, sample)
 
         recycled = False
-        if self._level == "critical" and memory.recycle and not self._recycle_requested:
+        if self._lines.level == "critical" and memory.recycle and not self._recycle_requested:
             recycled = bool(self._guard(errors, "recycle", self._recycle))
 
         if sample is not None and (
@@ -506,7 +505,7 @@ class Monitor:
             self._guard(errors, "summary", self._log_summary, self.last_sample or sample)
 
         return TickResult(
-            at=now, sample=sample, previous_level=previous, level=self._level,
+            at=now, sample=sample, previous_level=previous, level=self._lines.level,
             cleanup=cleanup, gc_collected=collected, emergency=emergency, recycled=recycled,
             errors=tuple(errors), held_back=held_back,
         )
@@ -559,7 +558,7 @@ class Monitor:
         growth = recent_growth(self._recent_points())
         return self._growth_before if growth is None else growth
 
-    def _next_wait(self) -> float:
+    def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing
         fast enough to cross ``emergency`` before then (half the time it would take)."""
         every = self.sample_interval
@@ -613,84 +612,20 @@ class Monitor:
 
     def _observe(self, sample: MemorySample, memory: MemoryPolicy, extras: bool = True) -> None:
         """Move to the level `sample` calls for and log what changed (and, opt-in, a sample)."""
-        thresholds = self.thresholds(sample)
-        old = self._level
-        new = next_level(old, sample.usage, thresholds)
+        old = self._lines.observe(sample, self.thresholds(sample), heroku=memory.log_samples,
+                                  extras=extras)
+        new = self._lines.level
         if new != old:
-            self._level = new
-            self._log_level_change(old, new, sample, thresholds)
             if new != "critical":
                 self._recycle_requested = self._recycle_refused = False
-            if rank(new) > rank(old) and rank(old) < rank("warning") <= rank(new):
+            if rank(old) < rank("warning") <= rank(new):
                 self._wake.set()  # sample faster from now on
-        self._check_quota(sample, thresholds)
-        if extras:
-            self._check_heap(sample, thresholds)
-            if memory.log_samples:
-                logger.info("%s", heroku_line(sample, self._level))
-
-    def _log_level_change(
-        self, old: str, new: str, sample: MemorySample, thresholds: Thresholds
-    ) -> None:
-        usage = format_size(sample.usage)
-        limit = "" if thresholds.limit is None else f", limit {format_size(thresholds.limit)}"
-        if rank(new) > rank(old):
-            bound = threshold_of(thresholds, new) or 0
-            text = f"usage {usage} >= {new} {format_size(bound)}{limit}"
-        else:
-            bound = threshold_of(thresholds, old) or 0
-            text = f"usage {usage} fell below {old} {format_size(bound)} - 5%{limit}"
-        if new == "critical":
-            severity = logging.CRITICAL
-        elif new == "ok":
-            severity = logging.INFO
-        else:
-            severity = logging.WARNING
-        announce(severity, "Memory level %s -> %s: %s", old, new, text)
-
-    def _check_quota(self, sample: MemorySample, thresholds: Thresholds) -> None:
-        """Say "quota exceeded" once each time usage passes the limit (Heroku's R14 words)."""
-        limit = thresholds.limit if thresholds.limit is not None else sample.limit
-        if limit is None:
-            return
-        if not self._over_quota and sample.usage > limit:
-            self._over_quota = True
-            announce(logging.ERROR, "Memory quota exceeded: usage %s > limit %s (%.0f%%)",
-                     format_size(sample.usage), format_size(limit), sample.usage / limit * 100)
-        elif self._over_quota and sample.usage < limit * (1 - HYSTERESIS):
-            self._over_quota = False
-            announce(logging.INFO, "Memory back under quota: usage %s, limit %s",
-                     format_size(sample.usage), format_size(limit))
-
-    def _check_heap(self, sample: MemorySample, thresholds: Thresholds) -> None:
-        bound = thresholds.warning_heap
-        if bound is None or sample.heap is None:
-            return
-        if not self._heap_high and sample.heap >= bound:
-            self._heap_high = True
-            logger.warning(
-                "memguard: heap %s >= warning_heap %s (rss %s)",
-                format_size(sample.heap), format_size(bound), format_size(sample.rss),
-            )
-        elif self._heap_high and sample.heap < bound * (1 - HYSTERESIS):
-            self._heap_high = False
-            logger.info(
-                "memguard: heap %s back below warning_heap %s",
-                format_size(sample.heap), format_size(bound),
-            )
 
     def _log_summary(self, sample: MemorySample) -> None:
-        parts = []
-        for name, group in self.manager.stores.items():
-            jobs = sum(len(store.index) for store in group)
-            size = sum(store.index.total_bytes for store in group)
-            parts.append(f"{name}={jobs} ({format_size(size)})")
-        share = "" if sample.utilization is None else f" ({sample.utilization:.0%} of limit)"
-        logger.info(
-            "memguard: usage %s%s, rss %s, level %s; jobs %s",
-            format_size(sample.usage), share, format_size(sample.rss), self._level,
-            " ".join(parts) or "none",
-        )
+        self._lines.summary(sample, (
+            (name, sum(len(store.index) for store in group),
+             sum(store.index.total_bytes for store in group))
+            for name, group in self.manager.stores.items()))
 
     def _recycle(self) -> bool:
         """Ask the server to replace this worker, unless that would lose active jobs."""
@@ -770,7 +705,7 @@ class Monitor:
         sample = self.probe()
         now = self.manager.clock()
         thresholds = self.thresholds(sample)
-        level = next_level(self._level, sample.usage, thresholds)
+        level = next_level(self._lines.level, sample.usage, thresholds)
         with self._state:
             cleanups = tuple(self.recent_cleanups)
             totals = {**self.totals, "cleanups": dict(self.totals["cleanups"])}
@@ -799,63 +734,25 @@ class Monitor:
         sample = self.probe()
         if threshold_mb is not None:
             return sample.usage > threshold_mb * 2**20
-        level = next_level(self._level, sample.usage, self.thresholds(sample))
+        level = next_level(self._lines.level, sample.usage, self.thresholds(sample))
         return rank(level) >= rank("warning")
 
     # -- signals ------------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
-        """SIGUSR1: only set a flag. No lock, no logging, no I/O: a handler runs between two
-        bytecodes of the main thread, which may hold any of those locks at that moment.
+    @property
+    def _on_signal(self) -> Callable[[int, Optional[FrameType]], None]:
+        """The SIGUSR1 handler memguard installs (see `memguard.signals`)."""
+        return self._signals.on_signal
 
-        If memguard no longer wants the signal (stopped, or signal_cleanup turned off from a
-        thread that could not put the default back), the default action is restored and the
-        signal delivered again, so it is never swallowed.
-        """
-        if not self._started or not self.policy.signal_cleanup:
-            self._handler = None
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        self._signal_pending = True
+    def _wants_signal(self) -> bool:
+        return self._started and self.policy.signal_cleanup
 
     def _update_signal_handler(self) -> None:
-        if self.policy.signal_cleanup and self._started:
-            self._install_signal_handler()
-        else:
-            self._remove_signal_handler()
-
-    def _install_signal_handler(self) -> None:
-        """Install the SIGUSR1 handler when allowed: main thread, and SIGUSR1 at SIG_DFL."""
-        if self._handler is not None or not hasattr(signal, "SIGUSR1"):
-            return
-        if threading.current_thread() is not threading.main_thread():
-            logger.warning("memguard: signal_cleanup: not installing a SIGUSR1 handler "
-                           "(only the main thread can; start the monitor there)")
-            return
-        current = signal.getsignal(signal.SIGUSR1)
-        if current is not signal.SIG_DFL:
-            logger.warning("memguard: signal_cleanup: SIGUSR1 already has a handler (%r); "
-                           "leaving it to its owner", current)
-            return
-        handler = self._on_signal
-        signal.signal(signal.SIGUSR1, handler)
-        self._handler = handler
-        self._wake.set()  # re-enter the wait in signal-polling slices
-        logger.info("memguard: SIGUSR1 triggers an emergency cleanup (pid %d)", os.getpid())
+        if self._signals.update():
+            self._wake.set()  # re-enter the wait in signal-polling slices
 
     def _remove_signal_handler(self) -> None:
-        """Put SIG_DFL back, but only if our handler is still the installed one. From another
-        thread this cannot be done; the handler then restores the default itself (see
-        `_on_signal`)."""
-        handler = self._handler
-        if handler is None:
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._handler = None
-        if signal.getsignal(signal.SIGUSR1) == handler:
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        self._signals.remove()
 
     # -- fork -----------------------------------------------------------------------------------
 
@@ -889,30 +786,6 @@ class Monitor:
                 self._launch()
             except Exception:
                 logger.exception("memguard: could not restart the monitor after fork")
-
-
-def heroku_line(sample: MemorySample, level: str) -> str:
-    """A Heroku-style metrics line with numeric values and the worker as ``source``:
-    ``source=web.1.pid1234 sample#memguard.rss=431.7MB sample#memguard.utilization=0.84
-    sample#memguard.level=0`` (the level as its rank: ok 0, warning 1, emergency 2,
-    critical 3). The source is the dyno (``DYNO``) or the host name, plus the pid."""
-    origin = os.environ.get("DYNO") or socket.gethostname() or "memguard"
-    parts = [f"source={origin}.pid{os.getpid()}",
-             f"sample#memguard.usage={_mb(sample.usage)}",
-             f"sample#memguard.rss={_mb(sample.rss)}"]
-    if sample.swap:
-        parts.append(f"sample#memguard.swap={_mb(sample.swap)}")
-    if sample.heap is not None:
-        parts.append(f"sample#memguard.heap={_mb(sample.heap)}")
-    if sample.utilization is not None:
-        parts.append(f"sample#memguard.utilization={sample.utilization:.3f}")
-    parts.append(f"sample#memguard.level={rank(level)}")
-    return " ".join(parts)
-
-
-def _mb(size: int) -> str:
-    """Mebibytes with Heroku's unit suffix (numeric for its log parser)."""
-    return f"{size / 2**20:.1f}MB"
 
 
 def _close(probe: Probe) -> None:

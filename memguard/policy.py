@@ -40,6 +40,7 @@ from memguard._units import (
     show_value,
 )
 from memguard.errors import PolicyError
+from memguard.memory import SCOPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -75,8 +76,6 @@ __all__ = [
 DEFAULT_ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "processing", "in_progress"})
 #: Eviction orders a store (or the emergency rule) may use.
 ORDERS = ("lru", "oldest", "largest", "delivered")
-#: Where the monitor reads memory from.
-SCOPES = ("process", "cgroup", "auto")
 #: Rule names `[pipeline] rules` may list, in the order a pass runs them.
 RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")
 

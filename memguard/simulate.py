@@ -18,9 +18,11 @@ What happens in one run (see docs/stress.md for the numbers and why they were ch
   or a ``@touches`` accessor, so a guarded store sees them as touches.
 - Guarded runs (`StressConfig.guard`) declare the stores with ``@managed_store`` on a fresh
   `MemoryManager` whose clock is a `memguard.testing.FakeClock` and whose probe is a *real*
-  `memguard.memory.ProcessProbe`. The monitor's `tick` runs every ``check_interval`` of
-  simulated time: periodic pipeline passes on the simulated clock, emergency cleanups decided
-  on the real resident memory of this process. Baseline runs put the same jobs in plain dicts.
+  `memguard.memory.ProcessProbe`. The monitor's `tick` runs as its thread would, on
+  simulated time: a sample every ``sample_interval`` (or sooner when usage grows fast, see
+  `Monitor.next_wait`), the periodic pipeline pass every ``check_interval``, emergency
+  cleanups decided on the real resident memory of this process. Baseline runs put the same
+  jobs in plain dicts.
 
 Everything random is drawn up front from one seeded `random.Random`, so a seed fixes the
 traffic exactly; only the real memory figures (and what the emergency path does about them)
@@ -37,7 +39,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, MutableMapping
-from pathlib import Path
 from typing import Any, Callable, Final, Optional, Union
 
 import attrs
@@ -47,7 +48,7 @@ from memguard._units import format_size, parse_size
 from memguard.events import CleanupReport, EvictionEvent
 from memguard.memory import ProcessProbe
 from memguard.monitor import LEVELS, Monitor, raw_level
-from memguard.policy import MemoryPolicy, Policy, bundled_policy, load_policy
+from memguard.policy import MemoryPolicy, Policy, bundled_policy
 from memguard.testing import FakeClock
 from memguard.trace import Recorder
 
@@ -672,10 +673,8 @@ class _Run:
         every = self.config.sample_every
         for k in range(int(horizon // every) + 1):
             self._at(k * every, _SAMPLE)
-        if self.monitor is not None:
-            interval = self.policy.memory.check_interval
-            for k in range(1, int(horizon // interval) + 1):
-                self._at(k * interval, _TICK)
+        if self.monitor is not None:  # it samples as the thread would; passes when due
+            self._at(self.monitor.sample_interval, _TICK)
         start_usage = self.probe().usage
         handlers = (self._arrive, self._start, self._finish, self._poll, self._return,
                     self._tick, self._sample)
@@ -785,6 +784,7 @@ class _Run:
                                        report.reclaimed))
         if result.emergency is not None:
             self.emergencies.append(result.emergency)
+        self._at(self.clock.now + self.monitor.next_wait(), _TICK)
 
     def _sample(self, _: int) -> None:
         usage = self.probe().usage
@@ -876,7 +876,3 @@ def run(config: Optional[StressConfig] = None, *,
     """
     return _Run(config or StressConfig(), progress).execute()
 
-
-def load(path: Union[str, Path, None]) -> Policy:
-    """The policy for a stress run: the file at `path`, or the bundled default when None."""
-    return default_policy() if path is None else load_policy(path)

@@ -9,9 +9,9 @@ from typing import Any, Optional
 import attrs
 
 from memguard.events import CleanupReport
+from memguard.handles import StoreStats
 from memguard.memory import MemorySample
 from memguard.policy import Thresholds
-from memguard.store import StoreStats
 
 __all__ = ["MemoryStats", "growth_rate", "time_to_limit"]
 

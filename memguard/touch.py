@@ -17,7 +17,8 @@ import wrapt
 
 from memguard import registry
 from memguard.errors import StoreDefinitionError
-from memguard.store import StoreHandle, handle
+from memguard.handles import StoreHandle
+from memguard.store import handle
 
 F = TypeVar("F", bound=Callable[..., Any])
 KeySpec = Union[str, Callable[[Any], Any], None]
@@ -106,7 +107,9 @@ def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[C
                 "store; pass store= to name the store it reads")
         index = found.index  # JobIndex.touch, inlined: this is the hot path
         if job_id in index.created:
-            index.reads[job_id] = None
+            reads = index.reads
+            reads.pop(job_id, None)
+            reads[job_id] = None
         return result
 
     return touching

@@ -4,9 +4,9 @@ The index never holds job values, only keys and a few numbers, so it costs under
 per job. Its structures, each with one purpose:
 
 - `reads`: the keys read since the last drain, a dict used as an ordered set. The read path
-  adds its key with one C call: no lock, no clock. Nothing is lost and it holds each key at
-  most once, so it never outgrows the store; among keys read between two drains, the order is
-  that of their first read.
+  moves its key to the end with two C calls (pop, then insert): no lock, no clock. Nothing is
+  lost and it holds each key at most once, so it never outgrows the store; the order of keys
+  read between two drains is that of their last read, so the recency order is exact.
 - `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
   first. Inserts and passes drain `reads` into it under the lock (pop and re-insert moves a
   key to the end). `Epoch` markers laid into it at each pass date the touches coarsely,
@@ -174,10 +174,14 @@ class JobIndex:
     def touch(self, key: Key) -> None:
         """Mark `key` most recently used. O(1), lock-free, never reads the clock.
 
-        Unknown keys are ignored, so the read set never holds more keys than the store.
+        The key moves to the recent end of the read set (pop, then insert), so the order of
+        reads between two drains is exact. Unknown keys are ignored, so the read set never
+        holds more keys than the store.
         """
         if key in self.created:
-            self.reads[key] = None
+            reads = self.reads
+            reads.pop(key, None)
+            reads[key] = None
 
     def drain_reads(self) -> None:
         """Move the keys read since the last drain to the recent end (lock held).
@@ -197,7 +201,7 @@ class JobIndex:
             pass
         delivered, unweighed = self.delivered, self.unweighed
         moved = 0
-        for key in reversed(batch):  # first read first
+        for key in reversed(batch):  # least recently read first
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size

@@ -26,9 +26,10 @@ LAYERS: dict[str, int] = {
     # 3 the eviction runner
     "memguard.pipeline": 3,
     # 4 stores
-    "memguard.registry": 4, "memguard.store": 4, "memguard.touch": 4,
+    "memguard.registry": 4, "memguard.handles": 4, "memguard.store": 4, "memguard.touch": 4,
     # 5 engine
-    "memguard.stats": 5, "memguard.controller": 5, "memguard.monitor": 5,
+    "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
+    "memguard.monitor": 5,
     "memguard._manager": 5, "memguard.trace": 5,
     # 6 surfaces
     "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6,

@@ -6,12 +6,16 @@ with a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -813,3 +817,73 @@ def test_a_manual_cleanup_does_not_wait_for_a_tick_stuck_in_a_callback(
         release.set()
         ticking.join(10)
     assert len(store) == 0
+
+
+@pytest.mark.parametrize("fatal", [SystemExit, KeyboardInterrupt, asyncio.CancelledError],
+                         ids=["SystemExit", "KeyboardInterrupt", "CancelledError"])
+def test_thread_survives_base_exceptions_from_callbacks_and_rules(
+        manager: MemoryManager, probe: FakeProbe, fatal: type[BaseException]) -> None:
+    store = fill(manager, "jobs", done=200)
+
+    def fatal_callback(event: Any) -> None:
+        raise fatal()
+
+    def fatal_rule(index: Any, ctx: Any) -> Any:
+        raise fatal()
+
+    from memguard.store import handle
+
+    handle(store).add_rule(fatal_rule)
+    manager.on_evict(fatal_callback)
+    probe.set("460MB")  # at emergency: every sample evicts, every eviction calls back
+    monitor = manager.setup_memory_monitoring(0.01)
+    try:
+        assert wait_until(lambda: monitor.failures >= 3 and monitor.ticks >= 6)
+        assert monitor.running and monitor.restarts == 0
+    finally:
+        assert monitor.stop(timeout=5)
+
+
+def test_a_monitor_loop_that_dies_restarts_itself(manager: MemoryManager,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monitor = manager.setup_memory_monitoring("1h")
+    assert wait_until(lambda: monitor.ticks >= 1)
+    real_wait = monitor._wait
+    deaths = []
+
+    def dying_wait(stop: threading.Event) -> None:
+        if not deaths:
+            deaths.append(1)
+            raise SystemExit("something escaped every guard")
+        real_wait(stop)
+
+    monkeypatch.setattr(monitor, "_wait", dying_wait)
+    monitor.set_interval("1h")  # wake the thread: it waits (and dies) at once
+    assert wait_until(lambda: monitor.restarts == 1 and monitor.running and monitor.ticks >= 2)
+    # the dead thread ends right after starting its successor: one monitor thread remains
+    assert wait_until(lambda: [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1)
+    assert monitor.stop(timeout=5)
+
+
+_SIGNAL_LET_GO = textwrap.dedent("""\
+    import os, signal, threading, time
+    from memguard import MemoryManager, Policy, MemoryPolicy
+    manager = MemoryManager(Policy(memory=MemoryPolicy(signal_cleanup=True)))
+    manager.start()
+    assert signal.getsignal(signal.SIGUSR1) == manager.monitor._on_signal
+    stopper = threading.Thread(target=manager.stop)  # a thread that cannot restore SIG_DFL
+    stopper.start()
+    stopper.join()
+    os.kill(os.getpid(), signal.SIGUSR1)  # must act as if memguard had never been there
+    time.sleep(5)
+    print("swallowed", flush=True)
+""")
+
+
+def test_sigusr1_is_never_swallowed_once_memguard_lets_go() -> None:
+    if not hasattr(signal, "SIGUSR1"):
+        pytest.skip("no SIGUSR1 on this platform")
+    child = subprocess.run([sys.executable, "-c", _SIGNAL_LET_GO], capture_output=True,
+                           text=True, timeout=60)
+    assert "swallowed" not in child.stdout, child.stderr
+    assert child.returncode == -signal.SIGUSR1, (child.returncode, child.stderr)

@@ -428,3 +428,22 @@ def test_touch_job_on_a_plain_dict_protects_the_job_it_touches() -> None:
     jobs["j3"] = {"status": "done", "result": "r"}
     manager.run_cleanup()  # over max_jobs by one: the least recently used goes
     assert sorted(jobs) == ["j0", "j2", "j3"]
+
+
+def test_the_recency_order_is_exact_between_two_writes() -> None:
+    from memguard import MemoryManager, Policy
+    from memguard.testing import FakeClock
+
+    manager = MemoryManager(Policy(), clock=FakeClock(0.0))
+
+    @managed_store(name="exact", manager=manager, max_jobs=2)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    store["j0"] = {"status": "done"}
+    store["j1"] = {"status": "done"}
+    _ = store["j0"], store["j1"], store["j0"]  # j0 read last
+    store["j2"] = {"status": "done"}  # over the bound: the least recently used goes
+    assert sorted(store) == ["j0", "j2"]
+    assert handle(store).recency() == ["j0", "j2"]

@@ -26,11 +26,11 @@ import attrs
 from memguard._units import format_size
 from memguard.errors import StoreDefinitionError
 from memguard.events import Cause, EvictionEvent
+from memguard.handles import StoreHandle, StoreStats
 from memguard.policy import Policy, StorePolicy
 from memguard.redis._core import RedisCore, Victim
 from memguard.redis._errors import RedisStoreError
 from memguard.rules import Pass, Rule
-from memguard.store import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
