@@ -26,6 +26,7 @@ from memguard.policy import Policy, policy_from_environment
 from memguard.rules import Budget, Pass
 from memguard.stats import MemoryStats
 from memguard.store import attach, handle
+from memguard.trace import Recorder
 
 logger = logging.getLogger("memguard")
 
@@ -52,6 +53,7 @@ class MemoryManager:
         #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
         #: Redis' memory). The monitor gives memory back when enough has been freed.
         self.evicted_bytes = 0
+        self.recorders: tuple[Recorder, ...] = ()
         registry.add_host(self)
 
     def __repr__(self) -> str:
@@ -104,6 +106,8 @@ class MemoryManager:
                 weakref.finalize(owner, self._unregister, store_handle)
             except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
                 self._plain[id(owner)] = store_handle
+            for recorder in self.recorders:
+                recorder.attach(store_handle)
 
     def _unregister(self, store_handle: StoreHandle) -> None:
         with self._lock:
@@ -280,6 +284,23 @@ class MemoryManager:
     def is_memory_high(self, threshold_mb: Optional[float] = None) -> bool:
         """True at warning level or above, or above `threshold_mb` MiB when given."""
         return self._monitor().is_high(threshold_mb)
+
+    # -- trace recording (memguard.trace) -------------------------------------------------------
+
+    def record(self, path: Union[str, Path]) -> Recorder:
+        """Record what every store of this manager does (no keys, no contents) to `path`,
+        for `memguard tune`, until the returned recorder is closed."""
+        with self._lock:
+            recorder = Recorder(self, path)
+            for store in self.handles():
+                recorder.attach(store)
+            self.recorders += (recorder,)
+        return recorder
+
+    def stop_recording(self, recorder: Recorder) -> None:
+        """Stop attaching new stores to `recorder` (its `close()` calls this)."""
+        with self._lock:
+            self.recorders = tuple(r for r in self.recorders if r is not recorder)
 
     # -- listeners --------------------------------------------------------------------------------
 

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_monitor_command(commands)
     add_stress_command(commands)
     add_cleanup_command(commands)
+    add_tune_command(commands)
     return parser
 
 
@@ -777,6 +778,12 @@ def add_stress_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
                              "evictions and (for a guarded run) the baseline of the same "
                              "traffic; drawn after the run in other processes, so it never "
                              "changes the figures (needs matplotlib)")
+    stress.add_argument("--record", metavar="FILE",
+                        help="record the guarded run's trace (no keys, no contents) for "
+                             "`memguard tune`")
+    stress.add_argument("--unpolled", type=float, default=0.0, metavar="SHARE",
+                        help="share of clients that never poll and come back once later "
+                             "(0-1, default 0: the seed traffic)")
     stress.add_argument("-q", "--quiet", action="store_true",
                         help="no progress bar and no table: only the verdict")
     stress.add_argument("-v", "--verbose", action="store_true",
@@ -788,7 +795,11 @@ def _stress(args: argparse.Namespace) -> int:
     from memguard import simulate
 
     parser: argparse.ArgumentParser = args.parser
-    for option, value in (("--json", args.json), ("--plot", args.plot)):
+    if args.record is not None and args.no_guard:
+        return _usage_error(parser, "--record needs a guarded run (a baseline has no stores "
+                                    "to record): drop --no-guard")
+    for option, value in (("--json", args.json), ("--plot", args.plot),
+                          ("--record", args.record)):
         if value not in (None, "-") and not Path(value).resolve().parent.is_dir():
             return _usage_error(parser, f"{option}: no directory for {value!r}")
     if args.plot is not None:
@@ -801,7 +812,8 @@ def _stress(args: argparse.Namespace) -> int:
     try:
         config = simulate.StressConfig(
             minutes=args.minutes, rate=args.rate or simulate.DEFAULT_RATE, seed=args.seed,
-            scale=args.scale, guard=not args.no_guard, policy=policy, limit=args.limit)
+            scale=args.scale, guard=not args.no_guard, policy=policy, limit=args.limit,
+            record=args.record, unpolled=args.unpolled)
         config.resolved_policy()
     except ValueError as error:
         return _usage_error(parser, _one_line(str(error)))
@@ -821,6 +833,8 @@ def _stress(args: argparse.Namespace) -> int:
     if not args.quiet and not to_stdout:
         _print_stress(result, out)
     print(result.verdict(), file=out)
+    if args.record is not None:
+        print(f"trace: {args.record}", file=out)
     if args.plot is not None:
         _draw_stress(args, result)
         print(f"chart: {args.plot}", file=out)
@@ -841,6 +855,8 @@ def _stress_options(args: argparse.Namespace) -> list[str]:
         options += ["--limit", f"{args.limit}B"]
     if args.policy is not None:
         options += ["--policy", args.policy]
+    if args.unpolled:
+        options += ["--unpolled", repr(args.unpolled)]
     return options
 
 
@@ -1104,6 +1120,74 @@ def _cleanup_pid(args: argparse.Namespace) -> int:
         print()
     else:
         print(_cleanup_summary(f"pid {pid}", answer["report"]))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# memguard tune
+
+
+def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard tune`: replay a trace against store bounds, recommend a policy."""
+    tune = commands.add_parser(
+        "tune", help="replay a recorded trace against candidate bounds and recommend a policy",
+        description=(
+            "Replay a trace (MemoryManager.record, memguard stress --record) on a simulated "
+            "clock against per-store max_jobs/max_age grids and the orders lru and delivered; "
+            "print each candidate's modelled peak and lost-result share and recommend the "
+            "policy losing the fewest results clients came back for while the peak stays "
+            "under the budget (the emergency threshold at --limit). Exit 1 when nothing "
+            "fits. See docs/tune.md."))
+    tune.add_argument("trace", metavar="TRACE", help="the trace file")
+    tune.add_argument("--limit", type=_size, required=True, metavar="SIZE",
+                      help="the memory limit to fit (e.g. 512MB)")
+    tune.add_argument("--policy", metavar="FILE",
+                      help="the policy whose thresholds (scaled to --limit) set the budget and "
+                           "go into --write, shown as 'current policy' (default: the bundled "
+                           "default)")
+    tune.add_argument("--budget", type=_size, metavar="SIZE",
+                      help="the peak to stay under (default: the policy's emergency threshold)")
+    tune.add_argument("--jobs", metavar="LIST", help="max_jobs grid, e.g. 10,20,50,none")
+    tune.add_argument("--ages", metavar="LIST", help="max_age grid, e.g. 10m,30m,1h,none")
+    tune.add_argument("--top", type=int, default=15, metavar="N",
+                      help="candidates shown (default 15)")
+    tune.add_argument("--write", metavar="FILE", help="write the recommended policy as TOML")
+    tune.set_defaults(run=_tune, parser=tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from memguard import tune
+    from memguard._units import parse_duration
+    from memguard.simulate import default_policy, scaled_policy
+
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        jobs = tune.JOBS_GRID if args.jobs is None else tune.parse_grid(args.jobs, int)
+        ages = tune.AGE_GRID if args.ages is None else tune.parse_grid(args.ages, parse_duration)
+    except ValueError as error:
+        return _usage_error(parser, f"--jobs/--ages: {_one_line(str(error))}")
+    if any(j is not None and j < 1 for j in jobs):
+        return _usage_error(parser, f"--jobs: counts must be 1 or more; got {args.jobs!r}")
+    if args.write is not None and not Path(args.write).resolve().parent.is_dir():
+        return _usage_error(parser, f"--write: no directory for {args.write!r}")
+    base = default_policy() if args.policy is None else load_policy(_policy_file(args.policy))
+    policy = scaled_policy(base, args.limit)
+    budget = args.budget or policy.memory.resolve(args.limit).emergency or args.limit
+    try:
+        trace = tune.read_trace(args.trace)
+    except tune.TraceError as error:
+        raise CheckFailed(_one_line(str(error))) from None
+    result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
+                       jobs_grid=jobs, age_grid=ages)
+    print(f"trace {args.trace}: {len(trace.records)} events, {len(trace.stores)} stores, "
+          f"{trace.duration / 60:.0f} minutes")
+    print(tune.table(result, top=args.top))
+    if result.best is None:
+        return EXIT_FAILED
+    if args.write is not None:
+        Path(args.write).write_text(tune.to_toml(result, policy, args.limit, args.trace),
+                                    encoding="utf-8")
+        print(f"written: {args.write} (check it with: memguard policy check {args.write})")
     return EXIT_OK
 
 

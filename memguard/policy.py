@@ -76,7 +76,7 @@ __all__ = [
 #: Statuses that mark a job as still being worked on (never evicted).
 DEFAULT_ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "processing", "in_progress"})
 #: Eviction orders a store (or the emergency rule) may use.
-ORDERS = ("lru", "oldest", "largest")
+ORDERS = ("lru", "oldest", "largest", "delivered")
 #: Rule names `[pipeline] rules` may list, in the order a pass runs them.
 RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")
 

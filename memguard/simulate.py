@@ -50,6 +50,7 @@ from memguard.memory import ProcessProbe
 from memguard.monitor import LEVELS, Monitor, raw_level
 from memguard.policy import MemoryPolicy, Policy, bundled_policy
 from memguard.testing import FakeClock
+from memguard.trace import Recorder
 
 __all__ = [
     "DEFAULT_MINUTES",
@@ -175,6 +176,13 @@ class StressConfig:
     policy: Optional[Policy] = None
     limit: Optional[int] = None
     sample_every: float = attrs.field(default=10.0, validator=_positive)
+    #: A file to record the guarded run's trace to (`memguard.trace`), for `memguard tune`.
+    record: Optional[str] = None
+    #: The share of clients that do not poll: they submit, leave, and come back once later
+    #: (a link in an e-mail), so their result is first read at that visit. Drawn from a
+    #: generator of its own: 0 keeps the seed traffic exactly as it was.
+    unpolled: float = attrs.field(default=0.0, validator=attrs.validators.and_(
+        attrs.validators.ge(0.0), attrs.validators.le(1.0)))
 
     def resolved_policy(self) -> Policy:
         """The policy the run uses: given or default, resized to `limit` when one is given.
@@ -397,10 +405,12 @@ class _Plan:
     poll_every: float
     returns: tuple[float, ...]
     content_seed: int
+    polled: bool = True
 
 
 def _plan_traffic(config: StressConfig, profiles: tuple[StoreProfile, ...]) -> list[_Plan]:
     rng = random.Random(config.seed)
+    unpolled_rng = random.Random(f"unpolled-{config.seed}")
     weights = [p.weight for p in profiles]
     horizon = config.minutes * 60.0
     low = max(1 * KB, round(MIN_RESULT * config.scale))
@@ -425,6 +435,12 @@ def _plan_traffic(config: StressConfig, profiles: tuple[StoreProfile, ...]) -> l
                 for _ in range(rng.randint(1, 2)):
                     back += min(5400.0, max(60.0, rng.lognormvariate(math.log(600.0), 0.9)))
                     returns.append(back)
+            polled = True
+            if config.unpolled and unpolled_rng.random() < config.unpolled:
+                polled = False
+                if not returns:
+                    returns = [running + min(5400.0, max(60.0, unpolled_rng.lognormvariate(
+                        math.log(600.0), 0.9)))]
             plans.append(_Plan(
                 id=f"{profile.name}-{len(plans):06d}",
                 store=index,
@@ -436,6 +452,7 @@ def _plan_traffic(config: StressConfig, profiles: tuple[StoreProfile, ...]) -> l
                 poll_every=rng.choice((2.0, 2.0, 3.0, 5.0)),
                 returns=tuple(t + queued + r for r in returns),
                 content_seed=rng.getrandbits(32),
+                polled=polled,
             ))
 
 
@@ -618,6 +635,7 @@ class _Run:
         self.stores: list[_Bound] = []
         self.events: list[tuple[float, int, int, int]] = []
         self._seq = 0
+        self.recorder: Optional[Recorder] = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -628,6 +646,8 @@ class _Run:
         manager.on_evict(self._evicted)
         manager.monitor = self.monitor = Monitor(manager)
         self.manager = manager
+        if self.config.record is not None:
+            self.recorder = manager.record(self.config.record)
 
     def _evicted(self, event: EvictionEvent) -> None:
         self.evictions[event.cause.value] += 1
@@ -668,6 +688,8 @@ class _Run:
         if not self.samples or self.samples[-1].t < horizon:
             self.clock.advance(max(0.0, horizon - self.clock.now))
             self._sample(-1)
+        if self.recorder is not None:
+            self.recorder.close()
         if self.evicted_since_sample:  # evicted at the last instant, after its sample
             last = self.samples[-1]
             self.samples[-1] = attrs.evolve(last, evicted=last.evicted + self.evicted_since_sample)
@@ -684,7 +706,8 @@ class _Run:
         self.state[plan.id] = "pending"
         self.counts["submitted"] += 1
         self._at(plan.start, _START, i)
-        self._at(plan.arrive + plan.poll_every, _POLL, i)
+        if plan.polled:
+            self._at(plan.arrive + plan.poll_every, _POLL, i)
 
     def _present(self, plan: _Plan) -> Optional[dict[str, Any]]:
         """The job as its worker reads it; records an active job that disappeared."""
@@ -727,6 +750,7 @@ class _Run:
         _, _, read = self.stores[plan.store]
         job = read(plan.id)
         if job is None:
+            self._missed(plan)
             self.counts["poll_misses"] += 1
             if self.state.get(plan.id) not in _ACTIVE:  # finished, then evicted before read
                 self.wanted.add(plan.id)
@@ -743,7 +767,13 @@ class _Run:
         self.counts["return_hits" if job is not None else "return_misses"] += 1
         self.wanted.add(plan.id)
         if job is None:
+            self._missed(plan)
             self.results_lost.add(plan.id)
+
+    def _missed(self, plan: _Plan) -> None:
+        """A client found nothing: the trace must know (the store never sees such a read)."""
+        if self.recorder is not None:
+            self.recorder.missed(self.profiles[plan.store].name, plan.id)
 
     def _tick(self, _: int) -> None:
         assert self.monitor is not None
@@ -798,6 +828,7 @@ class _Run:
                 "scale": config.scale, "guard": config.guard, "policy": self.policy.source,
                 "limit": self.limit, "check_interval": self.policy.memory.check_interval,
                 "sample_every": config.sample_every, "python": sys.version.split()[0],
+                "unpolled": config.unpolled,
             },
             limit=self.limit,
             thresholds={

@@ -25,6 +25,14 @@ per job. Its structures, each with one purpose:
   many jobs are active. A parked job that is seen finished goes back at the recent end of
   both orders (as if just touched); until then it is not evictable, which it was not anyway.
 - `failed`: jobs whose `active` predicate raised: warned about once, then not active.
+- `delivered`: finished jobs read at least once since they were seen finished, in the
+  recency order of those reads (least recent first): what `order = "delivered"` evicts
+  first. A read counts when it is drained while the job is known finished (weighed); reads
+  still pending when a job is seen finished are taken as reads of the running job, so a
+  poll that found the job running never counts as its delivery. A write takes the job out
+  (a new value is undelivered until read again).
+- `observer`: None, or what a trace recorder listens with (`IndexObserver`): told of
+  writes, finishes, drained reads and removals, never on the read path itself.
 
 Mutations happen with `lock` held; the store's write paths and the pipeline take it. Every
 live index is known (weakly) to a fork handler, so a child forked while another thread held
@@ -43,7 +51,7 @@ import weakref
 from collections import deque
 from collections.abc import Hashable, Iterator
 from itertools import islice
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 logger = logging.getLogger("memguard")
 
@@ -59,6 +67,22 @@ PARK_AFTER = 16
 RECHECK_PER_INSERT = 2
 RECHECK_MOST_PER_INSERT = 16
 RECHECK_PER_PASS = 256
+
+
+class IndexObserver(Protocol):
+    """What a trace recorder hears from an index (lock held; must be quick, never raise)."""
+
+    def stored(self, key: Key, new: bool, size: Optional[int]) -> None:
+        """A write: `new` for a key not stored before; `size` None while the job is active."""
+
+    def finished(self, key: Key, size: int) -> None:
+        """A job stored active was seen finished (no write) and weighed."""
+
+    def read(self, keys: list[Key]) -> None:
+        """Stored keys read since the last drain, first read first."""
+
+    def removed(self, key: Key) -> None:
+        """A job left the index (deleted by the application, or evicted)."""
 
 
 class Epoch:
@@ -83,6 +107,8 @@ class JobIndex:
         "aged_churn",
         "created",
         "created_churn",
+        "delivered",
+        "delivered_churn",
         "epochs",
         "failed",
         "job_of",
@@ -90,6 +116,7 @@ class JobIndex:
         "lock",
         "lru",
         "lru_churn",
+        "observer",
         "parked",
         "pinned_jobs",
         "pins",
@@ -122,6 +149,8 @@ class JobIndex:
         self.known_active: dict[Key, None] = {}
         self.rotation: deque[Key] = deque()
         self.failed: dict[Key, None] = {}
+        self.delivered: dict[Key, None] = {}
+        self.observer: Optional[IndexObserver] = None
         self.epochs: deque[Epoch] = deque()
         self.lock = threading.RLock()
         self.writing: Any = NOTHING  # the key an insert is storing, safe from its own bound
@@ -131,6 +160,7 @@ class JobIndex:
         self.lru_churn = 0
         self.aged_churn = 0
         self.pins_churn = 0
+        self.delivered_churn = 0
         _live_indexes.add(self)
 
     def __len__(self) -> int:
@@ -169,18 +199,27 @@ class JobIndex:
                 batch.append(reads.popitem()[0])
         except KeyError:
             pass
+        delivered, unweighed = self.delivered, self.unweighed
+        moved = 0
         for key in reversed(batch):  # least recently read first
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
-        self._churned(lru=len(batch))
+                if key not in unweighed:  # known finished: a delivery
+                    if delivered.pop(key, _ABSENT) is not _ABSENT:
+                        moved += 1
+                    delivered[key] = None
+        self._churned(lru=len(batch), delivered=moved)
+        if self.observer is not None:
+            self.observer.read([key for key in reversed(batch) if key in self.created])
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
     def add(self, key: Key, job: Any, now: float) -> None:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
         self.drain_reads()  # reads before this write stay before it in the order
-        if key in self.created:
+        new = key not in self.created
+        if not new:
             if key in self.parked:  # a write is a touch: back into the orders, at the end
                 size = self.parked.pop(key)
                 self.aged[key] = None
@@ -188,6 +227,7 @@ class JobIndex:
                 size = self.lru.pop(key, None)
                 self._churned(lru=1)
             self.lru[key] = size
+            self._undeliver(key)  # a new value: not delivered until read again
         else:
             self.created[key] = now
             self.aged[key] = None
@@ -196,6 +236,8 @@ class JobIndex:
                 self.pinned_jobs += 1
         self.failed.pop(key, None)  # a new job: its predicate gets a new chance
         self.reweigh(key, job)
+        if self.observer is not None:
+            self.observer.stored(key, new, None if key in self.unweighed else self.size_of(key))
 
     def reweigh(self, key: Key, job: Any) -> None:
         """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
@@ -216,12 +258,15 @@ class JobIndex:
         self.unweighed.pop(key, None)
         self.known_active.pop(key, None)  # its `rotation` entry is dropped when reached
         self.failed.pop(key, None)
+        self._undeliver(key)
         if self.pins.pop(key, None) is not None:
             self.pinned_jobs -= 1
             self._pins_churned()
         if size:
             self.total_bytes -= size
         self._churned(created=1, lru=1, aged=1)
+        if self.observer is not None:
+            self.observer.removed(key)
         return size
 
     def clear(self) -> None:
@@ -233,12 +278,14 @@ class JobIndex:
         self.known_active.clear()
         self.rotation.clear()
         self.failed.clear()
+        self.delivered.clear()
         self.unweighed.clear()
         self.pins = {}
         self.epochs.clear()
         self.total_bytes = 0
         self.pinned_jobs = 0
         self.created_churn = self.lru_churn = self.aged_churn = self.pins_churn = 0
+        self.delivered_churn = 0
 
     def pin(self, key: Key) -> None:
         """One more pin on `key` (lock held); a pin of a job not stored yet waits for it."""
@@ -323,8 +370,10 @@ class JobIndex:
         self.lru[epoch] = None
         self.epochs.append(epoch)
 
-    def _churned(self, *, created: int = 0, lru: int = 0, aged: int = 0) -> None:
-        """Count deletions from `created`, `lru` and `aged`, and compact each now and then.
+    def _churned(self, *, created: int = 0, lru: int = 0, aged: int = 0,
+                 delivered: int = 0) -> None:
+        """Count deletions from `created`, `lru`, `aged` and `delivered`, and compact each
+        now and then.
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
@@ -335,6 +384,10 @@ class JobIndex:
         self.created_churn += created
         self.lru_churn += lru
         self.aged_churn += aged
+        self.delivered_churn += delivered
+        if self.delivered_churn > bound:
+            self.delivered_churn = 0
+            self.delivered = dict(self.delivered)
         if self.created_churn > bound:
             self.created_churn = 0
             self.created = dict(self.created)
@@ -395,8 +448,12 @@ class JobIndex:
     # -- candidates for eviction, in each order; active jobs are never yielded -------------
 
     def candidates(self, order: str, *, weighed_only: bool = False) -> Iterator[Key]:
-        """Evictable keys in `order` (`lru`, `oldest`, `largest`); with `weighed_only`, only
-        jobs of known, non-zero size (evicting others cannot bring a byte total down).
+        """Evictable keys in `order` (`lru`, `oldest`, `largest`, `delivered`); with
+        `weighed_only`, only jobs of known, non-zero size (evicting others cannot bring a
+        byte total down).
+
+        `delivered`: finished jobs already read (least recently read first), then the rest
+        in LRU order, so a result nobody has fetched yet is the last thing a bound takes.
 
         The consumer removes each yielded key before asking for the next; one it keeps ends
         the iteration, so a budget can stop early without losing anything.
@@ -405,6 +462,8 @@ class JobIndex:
             return self._oldest(weighed_only)
         if order == "largest":
             return self._largest(weighed_only)
+        if order == "delivered":
+            return self._delivered_first(weighed_only)
         return self._least_recent(until=None, weighed_only=weighed_only)
 
     def idle_before(self, cutoff: float) -> Iterator[Key]:
@@ -429,12 +488,41 @@ class JobIndex:
                 return
             yield key
 
-    def _least_recent(self, *, until: Optional[Epoch],
-                      weighed_only: bool = False) -> Iterator[Key]:
+    def _delivered_first(self, weighed_only: bool) -> Iterator[Key]:
+        # The delivered jobs, least recently read first; then the rest in LRU order, the
+        # delivered ones the first walk kept (pinned, being written, of no size in a byte
+        # scan) stepped over. A delivered job found running again (set back in place) is no
+        # longer delivered: its next result is not.
+        self.drain_reads()
+        delivered = self.delivered
+        kept = 0
+        size = 8
+        while True:
+            chunk = list(islice(delivered, kept, kept + size))
+            size = min(size * 4, _CHUNK)
+            if not chunk:
+                break
+            for key in chunk:
+                verdict = self._look(key, weighed_only)
+                if verdict is _EVICTABLE:
+                    yield key
+                    if key in self.created:  # the consumer kept it: stop here
+                        return
+                elif verdict is _ACTIVE and key not in self.pins and key != self.writing:
+                    self._undeliver(key)
+                elif verdict is not _GONE:
+                    kept += 1
+        yield from self._least_recent(until=None, weighed_only=weighed_only, skip=delivered,
+                                      drain=False)
+
+    def _least_recent(self, *, until: Optional[Epoch], weighed_only: bool = False,
+                      skip: Optional[dict[Key, None]] = None,
+                      drain: bool = True) -> Iterator[Key]:
         # Active jobs keep their place (up to PARK_AFTER of them; then they are parked);
         # `kept` counts the entries left in front of the scan. The consumer removes what we
-        # yield, so the order is read in chunks.
-        self.drain_reads()
+        # yield, so the order is read in chunks. Keys in `skip` are stepped over.
+        if drain:
+            self.drain_reads()
         kept = 0
         stepped = 0
         size = 8  # most scans stop at the first key: start small, grow if they go on
@@ -451,6 +539,9 @@ class JobIndex:
                         kept += 1
                     if key is until:
                         return
+                    continue
+                if skip is not None and key in skip:
+                    kept += 1
                     continue
                 verdict = self._look(key, weighed_only)
                 if verdict is _EVICTABLE:
@@ -540,20 +631,36 @@ class JobIndex:
         self.rotation = deque(self.known_active)
 
     def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
-        """`key` was seen not active: count it so, take it back into the orders, weigh it."""
+        """`key` was seen not active: count it so, take it back into the orders, weigh it.
+
+        A read of a job stored active that is still waiting to be drained is taken now, as a
+        read of the running job (it moves the job in the recency order but is no delivery).
+        """
         self.known_active.pop(key, None)
         if key in self.parked:
             self._unpark(key)
+        if key in self.unweighed and self.reads.pop(key, _ABSENT) is not _ABSENT:
+            size = self.lru.pop(key, _ABSENT)
+            if size is not _ABSENT:
+                self.lru[key] = size
+                self._churned(lru=1)
         if reweigh or key in self.unweighed:
             self.unweighed.pop(key, None)
             self._store_size(key, job)
+            if self.observer is not None:
+                self.observer.finished(key, self.size_of(key) or 0)
 
     def _park(self, key: Key) -> None:
         """Take active `key` out of the orders the scans walk (it keeps its size)."""
+        self._undeliver(key)
         size = self.lru.pop(key, None)
         self.aged.pop(key, None)
         self.parked[key] = size
         self._churned(lru=1, aged=1)
+
+    def _undeliver(self, key: Key) -> None:
+        if self.delivered.pop(key, _ABSENT) is not _ABSENT:
+            self._churned(delivered=1)
 
     def _unpark(self, key: Key) -> None:
         self.lru[key] = self.parked.pop(key)
