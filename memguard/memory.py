@@ -30,6 +30,7 @@ import sysconfig
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Final, Mapping, Optional, Protocol, Union
 
@@ -976,13 +977,21 @@ def detect_limit(cgroup_root: PathLike = DEFAULT_CGROUP_ROOT) -> int:
 # On-demand figures and reclaim
 
 
-def _process(pid: Optional[int]) -> psutil.Process:
+@contextlib.contextmanager
+def _asking(pid: Optional[int]) -> Iterator[None]:
+    """psutil's errors about `pid` as the builtins callers expect: ProcessLookupError for a
+    missing process, PermissionError when denied."""
     try:
-        return psutil.Process(pid)
+        yield
     except psutil.NoSuchProcess:
         raise ProcessLookupError(f"no process with pid {pid}") from None
     except psutil.AccessDenied:
         raise PermissionError(f"not allowed to inspect pid {pid}") from None
+
+
+def _process(pid: Optional[int]) -> psutil.Process:
+    with _asking(pid):
+        return psutil.Process(pid)
 
 
 def read_rss(pid: Optional[int] = None) -> int:
@@ -992,12 +1001,8 @@ def read_rss(pid: Optional[int] = None) -> int:
     Raises ProcessLookupError for a missing process and PermissionError when denied.
     """
     process = _process(pid)
-    try:
+    with _asking(pid):
         return int(process.memory_info().rss)
-    except psutil.NoSuchProcess:
-        raise ProcessLookupError(f"no process with pid {pid}") from None
-    except psutil.AccessDenied:
-        raise PermissionError(f"not allowed to inspect pid {pid}") from None
 
 
 def process_facts(pid: int) -> ProcessFacts:
@@ -1007,12 +1012,8 @@ def process_facts(pid: int) -> ProcessFacts:
     owner and children are None / empty when they cannot be read.
     """
     process = _process(pid)
-    try:
+    with _asking(pid):
         name = process.name()
-    except psutil.NoSuchProcess:
-        raise ProcessLookupError(f"no process with pid {pid}") from None
-    except psutil.AccessDenied:
-        raise PermissionError(f"not allowed to inspect pid {pid}") from None
     try:
         uid: Optional[int] = int(process.uids().real)
     except (psutil.Error, AttributeError):
@@ -1049,12 +1050,8 @@ def detailed_usage(pid: Optional[int] = None) -> dict[str, int]:
     per sample. Raises ProcessLookupError / PermissionError like `read_rss`.
     """
     process = _process(pid)
-    try:
+    with _asking(pid):
         info = process.memory_full_info()
-    except psutil.NoSuchProcess:
-        raise ProcessLookupError(f"no process with pid {pid}") from None
-    except psutil.AccessDenied:
-        raise PermissionError(f"not allowed to inspect pid {pid}") from None
     out = {name: int(value) for name, value in info._asdict().items()}
     out["pid"] = process.pid
     return out

@@ -327,8 +327,18 @@ def _wait(driver: Any, what: str, condition: Callable[[], Any]) -> Any:
 
 
 def _text(driver: Any, selector: str) -> Optional[str]:
-    found = driver.find_elements("css selector", selector)
-    return found[0].text if found else None
+    """The text of the first element matching `selector` (None when there is none). The page
+    redraws its tables on every poll: an element found just before a redraw is stale when
+    read, so it is found again (a bounded number of times)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        found = driver.find_elements("css selector", selector)
+        try:
+            return found[0].text if found else None
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return None
 
 
 def _polls(driver: Any) -> int:
