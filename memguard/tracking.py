@@ -79,7 +79,7 @@ class IndexObserver(Protocol):
         """A job stored active was seen finished (no write) and weighed."""
 
     def read(self, keys: list[Key]) -> None:
-        """Stored keys read since the last drain, first read first."""
+        """Stored keys read since the last drain, least recently read first."""
 
     def removed(self, key: Key) -> None:
         """A job left the index (deleted by the application, or evicted)."""
