@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 from memguard._units import Percent, format_duration, format_size
 from memguard.errors import MemguardError, PolicyError
 from memguard.levels import LEVEL_STATUS
-from memguard.policy import ENV_TOKEN as TOKEN_ENV
+from memguard.options import ENV_TOKEN as TOKEN_ENV
 from memguard.policy import (
     STORE_FIELDS,
     ActiveWhen,

@@ -34,7 +34,7 @@ from memguard._units import format_duration, format_size
 from memguard.events import CleanupReport
 from memguard.levels import HYSTERESIS
 from memguard.memory import MemorySample, Reclaim, reclaim
-from memguard.policy import Thresholds
+from memguard.options import Thresholds
 from memguard.stats import growth_rate
 
 if TYPE_CHECKING:

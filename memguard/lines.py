@@ -18,7 +18,7 @@ from memguard._logging import announce, logger
 from memguard._units import format_size
 from memguard.levels import HYSTERESIS, next_level, rank, threshold_of
 from memguard.memory import MemorySample
-from memguard.policy import Thresholds
+from memguard.options import Thresholds
 
 __all__ = ["LevelLines", "heroku_line"]
 

@@ -50,7 +50,7 @@ from memguard.memory import (
     heap_bytes,
     reclaim,
 )
-from memguard.policy import MemoryPolicy, Thresholds
+from memguard.options import MemoryPolicy, Thresholds
 from memguard.readings import Readings
 from memguard.signals import SignalTrigger
 from memguard.stats import MemoryStats, growth_rate, time_to_limit

@@ -17,7 +17,7 @@ from typing import Optional
 from memguard._logging import logger
 from memguard.controller import recent_growth
 from memguard.memory import MemorySample, Probe, detect_limit, make_probe
-from memguard.policy import MemoryPolicy, Thresholds
+from memguard.options import MemoryPolicy, Thresholds
 
 __all__ = ["Readings"]
 

@@ -15,7 +15,7 @@ import attrs
 
 from memguard._units import positive_count, positive_duration, positive_size
 from memguard.events import Cause
-from memguard.policy import RULE_NAMES, StorePolicy
+from memguard.options import RULE_NAMES, StorePolicy
 from memguard.tracking import JobIndex, Key
 
 

@@ -11,7 +11,7 @@ import attrs
 from memguard.events import CleanupReport
 from memguard.handles import StoreStats
 from memguard.memory import MemorySample
-from memguard.policy import Thresholds
+from memguard.options import Thresholds
 
 __all__ = ["MemoryStats", "growth_rate", "time_to_limit"]
 

@@ -29,7 +29,7 @@ from memguard import registry
 from memguard._units import show_value
 from memguard.errors import StoreDefinitionError
 from memguard.handles import StoreHandle, StoreStats, _Backend, _dict_get
-from memguard.policy import StorePolicy
+from memguard.options import StorePolicy
 from memguard.tracking import (
     Key,
 )

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional, Union
 import attrs
 
 from memguard.levels import LEVEL_STATUS, LEVELS
-from memguard.policy import ENV_TOKEN as TOKEN_ENV
+from memguard.options import ENV_TOKEN as TOKEN_ENV
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -19,10 +19,11 @@ LAYERS: dict[str, int] = {
     # 0 basics and memory
     "memguard.errors": 0, "memguard._units": 0, "memguard._sizing": 0, "memguard.levels": 0,
     "memguard._logging": 0, "memguard.memory": 0, "memguard._version": 0,
-    # 1 events, index, policy options (and their TOML reading, which needs nothing above)
-    "memguard.events": 1, "memguard.tracking": 1, "memguard.policy": 1,
-    # 2 rules and the `|` composite
-    "memguard.rules": 2,
+    # 1 events, index, policy options, the TOML line scanner
+    "memguard.events": 1, "memguard.tracking": 1, "memguard.options": 1,
+    "memguard._toml_lines": 1,
+    # 2 rules and the `|` composite; the TOML policy and its loader
+    "memguard.rules": 2, "memguard.policy": 2,
     # 3 the eviction runner
     "memguard.pipeline": 3,
     # 4 stores
