@@ -518,16 +518,27 @@ class JobIndex:
     def _least_recent(self, *, until: Optional[Epoch], weighed_only: bool = False,
                       skip: Optional[dict[Key, None]] = None,
                       drain: bool = True) -> Iterator[Key]:
-        # Active jobs keep their place (up to PARK_AFTER of them; then they are parked);
-        # `kept` counts the entries left in front of the scan. The consumer removes what we
-        # yield, so the order is read in chunks. Keys in `skip` are stepped over.
+        """Evictable keys in recency order, least recent first, up to the epoch `until`."""
         if drain:
             self.drain_reads()
+        return self._scan("lru", until=until, weighed_only=weighed_only, skip=skip)
+
+    def _oldest(self, weighed_only: bool = False) -> Iterator[Key]:
+        """Evictable keys in creation order, oldest first."""
+        return self._scan("aged", weighed_only=weighed_only)
+
+    def _scan(self, order: str, *, until: Optional[Epoch] = None, weighed_only: bool = False,
+              skip: Optional[dict[Key, None]] = None) -> Iterator[Key]:
+        # The one scan of both orders. Active jobs keep their place (up to PARK_AFTER of
+        # them; then they are parked); `kept` counts the entries left in front of the scan.
+        # The consumer removes what we yield, so the order is read in chunks, and looked up
+        # by name at each chunk: removals may compact it into a new dict. Keys in `skip` are
+        # stepped over; epoch markers (only in the recency order) date what precedes them.
         kept = 0
         stepped = 0
         size = 8  # most scans stop at the first key: start small, grow if they go on
         while True:
-            chunk = list(islice(self.lru, kept, kept + size))
+            chunk = list(islice(getattr(self, order), kept, kept + size))
             size = min(size * 4, _CHUNK)
             if not chunk:
                 return
@@ -547,30 +558,6 @@ class JobIndex:
                 if verdict is _EVICTABLE:
                     yield key
                     if key in self.created:  # the consumer kept it: stop here
-                        return
-                elif verdict is _ACTIVE:
-                    stepped += 1
-                    if stepped > PARK_AFTER:
-                        self._park(key)
-                    else:
-                        kept += 1
-                elif verdict is _KEEP:
-                    kept += 1
-
-    def _oldest(self, weighed_only: bool = False) -> Iterator[Key]:
-        kept = 0
-        stepped = 0
-        size = 8
-        while True:
-            chunk = list(islice(self.aged, kept, kept + size))
-            size = min(size * 4, _CHUNK)
-            if not chunk:
-                return
-            for key in chunk:
-                verdict = self._look(key, weighed_only)
-                if verdict is _EVICTABLE:
-                    yield key
-                    if key in self.created:
                         return
                 elif verdict is _ACTIVE:
                     stepped += 1
