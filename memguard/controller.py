@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAGMENTATION_RATIO",
+    "GROWTH_SAMPLES",
     "MAX_ROUNDS",
     "MIN_JUDGED",
     "Decision",
@@ -64,7 +65,7 @@ _MIN_RECLAIM_GAP: Final = 1.0
 """At critical the controller acts on every sample; a round that evicted nothing skips the
 reclaim (a full gc) when the last one was less than this many seconds ago."""
 
-_GROWTH_SAMPLES: Final = 8
+GROWTH_SAMPLES: Final = 8
 """How many recent samples the predictive trigger fits its growth rate to."""
 
 Probe = Callable[[], MemorySample]
@@ -93,7 +94,7 @@ def target_of(thresholds: Thresholds) -> Optional[int]:
 def recent_growth(points: Sequence[tuple[float, int]]) -> Optional[float]:
     """Growth in bytes per second: the least-squares slope of the last few (time, usage)
     points; None with fewer than two distinct instants."""
-    per_minute = growth_rate(list(points)[-_GROWTH_SAMPLES:])
+    per_minute = growth_rate(list(points)[-GROWTH_SAMPLES:])
     return None if per_minute is None else per_minute / 60.0
 
 

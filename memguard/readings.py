@@ -10,12 +10,13 @@ drop would otherwise read as shrinkage; right after one, the growth measured bef
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Optional
 
 from memguard._logging import logger
-from memguard.controller import recent_growth
+from memguard.controller import GROWTH_SAMPLES, recent_growth
 from memguard.memory import MemorySample, Probe, detect_limit, make_probe
 from memguard.options import MemoryPolicy, Thresholds
 
@@ -94,16 +95,19 @@ class Readings:
         with self.lock:
             self.history.append((now, usage))
 
-    def since_cleanup(self) -> list[tuple[float, int]]:
-        """The samples since the last cleanup (all of them when there was none)."""
+    def since_cleanup(self, last: Optional[int] = None) -> list[tuple[float, int]]:
+        """The samples since the last cleanup (all of them when there was none), oldest
+        first; with `last`, only that many of the newest."""
         since = self.fit_from
         with self.lock:
-            return [(t, u) for t, u in self.history if since is None or t >= since]
+            newest = list(itertools.islice(reversed(self.history), last))
+        return [(t, u) for t, u in reversed(newest) if since is None or t >= since]
 
     def growth(self) -> Optional[float]:
         """Bytes per second over the recent samples; right after a cleanup (too few samples
-        since), the growth measured before it: the app is likely still growing as fast."""
-        growth = recent_growth(self.since_cleanup())
+        since), the growth measured before it: the app is likely still growing as fast.
+        Reads only the samples the fit uses: it runs before every wait of the thread."""
+        growth = recent_growth(self.since_cleanup(GROWTH_SAMPLES))
         return self.growth_before if growth is None else growth
 
     def cleanup_began(self) -> Optional[float]:
