@@ -1,9 +1,10 @@
 """Policy options: what one store keeps (`StorePolicy`) and when the monitor steps in
 (`MemoryPolicy`, `Thresholds`), and the readers that turn what a user wrote into them.
 
-Frozen attrs classes with converters: a decorator argument (`max_age="20m"`) or a TOML value
-is read once, here, and a bad one raises ValueError naming the option, the value and what is
-allowed (the TOML loader in `memguard.policy` adds the file and line). Also the one home of
+Frozen attrs classes whose fields are `option`s, each with a reader: a decorator argument
+(`max_age="20m"`) or a TOML value is read once, here, and a bad one raises ValueError naming
+the option, the value and what is allowed (the TOML loader in `memguard.policy` adds the file
+and line). Also the one home of
 the names these options take: orders, rule names, active statuses, environment knobs.
 """
 
@@ -83,6 +84,9 @@ ENVIRONMENT = "environment"
 
 #: A threshold is a size in bytes or a percentage of the memory limit.
 Threshold = Union[int, Percent]
+
+#: A value reader: what a user wrote -> the canonical value, or ValueError("expected ...; got ...").
+Reader = Callable[[object], Any]
 
 #: A percentage threshold may be at most this share of the limit (a guard against typos).
 _MAX_FRACTION = 10.0
@@ -260,7 +264,7 @@ def _count_text(text: str) -> int:
     return int(stripped)
 
 
-def _with_key(key: str, read: Callable[[object], Any], value: object) -> Any:
+def _with_key(key: str, read: Reader, value: object) -> Any:
     """`read(value)`, naming `key` in any ValueError (for decorator and Python callers)."""
     try:
         return read(value)
@@ -268,17 +272,31 @@ def _with_key(key: str, read: Callable[[object], Any], value: object) -> Any:
         raise ValueError(f"{key}: {error}") from None
 
 
-def _optional(read: Callable[[object], Any], key: str, value: object) -> Any:
-    """None stays None (unbounded, unset); anything else goes through `read`, naming `key`."""
-    return None if value is None else _with_key(key, read, value)
+def option(read: Reader, *, default: Any, optional: bool = False) -> Any:
+    """An attrs field whose value goes through `read`; a ValueError names the field
+    (`max_age: expected a duration ...`). With `optional`, None stays None (unset, unbounded).
+
+    The field's name comes from attrs (`takes_field`), so it cannot drift from the attribute.
+    Returns Any, like `attrs.field`, but mypy's attrs plugin does not see through it: it types
+    the `__init__` parameter by the field's annotation (docs/decisions.md, "Option fields").
+    """
+
+    def convert(value: object, field: attrs.Attribute[Any]) -> Any:
+        if optional and value is None:
+            return None
+        return _with_key(field.name, read, value)
+
+    return attrs.field(default=default, converter=attrs.Converter(convert, takes_field=True))
 
 
 # --------------------------------------------------------------------------------------------
-# Store options. The converters are named functions so mypy's attrs plugin can type them.
+# Store options. Each field is an `option`: a reader, and the field's name in its errors.
 # --------------------------------------------------------------------------------------------
 
 
 def _to_statuses(values: Iterable[str]) -> frozenset[str]:
+    """Not an `option`: it only freezes an iterable (nothing to read, no error to name), and
+    as a named function its `Iterable[str]` parameter types `ActiveWhen.__init__` for mypy."""
     return frozenset(values)
 
 
@@ -300,38 +318,11 @@ class ActiveWhen:
             return False
 
 
-def _to_max_age(value: object) -> Optional[float]:
-    return _optional(positive_duration, "max_age", value)  # type: ignore[no-any-return]
-
-
-def _to_max_idle(value: object) -> Optional[float]:
-    return _optional(positive_duration, "max_idle", value)  # type: ignore[no-any-return]
-
-
-def _to_max_jobs(value: object) -> Optional[int]:
-    return _optional(positive_count, "max_jobs", value)  # type: ignore[no-any-return]
-
-
-def _to_max_bytes(value: object) -> Optional[int]:
-    return _optional(positive_size, "max_bytes", value)  # type: ignore[no-any-return]
-
-
-def _to_active(value: object) -> Callable[[Any], bool]:
-    return _with_key("active", _active, value)  # type: ignore[no-any-return]
-
-
-def _to_release(value: object) -> tuple[str, ...]:
-    return _with_key("release", _release, value)  # type: ignore[no-any-return]
-
-
-def _to_order(value: object) -> str:
-    return _with_key("order", _order, value)  # type: ignore[no-any-return]
-
-
-def _to_size(value: object) -> Optional[Callable[[Any], int]]:
-    if value is None or callable(value):
+def _size(value: object) -> Callable[..., Any]:
+    """The store's own size estimate: a callable job -> bytes."""
+    if callable(value):
         return value
-    raise ValueError(f"size: expected a callable job -> bytes, or None; got {show_value(value)}")
+    raise ValueError(f"expected a callable job -> bytes, or None; got {show_value(value)}")
 
 
 @attrs.frozen
@@ -343,21 +334,32 @@ class StorePolicy:
     is allowed.
     """
 
-    max_age: Optional[float] = attrs.field(default=None, converter=_to_max_age)
-    max_idle: Optional[float] = attrs.field(default=None, converter=_to_max_idle)
-    max_jobs: Optional[int] = attrs.field(default=None, converter=_to_max_jobs)
-    max_bytes: Optional[int] = attrs.field(default=None, converter=_to_max_bytes)
-    active: Callable[[Any], bool] = attrs.field(factory=ActiveWhen, converter=_to_active)
-    release: tuple[str, ...] = attrs.field(default=("result",), converter=_to_release)
-    size: Optional[Callable[[Any], int]] = attrs.field(default=None, converter=_to_size)
-    order: str = attrs.field(default="lru", converter=_to_order)
+    max_age: Optional[float] = option(positive_duration, default=None, optional=True)
+    max_idle: Optional[float] = option(positive_duration, default=None, optional=True)
+    max_jobs: Optional[int] = option(positive_count, default=None, optional=True)
+    max_bytes: Optional[int] = option(positive_size, default=None, optional=True)
+    active: Callable[[Any], bool] = option(_active, default=attrs.Factory(ActiveWhen))
+    release: tuple[str, ...] = option(_release, default=("result",))
+    size: Optional[Callable[[Any], int]] = option(_size, default=None, optional=True)
+    order: str = option(_order, default="lru")
 
     def __attrs_post_init__(self) -> None:
-        if self.max_idle is not None and self.max_age is not None and self.max_idle > self.max_age:
-            raise ValueError(
-                f"max_idle: {format_duration(self.max_idle)} must not exceed max_age "
-                f"({format_duration(self.max_age)}); idle expiry never extends past age expiry"
-            )
+        problem = _idle_problem(self.max_age, self.max_idle)
+        if problem is not None:
+            raise ValueError(problem)
+
+
+def _idle_problem(max_age: Optional[float], max_idle: Optional[float]) -> Optional[str]:
+    """What is wrong when max_idle exceeds max_age (idle expiry never extends past age
+    expiry), else None (also when either is unset). The one home of that rule: StorePolicy
+    raises it, the TOML loader places it at the file, line and key that set max_idle, and
+    `Policy` caps an inherited max_idle with it."""
+    if max_age is None or max_idle is None or max_idle <= max_age:
+        return None
+    return (
+        f"max_idle: {format_duration(max_idle)} must not exceed max_age "
+        f"({format_duration(max_age)}); idle expiry never extends past age expiry"
+    )
 
 
 #: The fields of StorePolicy; also the keys `[defaults]` and `[stores.NAME]` take (but `size`).
@@ -367,74 +369,6 @@ STORE_FIELDS: tuple[str, ...] = tuple(field.name for field in attrs.fields(Store
 # --------------------------------------------------------------------------------------------
 # Memory options.
 # --------------------------------------------------------------------------------------------
-
-
-def _to_scope(value: object) -> str:
-    return _with_key("scope", _scope, value)  # type: ignore[no-any-return]
-
-
-def _to_limit(value: object) -> Union[int, str, None]:
-    return _with_key("limit", _limit, value)  # type: ignore[no-any-return]
-
-
-def _to_warning(value: object) -> Optional[Threshold]:
-    return _optional(_threshold, "warning", value)  # type: ignore[no-any-return]
-
-
-def _to_warning_heap(value: object) -> Optional[Threshold]:
-    return _optional(_threshold, "warning_heap", value)  # type: ignore[no-any-return]
-
-
-def _to_emergency(value: object) -> Optional[Threshold]:
-    return _optional(_threshold, "emergency", value)  # type: ignore[no-any-return]
-
-
-def _to_emergency_target(value: object) -> Optional[Threshold]:
-    return _optional(_threshold, "emergency_target", value)  # type: ignore[no-any-return]
-
-
-def _to_critical(value: object) -> Optional[Threshold]:
-    return _optional(_threshold, "critical", value)  # type: ignore[no-any-return]
-
-
-def _to_check_interval(value: object) -> float:
-    return _with_key("check_interval", positive_duration, value)  # type: ignore[no-any-return]
-
-
-def _to_sample_interval(value: object) -> float:
-    return _with_key("sample_interval", positive_duration, value)  # type: ignore[no-any-return]
-
-
-def _to_gc_interval(value: object) -> float:
-    return _with_key("gc_interval", positive_duration, value)  # type: ignore[no-any-return]
-
-
-def _to_cooldown(value: object) -> float:
-    return _with_key("cooldown", _any_duration, value)  # type: ignore[no-any-return]
-
-
-def _to_summary_interval(value: object) -> float:
-    return _with_key("summary_interval", positive_duration, value)  # type: ignore[no-any-return]
-
-
-def _to_emergency_order(value: object) -> str:
-    return _with_key("emergency_order", _order, value)  # type: ignore[no-any-return]
-
-
-def _to_recycle(value: object) -> bool:
-    return _with_key("recycle", _boolean, value)  # type: ignore[no-any-return]
-
-
-def _to_signal_cleanup(value: object) -> bool:
-    return _with_key("signal_cleanup", _boolean, value)  # type: ignore[no-any-return]
-
-
-def _to_log_samples(value: object) -> bool:
-    return _with_key("log_samples", _boolean, value)  # type: ignore[no-any-return]
-
-
-def _to_watch(value: object) -> bool:
-    return _with_key("watch", _boolean, value)  # type: ignore[no-any-return]
 
 
 @attrs.frozen
@@ -460,25 +394,25 @@ class MemoryPolicy:
     emergency_target < emergency wherever the two values can be compared.
     """
 
-    scope: str = attrs.field(default="auto", converter=_to_scope)
-    limit: Union[int, str, None] = attrs.field(default="auto", converter=_to_limit)
-    warning: Optional[Threshold] = attrs.field(default=Percent(0.75), converter=_to_warning)
-    warning_heap: Optional[Threshold] = attrs.field(default=None, converter=_to_warning_heap)
-    emergency: Optional[Threshold] = attrs.field(default=Percent(0.90), converter=_to_emergency)
-    emergency_target: Optional[Threshold] = attrs.field(
-        default=Percent(0.70), converter=_to_emergency_target
+    scope: str = option(_scope, default="auto")
+    limit: Union[int, str, None] = option(_limit, default="auto")
+    warning: Optional[Threshold] = option(_threshold, default=Percent(0.75), optional=True)
+    warning_heap: Optional[Threshold] = option(_threshold, default=None, optional=True)
+    emergency: Optional[Threshold] = option(_threshold, default=Percent(0.90), optional=True)
+    emergency_target: Optional[Threshold] = option(
+        _threshold, default=Percent(0.70), optional=True
     )
-    critical: Optional[Threshold] = attrs.field(default=Percent(1.0), converter=_to_critical)
-    check_interval: float = attrs.field(default=120.0, converter=_to_check_interval)
-    sample_interval: float = attrs.field(default=1.0, converter=_to_sample_interval)
-    gc_interval: float = attrs.field(default=300.0, converter=_to_gc_interval)
-    emergency_order: str = attrs.field(default="lru", converter=_to_emergency_order)
-    cooldown: float = attrs.field(default=30.0, converter=_to_cooldown)
-    recycle: bool = attrs.field(default=False, converter=_to_recycle)
-    signal_cleanup: bool = attrs.field(default=False, converter=_to_signal_cleanup)
-    log_samples: bool = attrs.field(default=False, converter=_to_log_samples)
-    watch: bool = attrs.field(default=False, converter=_to_watch)
-    summary_interval: float = attrs.field(default=600.0, converter=_to_summary_interval)
+    critical: Optional[Threshold] = option(_threshold, default=Percent(1.0), optional=True)
+    check_interval: float = option(positive_duration, default=120.0)
+    sample_interval: float = option(positive_duration, default=1.0)
+    gc_interval: float = option(positive_duration, default=300.0)
+    emergency_order: str = option(_order, default="lru")
+    cooldown: float = option(_any_duration, default=30.0)
+    recycle: bool = option(_boolean, default=False)
+    signal_cleanup: bool = option(_boolean, default=False)
+    log_samples: bool = option(_boolean, default=False)
+    watch: bool = option(_boolean, default=False)
+    summary_interval: float = option(positive_duration, default=600.0)
 
     def __attrs_post_init__(self) -> None:
         problem = _threshold_problem(_memory_values(self))

@@ -31,7 +31,6 @@ from memguard._toml_lines import (
 )
 from memguard._units import (
     Percent,
-    format_duration,
     positive_count,
     positive_duration,
     positive_size,
@@ -65,6 +64,7 @@ from memguard.options import (  # the options' public names are re-exported for 
     _any_duration,
     _boolean,
     _count_text,
+    _idle_problem,
     _limit,
     _memory_values,
     _minutes,
@@ -75,9 +75,8 @@ from memguard.options import (  # the options' public names are re-exported for 
     _suggest,
     _threshold,
     _threshold_problem,
-    _to_max_age,
-    _to_max_idle,
     _with_key,
+    option,
 )
 
 __all__ = [
@@ -195,10 +194,6 @@ def _to_overrides(value: Mapping[str, Any]) -> dict[str, Any]:
     return _store_options(value, "overrides")
 
 
-def _to_rules(value: object) -> tuple[str, ...]:
-    return _with_key("rules", _rules, value)  # type: ignore[no-any-return]
-
-
 def _to_provenance(value: Mapping[str, str]) -> dict[str, str]:
     return dict(value)
 
@@ -220,7 +215,7 @@ class Policy:
     memory: MemoryPolicy = attrs.field(factory=MemoryPolicy)
     defaults: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_defaults)
     stores: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=_to_stores)
-    rules: tuple[str, ...] = attrs.field(default=RULE_NAMES, converter=_to_rules)
+    rules: tuple[str, ...] = option(_rules, default=RULE_NAMES)
     source: str = "<built-in>"
     overrides: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_overrides)
     provenance: Mapping[str, str] = attrs.field(factory=dict, converter=_to_provenance, repr=False)
@@ -306,8 +301,9 @@ class Policy:
             for key, value in options.items():
                 values[key], origins[key], levels[key] = value, origin(key), level
         if "max_idle" in levels and levels.get("max_age", -1) > levels["max_idle"]:
-            idle, age = _to_max_idle(values["max_idle"]), _to_max_age(values["max_age"])
-            if idle is not None and age is not None and idle > age:
+            age = _with_key("max_age", _STORE_KEYS["max_age"], values["max_age"])
+            idle = _with_key("max_idle", _STORE_KEYS["max_idle"], values["max_idle"])
+            if _idle_problem(age, idle) is not None:
                 values["max_idle"] = age
                 origins["max_idle"] = f"{origins['max_age']} (max_age caps max_idle)"
         return values, origins
@@ -515,18 +511,15 @@ class _Loader:
     ) -> None:
         """max_idle above max_age is an error when max_idle is set at the same or a higher
         level (a higher-level max_age caps it instead: see `Policy._merged`)."""
-        age = options.get("max_age", defaults.get("max_age"))
-        idle = options.get("max_idle", defaults.get("max_idle"))
-        if age is None or idle is None or idle <= age:
-            return
         if "max_age" in options and "max_idle" not in options:
             return
-        path = (*section, "max_idle") if "max_idle" in options else ("defaults", "max_idle")
-        raise self.error(
-            path,
-            f"got {show_value(self.raw[path])}; max_idle ({format_duration(idle)}) must not "
-            f"exceed max_age ({format_duration(age)}): idle expiry never extends past age expiry",
+        problem = _idle_problem(
+            options.get("max_age", defaults.get("max_age")),
+            options.get("max_idle", defaults.get("max_idle")),
         )
+        if problem is not None:
+            path = (*section, "max_idle") if "max_idle" in options else ("defaults", "max_idle")
+            raise self.error(path, f"got {show_value(self.raw[path])}; {problem}")
 
 
 class _Environment:
