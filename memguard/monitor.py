@@ -25,17 +25,13 @@ from __future__ import annotations
 
 import atexit
 import collections
-import gc
-import logging
 import os
 import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Optional, Union
 
-import attrs
-
-from memguard._logging import announce, logger
+from memguard._logging import logger
 from memguard._units import format_duration
 from memguard.cleanups import CleanupRecord, Cleanups
 from memguard.controller import (
@@ -47,7 +43,7 @@ from memguard.daemon import DaemonLoop
 from memguard.events import CleanupReport
 from memguard.forklock import ForkSafeLock
 from memguard.levels import HYSTERESIS, LEVELS, next_level, rank, raw_level
-from memguard.lines import LevelLines, heroku_line
+from memguard.lines import heroku_line
 from memguard.memory import MemorySample, Probe, Reclaim, reclaim
 from memguard.options import MemoryPolicy, Thresholds
 from memguard.readings import Readings
@@ -55,6 +51,7 @@ from memguard.recycling import Recycler
 from memguard.schedule import TRIM_AFTER, Schedule
 from memguard.signals import SignalTrigger
 from memguard.stats import MemoryStats, growth_rate, time_to_limit
+from memguard.tick import Ticker, TickResult
 
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
@@ -82,30 +79,6 @@ _EXIT_TIMEOUT: Final = 2.0
 
 _FORK_TIMEOUT: Final = 5.0
 """How long ``fork()`` waits for a tick in progress to finish before forking anyway."""
-
-
-@attrs.frozen(slots=True)
-class TickResult:
-    """What one `Monitor.tick` did, for tests and callers driving the monitor by hand.
-
-    `sample` is None when the probe failed. `cleanup` is the periodic pass when one was due
-    (None otherwise, or when it failed), `gc_collected` what the periodic full collection found
-    (None when none was due), `emergency` the emergency cleanup when one ran, `held_back` why
-    the controller did not act although usage was at or above ``emergency``, `recycled`
-    whether the recycle hook was called, and `errors` one line per step that raised (each also
-    logged with its traceback).
-    """
-
-    at: float
-    sample: Optional[MemorySample]
-    previous_level: str
-    level: str
-    cleanup: Optional[CleanupReport] = None
-    gc_collected: Optional[int] = None
-    emergency: Optional[CleanupReport] = None
-    recycled: bool = False
-    errors: tuple[str, ...] = ()
-    held_back: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,15 +143,13 @@ class Monitor:
         self.record = CleanupRecord(cleanups)
         self.cleanups = Cleanups(self.controller, self.readings, self.record, self.schedule,
                                  clock=lambda: self.manager.clock(), take=self._take_inside)
-        self.recycler = Recycler(lambda: self.on_recycle, lambda: sum(
+        recycler = Recycler(lambda: self.on_recycle, lambda: sum(
             store.stats().active for store in self.manager.handles()))
-        self.failures = 0
-        """How many steps of ticks (probe, pipeline, gc, emergency, hooks) raised so far."""
-        self.ticks = 0
-        self.last_sample: Optional[MemorySample] = None
-        self._work = ForkSafeLock()  # serializes ticks
-        self._lines = LevelLines()
         self._signals = SignalTrigger(self._wants_signal)  # SIGUSR1
+        self._ticker = Ticker(manager, self.readings, self.schedule, self.record, self.cleanups,
+                              recycler, self._signals, reclaim=self._reclaim,
+                              horizon=lambda: self.sample_interval, wake=lambda: self._loop.wake())
+        self._work = ForkSafeLock()  # serializes ticks
         self._loop = DaemonLoop(THREAD_NAME, step=self.tick, interval=self._wait_seconds,
                                 polling=lambda: self._signals.installed,
                                 interrupted=lambda: self._signals.pending,
@@ -187,7 +158,7 @@ class Monitor:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return (f"<Monitor {state} level={self._lines.level} "
+        return (f"<Monitor {state} level={self.level} "
                 f"sample={format_duration(self.sample_interval)} "
                 f"pass={format_duration(self.interval)}>")
 
@@ -207,7 +178,7 @@ class Monitor:
     def sample_interval(self) -> float:
         """Seconds between samples now: sample_interval, a quarter of it at warning and above,
         and never longer than the pass interval."""
-        return self.schedule.sample_interval(self._lines.level)
+        return self.schedule.sample_interval(self.level)
 
     def set_interval(self, value: Union[float, str, None]) -> None:
         """Run the periodic pass every `value` (seconds or a duration such as ``"30s"``);
@@ -249,7 +220,22 @@ class Monitor:
     @property
     def level(self) -> str:
         """The current level: ``"ok"``, ``"warning"``, ``"emergency"`` or ``"critical"``."""
-        return self._lines.level
+        return self._ticker.lines.level
+
+    @property
+    def ticks(self) -> int:
+        """How many ticks ran so far."""
+        return self._ticker.ticks
+
+    @property
+    def failures(self) -> int:
+        """How many steps of ticks (probe, pipeline, gc, emergency, hooks) raised so far."""
+        return self._ticker.failures
+
+    @property
+    def last_sample(self) -> Optional[MemorySample]:
+        """The newest sample (None before the first)."""
+        return self._ticker.last_sample
 
     @property
     def recent_cleanups(self) -> collections.deque[CleanupReport]:
@@ -307,7 +293,7 @@ class Monitor:
     def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing
         fast enough to cross ``emergency`` before then (half the time it would take)."""
-        return self.schedule.next_wait(self._lines.level, self.last_sample,
+        return self.schedule.next_wait(self.level, self.last_sample,
                                        self.readings.growth(),
                                        lambda sample: self.thresholds(sample).emergency)
 
@@ -318,7 +304,7 @@ class Monitor:
             return self.sample_interval
 
     def _failed(self) -> None:
-        self.failures += 1
+        self._ticker.failures += 1
 
     # -- one sample ---------------------------------------------------------------------------
 
@@ -331,126 +317,18 @@ class Monitor:
         when ``gc_interval`` has passed; the emergency controller's decision on this sample
         (or a SIGUSR1 request); at ``critical``, the recycle hook when enabled; the periodic
         summary line. A step that raises is logged with its traceback, counted in `failures`,
-        and the other steps still run.
+        and the other steps still run (`memguard.tick`).
         """
         with self._work.lock:
-            memory = self.policy
-            now = self.manager.clock()
-            self.ticks += 1
-            errors: list[str] = []
-            previous = self._lines.level
-            sample = self._guard(errors, "probe", self.probe)
-            if sample is not None:
-                self._take(now, sample)
-            cleanup, collected, sample = self._periodic(errors, now, sample)
-            emergency, held_back = self._emergency_step(errors, now, sample)
-            recycled = False
-            if self.recycler.due(self._lines.level, memory.recycle):
-                recycled = bool(self._guard(errors, "recycle", self.recycler.recycle))
-            if sample is not None and self.schedule.summary_due(now):
-                self._guard(errors, "summary", self._log_summary, self.last_sample or sample)
-            return TickResult(
-                at=now, sample=sample, previous_level=previous, level=self._lines.level,
-                cleanup=cleanup, gc_collected=collected, emergency=emergency,
-                recycled=recycled, errors=tuple(errors), held_back=held_back,
-            )
+            return self._ticker.tick()
 
-    def _periodic(self, errors: list[str], now: float, sample: Optional[MemorySample]
-                  ) -> tuple[Optional[CleanupReport], Optional[int], Optional[MemorySample]]:
-        """The pass, the reclaim and the full collection, each when due. Returns the pass's
-        report (measured when a reclaim followed it), what gc collected, and the sample to go
-        on with (the one after the reclaim, when one ran)."""
-        cleanup: Optional[CleanupReport] = None
-        if self.schedule.pass_due(now):
-            cleanup = self._guard(errors, "periodic cleanup", self.manager.run_cleanup)
-        collected, after = self._give_back(errors)
-        if after is not None and sample is not None:  # measured, like an emergency
-            before, after_usage = sample.usage, after.usage
-            if cleanup is None:  # evictions on insert made the reclaim due
-                self.record.remember(CleanupReport("reclaim", started_at=now,
-                                                   usage_before=before, usage_after=after_usage))
-            else:
-                cleanup = attrs.evolve(cleanup, usage_before=before, usage_after=after_usage)
-            sample = after
-        if cleanup is not None and cleanup.evicted:
-            self.record.remember(cleanup)
-        if collected is None and self.schedule.gc_due(now):
-            collected = self._guard(errors, "gc", gc.collect)
-        return cleanup, collected, sample
-
-    def _give_back(self, errors: list[str]) -> tuple[Optional[int], Optional[MemorySample]]:
-        """Once `TRIM_AFTER` bytes have been evicted since the last reclaim (by passes or by
-        inserts over a bound), reclaim and sample again. Returns what the reclaim's gc
-        collected and the sample after it (both None when nothing was due)."""
-        if not self.schedule.reclaim_due():
-            return None, None
-        given_back = self._guard(errors, "reclaim", self._reclaim)
-        if given_back is None:
-            return None, None
-        now = self.manager.clock()
-        self.schedule.collected(now)
-        after = self._guard(errors, "probe", self.probe)
-        if after is not None:
-            self._take(now, after, extras=False)
-        return given_back.collected, after
-
-    def _emergency_step(self, errors: list[str], now: float, sample: Optional[MemorySample]
-                        ) -> tuple[Optional[CleanupReport], str]:
-        """A SIGUSR1 request, else the controller's decision on `sample`: the cleanup that
-        ran (if any), and why the controller held back (if it did)."""
-        if self._signals.take():
-            announce(logging.WARNING, "Memory cleanup requested by SIGUSR1")
-            return self._guard(errors, "emergency", self.cleanups.run, "signal", sample), ""
-        if sample is None:
-            return None, ""
-        decision, expected = self.cleanups.decide(now, sample, self.sample_interval)
-        if not decision.act:
-            return None, decision.reason
-        return self._guard(errors, "emergency", self.cleanups.run, decision.trigger, sample,
-                           expected), ""
-
-    def _guard(self, errors: list[str], step: str, call: Callable[..., Any], *args: Any) -> Any:
-        """`call(*args)`, or None after logging and counting what it raised.
-
-        Any exception, not only `Exception`: a user's rule or callback that raises
-        `asyncio.CancelledError`, `SystemExit` or `KeyboardInterrupt` must not end the thread.
-        """
-        try:
-            return call(*args)
-        except BaseException as error:
-            self.failures += 1
-            errors.append(f"{step}: {type(error).__name__}: {error}")
-            logger.exception("memguard: monitor step %r failed; carrying on", step)
-            return None
+    def _take_inside(self, now: float, sample: MemorySample) -> None:
+        """A sample an emergency cleanup took between its rounds: recorded, level followed."""
+        self._ticker.take(now, sample, extras=False)
 
     def _reclaim(self, *, full: bool = True) -> Reclaim:
         """Give memory back (`memguard.memory.reclaim`); looked up at call time for tests."""
         return reclaim() if full else reclaim(full=False)
-
-    # -- levels and lines -----------------------------------------------------------------------
-
-    def _take(self, now: float, sample: MemorySample, extras: bool = True) -> None:
-        """Record `sample` and move to the level it calls for; log what changed (and, opt-in
-        and unless inside a cleanup or right after a reclaim, the sample itself)."""
-        self.last_sample = sample
-        self.readings.record(now, sample.usage)
-        old = self._lines.observe(sample, self.thresholds(sample),
-                                  heroku=self.policy.log_samples, extras=extras)
-        new = self._lines.level
-        if new != old:
-            self.recycler.level_changed(new)
-            if rank(old) < rank("warning") <= rank(new):
-                self._loop.wake()  # sample faster from now on
-
-    def _take_inside(self, now: float, sample: MemorySample) -> None:
-        """`_take` for the samples an emergency cleanup takes between its rounds."""
-        self._take(now, sample, extras=False)
-
-    def _log_summary(self, sample: MemorySample) -> None:
-        self._lines.summary(sample, (
-            (name, sum(len(store.index) for store in group),
-             sum(store.index.total_bytes for store in group))
-            for name, group in self.manager.stores.items()))
 
     # -- questions ------------------------------------------------------------------------------
 
@@ -466,7 +344,7 @@ class Monitor:
         sample = self.probe()
         now = self.manager.clock()
         thresholds = self.thresholds(sample)
-        level = next_level(self._lines.level, sample.usage, thresholds)
+        level = next_level(self.level, sample.usage, thresholds)
         cleanups, totals = self.record.snapshot()
         recent = self.readings.since_cleanup()
         if not recent or recent[-1][0] < now:
@@ -489,7 +367,7 @@ class Monitor:
         sample = self.probe()
         if threshold_mb is not None:
             return sample.usage > threshold_mb * 2**20
-        level = next_level(self._lines.level, sample.usage, self.thresholds(sample))
+        level = next_level(self.level, sample.usage, self.thresholds(sample))
         return rank(level) >= rank("warning")
 
     # -- signals ------------------------------------------------------------------------------

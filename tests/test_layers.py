@@ -33,7 +33,7 @@ LAYERS: dict[str, int] = {
     "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
     "memguard.daemon": 5, "memguard.readings": 5, "memguard.monitor": 5, "memguard.reload": 5,
     "memguard.trigger": 5, "memguard.trace": 5, "memguard.schedule": 5, "memguard.cleanups": 5,
-    "memguard.recycling": 5,
+    "memguard.recycling": 5, "memguard.tick": 5,
     "memguard._manager": 5,
     # 6 surfaces
     "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6, "memguard.metrics": 6,
