@@ -131,6 +131,10 @@ class Monitor:
     reaches ``critical`` if the policy says ``recycle = true`` and no store holds an active job
     the restart would lose: it should ask the server to replace this worker gracefully. The
     monitor never kills anything itself.
+
+    Its parts: `readings` (probe, thresholds, growth), `schedule` (what is due when),
+    `controller` and `cleanups` (emergency cleanups) with their `record`; the steps of a tick
+    are `memguard.tick`'s, the thread `memguard.daemon`'s.
     """
 
     def __init__(self, manager: MemoryManager, *, history: int = 360, cleanups: int = 20) -> None:
