@@ -6,6 +6,9 @@ and ends early once `interrupted()` (a signal handler's flag, which it cannot ta
 report). Anything a step raises is counted and logged, `BaseException` included; should the
 loop end without a stop anyway, it starts a fresh thread (at most `MAX_RESTARTS` times). After
 a fork, `relaunch()` starts the thread again in the child.
+
+The monitor, the policy watcher (`memguard.reload`) and the cleanup listener
+(`memguard.trigger`) each run on one.
 """
 
 from __future__ import annotations
@@ -27,14 +30,23 @@ POLL_SLICE: Final = 0.25
 
 
 class DaemonLoop:
-    """One daemon thread running `step` every `interval()` seconds until stopped."""
+    """One daemon thread running `step` every `interval()` seconds until stopped.
+
+    `name` names the thread; `title` and `consequence` word the lines that say it died
+    ("<title> thread died; restarting it", "<title> died N times; not restarting it
+    (<consequence>)").
+    """
 
     def __init__(self, name: str, *, step: Callable[[], object],
                  interval: Callable[[], float],
                  polling: Callable[[], bool] = lambda: False,
                  interrupted: Callable[[], bool] = lambda: False,
-                 on_failure: Callable[[], object] = lambda: None) -> None:
+                 on_failure: Callable[[], object] = lambda: None,
+                 title: str = "Memory monitor",
+                 consequence: str = "/health/live now fails") -> None:
         self.name = name
+        self.title = title
+        self.consequence = consequence
         self.step = step
         self.interval = interval
         self.polling = polling
@@ -73,9 +85,7 @@ class DaemonLoop:
     def stop(self, timeout: Optional[float] = 5.0) -> bool:
         """Ask the thread to end and wait up to `timeout` for it; True once it has ended.
         From the thread itself (a callback) it only asks."""
-        self.wanted = False
-        self.stop_event.set()
-        self.wake_event.set()
+        self.ask_stop()
         thread = self.thread
         if thread is None:
             return True
@@ -90,12 +100,23 @@ class DaemonLoop:
             self.thread = None
         return True
 
+    def ask_stop(self) -> None:
+        """Ask the thread to end after its current step, without waiting for it."""
+        self.wanted = False
+        self.stop_event.set()
+        self.wake_event.set()
+
+    def after_fork_in_child(self) -> bool:
+        """In a forked child: forget the parent's thread (it does not exist here). Returns
+        whether the loop was meant to run, for an owner that starts it again its own way."""
+        was_running = self.wanted and self.thread is not None
+        self.thread = None
+        return was_running
+
     def relaunch(self) -> None:
         """In a forked child: start again if the parent's loop was meant to run (the thread
         itself did not survive the fork)."""
-        was_running = self.wanted and self.thread is not None
-        self.thread = None
-        if was_running:
+        if self.after_fork_in_child():
             try:
                 self.launch()
             except Exception:
@@ -122,11 +143,11 @@ class DaemonLoop:
 
     def _restart(self) -> None:
         if self.restarts >= MAX_RESTARTS:
-            announce(logging.CRITICAL, "Memory monitor died %d times; not restarting it "
-                     "(/health/live now fails)", self.restarts)
+            announce(logging.CRITICAL, "%s died %d times; not restarting it (%s)", self.title,
+                     self.restarts, self.consequence)
             return
         self.restarts += 1
-        announce(logging.ERROR, "Memory monitor thread died; restarting it (%d)", self.restarts)
+        announce(logging.ERROR, "%s thread died; restarting it (%d)", self.title, self.restarts)
         try:
             self.launch()
         except BaseException:

@@ -23,6 +23,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Optional
 
+from memguard.daemon import DaemonLoop
 from memguard.errors import PolicyError
 
 if TYPE_CHECKING:
@@ -48,14 +49,23 @@ def signature(path: Path) -> Signature:
 
 
 class PolicyWatcher:
-    """Reloads `manager`'s policy from `path` when the file changes (module docstring)."""
+    """Reloads `manager`'s policy from `path` when the file changes (module docstring).
+
+    Its thread is a `memguard.daemon.DaemonLoop`: a step that raises is logged and the watch
+    goes on; a thread that dies is started again.
+    """
 
     def __init__(self, manager: MemoryManager, path: Path) -> None:
         self._manager = weakref.ref(manager)
         self.path = path
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
-        self._pid = 0
+        self._loop = DaemonLoop("memguard-policy-watch", step=self._look,
+                                interval=lambda: POLL_SECONDS, title="Policy watcher",
+                                consequence=f"edits of {path} are no longer applied")
+        # File signatures: of the policy in force, of the last look, of the last version
+        # acted on (applied, refused, or reported gone).
+        self._applied: Signature = None
+        self._seen: Signature = None
+        self._reported: Signature = None
         self.reloads = 0
         self.failures = 0
 
@@ -64,55 +74,39 @@ class PolicyWatcher:
 
     @property
     def running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive()
-                and self._pid == os.getpid())
+        return self._loop.running
 
     def start(self) -> None:
         if self.running:
             return
-        self._stop = threading.Event()
-        self._pid = os.getpid()
         # Taken here, not in the thread: an edit made right after start() returns must count
         # as a change, whenever the thread first runs.
-        loaded = signature(self.path)
-        self._thread = threading.Thread(target=self._run, args=(self._stop, loaded),
-                                        daemon=True, name="memguard-policy-watch")
-        self._thread.start()
+        self._applied = self._seen = self._reported = signature(self.path)
+        self._loop.start()
         logger.info("memguard: watching %s for policy changes", self.path)
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread() \
-                and self._pid == os.getpid():
-            thread.join(5)
+        self._loop.stop(5)
 
-    def forget_after_fork(self) -> None:
-        self._thread, self._pid = None, 0
-
-    def _run(self, stop: threading.Event, applied: Signature) -> None:
-        seen, reported = applied, applied
-        while not stop.wait(POLL_SECONDS):  # until stop(); a daemon thread ends with us
-            try:
-                current = signature(self.path)
-                settled = current == seen
-                seen = current
-                if current in (applied, reported) or not settled:
-                    continue
-                reported = current
-                if current is None:
-                    logger.error("memguard: policy file %s is gone; keeping the current "
-                                 "policy and watching for the file to return", self.path)
-                    continue
-                if self._reload():
-                    applied = current
-            except Exception:  # never die silently: say why, keep watching
-                logger.exception("memguard: watching %s failed", self.path)
+    def _look(self) -> None:
+        """One look at the file: reload a change once it has settled (seen twice alike)."""
+        current = signature(self.path)
+        settled = current == self._seen
+        self._seen = current
+        if current in (self._applied, self._reported) or not settled:
+            return
+        self._reported = current
+        if current is None:
+            logger.error("memguard: policy file %s is gone; keeping the current "
+                         "policy and watching for the file to return", self.path)
+            return
+        if self._reload():
+            self._applied = current
 
     def _reload(self) -> bool:
         manager = self._manager()
         if manager is None:
-            self._stop.set()
+            self._loop.ask_stop()
             return False
         try:
             manager.load_policy(self.path)
@@ -156,8 +150,7 @@ def _after_fork_in_child() -> None:
     global _guard
     _guard = threading.Lock()
     for watcher in list(_watchers.values()):
-        if watcher._thread is not None:  # it watched in the parent: watch here too
-            watcher.forget_after_fork()
+        if watcher._loop.after_fork_in_child():  # it watched in the parent: watch here too
             try:
                 watcher.start()
             except Exception:  # never break the fork over this; say so

@@ -33,6 +33,8 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Optional
 
+from memguard.daemon import DaemonLoop
+
 if TYPE_CHECKING:
     from memguard._manager import MemoryManager
 
@@ -112,15 +114,15 @@ class CleanupListener:
     def __init__(self, manager: MemoryManager, directory: Optional[Path] = None) -> None:
         self._manager = weakref.ref(manager)
         self._directory = directory
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._loop = DaemonLoop("memguard-cleanup-requests", step=self._look,
+                                interval=lambda: POLL_SECONDS, title="Cleanup listener",
+                                consequence="`memguard cleanup --pid` gets no answer")
         self._pid = 0
         self.directory: Optional[Path] = None
 
     @property
     def running(self) -> bool:
-        return (self._thread is not None and self._thread.is_alive()
-                and self._pid == os.getpid())
+        return self._loop.running
 
     def start(self) -> bool:
         """Write this process's beacon and start listening; False (logged) when the run
@@ -139,21 +141,14 @@ class CleanupListener:
         _write_atomically(beacon_path(directory, self._pid), {
             "pid": self._pid, "started": process_start_time(self._pid),
             "version": version(), "poll_seconds": POLL_SECONDS})
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(self._stop, directory),
-                                        name="memguard-cleanup-requests", daemon=True)
-        self._thread.start()
+        self._loop.start()
         logger.info("memguard: pid %d answers `memguard cleanup --pid %d` (requests in %s)",
                     self._pid, self._pid, directory)
         return True
 
     def stop(self) -> None:
         """Stop listening and remove this process's beacon."""
-        self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread() \
-                and self._pid == os.getpid():
-            thread.join(5)
+        self._loop.stop(5)
         self._remove_beacon()
 
     def _remove_beacon(self) -> None:
@@ -163,19 +158,15 @@ class CleanupListener:
             except OSError:
                 pass
 
-    def forget_after_fork(self) -> None:
-        """In a forked child: the thread and the beacon were the parent's."""
-        self._thread, self._pid = None, 0
-
-    def _run(self, stop: threading.Event, directory: Path) -> None:
+    def _look(self) -> None:
+        """One look at the run directory: answer each request addressed to this process."""
+        directory = self.directory
+        if directory is None:
+            return
         prefix, suffix = f"{os.getpid()}.", ".request"
-        while not stop.wait(POLL_SECONDS):  # until stop(); a daemon thread ends with us
-            try:
-                for entry in os.scandir(directory):
-                    if entry.name.startswith(prefix) and entry.name.endswith(suffix):
-                        self._answer(directory, entry.name[len(prefix):-len(suffix)])
-            except Exception:  # never die silently: say why, keep listening
-                logger.exception("memguard: cleanup request handling failed")
+        for entry in os.scandir(directory):
+            if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+                self._answer(directory, entry.name[len(prefix):-len(suffix)])
 
     def _answer(self, directory: Path, nonce: str) -> None:
         pid = os.getpid()
@@ -219,8 +210,7 @@ def _after_fork_in_child() -> None:
     global _guard
     _guard = threading.Lock()
     for manager, listener in list(_listeners.items()):
-        if listener._thread is not None:  # it listened in the parent: listen here too
-            listener.forget_after_fork()
+        if listener._loop.after_fork_in_child():  # it listened in the parent: here too
             try:
                 listener.start()
             except Exception:  # never break the fork over this; say so
@@ -230,7 +220,7 @@ def _after_fork_in_child() -> None:
 
 def _at_exit() -> None:
     for listener in list(_listeners.values()):
-        listener._stop.set()
+        listener._loop.ask_stop()
         listener._remove_beacon()
 
 

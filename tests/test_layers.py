@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     # 0 basics and memory
     "memguard.errors": 0, "memguard._units": 0, "memguard._sizing": 0, "memguard.levels": 0,
     "memguard._logging": 0, "memguard.memory": 0, "memguard._version": 0,
+    "memguard.forklock": 0,
     # 1 events, index, policy options, the TOML line scanner
     "memguard.events": 1, "memguard.tracking": 1, "memguard.options": 1,
     "memguard._toml_lines": 1,
@@ -31,7 +32,8 @@ LAYERS: dict[str, int] = {
     # 5 engine
     "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
     "memguard.daemon": 5, "memguard.readings": 5, "memguard.monitor": 5, "memguard.reload": 5,
-    "memguard.trigger": 5, "memguard.trace": 5,
+    "memguard.trigger": 5, "memguard.trace": 5, "memguard.schedule": 5, "memguard.cleanups": 5,
+    "memguard.recycling": 5, "memguard.tick": 5,
     "memguard._manager": 5,
     # 6 surfaces
     "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6, "memguard.metrics": 6,
