@@ -21,7 +21,7 @@ LAYERS: dict[str, int] = {
     "memguard._logging": 0, "memguard.memory": 0, "memguard._version": 0,
     # 1 events, index, policy options, the TOML line scanner
     "memguard.events": 1, "memguard.tracking": 1, "memguard.options": 1,
-    "memguard._toml_lines": 1,
+    "memguard._toml_lines": 1, "memguard._orders": 1, "memguard._activity": 1,
     # 2 rules and the `|` composite; the TOML policy and its loader
     "memguard.rules": 2, "memguard.policy": 2,
     # 3 the eviction runner
