@@ -48,7 +48,11 @@ class ActiveJobs:
         `finished(key, job)` for each no longer active (it takes the key out of `known`).
 
         `job_of(key)` returns the job, or `ABSENT` for a job gone. The lap stops after
-        `active` jobs found still active (None: no limit) or `most` looks in all.
+        `active` jobs found still active (None: no limit) or `most` looks in all. Finished
+        jobs do not count against `active`: each is found finished once in its life
+        (amortized O(1) a job), so a pass after many jobs finished weighs them all, as the
+        first pass after they finish always did, while a store of long-running jobs costs a
+        bounded batch per pass, not a look at every one of them.
         """
         if len(self.rotation) > 2 * len(self.known) + 64:
             self.rotation = deque(self.known)  # stale entries: rebuild (amortized O(1))

@@ -112,9 +112,20 @@ class Orders:
 
     # -- upkeep --------------------------------------------------------------------------
 
-    def drain(self, batch: list[Key], unweighed: dict[Key, None]) -> None:
-        """Move the keys of `batch` (read, most recent first) to the recent end of `lru`;
-        those known finished (not `unweighed`) are deliveries."""
+    def drain(self, reads: dict[Key, None], unweighed: dict[Key, None]) -> list[Key]:
+        """Empty the read set `reads` into the recent end of `lru` (those known finished,
+        not `unweighed`, are deliveries); returns the keys taken, most recent first.
+
+        `popitem` takes keys from the end one atomic call at a time, so a read racing with
+        the drain (the read path takes no lock) is taken now or next time, never lost; and,
+        unlike `del`, it leaves no deleted slots behind for later iterations to step over.
+        """
+        batch = []
+        try:
+            while True:
+                batch.append(reads.popitem()[0])
+        except KeyError:
+            pass
         lru, delivered = self.lru, self.delivered
         moved = 0
         for key in reversed(batch):  # least recently read first
@@ -126,6 +137,7 @@ class Orders:
                         moved += 1
                     delivered[key] = None
         self.churned(lru=len(batch), delivered=moved)
+        return batch
 
     def rewritten(self, key: Key) -> None:
         """A stored job was written again: a touch (back into the orders, at the recent end,
@@ -221,7 +233,12 @@ class Orders:
             self.aged = dict(self.aged)
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
-        """Date every touch so far as at or before `now` (see `JobIndex.lay_epoch`)."""
+        """Date every touch so far as at or before `now` (the idle rule, once per pass).
+
+        No marker is laid within `min_gap` of the last one. When `MAX_EPOCHS` are kept, the
+        older of the two closest markers goes: its span merges into the next one, which
+        only makes those jobs look more recent (they are evicted later, never earlier).
+        """
         if self.epochs and now - self.epochs[-1].time < min_gap:
             return
         if self.lru and isinstance(next(reversed(self.lru)), Epoch):
@@ -351,10 +368,11 @@ class Orders:
                     continue  # stale: gone, or weighed again since
                 verdict = look(key, weighed_only)
                 if verdict is EVICTABLE:
+                    held.append(entry)  # back in the heap if the consumer keeps the key
                     yield key
                     if key in self.lru:  # the consumer kept it: stop here
-                        held.append(entry)
                         return
+                    held.pop()
                 elif verdict is KEEP:
                     held.append(entry)
         finally:

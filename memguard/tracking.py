@@ -1,12 +1,17 @@
 """The side index of one store: creation times, recency, sizes, pins and activity, under one
 lock. `JobIndex` is the facade the stores, rules and the pipeline use; it keeps what the
 write path reads on every insert (`created`, `reads`, `unweighed`, `pins`, `total_bytes`)
-and delegates the rest to three collaborators:
+and delegates the rest to four collaborators:
 
 - `Orders` (memguard._orders): the recency, age, delivery and size orders the eviction
   scans walk (`lru`, `aged`, `delivered`, `parked`, `epochs`, the largest-first heap);
+- `Sizes` (memguard._weighing): the size function, the jobs still to be weighed, the sizes;
 - `ActiveJobs` (memguard._activity): the jobs seen active, looked at again round robin;
 - `Pins` (memguard._activity): pin counts.
+
+The split keeps the insert path's Python calls few: the facade reads its collaborators'
+dicts directly where a call per insert would show (`known_active`, `unweighed` and `pins`
+are the collaborators' own dicts, never replaced).
 
 The index never holds job values, only keys and a few numbers, so it costs under 200 bytes
 per job. Its own structures:
@@ -57,6 +62,7 @@ from memguard._orders import (
     Epoch,
     Orders,
 )
+from memguard._weighing import Sizes
 
 logger = logging.getLogger("memguard")
 
@@ -109,7 +115,7 @@ class JobIndex:
 
     __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
                  "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
-                 "reads", "sizer", "total_bytes", "unweighed", "writing")
+                 "reads", "sizes", "total_bytes", "unweighed", "writing")
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -120,6 +126,15 @@ class JobIndex:
     rotation = property(attrgetter("activity.rotation"), doc="Known-active, round robin.")
     pinned_jobs = property(attrgetter("pin_table.jobs"), doc="Stored jobs with a pin.")
 
+    @property
+    def sizer(self) -> Callable[[Any], int]:
+        """The store's size function (a policy reload may set another)."""
+        return self.sizes.sizer
+
+    @sizer.setter
+    def sizer(self, sizer: Callable[[Any], int]) -> None:
+        self.sizes.sizer = sizer
+
     def __init__(
         self,
         *,
@@ -129,12 +144,12 @@ class JobIndex:
     ) -> None:
         self.job_of = job_of
         self.active = active
-        self.sizer = sizer
         self.created: dict[Key, float] = {}
         self.reads: dict[Key, None] = {}
-        self.unweighed: dict[Key, None] = {}
         self.failed: dict[Key, None] = {}
         self.orders = Orders(park_after=PARK_AFTER)
+        self.sizes = Sizes(self.orders, sizer)
+        self.unweighed = self.sizes.unweighed  # same dict: it is never replaced
         self.activity = ActiveJobs()
         self.known_active = self.activity.known  # same dict: it is never replaced
         self.pin_table = Pins()
@@ -167,22 +182,10 @@ class JobIndex:
             reads[key] = None
 
     def drain_reads(self) -> None:
-        """Move the keys read since the last drain to the recent end (lock held).
-
-        `popitem` takes keys from the end one atomic call at a time, so a read racing with
-        the drain is taken now or next time, never lost; and, unlike `del`, it leaves no
-        deleted slots behind for later iterations to step over.
-        """
-        reads = self.reads
-        if not reads:
+        """Move the keys read since the last drain to the recent end (lock held)."""
+        if not self.reads:
             return
-        batch = []
-        try:
-            while True:
-                batch.append(reads.popitem()[0])
-        except KeyError:
-            pass
-        self.orders.drain(batch, self.unweighed)
+        batch = self.orders.drain(self.reads, self.unweighed)
         if self.observer is not None:
             self.observer.read([key for key in reversed(batch) if key in self.created])
 
@@ -202,7 +205,7 @@ class JobIndex:
                 self.pin_table.jobs += 1
         else:
             self.orders.rewritten(key)  # a touch; a new value is undelivered until read
-            self._forget_size(key)
+            self.total_bytes += self.sizes.forget(key)
         self.failed.pop(key, None)  # a new job: its predicate gets a new chance
         self._weigh_or_defer(key, job)
         if self.observer is not None:
@@ -212,7 +215,7 @@ class JobIndex:
         """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
         if key in self.orders.parked:
             self.orders.unpark(key)
-        self._forget_size(key)
+        self.total_bytes += self.sizes.forget(key)
         self._weigh_or_defer(key, job)
 
     def remove(self, key: Key) -> Optional[int]:
@@ -266,15 +269,8 @@ class JobIndex:
             self._turned_inactive(key, job, reweigh=True)
 
     def recheck(self, active: Optional[int] = None, *, most: Optional[int] = None) -> None:
-        """Look again at known-active jobs, round robin, for one lap at most: those that
-        finished are weighed, taken back into the orders and no longer counted active.
-
-        The lap stops after `active` jobs found still active (None: no limit) or `most`
-        looks in all. Finished jobs do not count against `active`: each is found finished
-        once in its life (amortized O(1) a job), so a pass after many jobs finished weighs
-        them all, as the first pass after they finish always did, while a store of
-        long-running jobs costs a bounded batch per pass, not a look at every one of them.
-        """
+        """Look again at known-active jobs, round robin (`ActiveJobs.recheck`): those that
+        finished are weighed, taken back into the orders and no longer counted active."""
         if self.activity.rotation:
             self.activity.recheck(self._job_or_forget, self.is_active, self._turned_inactive,
                                   active, most)
@@ -284,12 +280,8 @@ class JobIndex:
         self.recheck()
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
-        """Date every touch so far as at or before `now` (the idle rule, once per pass).
-
-        No marker is laid within `min_gap` of the last one. When `MAX_EPOCHS` are kept, the
-        older of the two closest markers goes: its span merges into the next one, which
-        only makes those jobs look more recent (they are evicted later, never earlier).
-        """
+        """Date every touch so far as at or before `now` (the idle rule, once per pass; see
+        `Orders.lay_epoch`)."""
         self.drain_reads()
         self.orders.lay_epoch(now, min_gap=min_gap)
 
@@ -334,18 +326,10 @@ class JobIndex:
     # -- candidates for eviction, in each order; active jobs are never yielded -------------
 
     def candidates(self, order: str, *, weighed_only: bool = False) -> Iterator[Key]:
-        """Evictable keys in `order` (`lru`, `oldest`, `largest`, `delivered`); with
-        `weighed_only`, only jobs of known, non-zero size (evicting others cannot bring a
-        byte total down).
-
-        `delivered`: finished jobs already read (least recently read first), then the rest
-        in LRU order, so a result nobody has fetched yet is the last thing a bound takes.
-        `largest`: weighed jobs, largest first (equal sizes: weighed first, first), then
-        those of unknown or zero size in LRU order.
-
-        The consumer removes each yielded key before asking for the next; one it keeps ends
-        the iteration, so a budget can stop early without losing anything.
-        """
+        """Evictable keys in `order` (`lru`, `oldest`, `largest`, `delivered`: the scans of
+        `Orders`); with `weighed_only`, only jobs of known, non-zero size (evicting others
+        cannot bring a byte total down). The consumer removes each yielded key before asking
+        for the next; one it keeps ends the iteration, so a budget can stop early."""
         if order == "oldest":
             return self.orders.scan("aged", self._look, weighed_only=weighed_only)
         self.drain_reads()
@@ -361,11 +345,8 @@ class JobIndex:
         return self.orders.idle_before(cutoff, self._look)
 
     def created_before(self, cutoff: float) -> Iterator[Key]:
-        """Evictable keys created at or before `cutoff`, oldest first.
-
-        A parked job goes back at the end of the age order when it is seen finished, so the
-        walk (which stops at the first younger job) reaches it at most one max_age later.
-        """
+        """Evictable keys created at or before `cutoff`, oldest first (a parked job goes back
+        at the end of the age order when seen finished: reached at most one max_age later)."""
         for key in self.orders.scan("aged", self._look):
             if self.created[key] > cutoff:
                 return
@@ -397,13 +378,11 @@ class JobIndex:
     # -- internals -----------------------------------------------------------------------
 
     def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
-        """`key` was seen not active: count it so, take it back into the orders, weigh it.
+        """`key` was seen not active: count it so, take it back into the orders, weigh it
+        (a job weighed already gets back the heap entry a largest-first walk dropped).
 
-        A read of a job stored active that is still waiting to be drained is taken now, as a
-        read of the running job (it moves the job in the recency order but is no delivery).
-        A job weighed already gets its largest-first candidacy back (a walk that found it
-        active dropped it).
-        """
+        A pending read of a job stored active is taken now, as a read of the running job
+        (it moves the job in the recency order but is no delivery)."""
         self.known_active.pop(key, None)
         orders = self.orders
         if key in orders.parked:
@@ -414,7 +393,7 @@ class JobIndex:
             reweigh = True
         if reweigh:
             self.unweighed.pop(key, None)
-            self._store_size(key, job)
+            self.total_bytes += self.sizes.store(key, job)
             if self.observer is not None:
                 self.observer.finished(key, self.size_of(key) or 0)
         elif orders.largest is not None:
@@ -434,38 +413,7 @@ class JobIndex:
         else:
             self.unweighed.pop(key, None)
             self.known_active.pop(key, None)
-            self._store_size(key, job)
-
-    def _store_size(self, key: Key, job: Any) -> None:
-        """Weigh `job` and record its size (`key` is in the recency order, not parked: every
-        caller takes it back first). A size function that raises or returns a negative
-        number counts 0 bytes, with a warning."""
-        try:
-            size = int(self.sizer(job))
-        except Exception as error:
-            logger.warning("memguard: the size function raised %s: %s on job %r; counting 0 "
-                           "bytes", type(error).__name__, error, key)
-            size = 0
-        if size < 0:
-            logger.warning("memguard: the size function returned %d for job %r; a size cannot "
-                           "be negative: counting 0 bytes", size, key)
-            size = 0
-        orders = self.orders
-        old = orders.lru.get(key)
-        if old:
-            self.total_bytes -= old
-        orders.lru[key] = size
-        self.total_bytes += size
-        if orders.largest is not None:
-            orders.weighed(key, size)
-
-    def _forget_size(self, key: Key) -> None:
-        """`key` (not parked) has no known size any more."""
-        lru = self.orders.lru
-        size = lru.get(key)
-        if size:
-            self.total_bytes -= size
-            lru[key] = None
+            self.total_bytes += self.sizes.store(key, job)
 
 
 # -- fork safety ----------------------------------------------------------------------------
