@@ -1,6 +1,7 @@
 """`JobIndex` on its own: recency, age, sizes, pins and the candidate orders, with no store.
 
-The index reads jobs through `job_of`, so a plain dict stands in for the store here.
+The index reads jobs through `job_of`, so a plain dict stands in for the store here (one
+test of the largest order goes through a real store's insert path).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from memguard import MemoryManager, handle, managed_store
+from memguard.testing import FakeClock, capture_evictions
 from memguard.tracking import NOTHING, JobIndex
 
 
@@ -123,13 +126,15 @@ class LargestOrderMachine(RuleBasedStateMachine):
     size only once no weighed job is left; never one that is active or pinned. Jobs change
     through writes (sizes re-weighed), pins, deletions, reads, and jobs finished in place
     followed by a recheck (what a pass does); victims are taken by walks that stop anywhere,
-    and by walks that keep their first candidate."""
+    and by walks that keep their first candidate. Jobs are also set back to running in place
+    (no write), which a walk finds and steps over."""
 
     def __init__(self) -> None:
         super().__init__()
         self.jobs: dict[str, Any] = {}
         self.index = index_over(self.jobs)
         self.pins: dict[str, int] = {}
+        self.restarted: set[str] = set()  # set back to running in place, after a weighing
 
     def evictable(self, key: str, writing: object = NOTHING) -> bool:
         return (self.jobs[key]["status"] != "running" and key not in self.pins
@@ -160,14 +165,24 @@ class LargestOrderMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS, size=SIZES, running=st.booleans())
     def write(self, key: str, size: int, running: bool) -> None:
+        self.restarted.discard(key)
         store(self.jobs, self.index, key, job("running" if running else "done", size))
 
     @rule(key=KEYS, size=SIZES)
     def finish_in_place(self, key: str, size: int) -> None:
         if key in self.jobs and self.jobs[key]["status"] == "running":
-            self.jobs[key]["status"], self.jobs[key]["result"] = "done", "x" * size
+            self.jobs[key]["status"] = "done"
+            if key not in self.restarted:  # weighed already: its result stays as it was
+                self.jobs[key]["result"] = "x" * size
+            self.restarted.discard(key)
             with self.index.lock:
                 self.index.recheck()
+
+    @rule(key=KEYS)
+    def restart_in_place(self, key: str) -> None:
+        if key in self.jobs and self.jobs[key]["status"] == "done":
+            self.jobs[key]["status"] = "running"  # no write: the index sees it at its next look
+            self.restarted.add(key)
 
     @rule(key=KEYS)
     def pin(self, key: str) -> None:
@@ -188,6 +203,7 @@ class LargestOrderMachine(RuleBasedStateMachine):
     def delete(self, key: str) -> None:
         if key in self.jobs:
             del self.jobs[key]
+            self.restarted.discard(key)
             self.pins.pop(key, None)  # a job that leaves the store takes its pins along
             with self.index.lock:
                 self.index.remove(key)
@@ -205,6 +221,7 @@ class LargestOrderMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS, size=SIZES)
     def insert_over_a_bound(self, key: str, size: int) -> None:
+        self.restarted.discard(key)
         store(self.jobs, self.index, key, job("done", size))
         assert key not in self.take(1, False, writing=key)  # never the job being written
 
@@ -276,3 +293,31 @@ def test_a_job_seen_running_in_a_largest_walk_comes_back_when_it_finishes() -> N
         jobs["big"]["status"] = "done"
         index.recheck()  # a pass sees it finished: a candidate again, by its size
         assert next(index.candidates("largest")) == "big"
+
+
+def test_a_store_in_largest_order_evicts_its_largest_evictable_job_at_each_insert() -> None:
+    # Through a real store: the insert path (the job being written, the recheck of jobs
+    # that finished in place), pins and re-weighing writes, as the bound meets them.
+    manager = MemoryManager(clock=FakeClock(0.0))
+
+    @managed_store(manager=manager, max_jobs=4, order="largest",
+                   size=lambda job: len(job["result"] or ""))
+    class Jobs(dict):  # type: ignore[type-arg]
+        """Four jobs at most, the largest evicted first."""
+
+    jobs = Jobs()
+    jobs["run"] = job("running", 0)
+    for key, size in (("a", 30), ("b", 10), ("c", 20)):
+        jobs[key] = job("done", size)
+    store_handle = handle(jobs)
+    with capture_evictions(manager) as events:
+        jobs["d"] = job("done", 50)  # the largest, but being written: "a" goes
+        jobs["b"] = job("done", 60)  # re-weighed by its write (no eviction: still 4 jobs)
+        store_handle.pin("b")
+        jobs["e"] = job("done", 5)  # "b" is pinned: "d"
+        jobs["run"]["status"], jobs["run"]["result"] = "done", "x" * 99  # finished in place
+        jobs["f"] = job("done", 1)  # the insert's recheck weighs it: the largest now
+        store_handle.unpin("b")
+        jobs["g"] = job("done", 1)
+    assert [event.key for event in events] == ["a", "d", "run", "b"]
+    assert sorted(jobs) == ["c", "e", "f", "g"]
