@@ -22,7 +22,8 @@ LAYERS: dict[str, int] = {
     "memguard.forklock": 0,
     # 1 events, index, policy options, the TOML line scanner
     "memguard.events": 1, "memguard.tracking": 1, "memguard.options": 1,
-    "memguard._toml_lines": 1,
+    "memguard._toml_lines": 1, "memguard._orders": 1, "memguard._activity": 1,
+    "memguard._weighing": 1,
     # 2 rules and the `|` composite; the TOML policy and its loader
     "memguard.rules": 2, "memguard.policy": 2,
     # 3 the eviction runner

@@ -1,0 +1,382 @@
+"""The orders a store's index walks to find victims: recency, age, delivery and size.
+
+`Orders` keeps, for one store (a `JobIndex` owns one and calls it with its lock held):
+
+- `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
+  first. `Epoch` markers laid into it at each pass date the touches coarsely, which is what
+  idle expiry needs. It is also where the sizes live: one dict, not two, per job.
+- `aged`: the age order the age scans walk (all jobs but parked ones, in creation order).
+- `delivered`: finished jobs read at least once since they were seen finished, least
+  recently read first: what `order = "delivered"` evicts first.
+- `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
+  step over too many active jobs: the scans then stay amortized O(1) per eviction however
+  many jobs are active. A parked job seen finished goes back at the recent end of both.
+- `largest`: None, or a `LargestFirst` heap of the weighed jobs, built the first time the
+  `largest` order is asked for and kept up by every weighing from then on.
+
+The scans judge each key with the `look` function they are given (the index's: is the job
+still stored, active, pinned, being written?) and yield the evictable ones. The consumer
+removes each yielded key before asking for the next; one it keeps ends the iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator
+from itertools import islice
+from typing import Any, Callable, Optional
+
+Key = Hashable
+#: What a `look` function makes of a key: evictable; active (running); pinned; kept for
+#: another reason (the job being written, a job of no size in a byte scan); gone.
+EVICTABLE, ACTIVE, PINNED, KEEP, GONE = object(), object(), object(), object(), object()
+Look = Callable[[Key, bool], object]
+
+MAX_EPOCHS = 64
+_CHUNK = 256
+_ABSENT: Any = object()
+
+
+class Epoch:
+    """A marker in the LRU order: every job before it was last touched at or before `time`."""
+
+    __slots__ = ("time",)
+
+    def __init__(self, time: float) -> None:
+        self.time = time
+
+    def __repr__(self) -> str:
+        return f"Epoch({self.time:g})"
+
+
+class LargestFirst:
+    """The weighed jobs of a store in a heap of `(-size, seq, key)`, largest first.
+
+    Entries are never deleted in place: a job re-weighed gets a new entry, and one that is
+    stale (the job is gone, or its size is no longer the entry's) is skipped when popped.
+    `seq` breaks ties (never the keys, which need not be comparable): among jobs of one size,
+    the one weighed first comes first. When the heap holds twice the entries it had at its
+    last rebuild (plus 64) it is rebuilt from the live sizes, O(n) once per O(n) pushes.
+    """
+
+    __slots__ = ("count", "heap", "limit", "used")
+
+    def __init__(self, sizes: Iterable[tuple[Any, Optional[int]]]) -> None:
+        self.heap: list[tuple[int, int, Key]] = []
+        self.count = itertools.count()
+        self.limit = 64
+        self.used = True  # a largest-first walk ran since the last rebuild
+        self.rebuild(sizes)
+
+    def rebuild(self, sizes: Iterable[tuple[Any, Optional[int]]]) -> None:
+        """Start again from `sizes` (key, size) pairs, in their order for equal sizes."""
+        count = self.count = itertools.count()
+        heap = [(-size, next(count), key) for key, size in sizes if size]
+        heapq.heapify(heap)
+        self.heap = heap
+        self.limit = 2 * len(heap) + 64
+
+    def push(self, key: Key, size: int) -> None:
+        heapq.heappush(self.heap, (-size, next(self.count), key))
+
+
+class Orders:
+    """The recency, age, delivery and size orders of one store's jobs, and their scans."""
+
+    __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
+                 "largest", "lru", "lru_churn", "park_after", "parked")
+
+    def __init__(self, *, park_after: int) -> None:
+        #: Active jobs a scan steps over (keeping them in place) before it parks the next.
+        self.park_after = park_after
+        self.lru: dict[Key, Optional[int]] = {}
+        self.aged: dict[Key, None] = {}
+        self.delivered: dict[Key, None] = {}
+        self.parked: dict[Key, Optional[int]] = {}
+        self.epochs: deque[Epoch] = deque()
+        self.largest: Optional[LargestFirst] = None
+        self.lru_churn = self.aged_churn = self.delivered_churn = 0
+        self.bound = 256  # the churn that triggers a compaction (see `churned`)
+
+    def clear(self) -> None:
+        self.lru.clear()
+        self.aged.clear()
+        self.delivered.clear()
+        self.parked.clear()
+        self.epochs.clear()
+        self.largest = None
+        self.lru_churn = self.aged_churn = self.delivered_churn = 0
+
+    # -- upkeep --------------------------------------------------------------------------
+
+    def drain(self, reads: dict[Key, None], unweighed: dict[Key, None]) -> list[Key]:
+        """Empty the read set `reads` into the recent end of `lru` (those known finished,
+        not `unweighed`, are deliveries); returns the keys taken, most recent first.
+
+        `popitem` takes keys from the end one atomic call at a time, so a read racing with
+        the drain (the read path takes no lock) is taken now or next time, never lost; and,
+        unlike `del`, it leaves no deleted slots behind for later iterations to step over.
+        """
+        batch = []
+        try:
+            while True:
+                batch.append(reads.popitem()[0])
+        except KeyError:
+            pass
+        lru, delivered = self.lru, self.delivered
+        moved = 0
+        for key in reversed(batch):  # least recently read first
+            size = lru.pop(key, _ABSENT)
+            if size is not _ABSENT:
+                lru[key] = size
+                if key not in unweighed:  # known finished: a delivery
+                    if delivered.pop(key, _ABSENT) is not _ABSENT:
+                        moved += 1
+                    delivered[key] = None
+        self.churned(lru=len(batch), delivered=moved)
+        return batch
+
+    def rewritten(self, key: Key) -> None:
+        """A stored job was written again: a touch (back into the orders, at the recent end,
+        if it was parked) and undelivered (a new value is not delivered until read)."""
+        if key in self.parked:
+            self.lru[key] = self.parked.pop(key)
+            self.aged[key] = None
+        else:
+            self.lru[key] = self.lru.pop(key, None)
+            self.lru_churn += 1
+            if self.lru_churn > self.bound:
+                self.churned()
+        self.undeliver(key)
+
+    def moved(self, key: Key) -> None:
+        """`key` was read: to the recent end of `lru` (no delivery)."""
+        size = self.lru.pop(key, _ABSENT)
+        if size is not _ABSENT:
+            self.lru[key] = size
+            self.lru_churn += 1
+
+    def discard(self, key: Key) -> Optional[int]:
+        """Take `key` out of every order; returns its last known size."""
+        if key in self.parked:
+            size = self.parked.pop(key)
+        else:
+            size = self.lru.pop(key, None)
+            self.aged.pop(key, None)
+            self.lru_churn += 1
+            self.aged_churn += 1
+        if self.delivered.pop(key, _ABSENT) is not _ABSENT:
+            self.delivered_churn += 1
+        bound = self.bound  # `churned`, inlined: this is every removal's path
+        if self.lru_churn > bound or self.aged_churn > bound or self.delivered_churn > bound:
+            self.churned()
+        return size
+
+    def park(self, key: Key) -> None:
+        """Take active `key` out of the orders the scans walk (it keeps its size)."""
+        self.undeliver(key)
+        self.parked[key] = self.lru.pop(key, None)
+        self.aged.pop(key, None)
+        self.churned(lru=1, aged=1)
+
+    def unpark(self, key: Key) -> None:
+        """Parked `key` back at the recent end of both orders (as if just touched)."""
+        self.lru[key] = self.parked.pop(key)
+        self.aged[key] = None
+
+    def undeliver(self, key: Key) -> None:
+        if self.delivered.pop(key, _ABSENT) is not _ABSENT:
+            self.churned(delivered=1)
+
+    def weighed(self, key: Key, size: int) -> None:
+        """`key` now weighs `size`: a heap entry, if the largest order is kept."""
+        largest = self.largest
+        if largest is None or not size:
+            return
+        largest.push(key, size)
+        if len(largest.heap) > largest.limit:
+            if largest.used:
+                largest.rebuild(self.sizes())
+                largest.used = False
+            else:  # no largest-first walk since the last rebuild: stop paying for the heap
+                self.largest = None
+
+    def sizes(self) -> Iterator[tuple[Key, Optional[int]]]:
+        """(key, size) of every job, least recent first, parked ones last."""
+        yield from self.lru.items()
+        yield from self.parked.items()
+
+    def churned(self, *, lru: int = 0, aged: int = 0, delivered: int = 0) -> None:
+        """Count deletions from `lru`, `aged` and `delivered`, and compact each now and then.
+
+        A dict keeps a deleted entry's slot until it resizes, and iteration from the front
+        steps over every such slot: a store whose oldest jobs keep leaving would make each
+        pass slower. Copying a dict once its churn passes 1/32 of the jobs keeps those slots
+        few, at an amortized cost of 32 copied entries per deletion. (`bound` is kept for
+        `discard`, which checks it inline.)
+        """
+        bound = self.bound = max(256, (len(self.lru) + len(self.parked)) // 32)
+        self.lru_churn += lru
+        self.aged_churn += aged
+        self.delivered_churn += delivered
+        if self.delivered_churn > bound:
+            self.delivered_churn = 0
+            self.delivered = dict(self.delivered)
+        if self.lru_churn > bound:
+            self.lru_churn = 0
+            self.lru = dict(self.lru)
+        if self.aged_churn > bound:
+            self.aged_churn = 0
+            self.aged = dict(self.aged)
+
+    def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
+        """Date every touch so far as at or before `now` (the idle rule, once per pass).
+
+        No marker is laid within `min_gap` of the last one. When `MAX_EPOCHS` are kept, the
+        older of the two closest markers goes: its span merges into the next one, which
+        only makes those jobs look more recent (they are evicted later, never earlier).
+        """
+        if self.epochs and now - self.epochs[-1].time < min_gap:
+            return
+        if self.lru and isinstance(next(reversed(self.lru)), Epoch):
+            return  # nothing touched since the last marker: it dates everything already
+        if len(self.epochs) >= MAX_EPOCHS:
+            pairs = zip(self.epochs, list(self.epochs)[1:])
+            older, _ = min(pairs, key=lambda pair: pair[1].time - pair[0].time)
+            self.drop_epoch(older)
+        epoch = Epoch(now)
+        self.lru[epoch] = None
+        self.epochs.append(epoch)
+
+    def drop_epoch(self, epoch: Epoch) -> None:
+        self.lru.pop(epoch, None)
+        with contextlib.suppress(ValueError):
+            self.epochs.remove(epoch)
+
+    def recency(self) -> list[Key]:
+        """Job keys, least recently used first (markers left out, parked jobs last)."""
+        return [key for key in self.lru if not isinstance(key, Epoch)] + list(self.parked)
+
+    # -- scans: evictable keys in each order; active jobs are never yielded ---------------
+
+    def idle_before(self, cutoff: float, look: Look) -> Iterator[Key]:
+        """Evictable keys whose last touch was at or before `cutoff` (epoch granularity)."""
+        target = None
+        for epoch in self.epochs:
+            if epoch.time > cutoff:
+                break
+            target = epoch
+        if target is None:
+            return iter(())
+        return self.scan("lru", look, until=target)
+
+    def scan(self, order: str, look: Look, *, until: Optional[Epoch] = None,
+             weighed_only: bool = False, skip: Optional[dict[Key, None]] = None
+             ) -> Iterator[Key]:
+        """Evictable keys of `order` ("lru" or "aged"), front first, up to the epoch `until`.
+
+        Active jobs keep their place (up to `park_after` of them; then they are parked);
+        `kept` counts the entries left in front of the scan. The consumer removes what we
+        yield, so the order is read in chunks, and looked up by name at each chunk: removals
+        may compact it into a new dict. Keys in `skip` are stepped over; epoch markers (only
+        in the recency order) date what precedes them.
+        """
+        kept = 0
+        stepped = 0
+        size = 8  # most scans stop at the first key: start small, grow if they go on
+        while True:
+            chunk = list(islice(getattr(self, order), kept, kept + size))
+            size = min(size * 4, _CHUNK)
+            if not chunk:
+                return
+            for key in chunk:
+                if isinstance(key, Epoch):
+                    if kept == 0:  # no job before it left to date
+                        self.drop_epoch(key)
+                    else:
+                        kept += 1
+                    if key is until:
+                        return
+                    continue
+                if skip is not None and key in skip:
+                    kept += 1
+                    continue
+                verdict = look(key, weighed_only)
+                if verdict is EVICTABLE:
+                    yield key
+                    if key in self.lru:  # the consumer kept it: stop here
+                        return
+                elif verdict is ACTIVE or verdict is PINNED:
+                    stepped += 1
+                    if stepped > self.park_after:
+                        self.park(key)
+                    else:
+                        kept += 1
+                elif verdict is KEEP:
+                    kept += 1
+
+    def delivered_first(self, look: Look, weighed_only: bool) -> Iterator[Key]:
+        """The delivered jobs, least recently read first; then the rest in LRU order.
+
+        The second walk steps over the delivered ones the first kept (pinned, being written,
+        of no size in a byte scan). A delivered job found running again (set back in place)
+        is no longer delivered: its next result is not.
+        """
+        kept = 0
+        size = 8
+        while True:
+            chunk = list(islice(self.delivered, kept, kept + size))
+            size = min(size * 4, _CHUNK)
+            if not chunk:
+                break
+            for key in chunk:
+                verdict = look(key, weighed_only)
+                if verdict is EVICTABLE:
+                    yield key
+                    if key in self.lru:  # the consumer kept it: stop here
+                        return
+                elif verdict is ACTIVE:
+                    self.undeliver(key)
+                elif verdict is not GONE:
+                    kept += 1
+        yield from self.scan("lru", look, weighed_only=weighed_only, skip=self.delivered)
+
+    def largest_first(self, look: Look, weighed_only: bool) -> Iterator[Key]:
+        """Weighed jobs, largest first (O(log n) a victim, amortized); then, unless
+        `weighed_only`, those of unknown or zero size in LRU order.
+
+        An entry is popped when looked at. A job found active (or pinned) loses it until it
+        is weighed again or seen finished (`JobIndex` pushes it back then); the job being
+        written, and a yielded job the consumer kept, get theirs back when the walk ends.
+        """
+        largest = self.largest
+        if largest is None:
+            largest = self.largest = LargestFirst(self.sizes())
+        largest.used = True
+        held: list[tuple[int, int, Key]] = []
+        try:
+            while largest.heap and self.largest is largest:
+                entry = heapq.heappop(largest.heap)
+                size, _, key = entry
+                current = self.lru.get(key)
+                if current is None:
+                    current = self.parked.get(key)
+                if current != -size:
+                    continue  # stale: gone, or weighed again since
+                verdict = look(key, weighed_only)
+                if verdict is EVICTABLE:
+                    held.append(entry)  # back in the heap if the consumer keeps the key
+                    yield key
+                    if key in self.lru:  # the consumer kept it: stop here
+                        return
+                    held.pop()
+                elif verdict is KEEP:
+                    held.append(entry)
+        finally:
+            for entry in held:
+                heapq.heappush(largest.heap, entry)
+        if not weighed_only:
+            yield from self.scan("lru", look)
