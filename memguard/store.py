@@ -10,6 +10,7 @@ from __future__ import annotations
 import copyreg
 import functools
 import logging
+import operator
 import re
 from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import (
@@ -680,20 +681,23 @@ class _DetachedDict(ManagedDict):  # type: ignore[valid-type,misc]
     clear = dict.clear
 
 
-class _MappingAttribute:
-    """Data descriptor for the `mapping=` attribute: whatever dict is assigned is adopted."""
+class _MappingAttribute(property):
+    """The `mapping=` attribute: reading it is C code only, assigning it adopts the dict.
+
+    Every accessor of a `mapping=` store reads `self.jobs`, so the read is a `property`
+    whose getter is an `operator.attrgetter` of the instance attribute that really holds
+    the dict (`_memguard_<name>`): about 25 ns, against 70-80 ns for a descriptor written
+    in Python. Assigning (`self.jobs = {...}`, `object.__setattr__` too) goes through
+    `__set__` below, which adopts the new dict.
+    """
 
     def __init__(self, attribute: str, spec: _Spec) -> None:
         self.attribute = attribute
+        self.holder = f"_memguard_{attribute}"
         self.spec = spec
-
-    def __get__(self, owner: Any, owner_type: Optional[type] = None) -> Any:
-        if owner is None:
-            return self
-        try:
-            return owner.__dict__[self.attribute]
-        except KeyError:
-            raise AttributeError(self.attribute) from None
+        # __set__ and __delete__ below take over from the property's own (in C, __get__ stays)
+        super().__init__(operator.attrgetter(self.holder),
+                         doc=f"The jobs of store {spec.name!r}, managed by memguard.")
 
     def __set__(self, owner: Any, value: Any) -> None:
         """Adopt `value`: jobs it keeps keep their age and pins; the old dict is detached."""
@@ -706,8 +710,8 @@ class _MappingAttribute:
         attach(jobs, handle)
         with handle.lock:
             dict.update(jobs, value)
-            old = owner.__dict__.get(self.attribute)
-            owner.__dict__[self.attribute] = jobs
+            old = owner.__dict__.get(self.holder)
+            owner.__dict__[self.holder] = jobs
             handle.switch_backend(_Backend(jobs, get=_dict_get, delete=dict.__delitem__,
                                            keys=dict.keys))
             handle.reconcile()
