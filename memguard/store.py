@@ -12,6 +12,7 @@ import functools
 import logging
 import operator
 import re
+import types
 from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import (
     TYPE_CHECKING,
@@ -757,8 +758,32 @@ def _with_mapping_attribute(cls: Any, attribute: str, spec: _Spec) -> type:
         handle = _owner_handle(self, descriptor)
         handle.manager.register(handle, self)
 
-    namespace = {attribute: descriptor, "__init__": __init__}
+    namespace = {attribute: descriptor, "__init__": __init__,
+                 **_plain_readers(cls, attribute)}
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
+
+
+def _plain_readers(cls: type, attribute: str) -> dict[str, Any]:
+    """The `@touches` methods of `cls` whose whole body reads the job through the managed
+    mapping (`return self.jobs.get(job_id)`), undecorated.
+
+    That read touches the job already, so the wrapper's touch would be a second one: the
+    managed class gets the plain function instead (one touch per call, nothing added to the
+    bare method). `@touches` tells which are such readers (`__memguard_plain_read__`); this
+    module never imports it (layers).
+    """
+    plain: dict[str, Any] = {}
+    seen: set[str] = set()
+    for klass in cls.__mro__:  # the method each name resolves to, as attribute lookup does
+        for name, value in vars(klass).items():
+            if name in seen:
+                continue
+            seen.add(name)
+            is_plain_read = (getattr(value, "__memguard_plain_read__", None)
+                             if isinstance(value, types.FunctionType) else None)
+            if is_plain_read is not None and is_plain_read(attribute):
+                plain[name] = value.__wrapped__
+    return plain
 
 
 # -- finding a store's handle ----------------------------------------------------------------------

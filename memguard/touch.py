@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import textwrap
 import types
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, NoReturn, Optional, TypeVar, Union, overload
 
 import wrapt
 
@@ -72,47 +73,129 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
 
 
 def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[Callable[..., Any]]:
-    """The common case, `def get_job(self, job_id)`, as a plain function.
+    """The common case, `def get_job(self, job_id)`, as a plain function with the accessor's
+    own signature, or None when the general path must serve `wrapped`.
 
-    wrapt builds a bound wrapper object on every attribute access of a method, which alone
-    costs about 450 ns here, more than the whole budget of a touch. A plain function binds
-    for free and behaves the same for a sync instance method whose store is its instance.
+    wrapt builds a bound wrapper object on every attribute access of a method (about 450 ns
+    here), and a `(self, *args, **kwargs)` wrapper packs and unpacks the arguments at every
+    call (about 200 ns). A function generated with the accessor's own parameters binds for
+    free, passes its arguments straight through, and finds the job id in a local variable:
+    what is left is one call and the touch itself (`_TOUCH`).
     """
     function = wrapped
     if (store is not None or callable(key) or not isinstance(function, types.FunctionType)
-            or inspect.iscoroutinefunction(function)):
-        return None
-    names = list(inspect.signature(function).parameters)
-    if names[:1] != ["self"]:
+            or list(inspect.signature(function).parameters)[:1] != ["self"]):
         return None
     parameters = _parameters(function)
     name = key if isinstance(key, str) else (parameters[0] if parameters else None)
-    if name is None or name not in parameters or _is_keyword_only(function, name):
-        return None  # keyword-only or taken through **kwargs: the general path handles it
-    position = parameters.index(name)
+    if name is None or name not in parameters:
+        return None  # taken through **kwargs, or no argument to take it from
+    return _generated_accessor(function, name)
 
-    @functools.wraps(function)
-    def touching(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = function(self, *args, **kwargs)
-        if position < len(args):
-            job_id = args[position]
-        elif name in kwargs:
-            job_id = kwargs[name]
-        else:
-            return result
-        found = getattr(self, "_memguard", None)
-        if found is None:
-            raise StoreDefinitionError(
-                f"@touches on {_name(function)}: called on {self!r}, which is not a managed "
-                "store; pass store= to name the store it reads")
-        index = found.index  # JobIndex.touch, inlined: this is the hot path
-        if job_id in index.created:
-            reads = index.reads
-            reads.pop(job_id, None)
-            reads[job_id] = None
-        return result
 
-    return touching
+#: The touch a generated accessor does after the call: `JobIndex.touch` inlined, with the
+#: cheaper test first: a key already in the read set (read since the last drain, as by the
+#: accessor's own `self.jobs.get`) is known, so only a key absent from it is looked up in
+#: `created` (unknown keys never enter the read set).
+_TOUCH = """\
+try:
+    __memguard_index = self._memguard.index
+except AttributeError:
+    __memguard_not_a_store(self)
+__memguard_reads = __memguard_index.reads
+if (__memguard_reads.pop({key}, __memguard_absent) is not __memguard_absent
+        or {key} in __memguard_index.created):
+    __memguard_reads[{key}] = None
+"""
+
+
+def _generated_accessor(function: types.FunctionType, key: str) -> Optional[Callable[..., Any]]:
+    """`function` wrapped by a function of the same parameters that touches `key` after it
+    returns, compiled once at decoration time (as attrs compiles `__init__`); None when a
+    parameter name could clash with the generated code's own names."""
+    signature = inspect.signature(function)
+    if any(name.startswith("__memguard") for name in signature.parameters):
+        return None
+    namespace: dict[str, Any] = {"__memguard_function": function, "__memguard_absent": _NO_KEY,
+                                 "__memguard_not_a_store": _not_a_store(function)}
+    header, call = _forwarding(signature, namespace)
+    touch = _TOUCH.format(key=key)
+    default = signature.parameters[key].default
+    if default is not inspect.Parameter.empty:  # not given: no job id, so no touch
+        namespace["__memguard_unset"] = default
+        touch = f"if {key} is not __memguard_unset:\n" + textwrap.indent(touch, "    ")
+    asynchronous = inspect.iscoroutinefunction(function)
+    source = (f"{'async ' if asynchronous else ''}def accessor({header}):\n"
+              f"    __memguard_result = {'await ' if asynchronous else ''}"
+              f"__memguard_function({call})\n"
+              f"{textwrap.indent(touch, '    ')}"
+              "    return __memguard_result\n")
+    exec(compile(source, f"<@touches {_name(function)}>", "exec"), namespace)
+    accessor: Any = functools.wraps(function)(namespace["accessor"])
+    accessor.__memguard_plain_read__ = functools.partial(_plain_read, function, key)
+    return accessor  # type: ignore[no-any-return]
+
+
+def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
+    """Whether the whole body of `function` is `return self.<attribute>.get(<key>)` or
+    `return self.<attribute>[<key>]`.
+
+    Asked by `@managed_store(mapping=attribute)`: such a read touches the job itself, when it
+    finds it, exactly as the accessor's touch would, so the store keeps the undecorated
+    function (one touch per call, no wrapper). The test compares bytecode with the same
+    one-line body compiled here with the same parameters, so it holds on every Python
+    version; a docstring, annotations or another body make no difference or no match.
+    """
+    code = function.__code__
+    signature = inspect.signature(function)
+    if (code.co_freevars or code.co_cellvars  # (a default key means "no touch" when not given)
+            or signature.parameters[key].default is not inspect.Parameter.empty):
+        return False
+    asynchronous = "async " if inspect.iscoroutinefunction(function) else ""
+    for body in (f"self.{attribute}.get({key})", f"self.{attribute}[{key}]"):
+        namespace: dict[str, Any] = {}
+        header, _ = _forwarding(signature, namespace)
+        exec(f"{asynchronous}def plain({header}):\n    return {body}\n", namespace)
+        plain = namespace["plain"].__code__
+        if (plain.co_code, plain.co_names, plain.co_varnames, plain.co_argcount,
+                plain.co_posonlyargcount, plain.co_kwonlyargcount) == (
+                code.co_code, code.co_names, code.co_varnames, code.co_argcount,
+                code.co_posonlyargcount, code.co_kwonlyargcount):
+            return True
+    return False
+
+
+def _forwarding(signature: inspect.Signature, defaults: dict[str, Any]) -> tuple[str, str]:
+    """The parameter list of a function with `signature` (each default bound to a name put
+    in `defaults`) and the arguments that pass every parameter on, as source text."""
+    header: list[str] = []
+    call: list[str] = []
+    parameters = list(signature.parameters.values())
+    star_written = False
+    for position, parameter in enumerate(parameters):
+        kind, name = parameter.kind, parameter.name
+        if kind is parameter.KEYWORD_ONLY and not star_written:
+            header.append("*")
+        star_written |= kind in (parameter.KEYWORD_ONLY, parameter.VAR_POSITIONAL)
+        text = ("*" if kind is parameter.VAR_POSITIONAL
+                else "**" if kind is parameter.VAR_KEYWORD else "") + name
+        call.append(f"{name}={name}" if kind is parameter.KEYWORD_ONLY else text)
+        if parameter.default is not parameter.empty:
+            defaults[f"__memguard_default_{position}"] = parameter.default
+            text += f"=__memguard_default_{position}"
+        header.append(text)
+        following = parameters[position + 1].kind if position + 1 < len(parameters) else None
+        if kind is parameter.POSITIONAL_ONLY and following is not parameter.POSITIONAL_ONLY:
+            header.append("/")
+    return ", ".join(header), ", ".join(call)
+
+
+def _not_a_store(function: Any) -> Callable[[Any], NoReturn]:
+    def fail(instance: Any) -> NoReturn:
+        raise StoreDefinitionError(
+            f"@touches on {_name(function)}: called on {instance!r}, which is not a managed "
+            "store; pass store= to name the store it reads") from None
+    return fail
 
 
 def _touch(stores: Any, key: Any) -> None:
