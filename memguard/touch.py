@@ -1,8 +1,9 @@
 """`@touches`: accessors that mark the job they read as just used.
 
-Built on wrapt so that one decorator serves functions, methods, classmethods and
-staticmethods alike: the wrapper sees `(wrapped, instance, args, kwargs)` with `self`/`cls`
-already split off into `instance`, so "the first argument after self" is simply `args[0]`.
+A Python function (method, classmethod, staticmethod, sync or async) is wrapped by a function
+generated with its own parameters, which touches after the call (`_generated`). Anything else
+(a callable object, a job id taken through `**kwargs`) goes through wrapt, whose wrapper sees
+`(wrapped, instance, args, kwargs)` with `self`/`cls` already split off into `instance`.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
             f"the result; got {key!r}")
     find_key = _key_finder(wrapped, key)
     find_store = _store_finder(wrapped, store)
-    fast = _plain_method_accessor(wrapped, key, store)
+    fast = _generated(wrapped, key, store is None, find_store)
     if fast is not None:
-        return fast
+        return fast  # type: ignore[no-any-return]
 
     if inspect.iscoroutinefunction(_function(wrapped)):
         @wrapt.decorator
@@ -72,32 +73,67 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
     return touch_after(wrapped)
 
 
-def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[Callable[..., Any]]:
-    """The common case, `def get_job(self, job_id)`, as a plain function with the accessor's
-    own signature, or None when the general path must serve `wrapped`.
+def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
+               find_store: Callable[[Any], Any]) -> Any:
+    """`wrapped` touching after each call, as a function generated with its own parameters
+    (compiled once, here, as attrs compiles `__init__`); None when wrapt must serve it.
 
     wrapt builds a bound wrapper object on every attribute access of a method (about 450 ns
-    here), and a `(self, *args, **kwargs)` wrapper packs and unpacks the arguments at every
-    call (about 200 ns). A function generated with the accessor's own parameters binds for
-    free, passes its arguments straight through, and finds the job id in a local variable:
-    what is left is one call and the touch itself (`_TOUCH`).
+    here), and a `(*args, **kwargs)` wrapper packs and unpacks the arguments at every call
+    (about 200 ns). The generated function binds as the original does, passes every argument
+    straight through and finds the job id in a local variable. A method whose store is its
+    instance (`on_instance`: no `store=`) has the touch inlined (`_TOUCH_SELF`); others find
+    their stores as wrapt's wrapper did (`find_store`), at each call, since stores come and go.
     """
-    function = wrapped
-    if (store is not None or callable(key) or not isinstance(function, types.FunctionType)
-            or list(inspect.signature(function).parameters)[:1] != ["self"]):
+    binder = type(wrapped) if isinstance(wrapped, (classmethod, staticmethod)) else None
+    function = wrapped.__func__ if binder is not None else wrapped
+    if not isinstance(function, types.FunctionType):
         return None
-    parameters = _parameters(function)
-    name = key if isinstance(key, str) else (parameters[0] if parameters else None)
-    if name is None or name not in parameters:
+    signature = inspect.signature(function)
+    names = list(signature.parameters)
+    if any(name.startswith("__memguard") for name in names):
+        return None  # could clash with the generated code's own names
+    bound = binder is classmethod or (binder is None and names[:1] in (["self"], ["cls"]))
+    owner = names[0] if bound else "None"
+    inline = on_instance and binder is None and owner == "self"
+    namespace: dict[str, Any] = {
+        "__memguard_function": function, "__memguard_absent": _NO_KEY,
+        "__memguard_not_a_store": _not_a_store(function),
+        "__memguard_stores": find_store, "__memguard_touch": _touch, "__memguard_key": key}
+    name = key if isinstance(key, str) else next(iter(_parameters(wrapped)), None)
+    if callable(key):
+        inline = False
+        touch = ("__memguard_touch(__memguard_stores({owner}), __memguard_absent "
+                 "if __memguard_result is None else __memguard_key(__memguard_result))\n")
+    elif name is None or name not in _parameters(wrapped):
         return None  # taken through **kwargs, or no argument to take it from
-    return _generated_accessor(function, name)
+    else:
+        touch = _TOUCH_SELF if inline else "__memguard_touch(__memguard_stores({owner}), {key})\n"
+        default = signature.parameters[name].default
+        if default is not inspect.Parameter.empty:  # not given: no job id, so no touch
+            namespace["__memguard_unset"] = default
+            touch = f"if {name} is not __memguard_unset:\n" + textwrap.indent(touch, "    ")
+    header, call = _forwarding(signature, namespace)
+    asynchronous = inspect.iscoroutinefunction(function)
+    touch = touch.replace("{owner}", owner).replace("{key}", str(name))
+    source = (f"{'async ' if asynchronous else ''}def accessor({header}):\n"
+              f"    __memguard_result = {'await ' if asynchronous else ''}"
+              f"__memguard_function({call})\n"
+              f"{textwrap.indent(touch, '    ')}"
+              "    return __memguard_result\n")
+    exec(compile(source, f"<@touches {_name(function)}>", "exec"), namespace)
+    accessor: Any = functools.wraps(function)(namespace["accessor"])
+    if inline and name is not None:
+        accessor.__memguard_plain_read__ = functools.partial(_plain_read, function, name)
+    return accessor if binder is None else binder(accessor)
 
 
-#: The touch a generated accessor does after the call: `JobIndex.touch` inlined, with the
+#: The touch of a method whose store is its instance: `JobIndex.touch` inlined, with the
 #: cheaper test first: a key already in the read set (read since the last drain, as by the
 #: accessor's own `self.jobs.get`) is known, so only a key absent from it is looked up in
-#: `created` (unknown keys never enter the read set).
-_TOUCH = """\
+#: `created` (unknown keys never enter the read set). No lock: `pop` and the insert are each
+#: one dict operation, atomic under the GIL, as on the store's own read path.
+_TOUCH_SELF = """\
 try:
     __memguard_index = self._memguard.index
 except AttributeError:
@@ -107,33 +143,6 @@ if (__memguard_reads.pop({key}, __memguard_absent) is not __memguard_absent
         or {key} in __memguard_index.created):
     __memguard_reads[{key}] = None
 """
-
-
-def _generated_accessor(function: types.FunctionType, key: str) -> Optional[Callable[..., Any]]:
-    """`function` wrapped by a function of the same parameters that touches `key` after it
-    returns, compiled once at decoration time (as attrs compiles `__init__`); None when a
-    parameter name could clash with the generated code's own names."""
-    signature = inspect.signature(function)
-    if any(name.startswith("__memguard") for name in signature.parameters):
-        return None
-    namespace: dict[str, Any] = {"__memguard_function": function, "__memguard_absent": _NO_KEY,
-                                 "__memguard_not_a_store": _not_a_store(function)}
-    header, call = _forwarding(signature, namespace)
-    touch = _TOUCH.format(key=key)
-    default = signature.parameters[key].default
-    if default is not inspect.Parameter.empty:  # not given: no job id, so no touch
-        namespace["__memguard_unset"] = default
-        touch = f"if {key} is not __memguard_unset:\n" + textwrap.indent(touch, "    ")
-    asynchronous = inspect.iscoroutinefunction(function)
-    source = (f"{'async ' if asynchronous else ''}def accessor({header}):\n"
-              f"    __memguard_result = {'await ' if asynchronous else ''}"
-              f"__memguard_function({call})\n"
-              f"{textwrap.indent(touch, '    ')}"
-              "    return __memguard_result\n")
-    exec(compile(source, f"<@touches {_name(function)}>", "exec"), namespace)
-    accessor: Any = functools.wraps(function)(namespace["accessor"])
-    accessor.__memguard_plain_read__ = functools.partial(_plain_read, function, key)
-    return accessor  # type: ignore[no-any-return]
 
 
 def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
@@ -287,14 +296,17 @@ def _store_finder(wrapped: Any, store: Any) -> Callable[[Any], Any]:
                 "store; pass store= to name the store it reads")
         return from_instance
 
-    def named(instance: Any) -> Any:
-        target = store() if callable(store) and not isinstance(
-            store, (Mapping, StoreHandle)) else store
-        if isinstance(target, str):
-            return _handles_named(target)
-        return handle(target)
-
-    return named
+    # what `store=` is does not change: decided here, not at each call
+    if isinstance(store, StoreHandle):
+        return lambda instance: store
+    if isinstance(store, str):
+        return lambda instance: _handles_named(store)
+    if callable(store) and not isinstance(store, Mapping):
+        def called(instance: Any) -> Any:
+            target = store()
+            return _handles_named(target) if isinstance(target, str) else handle(target)
+        return called
+    return lambda instance: handle(store)  # found again at each call: it may be forgotten
 
 
 __all__ = ["touches"]

@@ -298,3 +298,54 @@ def test_a_key_left_to_its_default_is_not_touched(manager: MemoryManager) -> Non
     assert recency(store) == [None, "a"]
     store.latest(None)  # given explicitly, but it is the default: still not touched
     assert recency(store) == [None, "a"]
+
+
+def test_a_key_taken_through_kwargs_and_a_callable_object(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches(key="job_id")
+        def lookup(self, **query: Any) -> Any:
+            return dict.get(self, query["job_id"])
+
+    store = Jobs(a=done(), b=done(), c=done())
+    assert store.lookup(job_id="a") == done()
+    assert recency(store)[-1] == "a"
+
+    class Reader:
+        def __call__(self, job_id: str) -> Any:
+            return dict.get(store, job_id)
+
+    read = touches(Reader(), store=store)
+    read("b")
+    assert recency(store)[-1] == "b"
+
+
+def test_generated_class_and_static_methods_bind_as_before(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs(a=done(), b=done())
+
+    class Service:
+        @touches(store=lambda: store)
+        @classmethod
+        def lookup(cls, job_id: str, default: Any = None) -> Any:
+            return cls, dict.get(store, job_id, default)
+
+        @touches(store=store, key=lambda job: "a" if job else None)
+        @staticmethod
+        async def newest() -> Any:
+            return dict.get(store, "a")
+
+    class Child(Service):
+        pass
+
+    assert isinstance(vars(Service)["lookup"], classmethod)
+    assert Child.lookup("a") == (Child, done())
+    assert recency(store)[-1] == "a"
+    assert Child().lookup("b", default=1) == (Child, done())
+    assert recency(store)[-1] == "b"
+    assert inspect.iscoroutinefunction(Service.newest)
+    asyncio.run(Service().newest())
+    assert recency(store)[-1] == "a"
