@@ -89,23 +89,27 @@ def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
     function = wrapped.__func__ if binder is not None else wrapped
     if not isinstance(function, types.FunctionType):
         return None
-    signature = inspect.signature(function)
+    # The parameters the function itself takes: not those of a function it wraps (a
+    # decorator's (*args, **kwargs) wrapper goes through wrapt, as before).
+    signature = inspect.signature(function, follow_wrapped=False)
     names = list(signature.parameters)
-    if any(name.startswith("__memguard") for name in names):
-        return None  # could clash with the generated code's own names
+    if "__signature__" in vars(function) or any(n.startswith("__memguard") for n in names):
+        return None  # a signature that is not the code's, or names that could clash
     bound = binder is classmethod or (binder is None and names[:1] in (["self"], ["cls"]))
     owner = names[0] if bound else "None"
+    arguments = [parameter.name for parameter in signature.parameters.values() if parameter.kind
+                 not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)][1 if bound else 0:]
     inline = on_instance and binder is None and owner == "self"
     namespace: dict[str, Any] = {
         "__memguard_function": function, "__memguard_absent": _NO_KEY,
         "__memguard_not_a_store": _not_a_store(function),
         "__memguard_stores": find_store, "__memguard_touch": _touch, "__memguard_key": key}
-    name = key if isinstance(key, str) else next(iter(_parameters(wrapped)), None)
+    name = key if isinstance(key, str) else next(iter(arguments), None)
     if callable(key):
         inline = False
         touch = ("__memguard_touch(__memguard_stores({owner}), __memguard_absent "
                  "if __memguard_result is None else __memguard_key(__memguard_result))\n")
-    elif name is None or name not in _parameters(wrapped):
+    elif name is None or name not in arguments:
         return None  # taken through **kwargs, or no argument to take it from
     else:
         touch = _TOUCH_SELF if inline else "__memguard_touch(__memguard_stores({owner}), {key})\n"
@@ -156,7 +160,7 @@ def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
     version; a docstring, annotations or another body make no difference or no match.
     """
     code = function.__code__
-    signature = inspect.signature(function)
+    signature = inspect.signature(function, follow_wrapped=False)
     if (code.co_freevars or code.co_cellvars  # (a default key means "no touch" when not given)
             or signature.parameters[key].default is not inspect.Parameter.empty):
         return False

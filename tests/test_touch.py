@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import sys
 from typing import Any, Optional
@@ -349,3 +350,23 @@ def test_generated_class_and_static_methods_bind_as_before(manager: MemoryManage
     assert inspect.iscoroutinefunction(Service.newest)
     asyncio.run(Service().newest())
     assert recency(store)[-1] == "a"
+
+
+def test_a_method_under_another_decorator_keeps_that_decorators_parameters(
+        manager: MemoryManager) -> None:
+    def with_db(method: Any) -> Any:
+        @functools.wraps(method)  # reports method's signature, takes fewer arguments
+        def wrapper(self: Any, job_id: str) -> Any:
+            return method(self, job_id, db="db")
+        return wrapper
+
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        @with_db
+        def fetch(self, job_id: str, db: str) -> Any:
+            return dict.get(self, job_id), db
+
+    store = Jobs(a=done(), b=done())
+    assert store.fetch("a") == (done(), "db")
+    assert recency(store) == ["b", "a"]
