@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import keyword
 import textwrap
 import types
 from collections.abc import Mapping
@@ -161,7 +162,8 @@ def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
     """
     code = function.__code__
     signature = inspect.signature(function, follow_wrapped=False)
-    if (code.co_freevars or code.co_cellvars  # (a default key means "no touch" when not given)
+    if (code.co_freevars or code.co_cellvars or keyword.iskeyword(attribute)
+            # a default key means "no touch" when not given, which a plain read does not know
             or signature.parameters[key].default is not inspect.Parameter.empty):
         return False
     asynchronous = "async " if inspect.iscoroutinefunction(function) else ""
