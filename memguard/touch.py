@@ -1,17 +1,20 @@
 """`@touches`: accessors that mark the job they read as just used.
 
-Built on wrapt so that one decorator serves functions, methods, classmethods and
-staticmethods alike: the wrapper sees `(wrapped, instance, args, kwargs)` with `self`/`cls`
-already split off into `instance`, so "the first argument after self" is simply `args[0]`.
+A Python function (method, classmethod, staticmethod, sync or async) is wrapped by a function
+generated with its own parameters, which touches after the call (`_generated`). Anything else
+(a callable object, a job id taken through `**kwargs`) goes through wrapt, whose wrapper sees
+`(wrapped, instance, args, kwargs)` with `self`/`cls` already split off into `instance`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import keyword
+import textwrap
 import types
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, NoReturn, Optional, TypeVar, Union, overload
 
 import wrapt
 
@@ -47,9 +50,9 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
             f"the result; got {key!r}")
     find_key = _key_finder(wrapped, key)
     find_store = _store_finder(wrapped, store)
-    fast = _plain_method_accessor(wrapped, key, store)
+    fast = _generated(wrapped, key, store is None, find_store)
     if fast is not None:
-        return fast
+        return fast  # type: ignore[no-any-return]
 
     if inspect.iscoroutinefunction(_function(wrapped)):
         @wrapt.decorator
@@ -71,48 +74,143 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
     return touch_after(wrapped)
 
 
-def _plain_method_accessor(wrapped: Any, key: KeySpec, store: Any) -> Optional[Callable[..., Any]]:
-    """The common case, `def get_job(self, job_id)`, as a plain function.
+def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
+               find_store: Callable[[Any], Any]) -> Any:
+    """`wrapped` touching after each call, as a function generated with its own parameters
+    (compiled once, here, as attrs compiles `__init__`); None when wrapt must serve it.
 
-    wrapt builds a bound wrapper object on every attribute access of a method, which alone
-    costs about 450 ns here, more than the whole budget of a touch. A plain function binds
-    for free and behaves the same for a sync instance method whose store is its instance.
+    wrapt builds a bound wrapper object on every attribute access of a method (about 450 ns
+    here), and a `(*args, **kwargs)` wrapper packs and unpacks the arguments at every call
+    (about 200 ns). The generated function binds as the original does, passes every argument
+    straight through and finds the job id in a local variable. A method whose store is its
+    instance (`on_instance`: no `store=`) has the touch inlined (`_TOUCH_SELF`); others find
+    their stores as wrapt's wrapper did (`find_store`), at each call, since stores come and go.
     """
-    function = wrapped
-    if (store is not None or callable(key) or not isinstance(function, types.FunctionType)
-            or inspect.iscoroutinefunction(function)):
+    binder = type(wrapped) if isinstance(wrapped, (classmethod, staticmethod)) else None
+    function = wrapped.__func__ if binder is not None else wrapped
+    if not isinstance(function, types.FunctionType):
         return None
-    names = list(inspect.signature(function).parameters)
-    if names[:1] != ["self"]:
-        return None
-    parameters = _parameters(function)
-    name = key if isinstance(key, str) else (parameters[0] if parameters else None)
-    if name is None or name not in parameters or _is_keyword_only(function, name):
-        return None  # keyword-only or taken through **kwargs: the general path handles it
-    position = parameters.index(name)
+    # The parameters the function itself takes: not those of a function it wraps (a
+    # decorator's (*args, **kwargs) wrapper goes through wrapt, as before).
+    signature = inspect.signature(function, follow_wrapped=False)
+    names = list(signature.parameters)
+    if "__signature__" in vars(function) or any(n.startswith("__memguard") for n in names):
+        return None  # a signature that is not the code's, or names that could clash
+    bound = binder is classmethod or (binder is None and names[:1] in (["self"], ["cls"]))
+    owner = names[0] if bound else "None"
+    arguments = [parameter.name for parameter in signature.parameters.values() if parameter.kind
+                 not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)][1 if bound else 0:]
+    inline = on_instance and binder is None and owner == "self"
+    namespace: dict[str, Any] = {
+        "__memguard_function": function, "__memguard_absent": _NO_KEY,
+        "__memguard_not_a_store": _not_a_store(function),
+        "__memguard_stores": find_store, "__memguard_touch": _touch, "__memguard_key": key}
+    name = key if isinstance(key, str) else next(iter(arguments), None)
+    if callable(key):
+        inline = False
+        touch = ("__memguard_touch(__memguard_stores({owner}), __memguard_absent "
+                 "if __memguard_result is None else __memguard_key(__memguard_result))\n")
+    elif name is None or name not in arguments:
+        return None  # taken through **kwargs, or no argument to take it from
+    else:
+        touch = _TOUCH_SELF if inline else "__memguard_touch(__memguard_stores({owner}), {key})\n"
+        default = signature.parameters[name].default
+        if default is not inspect.Parameter.empty:  # not given: no job id, so no touch
+            namespace["__memguard_unset"] = default
+            touch = f"if {name} is not __memguard_unset:\n" + textwrap.indent(touch, "    ")
+    header, call = _forwarding(signature, namespace)
+    asynchronous = inspect.iscoroutinefunction(function)
+    touch = touch.replace("{owner}", owner).replace("{key}", str(name))
+    source = (f"{'async ' if asynchronous else ''}def accessor({header}):\n"
+              f"    __memguard_result = {'await ' if asynchronous else ''}"
+              f"__memguard_function({call})\n"
+              f"{textwrap.indent(touch, '    ')}"
+              "    return __memguard_result\n")
+    exec(compile(source, f"<@touches {_name(function)}>", "exec"), namespace)
+    accessor: Any = functools.wraps(function)(namespace["accessor"])
+    if inline and name is not None:
+        accessor.__memguard_plain_read__ = functools.partial(_plain_read, function, name)
+    return accessor if binder is None else binder(accessor)
 
-    @functools.wraps(function)
-    def touching(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = function(self, *args, **kwargs)
-        if position < len(args):
-            job_id = args[position]
-        elif name in kwargs:
-            job_id = kwargs[name]
-        else:
-            return result
-        found = getattr(self, "_memguard", None)
-        if found is None:
-            raise StoreDefinitionError(
-                f"@touches on {_name(function)}: called on {self!r}, which is not a managed "
-                "store; pass store= to name the store it reads")
-        index = found.index  # JobIndex.touch, inlined: this is the hot path
-        if job_id in index.created:
-            reads = index.reads
-            reads.pop(job_id, None)
-            reads[job_id] = None
-        return result
 
-    return touching
+#: The touch of a method whose store is its instance: `JobIndex.touch` inlined, with the
+#: cheaper test first: a key already in the read set (read since the last drain, as by the
+#: accessor's own `self.jobs.get`) is known, so only a key absent from it is looked up in
+#: `created` (unknown keys never enter the read set). No lock: `pop` and the insert are each
+#: one dict operation, atomic under the GIL, as on the store's own read path.
+_TOUCH_SELF = """\
+try:
+    __memguard_index = self._memguard.index
+except AttributeError:
+    __memguard_not_a_store(self)
+__memguard_reads = __memguard_index.reads
+if (__memguard_reads.pop({key}, __memguard_absent) is not __memguard_absent
+        or {key} in __memguard_index.created):
+    __memguard_reads[{key}] = None
+"""
+
+
+def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
+    """Whether the whole body of `function` is `return self.<attribute>.get(<key>)` or
+    `return self.<attribute>[<key>]`.
+
+    Asked by `@managed_store(mapping=attribute)`: such a read touches the job itself, when it
+    finds it, exactly as the accessor's touch would, so the store keeps the undecorated
+    function (one touch per call, no wrapper). The test compares bytecode with the same
+    one-line body compiled here with the same parameters, so it holds on every Python
+    version; a docstring, annotations or another body make no difference or no match.
+    """
+    code = function.__code__
+    signature = inspect.signature(function, follow_wrapped=False)
+    if (code.co_freevars or code.co_cellvars or keyword.iskeyword(attribute)
+            # a default key means "no touch" when not given, which a plain read does not know
+            or signature.parameters[key].default is not inspect.Parameter.empty):
+        return False
+    asynchronous = "async " if inspect.iscoroutinefunction(function) else ""
+    for body in (f"self.{attribute}.get({key})", f"self.{attribute}[{key}]"):
+        namespace: dict[str, Any] = {}
+        header, _ = _forwarding(signature, namespace)
+        exec(f"{asynchronous}def plain({header}):\n    return {body}\n", namespace)
+        plain = namespace["plain"].__code__
+        if (plain.co_code, plain.co_names, plain.co_varnames, plain.co_argcount,
+                plain.co_posonlyargcount, plain.co_kwonlyargcount) == (
+                code.co_code, code.co_names, code.co_varnames, code.co_argcount,
+                code.co_posonlyargcount, code.co_kwonlyargcount):
+            return True
+    return False
+
+
+def _forwarding(signature: inspect.Signature, defaults: dict[str, Any]) -> tuple[str, str]:
+    """The parameter list of a function with `signature` (each default bound to a name put
+    in `defaults`) and the arguments that pass every parameter on, as source text."""
+    header: list[str] = []
+    call: list[str] = []
+    parameters = list(signature.parameters.values())
+    star_written = False
+    for position, parameter in enumerate(parameters):
+        kind, name = parameter.kind, parameter.name
+        if kind is parameter.KEYWORD_ONLY and not star_written:
+            header.append("*")
+        star_written |= kind in (parameter.KEYWORD_ONLY, parameter.VAR_POSITIONAL)
+        text = ("*" if kind is parameter.VAR_POSITIONAL
+                else "**" if kind is parameter.VAR_KEYWORD else "") + name
+        call.append(f"{name}={name}" if kind is parameter.KEYWORD_ONLY else text)
+        if parameter.default is not parameter.empty:
+            defaults[f"__memguard_default_{position}"] = parameter.default
+            text += f"=__memguard_default_{position}"
+        header.append(text)
+        following = parameters[position + 1].kind if position + 1 < len(parameters) else None
+        if kind is parameter.POSITIONAL_ONLY and following is not parameter.POSITIONAL_ONLY:
+            header.append("/")
+    return ", ".join(header), ", ".join(call)
+
+
+def _not_a_store(function: Any) -> Callable[[Any], NoReturn]:
+    def fail(instance: Any) -> NoReturn:
+        raise StoreDefinitionError(
+            f"@touches on {_name(function)}: called on {instance!r}, which is not a managed "
+            "store; pass store= to name the store it reads") from None
+    return fail
 
 
 def _touch(stores: Any, key: Any) -> None:
@@ -204,14 +302,17 @@ def _store_finder(wrapped: Any, store: Any) -> Callable[[Any], Any]:
                 "store; pass store= to name the store it reads")
         return from_instance
 
-    def named(instance: Any) -> Any:
-        target = store() if callable(store) and not isinstance(
-            store, (Mapping, StoreHandle)) else store
-        if isinstance(target, str):
-            return _handles_named(target)
-        return handle(target)
-
-    return named
+    # what `store=` is does not change: decided here, not at each call
+    if isinstance(store, StoreHandle):
+        return lambda instance: store
+    if isinstance(store, str):
+        return lambda instance: _handles_named(store)
+    if callable(store) and not isinstance(store, Mapping):
+        def called(instance: Any) -> Any:
+            target = store()
+            return _handles_named(target) if isinstance(target, str) else handle(target)
+        return called
+    return lambda instance: handle(store)  # found again at each call: it may be forgotten
 
 
 __all__ = ["touches"]

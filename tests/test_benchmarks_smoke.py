@@ -71,7 +71,9 @@ def test_access_case() -> None:
 
     result = bench_access.run(True, settings=TINY, n_jobs=64)
     assert_well_formed(result, "access")
-    assert len(result["targets"]) == 3
+    assert len(result["targets"]) == 6
+    touches = [goal for goal in result["targets"] if goal["name"].startswith("touches per")]
+    assert [goal["figure"] for goal in touches] == [1]  # a count, not a time: exact
 
 
 def test_insert_case() -> None:

@@ -447,3 +447,20 @@ def test_the_recency_order_is_exact_between_two_writes() -> None:
     store["j2"] = {"status": "done"}  # over the bound: the least recently used goes
     assert sorted(store) == ["j0", "j2"]
     assert handle(store).recency() == ["j0", "j2"]
+
+
+def test_the_mapping_attribute_adopts_every_assignment_and_stays(manager: MemoryManager) -> None:
+    @managed_store(manager=manager, mapping="jobs", max_jobs=2, name="iac")
+    class Store:
+        def __init__(self) -> None:
+            pass  # assigns nothing: the attribute is set from outside below
+
+    store = Store()
+    with pytest.raises(AttributeError):
+        store.jobs  # noqa: B018 (reading it is the test)
+    object.__setattr__(store, "jobs", {"a": done(), "b": done()})  # as frozen dataclasses do
+    store.jobs["c"] = done()  # indexed: the bound of 2 holds
+    assert sorted(store.jobs) == ["b", "c"]
+    assert sorted(handle(store).index.created) == ["b", "c"]
+    with pytest.raises(AttributeError, match="stays"):
+        del store.jobs

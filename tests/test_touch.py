@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+import sys
 from typing import Any, Optional
 
 import pytest
@@ -208,3 +210,163 @@ def test_method_on_an_unmanaged_class_says_what_to_do() -> None:
 def test_wrapped_function_keeps_its_metadata(iac_class: Any) -> None:
     assert iac_class.get_job.__name__ == "get_job"
     assert list(inspect.signature(iac_class.get_job).parameters) == ["self", "job_id"]
+
+
+# -- the generated accessor: same calls, same errors, one touch -----------------------------------
+
+def pops_of(reads: dict[Any, None], call: Any) -> int:
+    """How many times `call()` pops from `reads` (each touch pops once, then inserts)."""
+    count = 0
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        nonlocal count
+        if event == "c_call" and getattr(arg, "__self__", None) is reads and (
+                arg.__name__ == "pop"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def test_an_accessor_that_reads_through_the_mapping_touches_once(iac: Any) -> None:
+    reads = handle(iac).index.reads
+    assert pops_of(reads, lambda: iac.get_job("a")) == 1  # self.jobs.get's touch, no other
+    assert recency(iac)[-1] == "a"
+    assert pops_of(reads, lambda: iac.describe("x", "b")) == 1  # reads nothing: its own touch
+    assert recency(iac)[-1] == "b"
+    assert pops_of(reads, lambda: iac.get_job("nope")) == 0
+
+
+def test_the_plain_reader_is_the_undecorated_method(iac_class: Any) -> None:
+    assert iac_class.get_job is iac_class.__wrapped__.get_job.__wrapped__
+    assert iac_class.describe is iac_class.__wrapped__.describe  # the wrapper stays
+
+
+def test_recency_follows_the_order_of_accessor_calls(iac: Any) -> None:
+    iac.jobs["d"] = {**done(), "id": "d"}
+    for key in ("b", "d", "a", "c"):
+        iac.describe("", key) if key in "bc" else iac.get_job(key)
+    assert recency(iac) == ["b", "d", "a", "c"]
+
+
+def test_generated_accessor_takes_and_refuses_what_the_method_does(
+        manager: MemoryManager) -> None:
+    def fetch(self: Any, job_id: str, /, scale: int = 2, *extra: Any, tag: str = "t",
+              **options: Any) -> tuple[Any, ...]:
+        return job_id, scale, extra, tag, options
+
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        decorated = touches(fetch)
+        undecorated = fetch
+
+    store = Jobs(a=done(), b=done())
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (("a",), {}), (("b", 3, 4, 5), {"tag": "u", "more": 1}), (("a",), {"scale": 7}),
+        ((), {}), (("a",), {"job_id": "b"}), (("a", 1), {"scale": 2}), (("a",), {"tag": 1}),
+    ]
+    for args, kwargs in calls:
+        try:
+            expected: Any = store.undecorated(*args, **kwargs)
+        except TypeError as error:  # the same message: the wrapper has fetch's name
+            with pytest.raises(TypeError) as raised:
+                store.decorated(*args, **kwargs)
+            assert str(raised.value) == str(error)
+            continue
+        assert store.decorated(*args, **kwargs) == expected
+        assert recency(store)[-1] == args[0]
+    assert inspect.signature(Jobs.decorated) == inspect.signature(fetch)
+
+
+def test_a_key_left_to_its_default_is_not_touched(manager: MemoryManager) -> None:
+    @managed_store(manager=manager, mapping="jobs")
+    class Store:
+        def __init__(self) -> None:
+            self.jobs: dict[Any, Any] = {}
+
+        @touches
+        def latest(self, job_id: Any = None) -> Any:
+            return dict.get(self.jobs, job_id)
+
+    store = Store()
+    store.jobs[None] = done()  # a job under the default value itself
+    store.jobs["a"] = done()
+    store.latest()
+    assert recency(store) == [None, "a"]
+    store.latest(None)  # given explicitly, but it is the default: still not touched
+    assert recency(store) == [None, "a"]
+
+
+def test_a_key_taken_through_kwargs_and_a_callable_object(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches(key="job_id")
+        def lookup(self, **query: Any) -> Any:
+            return dict.get(self, query["job_id"])
+
+    store = Jobs(a=done(), b=done(), c=done())
+    assert store.lookup(job_id="a") == done()
+    assert recency(store)[-1] == "a"
+
+    class Reader:
+        def __call__(self, job_id: str) -> Any:
+            return dict.get(store, job_id)
+
+    read = touches(Reader(), store=store)
+    read("b")
+    assert recency(store)[-1] == "b"
+
+
+def test_generated_class_and_static_methods_bind_as_before(manager: MemoryManager) -> None:
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs(a=done(), b=done())
+
+    class Service:
+        @touches(store=lambda: store)
+        @classmethod
+        def lookup(cls, job_id: str, default: Any = None) -> Any:
+            return cls, dict.get(store, job_id, default)
+
+        @touches(store=store, key=lambda job: "a" if job else None)
+        @staticmethod
+        async def newest() -> Any:
+            return dict.get(store, "a")
+
+    class Child(Service):
+        pass
+
+    assert isinstance(vars(Service)["lookup"], classmethod)
+    assert Child.lookup("a") == (Child, done())
+    assert recency(store)[-1] == "a"
+    assert Child().lookup("b", default=1) == (Child, done())
+    assert recency(store)[-1] == "b"
+    assert inspect.iscoroutinefunction(Service.newest)
+    asyncio.run(Service().newest())
+    assert recency(store)[-1] == "a"
+
+
+def test_a_method_under_another_decorator_keeps_that_decorators_parameters(
+        manager: MemoryManager) -> None:
+    def with_db(method: Any) -> Any:
+        @functools.wraps(method)  # reports method's signature, takes fewer arguments
+        def wrapper(self: Any, job_id: str) -> Any:
+            return method(self, job_id, db="db")
+        return wrapper
+
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        @with_db
+        def fetch(self, job_id: str, db: str) -> Any:
+            return dict.get(self, job_id), db
+
+    store = Jobs(a=done(), b=done())
+    assert store.fetch("a") == (done(), "db")
+    assert recency(store) == ["b", "a"]
