@@ -314,6 +314,17 @@ class MemoryManager:
         with self._lock:
             self._callbacks = tuple(c for c in self._callbacks if c is not callback)
 
+    @property
+    def has_listeners(self) -> bool:
+        """Whether any `on_evict` callback is registered (inserts build events only then)."""
+        return bool(self._callbacks)
+
+    def count_freed(self, nbytes: int) -> None:
+        """Add `nbytes` evicted from this process' stores to `evicted_bytes`."""
+        if nbytes:
+            with self._lock:
+                self.evicted_bytes += nbytes
+
     def notify_evictions(self, events: list[EvictionEvent], *, in_process: bool = True) -> None:
         """Count what `events` freed and call the `on_evict` callbacks (outside store locks).
 
@@ -321,9 +332,7 @@ class MemoryManager:
         they stay out of `evicted_bytes`, which cues the monitor to give memory back.
         """
         if in_process:
-            freed = sum(event.size or 0 for event in events)
-            with self._lock:
-                self.evicted_bytes += freed
+            self.count_freed(sum(event.size or 0 for event in events))
         for callback in self._callbacks:
             for event in events:
                 try:

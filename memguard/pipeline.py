@@ -16,7 +16,7 @@ import logging
 from typing import Any, Optional, Protocol
 
 from memguard.events import Cause, CleanupReport, EvictionEvent
-from memguard.rules import Pass, Pipeline, Rule, pipeline_for
+from memguard.rules import VETTED_RULES, Pass, Pipeline, Rule, pipeline_for
 from memguard.tracking import JobIndex, Key
 
 __all__ = [
@@ -66,9 +66,10 @@ def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]
     estimated size.
     """
     index = target.index
+    vetted = type(rule) in VETTED_RULES
     refused: set[Any] = set()
     for key, cause in rule(index, ctx):
-        if not index.evictable(key):
+        if not vetted and not index.evictable(key):
             if key in refused:
                 logger.warning("memguard: rule %r keeps naming job %r, which is active or "
                                "gone, in store %s; stopping it for this pass",

@@ -133,6 +133,12 @@ class Emergency(_Composable):
                 return
 
 
+#: The built-in rules. They name only keys the index's own scans found evictable, with the
+#: store's lock held, so the runner need not look again; any other rule (a subclass
+#: included) has each key it names checked.
+VETTED_RULES: frozenset[type] = frozenset({MaxAge, MaxIdle, MaxJobs, MaxBytes, Emergency})
+
+
 @attrs.frozen
 class Pipeline:
     """Rules run in order; `a | b` appends, a plain callable stands in for a rule (tenacity's

@@ -237,7 +237,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
             else:
                 victims = handle.follow_locked(type(self), key, value)
         if victims:  # release and callbacks outside the lock
-            handle.finish_evictions(victims)
+            handle.finish_insert(victims)
 
     def __delitem__(self: Any, key: Key) -> None:
         handle: Optional[StoreHandle] = self._memguard
@@ -416,7 +416,7 @@ def _dict_bulk_writes(cls: Any) -> dict[str, Any]:
                 return default
             victims = handle.stored_locked(key, default)
         if victims:
-            handle.finish_evictions(victims)
+            handle.finish_insert(victims)
         return default
 
     return {"setdefault": setdefault, "update": _update, "__ior__": _update_in_place}
