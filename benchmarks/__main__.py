@@ -40,6 +40,7 @@ CASES: dict[str, str] = {
     "bookkeeping": "benchmarks.bench_bookkeeping",
     "reclaim": "benchmarks.bench_reclaim",
     "stress": "benchmarks.bench_stress",
+    "threads": "benchmarks.bench_threads",  # a writer and 4 readers in real threads
     "monitor": "benchmarks.bench_monitor",
     "redis": "benchmarks.bench_redis",  # starts its own redis-server; skipped without one
     "guard": "benchmarks.bench_guard",  # real gunicorn under sustained load (issue 10)
