@@ -87,7 +87,7 @@ class Orders:
     """The recency, age, delivery and size orders of one store's jobs, and their scans."""
 
     __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
-                 "largest", "lru", "lru_churn", "park_after", "parked")
+                 "largest", "lru", "lru_churn", "park_after", "parked", "tracks_delivered")
 
     def __init__(self, *, park_after: int) -> None:
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
@@ -95,6 +95,9 @@ class Orders:
         self.lru: dict[Key, Optional[int]] = {}
         self.aged: dict[Key, None] = {}
         self.delivered: dict[Key, None] = {}
+        # Only a store that evicts in the delivered order (or whose emergencies do) needs
+        # `delivered` fed; the others' drained reads skip that work (StoreHandle sets it).
+        self.tracks_delivered = True
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
         self.largest: Optional[LargestFirst] = None
@@ -128,14 +131,20 @@ class Orders:
             pass
         lru, delivered = self.lru, self.delivered
         moved = 0
-        for key in reversed(batch):  # least recently read first
-            size = lru.pop(key, _ABSENT)
-            if size is not _ABSENT:
-                lru[key] = size
-                if key not in unweighed:  # known finished: a delivery
-                    if delivered.pop(key, _ABSENT) is not _ABSENT:
-                        moved += 1
-                    delivered[key] = None
+        if self.tracks_delivered:
+            for key in reversed(batch):  # least recently read first
+                size = lru.pop(key, _ABSENT)
+                if size is not _ABSENT:
+                    lru[key] = size
+                    if key not in unweighed:  # known finished: a delivery
+                        if delivered.pop(key, _ABSENT) is not _ABSENT:
+                            moved += 1
+                        delivered[key] = None
+        else:
+            for key in reversed(batch):
+                size = lru.pop(key, _ABSENT)
+                if size is not _ABSENT:
+                    lru[key] = size
         self.churned(lru=len(batch), delivered=moved)
         return batch
 
@@ -168,7 +177,7 @@ class Orders:
             self.aged.pop(key, None)
             self.lru_churn += 1
             self.aged_churn += 1
-        if self.delivered.pop(key, _ABSENT) is not _ABSENT:
+        if self.delivered and self.delivered.pop(key, _ABSENT) is not _ABSENT:
             self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
         if self.lru_churn > bound or self.aged_churn > bound or self.delivered_churn > bound:

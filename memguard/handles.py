@@ -179,6 +179,10 @@ class StoreHandle:
             self.policy = store_policy
             self.pipeline = pipeline
             self.index.active = store_policy.active
+            tracks = "delivered" in (store_policy.order, policy.memory.emergency_order)
+            self.index.orders.tracks_delivered = tracks
+            if not tracks:
+                self.index.orders.delivered.clear()
             self.index.sizer = store_policy.size or estimate_size
             self._insert_rules = Pipeline(tuple(on_insert)) if on_insert else None
             self._max_jobs = store_policy.max_jobs if "count" in policy.rules else None
@@ -293,12 +297,14 @@ class StoreHandle:
         index = self.index
         index.add(key, job, now)
         rules = self._insert_rules
-        if rules is None or not self._over_bounds():
+        if rules is None or not (  # over a bound? (inline: every write asks)
+                (self._max_jobs is not None and len(index.created) > self._max_jobs)
+                or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
             return []
         victims: list[_Victim] = []
         ctx = Pass(now=now, order=self.policy.order)
-        # finished jobs become victims again, in time
-        index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        if index.known_active:  # finished jobs become victims again, in time
+            index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
             for rule in rules.rules:  # the one runner of passes, refusal guard included
@@ -332,10 +338,6 @@ class StoreHandle:
             if stored not in known or job is value:
                 victims += self.stored_locked(stored, job)
         return victims
-
-    def _over_bounds(self) -> bool:
-        return (self._max_jobs is not None and len(self.index) > self._max_jobs) or (
-            self._max_bytes is not None and self.index.total_bytes > self._max_bytes)
 
     def evict_locked(self, key: Key, cause: Cause) -> Optional[_Victim]:
         """Take `key` out of the store and the index, and count it by cause (lock held)."""

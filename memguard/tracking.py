@@ -206,7 +206,8 @@ class JobIndex:
         else:
             self.orders.rewritten(key)  # a touch; a new value is undelivered until read
             self.total_bytes += self.sizes.forget(key)
-        self.failed.pop(key, None)  # a new job: its predicate gets a new chance
+        if self.failed:  # (a truth test first: this table is nearly always empty)
+            self.failed.pop(key, None)  # a new job: its predicate gets a new chance
         self._weigh_or_defer(key, job)
         if self.observer is not None:
             self.observer.stored(key, new, None if key in self.unweighed else self.size_of(key))
@@ -223,9 +224,14 @@ class JobIndex:
         if self.created.pop(key, _ABSENT) is _ABSENT:
             return None
         size = self.orders.discard(key)
-        self.unweighed.pop(key, None)
-        self.known_active.pop(key, None)  # its `rotation` entry is dropped when reached
-        self.failed.pop(key, None)
+        # Truth tests before pops: these tables are empty most of the time, and a test costs
+        # less than a method call (this runs at every eviction).
+        if self.unweighed:
+            self.unweighed.pop(key, None)
+        if self.known_active:
+            self.known_active.pop(key, None)  # its `rotation` entry is dropped when reached
+        if self.failed:
+            self.failed.pop(key, None)
         if key in self.pins and self.pin_table.forget(key):
             self.pin_table.jobs -= 1
         if size:
@@ -299,7 +305,7 @@ class JobIndex:
         if key in self.failed:
             return False
         try:
-            return bool(self.active(job))
+            return True if self.active(job) else False  # noqa: SIM210 - no bool() call
         except Exception as error:
             self.failed[key] = None
             logger.warning("memguard: the active predicate raised %s: %s on job %r; it counts "
@@ -382,14 +388,17 @@ class JobIndex:
         (a job weighed already gets back the heap entry a largest-first walk dropped).
 
         A pending read of a job stored active is taken now, as a read of the running job
-        (it moves the job in the recency order but is no delivery)."""
+        (it moves the job in the recency order but is no delivery), after the reads made
+        before it."""
         self.known_active.pop(key, None)
         orders = self.orders
         if key in orders.parked:
             orders.unpark(key)
         if key in self.unweighed:
-            if self.reads.pop(key, _ABSENT) is not _ABSENT:
-                orders.moved(key)
+            # The reads pending are drained first, in their order, while the job still
+            # counts as running: its own read moves it without being a delivery, and a read
+            # of another job made before it stays before it.
+            self.drain_reads()
             reweigh = True
         if reweigh:
             self.unweighed.pop(key, None)
@@ -411,8 +420,10 @@ class JobIndex:
             self.unweighed[key] = None
             self.activity.mark(key)
         else:
-            self.unweighed.pop(key, None)
-            self.known_active.pop(key, None)
+            if self.unweighed:
+                self.unweighed.pop(key, None)
+            if self.known_active:
+                self.known_active.pop(key, None)
             self.total_bytes += self.sizes.store(key, job)
 
 
