@@ -20,6 +20,7 @@ import cachetools
 from benchmarks import Settings, TimeFunc, Timing, case, compare, ratio, target, timeit_func
 from benchmarks import timing_row as _timing_row
 from memguard import MemoryManager, managed_store
+from memguard._sizing import estimate_size
 
 cachebox: Any
 try:  # optional peer (the `bench` extra installs it)
@@ -33,6 +34,9 @@ STORE = "managed store (max_jobs)"
 SIZED = "managed store (max_jobs, size=0)"
 ACTIVE = "managed store (max_jobs, 90% of jobs active)"
 LARGEST = 'managed store (max_jobs, order="largest")'
+BYTES = "managed store (max_bytes, default size estimate)"
+BELOW = "managed store, below its bound (insert + del)"
+LRU_BELOW = "cachetools LRUCache, below its bound (insert + del)"
 CAPACITIES = (1_000, 100_000)
 NEW_JOB = "{'status': 'done', 'result': RESULT}"
 #: Results of 97 lengths (shared strings, so no insert pays for building one): the
@@ -42,14 +46,17 @@ SIZED_JOB = "{'status': 'done', 'result': SIZED_RESULTS[k % 97]}"
 
 
 def _inserts(obj: Any, start: int, *, evict_oldest: bool = False,
-             sized: bool = False) -> TimeFunc:
+             sized: bool = False, keep: int = 0) -> TimeFunc:
     """Time storing a new job under a new key into `obj` (and popping its oldest, if asked;
-    with `sized`, a result of one of 97 lengths)."""
+    with `sized`, a result of one of 97 lengths; with `keep`, deleting the key stored `keep`
+    inserts ago, so the contender stays below its bound and never evicts)."""
     namespace = {"s": obj, "c": itertools.count(start), "RESULT": RESULT,
                  "SIZED_RESULTS": SIZED_RESULTS}
     stmt = f"k = next(c)\ns[k] = {SIZED_JOB}" if sized else f"s[next(c)] = {NEW_JOB}"
     if evict_oldest:
         stmt += "\ns.popitem(last=False)"
+    if keep:
+        stmt = f"k = next(c)\ns[k] = {NEW_JOB}\ndel s[k - {keep}]"
     return timeit_func(stmt, namespace)
 
 
@@ -80,6 +87,22 @@ def build(capacity: int) -> dict[str, TimeFunc]:
     class LargestJobs(dict):  # type: ignore[type-arg]
         """A store bounded by count that evicts its largest job first (issue 13)."""
 
+    job_bytes = estimate_size({"status": "done", "result": RESULT})
+
+    @managed_store(max_bytes=capacity * job_bytes, name=f"bench_insert_{capacity}_bytes",
+                   manager=manager)
+    class ByteJobs(dict):  # type: ignore[type-arg]
+        """A store bounded by bytes alone: every insert weighs its job and evicts one."""
+
+    @managed_store(max_jobs=capacity, name=f"bench_insert_{capacity}_below", manager=manager)
+    class RoomyJobs(dict):  # type: ignore[type-arg]
+        """A store kept at half its bound: inserts never evict."""
+
+    def below(obj: Any) -> Any:
+        for k in range(capacity // 2):
+            obj[k] = {"status": "done", "result": RESULT}
+        return obj
+
     def largest() -> Any:
         jobs = LargestJobs()
         for k in range(2 * capacity):
@@ -107,6 +130,10 @@ def build(capacity: int) -> dict[str, TimeFunc]:
         SIZED: _inserts(churned(SizedJobs()), start),
         ACTIVE: _inserts(busy(), start),
         LARGEST: _inserts(largest(), start, sized=True),
+        BYTES: _inserts(churned(ByteJobs()), start),
+        BELOW: _inserts(below(RoomyJobs()), capacity // 2, keep=capacity // 2),
+        LRU_BELOW: _inserts(below(cachetools.LRUCache(capacity)), capacity // 2,
+                            keep=capacity // 2),
         "cachetools LRUCache": _inserts(churned(cachetools.LRUCache(capacity)), start),
         "cachetools TTLCache": _inserts(churned(cachetools.TTLCache(capacity, ttl=1200)), start),
     }
@@ -136,6 +163,7 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
         cb = [at(name) for name in ("cachebox LRUCache", "cachebox TTLCache")
               if f"{name}, capacity {capacity:.0e}" in t]
         store, sized, active, biggest = at(STORE), at(SIZED), at(ACTIVE), at(LARGEST)
+        by_bytes, below, lru_below = at(BYTES), at(BELOW), at(LRU_BELOW)
         scale = [] if capacity == first else [at(STORE, first)]
         rows += [
             _timing_row(plain),
@@ -148,6 +176,11 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
             _timing_row(biggest, [store, lru, *([] if capacity == first
                                                 else [at(LARGEST, first)])],
                         note="results of 97 lengths; each insert evicts the largest job"),
+            _timing_row(by_bytes, [lru, store], note="bounded by bytes alone: each insert "
+                        "weighs its job (the default estimate) and evicts one"),
+            _timing_row(below, [lru_below], note="kept at half its bound: the insert and a "
+                        "del of an older job, nothing evicted"),
+            _timing_row(lru_below),
             _timing_row(lru, [plain]),
             _timing_row(ttl, [plain]),
             *(_timing_row(timing, [plain]) for timing in cb),
@@ -159,6 +192,15 @@ def run(quick: bool, *, settings: Optional[Settings] = None,
     targets = [target(f'order="largest": insert at the bound, {last:.0e} jobs vs {first:.0e}',
                       ratio(big, small), "<=", 3.0, "x",
                       detail=f"{big.best * 1e6:.1f} us vs {small.best * 1e6:.1f} us")]
+    for subject, peer, limit, what in (
+            (STORE, "cachetools LRUCache", 3.0, "insert into a full store, max_jobs"),
+            (BYTES, "cachetools LRUCache", 6.0,
+             "insert into a full store, max_bytes and the default estimate"),
+            (BELOW, LRU_BELOW, 2.0, "insert below the bound (with a del each)")):
+        mine, theirs = t[f"{subject}, capacity {first:.0e}"], t[f"{peer}, capacity {first:.0e}"]
+        targets.append(target(f"{what}, capacity {first:.0e}, vs {peer}", ratio(mine, theirs),
+                              "<=", limit, "x",
+                              detail=f"{mine.best * 1e6:.2f} us vs {theirs.best * 1e6:.2f} us"))
     notes += [
         "Every contender is filled, then churned once over (capacity more inserts, each "
         "evicting) before timing: the steady state of a long-running store.",
