@@ -113,9 +113,11 @@ def one_round(contender: Contender, seconds: float) -> tuple[float, float]:
     return counts[0] / elapsed, sum(counts) / elapsed
 
 
-def run(quick: bool, *, settings: Optional[Settings] = None) -> dict[str, Any]:
-    """Measure the case and state its targets."""
-    rounds, seconds = (3, 1.0) if quick else (6, 2.0)
+def run(quick: bool, *, settings: Optional[Settings] = None, rounds: Optional[int] = None,
+        seconds: Optional[float] = None) -> dict[str, Any]:
+    """Measure the case and state its targets (`rounds` and `seconds` override the mode's)."""
+    rounds = rounds or (3 if quick else 6)
+    seconds = seconds or (1.0 if quick else 2.0)
     manager = MemoryManager()  # private: the suite never touches the process-wide manager
     makers: dict[str, Callable[[], Contender]] = {
         "managed store (max_jobs, lock-free reads)":

@@ -90,9 +90,23 @@ def test_pass_case() -> None:
     assert_well_formed(result, "pass")
     assert [t["name"].split(":")[0] for t in result["targets"]] == [
         "pass evicting nothing (evict 0, fresh)", "pass evicting nothing (evict 0, after turnover)",
-        "pass evicting nothing (evict 0, after jobs finished)"]
+        "pass evicting nothing (evict 0, after jobs finished)",
+        "pass evicting nothing (evict 0, 10% running)",
+        "pass evicting nothing (evict 0, fresh, 1e+02 jobs) vs TTLCache.expire()"]
     notes = {line["name"]: line["note"] for line in result["rows"]}
     assert notes["pass, 2e+02 jobs, evict 1%"].startswith("2 evicted per pass")  # 1% of 200
+
+
+def test_threads_case_counts_the_writer_and_the_readers() -> None:
+    from benchmarks import bench_threads
+
+    result = bench_threads.run(True, rounds=1, seconds=0.2)
+    assert_well_formed(result, "threads")
+    figures = {row["name"]: row["value"] for row in result["rows"]}
+    for name in ("managed store (max_jobs, lock-free reads)", "cachetools LRUCache + Lock"):
+        writer = figures[f"{name}: writer"]
+        assert 0 < writer < figures[f"{name}: writer + {bench_threads.READERS} readers"]
+    assert all(t["figure"] is not None for t in result["targets"])
 
 
 def test_bookkeeping_case() -> None:
