@@ -12,11 +12,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import pytest
+from waiting import wait_until
 
 from memguard import MemoryManager, managed_store
 from memguard.daemon import DaemonLoop
@@ -26,16 +26,6 @@ from memguard.testing import FakeProbe
 from memguard.trigger import CleanupListener
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll `predicate` until true or `timeout` seconds pass (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 @pytest.mark.parametrize("raised", [ValueError, KeyboardInterrupt, SystemExit])

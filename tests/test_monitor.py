@@ -19,9 +19,10 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
+from waiting import wait_until
 
 from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
 from memguard._units import parse_size
@@ -57,16 +58,6 @@ THRESHOLDS: dict[str, Any] = {
 
 def make_policy(**memory: Any) -> Policy:
     return Policy(memory=MemoryPolicy(**{**THRESHOLDS, **memory}))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll `predicate` until true or `timeout` seconds pass (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture(autouse=True)
