@@ -68,7 +68,9 @@ class Reference:
     def __init__(self, order: str, max_bytes: Optional[int] = None) -> None:
         self.order = order
         self.max_bytes = max_bytes
+        self.sizes: dict[str, int] = {}  # key -> size of the job as written
         self.weighed: dict[str, int] = {}  # key -> size, for jobs whose size is known
+        self.evicted: list[tuple[str, Cause, dict[str, Any]]] = []  # not yet checked
         self.jobs: dict[str, dict[str, Any]] = {}
         self.created: dict[str, float] = {}  # insertion order is creation order
         self.recency: list[str] = []  # least recently used first
@@ -91,36 +93,37 @@ class Reference:
         self.recency.remove(key)
         self.pins.pop(key, None)
         self.weighed.pop(key, None)
+        del self.sizes[key]
+
+    def evict(self, key: str, cause: Cause) -> None:
+        self.evicted.append((key, cause, self.jobs[key]))
+        self.remove(key)
 
     def in_order(self) -> list[str]:
         return list(self.created) if self.order == "oldest" else list(self.recency)
 
-    def bound(self, writing: Optional[str] = None) -> list[tuple[str, Cause]]:
+    def bound(self, writing: Optional[str] = None) -> None:
         """The count bound, then the byte bound: evict in the store's order until within
         each (`writing` stays; the byte bound takes only jobs whose size is known)."""
-        evicted = []
         while len(self.jobs) > MAX_JOBS:
             victim = next((k for k in self.in_order() if k != writing and not self.active(k)),
                           None)
             if victim is None:
                 break
-            self.remove(victim)
-            evicted.append((victim, Cause.COUNT))
+            self.evict(victim, Cause.COUNT)
         while self.max_bytes is not None and sum(self.weighed.values()) > self.max_bytes:
             victim = next((k for k in self.in_order()
                            if k != writing and k in self.weighed and not self.active(k)), None)
             if victim is None:
                 break
-            self.remove(victim)
-            evicted.append((victim, Cause.BYTES))
-        return evicted
+            self.evict(victim, Cause.BYTES)
 
     def weigh(self, key: str) -> None:
         """A job is weighed when it is seen finished: at its write, or at its last unpin."""
         if not self.active(key):
-            self.weighed[key] = len(self.jobs[key]["result"])
+            self.weighed[key] = self.sizes[key]
 
-    def write(self, key: str, job: dict[str, Any], now: float) -> list[tuple[str, Cause]]:
+    def write(self, key: str, job: dict[str, Any], size: int, now: float) -> None:
         if key in self.jobs:
             self.touch(key)
         else:
@@ -128,29 +131,27 @@ class Reference:
             self.recency.append(key)
             self.dated[key] = None
         self.jobs[key] = job
+        self.sizes[key] = size
         self.weighed.pop(key, None)  # a new value: weighed anew, now or once finished
         self.weigh(key)
-        return self.bound(writing=key)
+        self.bound(writing=key)
 
     def read(self, key: str) -> None:
         if key in self.jobs:
             self.touch(key)
 
-    def run_pass(self, now: float) -> list[tuple[str, Cause]]:
-        evicted = []
+    def run_pass(self, now: float) -> None:
         for key in [k for k in self.created if now - self.created[k] >= MAX_AGE]:
             if not self.active(key):
-                self.remove(key)
-                evicted.append((key, Cause.AGE))
+                self.evict(key, Cause.AGE)
         for key in list(self.recency):
             dated = self.dated[key]
             if dated is not None and now - dated >= MAX_IDLE and not self.active(key):
-                self.remove(key)
-                evicted.append((key, Cause.IDLE))
+                self.evict(key, Cause.IDLE)
         for key, dated in self.dated.items():  # this pass dates every touch before it
             if dated is None:
                 self.dated[key] = now
-        return evicted + self.bound()
+        self.bound()
 
 
 class ReferenceModelMachine(RuleBasedStateMachine):
@@ -170,9 +171,7 @@ class ReferenceModelMachine(RuleBasedStateMachine):
         self.capture = capture_evictions(self.manager)
         self.events = self.capture.__enter__()
         self.seen = 0
-        self.expected: list[tuple[str, Cause]] = []
         self.last_pass: Optional[float] = None
-        self.latest: dict[str, dict[str, Any]] = {}  # the last job written under each key
 
     def build(self) -> tuple[Any, MutableMapping[str, Any]]:
         """The store instance and the mapping its jobs are written to and read from."""
@@ -193,18 +192,16 @@ class ReferenceModelMachine(RuleBasedStateMachine):
         released each victim's result."""
         got = [(str(event.key), event.cause) for event in self.events[self.seen:]]
         self.seen = len(self.events)
-        expected, self.expected = self.expected, []
-        assert got == expected
-        for key, _ in got:  # no active job, whatever the model says; memory given back
-            job = self.latest[key]
+        expected, self.model.evicted = self.model.evicted, []
+        assert got == [(key, cause) for key, cause, _ in expected]
+        for key, _, job in expected:  # the same jobs: none active, their memory given back
             assert job["status"] not in ACTIVE_STATUSES and job["result"] is None, (key, job)
 
     # -- rules -------------------------------------------------------------------------
 
     def write(self, key: str, job: dict[str, Any]) -> None:
-        self.latest[key] = job
         self.jobs[key] = job
-        self.expected += self.model.write(key, job, self.clock())
+        self.model.write(key, job, len(job["result"]), self.clock())
         self.check_evictions()
         assert self.handle.recency() == self.model.recency  # the write drained the reads
 
@@ -248,6 +245,43 @@ class ReferenceModelMachine(RuleBasedStateMachine):
                 del self.jobs[key]
 
     @rule(key=KEY)
+    def pop(self, key: str) -> None:
+        assert self.jobs.pop(key, None) is self.model.jobs.get(key)
+        if key in self.model.jobs:
+            self.model.remove(key)
+
+    @rule(key=KEY, status=STATUS, size=SIZES)
+    def setdefault(self, key: str, status: str, size: int) -> None:
+        """A read when the key is stored (it touches), else a write."""
+        if key in self.model.jobs:
+            assert self.jobs.setdefault(key, {}) is self.model.jobs[key]
+            self.model.read(key)
+            return
+        job = {"status": status, "result": "x" * size}
+        assert self.jobs.setdefault(key, job) is job
+        self.model.write(key, job, size, self.clock())
+        self.check_evictions()
+
+    @rule(writes=st.lists(st.tuples(KEY, STATUS, SIZES), min_size=1, max_size=4))
+    def update(self, writes: list[tuple[str, str, int]]) -> None:
+        """One write per key, in order; each enforces the bound as it lands."""
+        batch = {key: {"status": status, "result": "x" * size}
+                 for key, status, size in writes}
+        sizes = {key: size for key, _, size in writes}
+        self.jobs.update(batch)  # may evict some of `batch` as it goes: sizes from here
+        for key, job in batch.items():
+            self.model.write(key, job, sizes[key], self.clock())
+        self.check_evictions()
+
+    @rule()
+    def clear(self) -> None:
+        """Every job leaves, and every pin goes (those of keys not stored yet included)."""
+        self.jobs.clear()
+        for key in list(self.model.jobs):
+            self.model.remove(key)
+        self.model.pins.clear()
+
+    @rule(key=KEY)
     def pin(self, key: str) -> None:
         self.handle.pin(key)
         self.model.pins[key] = self.model.pins.get(key, 0) + 1
@@ -280,9 +314,8 @@ class ReferenceModelMachine(RuleBasedStateMachine):
         if DRAIN_BEFORE_RECHECK:
             self.handle.recency()
         report = self.manager.run_cleanup() if through_manager else self.handle.cleanup()
-        evicted = self.model.run_pass(now)
-        self.expected += evicted
-        assert report.evicted == len(evicted)
+        self.model.run_pass(now)
+        assert report.evicted == len(self.model.evicted)
         self.check_evictions()
         assert self.handle.recency() == self.model.recency  # the pass drained the reads
         # `stats().active` is what the last look at each job saw (docs/http.md): after a
