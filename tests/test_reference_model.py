@@ -59,7 +59,7 @@ ADVANCES = st.sampled_from([0.5, 1.0, 7.0, 15.0, 16.0, 17.0, 30.0, 60.0])
 #: machine drains the read set before those two steps when that case may arise, so that it
 #: can look for other discrepancies; set to False once those tests pass.
 DRAIN_BEFORE_RECHECK = True
-SETTINGS = settings(max_examples=60, stateful_step_count=60, deadline=None)
+SETTINGS = settings(max_examples=120, stateful_step_count=60, deadline=None)
 
 
 class Reference:
@@ -229,10 +229,13 @@ class ReferenceModelMachine(RuleBasedStateMachine):
     def insert(self, key: str, status: str, size: int) -> None:
         self.write(key, {"status": status, "result": "x" * size})
 
-    @rule(key=KEY, through_get=st.booleans())
-    def read(self, key: str, through_get: bool) -> None:
-        if through_get:
+    @rule(key=KEY, how=st.sampled_from(["[]", "get", "touch_job"]))
+    def read(self, key: str, how: str) -> None:
+        """A read through `[]` or `get`, or the manager's `touch_job`: each touches."""
+        if how == "get":
             assert self.jobs.get(key) is self.model.jobs.get(key)
+        elif how == "touch_job":
+            self.manager.touch_job(self.owner, key)  # an absent key is no error
         elif key in self.model.jobs:
             assert self.jobs[key] is self.model.jobs[key]
         else:
@@ -246,7 +249,7 @@ class ReferenceModelMachine(RuleBasedStateMachine):
     def read_many(self, keys: list[str]) -> None:
         """Several reads in a row, as polls do: their order between two writes matters."""
         for key in keys:
-            self.read(key, through_get=True)
+            self.read(key, how="get")
 
     @rule(key=KEY, status=STATUS)
     def set_status(self, key: str, status: str) -> None:
@@ -349,6 +352,8 @@ class ReferenceModelMachine(RuleBasedStateMachine):
         # pass, which looks again at every job it knew active, it counts no finished job
         active = sum(map(self.model.active, self.model.jobs))
         assert self.handle.stats().active <= active
+        # and it weighed every job stored active that has finished since (DESIGN section 3)
+        assert self.handle.stats().unweighed <= active
 
     @rule(seconds=ADVANCES)
     def tick(self, seconds: float) -> None:
