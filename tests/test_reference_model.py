@@ -1,43 +1,45 @@
 """A managed store against a reference model of DESIGN section 3, driven by hypothesis.
 
-The model (`Reference`) is the obvious O(n) reading of the contract, with no epochs, read
+The model (`Reference`) is the obvious O(n) reading of the contract, with no markers, read
 sets, rotations or parking: a dict of jobs, their creation times, one recency list (least
-recent first; reads and writes touch), pins, and for idle expiry the time of the first pass
-after each job's last touch (the "epoch" of docs/stores.md: touches carry no time, each
-pass dates the touches before it). From that it computes every eviction, with its cause and
-in order:
+recent first; reads, `touch_job` and writes touch), pins, and the times of the passes. From
+that it computes every eviction, with its cause and in order:
 
 - insert: the job is stored (a replaced job keeps its creation time and is touched); while
   the store is over `max_jobs`, the first job in the store's order (`lru`: least recently
   used; `oldest`: created first) that is neither active nor the one just written is evicted
-  (cause `count`);
-- pass: age (every inactive job created at least `max_age` ago, oldest first), then idle
-  (every inactive job whose last touch was dated by a pass at least `max_idle` ago, least
-  recent first), then the count bound (the same walk, the just-written exemption aside);
+  (cause `count`); then the same for `max_bytes`, among jobs of known size (cause `bytes`);
+- pass: age (every inactive job created at least `max_age` ago, oldest first), then idle,
+  then the count and byte bounds (the same walks, the just-written exemption aside);
 - active jobs (a `status` of the default `ActiveWhen`, or pinned) are never evicted; a
   status changed in place counts from the next look at the job, which for eviction is the
   next scan that reaches it (the predicate is asked then), so the model reads it live.
 
-After every step the store must hold exactly the model's jobs, and the evictions reported
-since the previous step must be exactly the model's, `(key, cause)` in order. The recency
-order is compared after inserts and passes only: reading it drains the store's read set,
-which would hide a bug that depends on reads still pending.
+Idle time is dated at pass granularity (docs/stores.md): a touch counts as made at the next
+idle marker, laid by a pass, at most one per `max_idle / 32`. A job is idle-evicted at the
+first pass at least `max_idle` after the pass that dated its last touch. When passes follow
+each other closer than `max_idle / 32`, which of them lays a marker is the store's choice,
+so the model gives a window there (`Reference.dates`: evicted no earlier than its first
+possible date allows, and no later than its last) and takes the store's choice within it.
 
-Passes are spaced at least `max_idle / 32` apart (the clock moves before each), the
-granularity docs/stores.md gives the idle markers; at most 64 markers are kept, so runs stay
-under 64 steps. Both are recorded in docs/decisions.md.
+After every step the store must hold exactly the model's jobs, and the evictions reported
+since the previous step must be exactly the model's, `(key, cause)` in order, each of an
+inactive job whose result was released. The recency order is compared after writes and
+passes only: reading it drains the store's read set, which would hide a bug that depends on
+reads still pending. Runs stay under 64 steps, so at most 64 markers are ever laid (past
+that the closest two merge, a case this model leaves out).
 """
 
 from __future__ import annotations
 
 from collections import UserDict
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, Optional
 
 import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from memguard import Cause, MemoryManager, Policy, handle, managed_store
 from memguard.testing import FakeClock, capture_evictions
@@ -50,9 +52,10 @@ STATUS = st.sampled_from(["done", "done", "failed", "running", "pending", "queue
 ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "processing", "in_progress"})
 MAX_JOBS = 3
 MAX_AGE = 60.0
-MAX_IDLE = 16.0  # idle markers at most one per MAX_IDLE / 32 = 0.5 s
+MAX_IDLE = 16.0
+MIN_GAP = MAX_IDLE / 32  # idle markers: at most one per MIN_GAP (docs/stores.md)
 SIZES = st.sampled_from([16, 64, 128])
-ADVANCES = st.sampled_from([0.5, 1.0, 7.0, 15.0, 16.0, 17.0, 30.0, 60.0])
+ADVANCES = st.sampled_from([0.25, 0.5, 1.0, 7.0, 15.0, 16.0, 17.0, 30.0, 60.0])
 #: test_a_finished_job_keeps_its_read_order_*: a job stored active (or pinned) whose read is
 #: still pending when it is seen finished (at a pass's re-check, or at its last unpin) is
 #: moved to the recent end ahead of the reads pending before its own. While that stands, the
@@ -74,7 +77,8 @@ class Reference:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.created: dict[str, float] = {}  # insertion order is creation order
         self.recency: list[str] = []  # least recently used first
-        self.dated: dict[str, Optional[float]] = {}  # first pass after the last touch
+        self.passes: list[float] = []  # the time of every pass so far
+        self.touched: dict[str, int] = {}  # key -> passes run before its last touch
         self.pins: dict[str, int] = {}  # pins of absent keys wait for their job
 
     def active(self, key: str) -> bool:
@@ -83,13 +87,13 @@ class Reference:
     def touch(self, key: str) -> None:
         self.recency.remove(key)
         self.recency.append(key)
-        self.dated[key] = None
+        self.touched[key] = len(self.passes)
 
     def remove(self, key: str) -> None:
         """A job leaves (deleted or evicted): its pins go with it."""
         del self.jobs[key]
         del self.created[key]
-        del self.dated[key]
+        del self.touched[key]
         self.recency.remove(key)
         self.pins.pop(key, None)
         self.weighed.pop(key, None)
@@ -129,7 +133,7 @@ class Reference:
         else:
             self.created[key] = now
             self.recency.append(key)
-            self.dated[key] = None
+            self.touched[key] = len(self.passes)
         self.jobs[key] = job
         self.sizes[key] = size
         self.weighed.pop(key, None)  # a new value: weighed anew, now or once finished
@@ -140,17 +144,44 @@ class Reference:
         if key in self.jobs:
             self.touch(key)
 
-    def run_pass(self, now: float) -> None:
+    def dates(self, key: str) -> tuple[Optional[float], Optional[float]]:
+        """The earliest and the latest time the last touch of `key` may be dated at.
+
+        A touch is dated by the next marker laid after it, and markers are laid by passes:
+        no sooner than the first pass after the touch, and for sure by the first pass after
+        it that comes `MAX_IDLE / 32` after an earlier one (a pass that follows another one
+        more closely may lay none). None: no such pass yet.
+        """
+        after = self.passes[self.touched[key]:]
+        if not after:
+            return None, None
+        first = after[0]
+        previous = self.passes[self.touched[key] - 1] if self.touched[key] else None
+        if previous is None or first - previous >= MIN_GAP:
+            return first, first
+        return first, next((p for p in after if p >= first + MIN_GAP), None)
+
+    def run_pass(self, now: float, idle: Iterable[str]) -> None:
+        """One pass at `now`; `idle` is what the store evicted as idle, which the model
+        checks against the window `dates` gives for each job, then takes as is."""
         for key in [k for k in self.created if now - self.created[k] >= MAX_AGE]:
             if not self.active(key):
                 self.evict(key, Cause.AGE)
-        for key in list(self.recency):
-            dated = self.dated[key]
-            if dated is not None and now - dated >= MAX_IDLE and not self.active(key):
+        cutoff = now - MAX_IDLE
+        may, must = [], set()
+        for key in self.recency:
+            earliest, latest = self.dates(key)
+            if earliest is not None and earliest <= cutoff and not self.active(key):
+                may.append(key)
+                if latest is not None and latest <= cutoff:
+                    must.add(key)
+        idle = set(idle)
+        assert must <= idle, f"idle jobs kept: {sorted(must - idle)}"
+        assert idle <= set(may), f"jobs evicted as idle too early: {sorted(idle - set(may))}"
+        for key in may:  # least recently used first
+            if key in idle:
                 self.evict(key, Cause.IDLE)
-        for key, dated in self.dated.items():  # this pass dates every touch before it
-            if dated is None:
-                self.dated[key] = now
+        self.passes.append(now)
         self.bound()
 
 
@@ -171,7 +202,6 @@ class ReferenceModelMachine(RuleBasedStateMachine):
         self.capture = capture_evictions(self.manager)
         self.events = self.capture.__enter__()
         self.seen = 0
-        self.last_pass: Optional[float] = None
         self.pending: list[str] = []  # reads since the last write or pass (a superset)
         self.was_active: set[str] = set()  # active, at some moment since their last write
 
@@ -332,18 +362,13 @@ class ReferenceModelMachine(RuleBasedStateMachine):
     def advance_clock(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    def spaced(self) -> bool:
-        """Passes come at least MAX_IDLE / 32 apart (see the module docstring)."""
-        return self.last_pass is None or self.clock() - self.last_pass >= MAX_IDLE / 32
-
-    @precondition(spaced)
     @rule(through_manager=st.booleans())
     def run_pass(self, through_manager: bool) -> None:
         now = self.clock()
-        self.last_pass = now
         self.drain_if_misordered()
         report = self.manager.run_cleanup() if through_manager else self.handle.cleanup()
-        self.model.run_pass(now)
+        idle = [str(e.key) for e in self.events[self.seen:] if e.cause is Cause.IDLE]
+        self.model.run_pass(now, idle)
         assert report.evicted == len(self.model.evicted)
         self.check_evictions()
         assert self.handle.recency() == self.model.recency  # the pass drained the reads
@@ -358,7 +383,7 @@ class ReferenceModelMachine(RuleBasedStateMachine):
     @rule(seconds=ADVANCES)
     def tick(self, seconds: float) -> None:
         """What the monitor does: time passes, then the periodic pass runs."""
-        self.clock.advance(max(seconds, MAX_IDLE / 32))
+        self.clock.advance(seconds)
         self.run_pass(through_manager=True)
 
     # -- invariants --------------------------------------------------------------------
