@@ -7,7 +7,8 @@ that it computes every eviction, with its cause and in order:
 
 - insert: the job is stored (a replaced job keeps its creation time and is touched); while
   the store is over `max_jobs`, the first job in the store's order (`lru`: least recently
-  used; `oldest`: created first) that is neither active nor the one just written is evicted
+  used; `oldest`: created first; `largest`: the largest known size first, then the rest in
+  LRU order) that is neither active nor the one just written is evicted
   (cause `count`); then the same for `max_bytes`, among jobs of known size (cause `bytes`);
 - pass: age (every inactive job created at least `max_age` ago, oldest first), then idle,
   then the count and byte bounds (the same walks, the just-written exemption aside);
@@ -62,7 +63,7 @@ ADVANCES = st.sampled_from([0.25, 0.5, 1.0, 7.0, 15.0, 16.0, 17.0, 30.0, 60.0])
 #: machine drains the read set before those two steps when that case may arise, so that it
 #: can look for other discrepancies; set to False once those tests pass.
 DRAIN_BEFORE_RECHECK = True
-SETTINGS = settings(max_examples=120, stateful_step_count=60, deadline=None)
+SETTINGS = settings(max_examples=100, stateful_step_count=60, deadline=None)
 
 
 class Reference:
@@ -104,7 +105,13 @@ class Reference:
         self.remove(key)
 
     def in_order(self) -> list[str]:
-        return list(self.created) if self.order == "oldest" else list(self.recency)
+        if self.order == "oldest":
+            return list(self.created)
+        if self.order == "largest":  # known sizes, largest first (ties: LRU), then the rest
+            weighed = [k for k in self.recency if self.weighed.get(k)]
+            rest = [k for k in self.recency if not self.weighed.get(k)]
+            return sorted(weighed, key=lambda k: -self.weighed[k]) + rest
+        return list(self.recency)
 
     def bound(self, writing: Optional[str] = None) -> None:
         """The count bound, then the byte bound: evict in the store's order until within
@@ -461,6 +468,10 @@ class ByteBoundOldestMachine(ByteBoundMachine):
     ORDER = "oldest"
 
 
+class ByteBoundLargestMachine(ByteBoundMachine):
+    ORDER = "largest"
+
+
 TestDictLru = ReferenceModelMachine.TestCase
 TestDictLru.settings = SETTINGS
 TestDictOldest = OldestOrderMachine.TestCase
@@ -519,3 +530,5 @@ TestByteBoundLru = ByteBoundMachine.TestCase
 TestByteBoundLru.settings = SETTINGS
 TestByteBoundOldest = ByteBoundOldestMachine.TestCase
 TestByteBoundOldest.settings = SETTINGS
+TestByteBoundLargest = ByteBoundLargestMachine.TestCase
+TestByteBoundLargest.settings = SETTINGS
