@@ -179,7 +179,8 @@ class StoreHandle:
             self.policy = store_policy
             self.pipeline = pipeline
             self.index.active = store_policy.active
-            tracks = "delivered" in (store_policy.order, policy.memory.emergency_order)
+            tracks = "delivered" in (store_policy.order, policy.memory.emergency_order) or any(
+                getattr(rule, "order", None) == "delivered" for rule in self.extra_rules)
             self.index.orders.tracks_delivered = tracks
             if not tracks:
                 self.index.orders.delivered.clear()

@@ -781,7 +781,7 @@ def _plain_readers(cls: type, attribute: str) -> dict[str, Any]:
             seen.add(name)
             is_plain_read = (getattr(value, "__memguard_plain_read__", None)
                              if isinstance(value, types.FunctionType) else None)
-            if is_plain_read is not None and is_plain_read(attribute):
+            if is_plain_read is not None and is_plain_read(value, attribute):
                 plain[name] = value.__wrapped__
     return plain
 

@@ -13,6 +13,7 @@ import inspect
 import keyword
 import textwrap
 import types
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, NoReturn, Optional, TypeVar, Union, overload
 
@@ -97,6 +98,8 @@ def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
     if "__signature__" in vars(function) or any(n.startswith("__memguard") for n in names):
         return None  # a signature that is not the code's, or names that could clash
     bound = binder is classmethod or (binder is None and names[:1] in (["self"], ["cls"]))
+    if on_instance and binder is None and not bound:
+        return None  # a method whose instance is not named self/cls: wrapt finds it
     owner = names[0] if bound else "None"
     arguments = [parameter.name for parameter in signature.parameters.values() if parameter.kind
                  not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)][1 if bound else 0:]
@@ -114,10 +117,10 @@ def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
         return None  # taken through **kwargs, or no argument to take it from
     else:
         touch = _TOUCH_SELF if inline else "__memguard_touch(__memguard_stores({owner}), {key})\n"
-        default = signature.parameters[name].default
-        if default is not inspect.Parameter.empty:  # not given: no job id, so no touch
-            namespace["__memguard_unset"] = default
-            touch = f"if {name} is not __memguard_unset:\n" + textwrap.indent(touch, "    ")
+        if signature.parameters[name].default is not inspect.Parameter.empty:
+            # Given or not? The value cannot tell (a caller may pass the default itself),
+            # so wrapt, which sees the call's own arguments, serves such keys.
+            return None
     header, call = _forwarding(signature, namespace)
     asynchronous = inspect.iscoroutinefunction(function)
     touch = touch.replace("{owner}", owner).replace("{key}", str(name))
@@ -129,7 +132,10 @@ def _generated(wrapped: Any, key: KeySpec, on_instance: bool,
     exec(compile(source, f"<@touches {_name(function)}>", "exec"), namespace)
     accessor: Any = functools.wraps(function)(namespace["accessor"])
     if inline and name is not None:
-        accessor.__memguard_plain_read__ = functools.partial(_plain_read, function, name)
+        # Asked of the accessor itself only: an outer decorator's functools.wraps copies
+        # this attribute onto its own wrapper, which must keep its place.
+        accessor.__memguard_plain_read__ = functools.partial(
+            _plain_read, weakref.ref(accessor), function, name)
     return accessor if binder is None else binder(accessor)
 
 
@@ -150,9 +156,10 @@ if (__memguard_reads.pop({key}, __memguard_absent) is not __memguard_absent
 """
 
 
-def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
-    """Whether the whole body of `function` is `return self.<attribute>.get(<key>)` or
-    `return self.<attribute>[<key>]`.
+def _plain_read(accessor: weakref.ref[Any], function: types.FunctionType, key: str,
+                candidate: Any, attribute: str) -> bool:
+    """Whether `candidate` is the `accessor` generated for `function` and the whole body of
+    `function` is `return self.<attribute>.get(<key>)` or `return self.<attribute>[<key>]`.
 
     Asked by `@managed_store(mapping=attribute)`: such a read touches the job itself, when it
     finds it, exactly as the accessor's touch would, so the store keeps the undecorated
@@ -160,6 +167,8 @@ def _plain_read(function: types.FunctionType, key: str, attribute: str) -> bool:
     one-line body compiled here with the same parameters, so it holds on every Python
     version; a docstring, annotations or another body make no difference or no match.
     """
+    if candidate is not accessor():
+        return False  # another decorator's wrapper, which copied the attribute
     code = function.__code__
     signature = inspect.signature(function, follow_wrapped=False)
     if (code.co_freevars or code.co_cellvars or keyword.iskeyword(attribute)

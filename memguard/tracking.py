@@ -342,6 +342,9 @@ class JobIndex:
         if order == "largest":
             return self.orders.largest_first(self._look, weighed_only)
         if order == "delivered":
+            # Asked for by a rule the policy does not name (a user's, or one added with
+            # add_rule): feed the delivered set from now on (until then: LRU order).
+            self.orders.tracks_delivered = True
             return self.orders.delivered_first(self._look, weighed_only)
         return self.orders.scan("lru", self._look, weighed_only=weighed_only)
 

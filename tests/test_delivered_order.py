@@ -15,7 +15,7 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from memguard import MemoryManager, Policy, handle, managed_store
+from memguard import Emergency, MemoryManager, Policy, handle, managed_store
 from memguard.testing import FakeClock, capture_evictions
 
 KEYS = st.sampled_from([f"job{i}" for i in range(10)])
@@ -187,3 +187,42 @@ def test_the_emergency_order_takes_delivered_results_first() -> None:
     jobs["b"]
     events = manager.evict_bytes(15_000)
     assert [event.key for event in events] == ["c", "b"]
+
+
+def test_a_store_that_does_not_evict_in_delivered_order_keeps_no_delivered_set() -> None:
+    manager = MemoryManager(clock=FakeClock(0.0))
+    jobs = stored(manager, "lru", max_jobs=10)
+    for key in ("a", "b"):
+        jobs[key] = {"status": "done", "result": key}
+    jobs["a"]
+    jobs["c"] = {"status": "done", "result": "c"}  # drains the read
+    assert handle(jobs).index.delivered == {}
+
+
+def test_an_added_rule_in_delivered_order_has_deliveries_to_take() -> None:
+    manager = MemoryManager(clock=FakeClock(0.0))
+    jobs = stored(manager, "lru")
+    handle(jobs).add_rule(Emergency("delivered"))
+    for key in ("a", "b", "c"):
+        jobs[key] = {"status": "done", "result": "x" * 10_000}
+    jobs["b"]  # the one delivery: the emergency takes it first, then the LRU rest
+    events = manager.evict_bytes(15_000)
+    assert [event.key for event in events] == ["b", "a"]
+
+
+def test_a_user_rule_asking_for_the_delivered_order_gets_deliveries_from_then_on() -> None:
+    manager = MemoryManager(clock=FakeClock(0.0))
+    jobs = stored(manager, "lru")
+    asked: list[Any] = []
+
+    def delivered_first(index: Any, ctx: Any) -> Any:
+        asked.append(list(index.candidates("delivered")))
+        return iter(())
+
+    handle(jobs).add_rule(delivered_first)
+    for key in ("a", "b"):
+        jobs[key] = {"status": "done", "result": key}
+    handle(jobs).cleanup()  # the first question: nothing delivered was recorded yet
+    jobs["b"]
+    handle(jobs).cleanup()
+    assert asked[-1][0] == "b"

@@ -297,8 +297,8 @@ def test_a_key_left_to_its_default_is_not_touched(manager: MemoryManager) -> Non
     store.jobs["a"] = done()
     store.latest()
     assert recency(store) == [None, "a"]
-    store.latest(None)  # given explicitly, but it is the default: still not touched
-    assert recency(store) == [None, "a"]
+    store.latest(None)  # given explicitly (equal to the default): a use, touched
+    assert recency(store) == ["a", None]
 
 
 def test_a_key_taken_through_kwargs_and_a_callable_object(manager: MemoryManager) -> None:
@@ -370,3 +370,57 @@ def test_a_method_under_another_decorator_keeps_that_decorators_parameters(
     store = Jobs(a=done(), b=done())
     assert store.fetch("a") == (done(), "db")
     assert recency(store) == ["b", "a"]
+
+
+def test_a_decorator_outside_touches_keeps_its_place_on_a_mapping_store() -> None:
+    calls: list[str] = []
+
+    def logged(function: Any) -> Any:
+        @functools.wraps(function)  # copies the accessor's attributes onto this wrapper
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(function.__name__)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    @managed_store(mapping="jobs", manager=MemoryManager())
+    class Store:
+        def __init__(self) -> None:
+            self.jobs: dict[Any, Any] = {}
+
+        @logged
+        @touches
+        def get_job(self, job_id: Any) -> Any:
+            return self.jobs.get(job_id)
+
+    store = Store()
+    store.jobs[0] = done()
+    assert store.get_job(0) == done() and calls == ["get_job"]
+
+
+def test_a_method_whose_instance_is_not_named_self_touches() -> None:
+    @managed_store(manager=MemoryManager())
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        def result_of(this, job_id: Any) -> Any:  # `this`, not `self`: the point of the test
+            return dict.get(this, job_id)
+
+    jobs = Jobs()
+    jobs[0], jobs[1] = done(), done()
+    assert jobs.result_of(0) == done()
+    assert handle(jobs).recency() == [1, 0]
+
+
+def test_a_job_id_passed_with_the_defaults_value_is_touched() -> None:
+    @managed_store(manager=MemoryManager())
+    class Jobs(dict):  # type: ignore[type-arg]
+        @touches
+        def result_of(self, job_id: Any = 0) -> Any:
+            return dict.get(self, job_id)
+
+    jobs = Jobs()
+    jobs[0], jobs[1] = done(), done()
+    jobs.result_of()  # not given: no job id, no touch
+    assert handle(jobs).recency() == [0, 1]
+    jobs.result_of(0)  # given, equal to the default: a touch
+    assert handle(jobs).recency() == [1, 0]
