@@ -233,8 +233,10 @@ def render_summary(report: Mapping[str, Any]) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text safe in a Markdown table cell: pipes and underscores escaped."""
-    return text.replace("|", "\\|").replace("_", "\\_")
+    """Text safe in a Markdown table cell: pipes, underscores and brackets escaped (so
+    `store[k]["status"]` is not read as a reference link)."""
+    return (text.replace("|", "\\|").replace("_", "\\_").replace("[", "\\[")
+            .replace("]", "\\]"))
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
