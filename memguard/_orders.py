@@ -96,7 +96,7 @@ class Orders:
         self.aged: dict[Key, None] = {}
         self.delivered: dict[Key, None] = {}
         # Only a store that evicts in the delivered order (or whose emergencies do) needs
-        # `delivered` fed; the others' drained reads skip that work (StoreHandle sets it).
+        # `delivered` fed; the others' drained reads skip that work (`JobIndex.track_deliveries`).
         self.tracks_delivered = True
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
@@ -131,20 +131,15 @@ class Orders:
             pass
         lru, delivered = self.lru, self.delivered
         moved = 0
-        if self.tracks_delivered:
-            for key in reversed(batch):  # least recently read first
-                size = lru.pop(key, _ABSENT)
-                if size is not _ABSENT:
-                    lru[key] = size
-                    if key not in unweighed:  # known finished: a delivery
-                        if delivered.pop(key, _ABSENT) is not _ABSENT:
-                            moved += 1
-                        delivered[key] = None
-        else:
-            for key in reversed(batch):
-                size = lru.pop(key, _ABSENT)
-                if size is not _ABSENT:
-                    lru[key] = size
+        tracks = self.tracks_delivered
+        for key in reversed(batch):  # least recently read first
+            size = lru.pop(key, _ABSENT)
+            if size is not _ABSENT:
+                lru[key] = size
+                if tracks and key not in unweighed:  # known finished: a delivery
+                    if delivered.pop(key, _ABSENT) is not _ABSENT:
+                        moved += 1
+                    delivered[key] = None
         self.churned(lru=len(batch), delivered=moved)
         return batch
 

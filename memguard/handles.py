@@ -179,11 +179,9 @@ class StoreHandle:
             self.policy = store_policy
             self.pipeline = pipeline
             self.index.active = store_policy.active
-            tracks = "delivered" in (store_policy.order, policy.memory.emergency_order) or any(
-                getattr(rule, "order", None) == "delivered" for rule in self.extra_rules)
-            self.index.orders.tracks_delivered = tracks
-            if not tracks:
-                self.index.orders.delivered.clear()
+            self.index.track_deliveries(
+                "delivered" in (store_policy.order, policy.memory.emergency_order)
+                or any(getattr(rule, "order", None) == "delivered" for rule in self.extra_rules))
             self.index.sizer = store_policy.size or estimate_size
             self._insert_rules = Pipeline(tuple(on_insert)) if on_insert else None
             self._max_jobs = store_policy.max_jobs if "count" in policy.rules else None
@@ -352,12 +350,8 @@ class StoreHandle:
 
     def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
         """Release the victims' big fields and tell the listeners; call without the lock."""
-        release = self.policy.release
-        events = []
-        for victim in victims:
-            if release:
-                _release(victim.job, release, victim.key)
-            events.append(EvictionEvent(self.name, victim.key, victim.cause, victim.size))
+        events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
+                  for victim in self._released(victims)]
         if events:
             self.manager.notify_evictions(events)
         return events
@@ -367,14 +361,19 @@ class StoreHandle:
         are built only when an `on_evict` callback listens; the freed bytes count always."""
         if self.manager.has_listeners:
             self.finish_evictions(victims)
-            return
+        else:
+            freed = 0
+            for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
+                freed += victim.size or 0
+            self.manager.count_freed(freed)
+
+    def _released(self, victims: list[_Victim]) -> list[_Victim]:
+        """`victims`, each with the policy's release fields set to None."""
         release = self.policy.release
-        freed = 0
-        for victim in victims:
-            if release:
+        if release:
+            for victim in victims:
                 _release(victim.job, release, victim.key)
-            freed += victim.size or 0
-        self.manager.count_freed(freed)
+        return victims
 
     def absorb(self, before: Mapping[Key, Any], after: Mapping[Key, Any]) -> None:
         """Index what a write the store could not see did, going from `before` to `after`

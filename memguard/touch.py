@@ -171,10 +171,8 @@ def _plain_read(accessor: weakref.ref[Any], function: types.FunctionType, key: s
         return False  # another decorator's wrapper, which copied the attribute
     code = function.__code__
     signature = inspect.signature(function, follow_wrapped=False)
-    if (code.co_freevars or code.co_cellvars or keyword.iskeyword(attribute)
-            # a default key means "no touch" when not given, which a plain read does not know
-            or signature.parameters[key].default is not inspect.Parameter.empty):
-        return False
+    if code.co_freevars or code.co_cellvars or keyword.iskeyword(attribute):
+        return False  # (a key with a default never gets here: wrapt serves it)
     asynchronous = "async " if inspect.iscoroutinefunction(function) else ""
     for body in (f"self.{attribute}.get({key})", f"self.{attribute}[{key}]"):
         namespace: dict[str, Any] = {}

@@ -274,6 +274,13 @@ class JobIndex:
         else:
             self._turned_inactive(key, job, reweigh=True)
 
+    def track_deliveries(self, on: bool) -> None:
+        """Feed the delivered set from drained reads (`on`), or stop and forget it: only a
+        store evicting in the delivered order needs it (three dict operations a read)."""
+        self.orders.tracks_delivered = on
+        if not on:
+            self.orders.delivered.clear()
+
     def recheck(self, active: Optional[int] = None, *, most: Optional[int] = None) -> None:
         """Look again at known-active jobs, round robin (`ActiveJobs.recheck`): those that
         finished are weighed, taken back into the orders and no longer counted active."""
@@ -344,7 +351,7 @@ class JobIndex:
         if order == "delivered":
             # Asked for by a rule the policy does not name (a user's, or one added with
             # add_rule): feed the delivered set from now on (until then: LRU order).
-            self.orders.tracks_delivered = True
+            self.track_deliveries(True)
             return self.orders.delivered_first(self._look, weighed_only)
         return self.orders.scan("lru", self._look, weighed_only=weighed_only)
 
