@@ -12,7 +12,7 @@ $(BIN)/memguard: pyproject.toml
 
 .PHONY: demo test lint bench docs docs-build
 demo: $(BIN)/memguard
-	$(BIN)/python -m memguard.demo --plot demo.png
+	$(BIN)/python -m memguard.tools.demo --plot demo.png
 
 lint: $(BIN)/memguard
 	$(BIN)/ruff check memguard tests benchmarks examples

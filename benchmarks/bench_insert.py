@@ -20,7 +20,7 @@ import cachetools
 from benchmarks import Settings, TimeFunc, Timing, case, compare, ratio, target, timeit_func
 from benchmarks import timing_row as _timing_row
 from memguard import MemoryManager, managed_store
-from memguard._sizing import estimate_size
+from memguard.index.estimate import estimate_size
 
 cachebox: Any
 try:  # optional peer (the `bench` extra installs it)

@@ -35,8 +35,9 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 
 from benchmarks import Settings, TimeFunc, case, compare, row, target, timing_row
 from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
-from memguard.memory import CgroupProbe, ProcessProbe, heap_bytes
-from memguard.monitor import THREAD_NAME, Monitor
+from memguard.memory.allocators import heap_bytes
+from memguard.memory.probes import CgroupProbe, ProcessProbe
+from memguard.monitor.thread import THREAD_NAME, Monitor
 
 STORES = 6
 JOBS = 10_000

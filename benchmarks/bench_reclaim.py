@@ -27,7 +27,7 @@ Allocators (the environment of the cell): ``pymalloc`` (the default), ``malloc``
 Debian's libjemalloc2: malloc is jemalloc, small objects still pymalloc's), ``jemalloc+malloc``
 (both), and ``mimalloc`` (``PYTHONMALLOC=mimalloc``) where the interpreter has it (CPython
 3.13+; probed by starting one). Cells whose allocator is unavailable are listed as skipped;
-every cell checks that `memguard.memory.detect_allocator()` sees what its environment asked for.
+every cell checks that `memguard.memory.allocators.detect_allocator()` sees what its environment asked for.
 
 The full run also repeats the old reference cell (text, no running jobs, pymalloc, memguard)
 for the suite's target. ``python -m benchmarks.bench_reclaim [--quick] [--megabytes N]``
@@ -103,7 +103,8 @@ def _order(kind: str, start: int, count: int) -> list[tuple[int, bool]]:
 def worker(kind: str, method: str, megabytes: int) -> dict[str, Any]:
     """Fill, evict, give back, and measure; returns the RSS figures (run in a fresh process)."""
     from memguard import MemoryManager, managed_store
-    from memguard.memory import detect_allocator, reclaim
+    from memguard.memory.allocators import detect_allocator
+    from memguard.memory.reclaim import reclaim
 
     rng = random.Random(1234)
     make: Callable[[random.Random, int], Any] = (

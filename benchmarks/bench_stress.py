@@ -1,6 +1,6 @@
 """Case 6, end to end: the stress workload's peak memory against its limit, guarded vs baseline.
 
-The workload is `memguard.simulate` (what ``memguard stress`` runs): six seed stores under
+The workload is `memguard.tools.stress` (what ``memguard stress`` runs): six seed stores under
 AI-sized traffic on a simulated clock, with the real resident memory of the process deciding
 emergencies. The guarded run declares the stores with ``@managed_store`` under the bundled
 default policy (512 MB limit); the baseline keeps the same jobs, drawn from the same seed, in
@@ -25,7 +25,7 @@ MB = 1 << 20
 
 def worker(guard: bool, minutes: float, seed: int) -> dict[str, Any]:
     """One run of the workload in this process; its result without the sample series."""
-    from memguard import simulate
+    from memguard.tools import stress as simulate
 
     result = simulate.run(simulate.StressConfig(guard=guard, minutes=minutes, seed=seed))
     data = result.to_dict()
@@ -51,10 +51,10 @@ def run(quick: bool, *, minutes: Optional[float] = None,
         seeds: Optional[Sequence[int]] = None) -> dict[str, Any]:
     """Measure case 6: guarded and baseline runs of the same traffic, per seed."""
     try:
-        import memguard.simulate  # noqa: F401
+        import memguard.tools.stress  # noqa: F401
     except ImportError as error:  # the workload has not landed in this checkout
         return case("stress", "6. end to end: stress workload peak vs limit", rows=[],
-                    skipped=f"memguard.simulate is not importable ({error})")
+                    skipped=f"memguard.tools.stress is not importable ({error})")
     minutes = minutes or (60.0 if quick else 120.0)
     seeds = tuple(seeds or ((1,) if quick else (1, 2, 3)))
     rows = []

@@ -33,7 +33,7 @@ from flask import Flask, jsonify, request
 
 import memguard
 from memguard import managed_store
-from memguard._sizing import estimate_size
+from memguard.index.estimate import estimate_size
 from memguard.integrations import flask as memguard_flask
 
 JOB_SECONDS = float(os.environ.get("GUARD_JOB_SECONDS", "0.2"))

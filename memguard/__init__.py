@@ -4,17 +4,19 @@ This module only re-exports the public names; each lives in the module of its co
 """
 
 from memguard import integrations as integrations
-from memguard._manager import MemoryManager, manager
 from memguard._version import version as _version
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
-from memguard.events import Cause, CleanupReport, EvictionEvent
-from memguard.handles import StoreHandle, StoreStats
-from memguard.memory import MemorySample
-from memguard.monitor import MemoryStats
-from memguard.policy import MemoryPolicy, Policy, StorePolicy, load_policy
-from memguard.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
-from memguard.store import handle, managed_store
-from memguard.touch import touches
+from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
+from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
+from memguard.manager import MemoryManager, manager
+from memguard.memory.samples import MemorySample
+from memguard.monitor.readings import MemoryStats
+from memguard.policy.files import load_policy
+from memguard.policy.options import MemoryPolicy, StorePolicy
+from memguard.policy.policy import Policy
+from memguard.stores.handle import StoreHandle, StoreStats
+from memguard.stores.managed import handle, managed_store
+from memguard.stores.touches import touches
 
 __version__: str = _version()
 

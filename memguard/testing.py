@@ -7,12 +7,12 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Optional, Union
 
-from memguard._units import parse_size
-from memguard.events import EvictionEvent
+from memguard.eviction.events import EvictionEvent
+from memguard.policy.units import parse_size
 
 if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
-    from memguard.memory import MemorySample
+    from memguard.manager import MemoryManager
+    from memguard.memory.samples import MemorySample
 
 
 class FakeClock:
@@ -60,7 +60,7 @@ class FakeProbe:
             self.heap = _bytes(heap)
 
     def __call__(self) -> MemorySample:
-        from memguard.memory import MemorySample
+        from memguard.memory.samples import MemorySample
 
         self.calls += 1
         return MemorySample(usage=self.usage, rss=self.usage, swap=0, heap=self.heap,
@@ -71,7 +71,7 @@ class FakeProbe:
 def capture_evictions(manager: Optional[MemoryManager] = None) -> Iterator[list[EvictionEvent]]:
     """Collect the `EvictionEvent`s of `manager` (default: memguard.manager) in a list."""
     if manager is None:
-        from memguard._manager import manager as default
+        from memguard.manager import manager as default
 
         manager = default
     events: list[EvictionEvent] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memguard import MemoryManager
-from memguard.policy import ENVIRONMENT_KNOBS
+from memguard.policy.options import ENVIRONMENT_KNOBS
 from memguard.testing import FakeClock
 
 

@@ -20,16 +20,15 @@ from typing import Any, Optional
 import attrs
 import pytest
 
-from memguard.memory import (
+from memguard.memory.allocators import (
     MALLOCS,
     NO_HOOK,
     SMALL_OBJECT_ALLOCATORS,
     TRIMS,
     Allocator,
-    Reclaim,
     detect_allocator,
-    reclaim,
 )
+from memguard.memory.reclaim import Reclaim, reclaim
 
 MiB = 2**20
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,7 +241,7 @@ def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
                               r"reclaim: mallctl arena\.<all>\.purge")
 
         def health(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "memguard.cli", "health", "--url", url,
+            return subprocess.run([sys.executable, "-m", "memguard.tools.cli", "health", "--url", url,
                                    *args], capture_output=True, text=True, timeout=60,
                                   env=clean, cwd=ROOT, check=False)
 
@@ -261,7 +260,7 @@ def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
 
 def test_memory_payload_carries_the_detection() -> None:
     from memguard import MemoryManager
-    from memguard.web import memory_payload
+    from memguard.web.payloads import memory_payload
 
     payload = memory_payload(MemoryManager())
     assert payload["allocator"] == detect_allocator().to_dict()

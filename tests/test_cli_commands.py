@@ -2,7 +2,7 @@
 
 Running apps are played by a tiny HTTP server in a thread on 127.0.0.1 that answers with
 memguard-shaped payloads (so these tests do not wait on the web module), plus one server
-running the real `memguard.web.wsgi_app` to prove the two agree. Every wait is bounded.
+running the real `memguard.web.wsgi.wsgi_app` to prove the two agree. Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ CLEAN_ENV = {
 def memguard(*args: str, env: Optional[dict[str, str]] = None,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run `memguard ARGS...` in a fresh interpreter and capture what it prints."""
-    return subprocess.run([sys.executable, "-m", "memguard.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "memguard.tools.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env={**CLEAN_ENV, **(env or {})})
 
 
@@ -65,7 +65,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int,
 
 
 def memory_payload(level: str, usage: int) -> dict[str, Any]:
-    """What an app's GET /memory answers (memguard.monitor.MemoryStats.to_dict() + pid/time)."""
+    """What an app's GET /memory answers (memguard.monitor.thread.MemoryStats.to_dict() + pid/time)."""
     limit = 512 * MB
     return {
         "sample": {"usage": usage, "rss": usage, "swap": 0, "heap": usage // 2, "limit": limit,
@@ -438,7 +438,7 @@ def test_monitor_prints_lines_when_stdout_is_not_a_terminal() -> None:
 
 def test_monitor_keeps_going_when_the_app_goes_away(app: FakeApp) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "memguard.cli", "monitor", "--url", app.url, "--interval", "0.1",
+        [sys.executable, "-m", "memguard.tools.cli", "monitor", "--url", app.url, "--interval", "0.1",
          "--duration", "3", "--logfmt", "--timeout", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
     try:
@@ -476,7 +476,7 @@ def run_in_terminal(args: list[str], *, columns: int = 110, rows: int = 40,
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {**CLEAN_ENV, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)}
     env.pop("NO_COLOR", None)
-    child = subprocess.Popen([sys.executable, "-m", "memguard.cli", *args], stdin=slave,
+    child = subprocess.Popen([sys.executable, "-m", "memguard.tools.cli", *args], stdin=slave,
                              stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     chunks: list[bytes] = []
@@ -684,7 +684,7 @@ def test_the_docs_show_commands() -> None:
 
 @pytest.mark.parametrize("command", documented_commands())
 def test_documented_commands_parse(command: str) -> None:
-    from memguard.cli import build_parser
+    from memguard.tools.cli.main import build_parser
 
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert callable(args.run)

@@ -11,8 +11,9 @@ from typing import Any, Optional
 
 import pytest
 
-from memguard.cli import main
-from memguard.policy import ENVIRONMENT_KNOBS, load_policy
+from memguard.policy.files import load_policy
+from memguard.policy.options import ENVIRONMENT_KNOBS
+from memguard.tools.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT = "policies/default.toml"
@@ -20,12 +21,12 @@ MB = 1024**2
 
 
 def memguard(*args: str, env: Optional[dict[str, str]] = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m memguard.cli ARGS` from the repository root with `env` on top of a
+    """Run `python -m memguard.tools.cli ARGS` from the repository root with `env` on top of a
     clean copy of this environment (no memguard knobs)."""
     environ = {key: value for key, value in os.environ.items() if key not in ENVIRONMENT_KNOBS}
     environ.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "memguard.cli", *args],
+        [sys.executable, "-m", "memguard.tools.cli", *args],
         cwd=ROOT,
         env=environ,
         capture_output=True,

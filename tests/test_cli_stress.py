@@ -1,4 +1,4 @@
-"""`memguard stress` and `python -m memguard.demo`, run in subprocesses as users run them.
+"""`memguard stress` and `python -m memguard.tools.demo`, run in subprocesses as users run them.
 
 The verdict is about this process's real memory, so every run here is a fresh interpreter.
 The configuration is the seed workload at a quarter of the result sizes against a 160 MB limit
@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import pytest
 
-from memguard.simulate import StressResult
+from memguard.tools.stress.results import StressResult
 
 MB = 2**20
 SMALL = ["--scale", "0.25", "--limit", "160MB", "--seed", "4"]
@@ -31,7 +31,7 @@ def run(*args: str, timeout: float = 180,
 
 
 def stress(*args: str) -> subprocess.CompletedProcess[str]:
-    return run("-m", "memguard.cli", "stress", *args)
+    return run("-m", "memguard.tools.cli", "stress", *args)
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def test_plot(tmp_path: Path) -> None:
 # it: the process that measures must never hold matplotlib, with or without --plot.
 MEASURED = """
 import json, sys
-from memguard.cli import main
+from memguard.tools.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "matplotlib": "matplotlib" in sys.modules}))
 """
@@ -181,7 +181,8 @@ def test_plot_never_changes_the_figures(tmp_path: Path) -> None:
 ])
 def test_the_baseline_for_the_chart_runs_the_same_workload(argv: list[str]) -> None:
     """`--plot` runs the baseline with the options the guarded run was given."""
-    from memguard.cli import _stress_options, build_parser
+    from memguard.tools.cli.main import build_parser
+    from memguard.tools.cli.stress import _stress_options
 
     parser = build_parser()
     args = parser.parse_args(["stress", *argv])
@@ -195,10 +196,10 @@ def test_plot_draws_from_saved_results(tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     stress(*SMALL, "--minutes", "5", "--no-guard", "--quiet", "--json", str(out))
     png = tmp_path / "baseline.png"
-    drawn = run("-m", "memguard._cli_view", str(png), str(out))
+    drawn = run("-m", "memguard.tools.cli.views", str(png), str(out))
     assert drawn.returncode == 0, drawn.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    broken = run("-m", "memguard._cli_view", str(tmp_path / "x.png"), str(tmp_path / "no.json"))
+    broken = run("-m", "memguard.tools.cli.views", str(tmp_path / "x.png"), str(tmp_path / "no.json"))
     assert broken.returncode == 1 and "cannot draw" in broken.stderr
     assert not (tmp_path / "x.png").exists()
 
@@ -269,7 +270,7 @@ def test_demo_runs_both_side_by_side_and_passes(tmp_path: Path) -> None:
     """README's demo command, with its defaults: the default policy and a 512 MB limit."""
     out = tmp_path / "demo.json"
     png = tmp_path / "demo.png"
-    result = run("-m", "memguard.demo", "--json", str(out), "--plot", str(png))
+    result = run("-m", "memguard.tools.demo", "--json", str(out), "--plot", str(png))
     assert result.returncode == 0, result.stdout + result.stderr
     data = read(out)
     guarded = StressResult.from_dict(data["guarded"])
@@ -288,7 +289,7 @@ def test_demo_runs_both_side_by_side_and_passes(tmp_path: Path) -> None:
 def test_demo_without_rich(tmp_path: Path) -> None:
     """A fresh virtualenv may lack the cli extra: the demo prints plain text instead."""
     code = ("import sys; sys.modules['rich'] = None\n"
-            "from memguard.demo import main\n"
+            "from memguard.tools.demo import main\n"
             "sys.exit(main(sys.argv[1:]))")
     result = run("-c", code, "--minutes", "20", "--seed", "3")
     assert result.returncode in (0, 1), result.stderr
@@ -302,7 +303,7 @@ def test_demo_without_rich(tmp_path: Path) -> None:
 
 
 def test_demo_usage_error() -> None:
-    result = run("-m", "memguard.demo", "--minutes", "-1")
+    result = run("-m", "memguard.tools.demo", "--minutes", "-1")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].endswith("--minutes must be above zero")
 
@@ -313,8 +314,10 @@ def test_chart_of_a_run_with_emergencies(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     import attrs
 
-    from memguard._cli_view import plot_stress
-    from memguard.simulate import Mark, StressConfig, run
+    from memguard.tools.cli.views import plot_stress
+    from memguard.tools.stress.config import StressConfig
+    from memguard.tools.stress.results import Mark
+    from memguard.tools.stress.run import run
 
     config = StressConfig(minutes=15, scale=0.05, limit=12 * MB)
     guarded = attrs.evolve(run(config), marks=(Mark(300.0, "emergency", 12, 3 * MB),

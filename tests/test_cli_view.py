@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from memguard._cli_view import (
+from memguard.tools.cli.views import (
     Reading,
     bar_chart,
     health_lines,

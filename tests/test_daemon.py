@@ -1,4 +1,4 @@
-"""The one polling thread (`memguard.daemon.DaemonLoop`) and its three users: it survives
+"""The one polling thread (`memguard.monitor.daemon.DaemonLoop`) and its three users: it survives
 what a step raises, restarts when the loop itself dies, and the policy watcher and the cleanup
 listener, which run on it, keep working through a failing step (real threads, real files).
 `ForkSafeLock` is checked across a real fork in a fresh interpreter."""
@@ -19,11 +19,10 @@ import pytest
 from waiting import wait_until
 
 from memguard import MemoryManager, managed_store
-from memguard.daemon import DaemonLoop
-from memguard.events import CleanupReport
-from memguard.reload import PolicyWatcher
+from memguard.eviction.events import CleanupReport
+from memguard.monitor.daemon import DaemonLoop
+from memguard.monitor.triggers import CleanupListener, PolicyWatcher
 from memguard.testing import FakeProbe
-from memguard.trigger import CleanupListener
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,7 +193,7 @@ WATCH_AFTER_FORK = textwrap.dedent("""
     path = Path(sys.argv[2])
     manager = MemoryManager()
     manager.load_policy(path)
-    watcher = reload.update(manager, True)
+    watcher = update_watcher(manager, True)
     assert watcher is not None and watcher.running
     pid = os.fork()
     if pid == 0:
@@ -218,7 +217,7 @@ WATCH_AFTER_FORK = textwrap.dedent("""
 LOCK_ACROSS_FORK = textwrap.dedent("""
     import os, sys, threading, time
     sys.path.insert(0, sys.argv[1])
-    from memguard.forklock import ForkSafeLock
+    from memguard.monitor.daemon import ForkSafeLock
     guard = ForkSafeLock()
     holding, done = threading.Event(), threading.Event()
 

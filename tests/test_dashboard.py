@@ -33,7 +33,8 @@ import pytest
 
 from memguard import MemoryManager, managed_store
 from memguard.testing import FakeClock, FakeProbe
-from memguard.web import asgi_app, wsgi_app
+from memguard.web.asgi import asgi_app
+from memguard.web.wsgi import wsgi_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"

@@ -14,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from memguard.web import HEALTH_CONTENT_TYPE, ROUTES
+from memguard.web.payloads import HEALTH_CONTENT_TYPE, ROUTES
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

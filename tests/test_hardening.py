@@ -27,20 +27,13 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from memguard import (
-    MemoryManager,
-    Policy,
-    PolicyError,
-    handle,
-    load_policy,
-    managed_store,
-    tracking,
-)
-from memguard._sizing import MAX_OBJECTS, estimate_size
+from memguard import MemoryManager, Policy, PolicyError, handle, load_policy, managed_store
 from memguard.errors import StoreDefinitionError
+from memguard.index import job_index as tracking
+from memguard.index.estimate import MAX_OBJECTS, estimate_size
+from memguard.index.job_index import PARK_AFTER, RECHECK_PER_PASS
 from memguard.testing import FakeClock, capture_evictions
-from memguard.tracking import PARK_AFTER, RECHECK_PER_PASS
-from memguard.web import wsgi_app
+from memguard.web.wsgi import wsgi_app
 
 ROOT = Path(__file__).resolve().parents[1]
 

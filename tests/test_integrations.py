@@ -14,7 +14,7 @@ import pytest
 
 from memguard import MemoryManager, managed_store
 from memguard.testing import FakeClock, FakeProbe
-from memguard.web import HEALTH_CONTENT_TYPE, ROUTES
+from memguard.web.payloads import HEALTH_CONTENT_TYPE, ROUTES
 
 TOKEN = "integration-token"
 SECRET = "integration-SECRET-91b2"
@@ -373,7 +373,7 @@ def test_gunicorn_child_exit_drops_a_dead_workers_gauges_and_keeps_its_counters(
         "from types import SimpleNamespace\n"
         "import memguard\n"
         "from memguard.integrations.gunicorn import child_exit\n"
-        "from memguard.metrics import multiprocess_mode, sync\n"
+        "from memguard.web.prometheus import multiprocess_mode, sync\n"
         "from memguard.web import snapshot_collector\n"
         "assert multiprocess_mode()\n"
         "manager = memguard.MemoryManager()\n"

@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import memguard
 from memguard import MemoryManager, Policy, managed_store
 from memguard.testing import FakeClock, FakeProbe
-from memguard.web import HEALTH_CONTENT_TYPE, Endpoints
+from memguard.web.endpoints import Endpoints
+from memguard.web.payloads import HEALTH_CONTENT_TYPE
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATIONS = ROOT / "docs" / "integrations.md"
@@ -174,7 +175,7 @@ def test_documented_payloads_have_the_real_shape(endpoints: Endpoints, method: s
 
 def test_every_route_is_documented() -> None:
     text = HTTP.read_text()
-    from memguard.web import ROUTES
+    from memguard.web.payloads import ROUTES
 
     for route, methods in ROUTES.items():
         assert f"`{route}`" in text

@@ -17,31 +17,31 @@ PACKAGE = Path(__file__).resolve().parents[1] / "memguard"
 
 LAYERS: dict[str, int] = {
     # 0 basics and memory
-    "memguard.errors": 0, "memguard._units": 0, "memguard._sizing": 0, "memguard.levels": 0,
+    "memguard.errors": 0, "memguard.policy.units": 0, "memguard.index.estimate": 0, "memguard.monitor.levels": 0,
     "memguard._logging": 0, "memguard.memory": 0, "memguard._version": 0,
-    "memguard.forklock": 0,
+    "memguard.monitor.daemon": 0,
     # 1 events, index, policy options, the TOML line scanner
-    "memguard.events": 1, "memguard.tracking": 1, "memguard.options": 1,
-    "memguard._toml_lines": 1, "memguard._orders": 1, "memguard._activity": 1,
-    "memguard._weighing": 1,
+    "memguard.eviction.events": 1, "memguard.index.job_index": 1, "memguard.policy.options": 1,
+    "memguard.policy.provenance": 1, "memguard.index.orders": 1, "memguard.index.activity": 1,
+    "memguard.index.sizes": 1,
     # 2 rules and the `|` composite; the TOML policy and its loader
-    "memguard.rules": 2, "memguard.policy": 2,
+    "memguard.eviction.rules": 2, "memguard.policy": 2,
     # 3 the eviction runner
-    "memguard.pipeline": 3,
+    "memguard.eviction.runner": 3,
     # 4 stores
-    "memguard.registry": 4, "memguard.handles": 4, "memguard.store": 4, "memguard.touch": 4,
+    "memguard.stores.registry": 4, "memguard.stores.handle": 4, "memguard.stores.managed": 4, "memguard.stores.touches": 4,
     # 5 engine
-    "memguard.stats": 5, "memguard.controller": 5, "memguard.lines": 5, "memguard.signals": 5,
-    "memguard.daemon": 5, "memguard.readings": 5, "memguard.monitor": 5, "memguard.reload": 5,
-    "memguard.trigger": 5, "memguard.trace": 5, "memguard.schedule": 5, "memguard.cleanups": 5,
-    "memguard.recycling": 5, "memguard.tick": 5,
-    "memguard._manager": 5,
+    "memguard.monitor.readings": 5, "memguard.monitor.controller": 5, "memguard.monitor.levels": 5, "memguard.monitor.triggers": 5,
+    "memguard.monitor.daemon": 5, "memguard.monitor.readings": 5, "memguard.monitor": 5, "memguard.monitor.triggers": 5,
+    "memguard.monitor.triggers": 5, "memguard.stores.trace": 5, "memguard.monitor.tick": 5, "memguard.monitor.controller": 5,
+    "memguard.monitor.daemon": 5, "memguard.monitor.tick": 5,
+    "memguard.manager": 5,
     # 6 surfaces
-    "memguard.web": 6, "memguard._dashboard": 6, "memguard.testing": 6, "memguard.metrics": 6,
+    "memguard.web": 6, "memguard.web.dashboard": 6, "memguard.testing": 6, "memguard.web.prometheus": 6,
     "memguard.integrations": 6, "memguard.redis": 6,
     # 7 tools; the package itself re-exports from below and is imported by tools only
-    "memguard.cli": 7, "memguard._cli_view": 7, "memguard.simulate": 7, "memguard.demo": 7,
-    "memguard.tune": 7, "memguard": 7,
+    "memguard.tools.cli": 7, "memguard.tools.cli.views": 7, "memguard.tools.stress": 7, "memguard.tools.demo": 7,
+    "memguard.tools.tune": 7, "memguard": 7,
 }
 
 
@@ -150,8 +150,8 @@ def test_no_import_cycles() -> None:
 
 
 def test_the_check_sees_deferred_and_relative_imports(tmp_path: Path) -> None:
-    source = ("def later():\n    from memguard._manager import manager\n"
+    source = ("def later():\n    from memguard.manager import manager\n"
               "from . import levels\n")
-    visitor = Imports("memguard.store")
+    visitor = Imports("memguard.stores.managed")
     visitor.visit(ast.parse(source))
-    assert visitor.found == {"memguard._manager", "memguard.levels"}
+    assert visitor.found == {"memguard.manager", "memguard.monitor.levels"}

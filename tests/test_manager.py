@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from memguard import MemoryManager, MemoryStats, Policy, managed_store
-from memguard.policy import load_policy
+from memguard.policy.files import load_policy
 from memguard.testing import FakeClock, FakeProbe
 
 

@@ -15,20 +15,11 @@ import pytest
 
 from memguard import memory
 from memguard.errors import MemguardError
-from memguard.memory import (
-    CgroupProbe,
-    MemorySample,
-    ProbeError,
-    ProcessProbe,
-    Reclaim,
-    detailed_usage,
-    detect_limit,
-    heap_bytes,
-    make_probe,
-    physical_memory,
-    read_rss,
-    reclaim,
-)
+from memguard.memory.allocators import heap_bytes
+from memguard.memory.heap import physical_memory
+from memguard.memory.probes import CgroupProbe, ProcessProbe, detect_limit, make_probe
+from memguard.memory.reclaim import Reclaim, detailed_usage, read_rss, reclaim
+from memguard.memory.samples import MemorySample, ProbeError
 
 MiB = 2**20
 V1_UNLIMITED = 9223372036854771712  # what cgroup v1 writes for "no limit"

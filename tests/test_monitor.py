@@ -25,20 +25,14 @@ import pytest
 from waiting import wait_until
 
 from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
-from memguard._units import parse_size
-from memguard.memory import MemorySample, Reclaim
-from memguard.monitor import (
-    HYSTERESIS,
-    MAX_ROUNDS,
-    THREAD_NAME,
-    MemoryStats,
-    Monitor,
-    growth_rate,
-    heroku_line,
-    next_level,
-    raw_level,
-)
-from memguard.policy import Thresholds
+from memguard.memory.reclaim import Reclaim
+from memguard.memory.samples import MemorySample
+from memguard.monitor.controller import MAX_ROUNDS
+from memguard.monitor.levels import HYSTERESIS, heroku_line, next_level, raw_level
+from memguard.monitor.readings import MemoryStats, growth_rate
+from memguard.monitor.thread import THREAD_NAME, Monitor
+from memguard.policy.options import Thresholds
+from memguard.policy.units import parse_size
 from memguard.testing import FakeClock, FakeProbe, capture_evictions
 
 MB = 2**20
@@ -70,7 +64,7 @@ def no_real_reclaim(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         calls.append(1)
         return Reclaim(collected=0, trimmed=False, seconds=0.0)
 
-    monkeypatch.setattr("memguard.monitor.reclaim", fake)
+    monkeypatch.setattr("memguard.monitor.thread.reclaim", fake)
     return calls
 
 
@@ -253,7 +247,7 @@ def test_a_pass_that_frees_much_gives_memory_back(
         probe.set("260MB")
         return Reclaim(collected=0, trimmed=True, seconds=0.0)
 
-    monkeypatch.setattr("memguard.monitor.reclaim", reclaim_40mb)
+    monkeypatch.setattr("memguard.monitor.thread.reclaim", reclaim_40mb)
     result = monitor.tick()  # frees ~40MB >= TRIM_AFTER: reclaim, which counts as the gc
     assert len(store) == 0 and no_real_reclaim == [1] and result.gc_collected == 0
     assert result.cleanup is not None
@@ -563,7 +557,7 @@ def test_thread_survives_failing_probe_rule_callback_and_hook(
     def bad_hook() -> None:
         raise RuntimeError("bad hook")
 
-    from memguard.store import handle
+    from memguard.stores.managed import handle
 
     h = handle(store)
     h.pipeline = h.pipeline | bad_rule
@@ -822,7 +816,7 @@ def test_thread_survives_base_exceptions_from_callbacks_and_rules(
     def fatal_rule(index: Any, ctx: Any) -> Any:
         raise fatal()
 
-    from memguard.store import handle
+    from memguard.stores.managed import handle
 
     handle(store).add_rule(fatal_rule)
     manager.on_evict(fatal_callback)

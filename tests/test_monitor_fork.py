@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from memguard import MemoryManager
-from memguard.monitor import THREAD_NAME
+from memguard.monitor.thread import THREAD_NAME
 from memguard.testing import FakeClock, FakeProbe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Option fields built by `memguard.options.option`, and the one home of max_idle <= max_age."""
+"""Option fields built by `memguard.policy.options.option`, and the one home of max_idle <= max_age."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memguard.errors import PolicyError
-from memguard.options import MemoryPolicy, StorePolicy
-from memguard.policy import Policy
+from memguard.policy.options import MemoryPolicy, StorePolicy
+from memguard.policy.policy import Policy
 
 #: Every field read through `option`, as (class, field name).
 OPTION_FIELDS = [

@@ -14,9 +14,9 @@ import pytest
 
 import memguard
 from memguard import MemoryManager, PolicyError, load_policy
-from memguard.cli import main
 from memguard.errors import MissingExtraError
-from memguard.policy import bundled_policy, bundled_policy_names
+from memguard.policy.files import bundled_policy, bundled_policy_names
+from memguard.tools.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

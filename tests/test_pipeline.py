@@ -1,4 +1,4 @@
-"""The eviction runner (`memguard.pipeline`): one loop for inserts and passes alike."""
+"""The eviction runner (`memguard.eviction.runner`): one loop for inserts and passes alike."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from memguard import MaxJobs, MemoryManager, Policy, handle, managed_store
-from memguard.events import Cause
-from memguard.pipeline import apply_rule, run_pass
-from memguard.rules import Budget, Pass, Pipeline
+from memguard.eviction.events import Cause
+from memguard.eviction.rules import Budget, Pass, Pipeline
+from memguard.eviction.runner import apply_rule, run_pass
+from memguard.index.job_index import JobIndex
 from memguard.testing import FakeClock, capture_evictions
-from memguard.tracking import JobIndex
 
 
 @pytest.fixture

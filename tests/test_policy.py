@@ -15,16 +15,14 @@ from memguard import (
     handle,
     managed_store,
 )
-from memguard._units import Percent
-from memguard.policy import (
-    DEFAULT_ACTIVE_STATUSES,
-    ActiveWhen,
-    Thresholds,
+from memguard.policy.files import (
     bundled_policy,
     bundled_policy_names,
     load_policy,
     policy_from_environment,
 )
+from memguard.policy.options import DEFAULT_ACTIVE_STATUSES, ActiveWhen, Thresholds
+from memguard.policy.units import Percent
 
 MB = 1024**2
 ROOT = Path(__file__).resolve().parent.parent

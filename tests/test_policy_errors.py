@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from memguard import Policy, PolicyError
-from memguard.policy import load_policy
+from memguard.policy.files import load_policy
 
 #: (id, TOML text, key path, line, fragment naming the bad value, fragment saying what's allowed)
 # fmt: off

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from memguard.errors import PolicyError
-from memguard.policy import MEMORY_FIELDS, STORE_FIELDS, Policy, StorePolicy
+from memguard.policy.options import MEMORY_FIELDS, STORE_FIELDS, StorePolicy
+from memguard.policy.policy import Policy
 
 #: Values a user might plausibly write, so that generated documents often get past the types.
 PLAUSIBLE = st.sampled_from(

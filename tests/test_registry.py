@@ -1,11 +1,12 @@
-"""How stores find their manager: `memguard.registry` and the default manager."""
+"""How stores find their manager: `memguard.stores.registry` and the default manager."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import memguard
-from memguard import MemoryManager, Policy, handle, managed_store, registry
+from memguard import MemoryManager, Policy, handle, managed_store
+from memguard.stores import registry
 from memguard.testing import FakeClock
 
 

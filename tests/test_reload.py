@@ -91,10 +91,10 @@ def test_edit_break_and_fix_under_a_running_manager(
 
 
 def test_saving_watch_false_stops_watching(running: tuple[MemoryManager, Path, Any]) -> None:
-    from memguard import reload
+    from memguard.monitor.triggers import update_watcher
 
     manager, path, _ = running
-    watcher = reload.update(manager, True)
+    watcher = update_watcher(manager, True)
     assert watcher is not None and watcher.running
     write(path, POLICY.format(warning="410MB", watch="false", max_jobs=5))
     wait_for(lambda: manager.policy.memory.watch is False)
@@ -116,7 +116,7 @@ def test_a_deleted_file_keeps_the_policy_until_it_returns(
 
 
 def test_watch_is_off_by_default_and_stops_with_the_manager(tmp_path: Path) -> None:
-    from memguard import reload
+    from memguard.monitor.triggers import update_watcher
 
     path = tmp_path / "policy.toml"
     path.write_text(POLICY.format(warning="400MB", watch="false", max_jobs=50))
@@ -124,10 +124,10 @@ def test_watch_is_off_by_default_and_stops_with_the_manager(tmp_path: Path) -> N
     manager.load_policy(path)
     manager.start()
     try:
-        assert reload.update(manager, manager.policy.memory.watch) is None
+        assert update_watcher(manager, manager.policy.memory.watch) is None
         write(path, POLICY.format(warning="400MB", watch="true", max_jobs=50))
         manager.load_policy(path)  # now the policy asks for it
-        watcher = reload.update(manager, True)
+        watcher = update_watcher(manager, True)
         assert watcher is not None and watcher.running
     finally:
         manager.stop()

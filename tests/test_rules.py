@@ -17,7 +17,7 @@ from memguard import (
     handle,
     managed_store,
 )
-from memguard.rules import Pass
+from memguard.eviction.rules import Pass
 from memguard.testing import FakeClock, capture_evictions
 
 

@@ -1,4 +1,4 @@
-"""`memguard.schedule.Schedule`: when the monitor's steps are due and how long it waits between
+"""`memguard.monitor.tick.Schedule`: when the monitor's steps are due and how long it waits between
 samples, driven by hand with plain clock values (no thread, no probe)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard.memory import MemorySample
-from memguard.options import MemoryPolicy
-from memguard.schedule import MIN_WAIT, PRESSURE_SPEEDUP, TRIM_AFTER, Schedule
+from memguard.memory.samples import MemorySample
+from memguard.monitor.tick import MIN_WAIT, PRESSURE_SPEEDUP, TRIM_AFTER, Schedule
+from memguard.policy.options import MemoryPolicy
 
 MB = 2**20
 

@@ -18,23 +18,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memguard import Cause
-from memguard._sizing import estimate_size
-from memguard.monitor import LEVELS
-from memguard.policy import Policy, load_policy
-from memguard.simulate import (
+from memguard.index.estimate import estimate_size
+from memguard.monitor.levels import LEVELS
+from memguard.policy.files import load_policy
+from memguard.policy.policy import Policy
+from memguard.tools.stress.config import (
     MAX_RESULT,
     MIN_RESULT,
     SEED_STORES,
-    Sample,
     StressConfig,
-    StressResult,
-    _json_result,
-    _plan_traffic,
-    _text,
     default_policy,
-    run,
     scaled_policy,
 )
+from memguard.tools.stress.payloads import _json_result, _text
+from memguard.tools.stress.results import Sample, StressResult
+from memguard.tools.stress.run import run
+from memguard.tools.stress.traffic import _plan_traffic
 
 #: A small run: 20 simulated minutes of results at 5% of their size; well under a second.
 #: The limit is far above any test process, so only the policy's rules (on simulated time)
@@ -242,7 +241,7 @@ def test_emergency_pressure_never_loses_an_active_job(tmp_path: Any) -> None:
 
 
 def default_policy_text() -> str:
-    from memguard.policy import bundled_policy
+    from memguard.policy.files import bundled_policy
 
     return bundled_policy("default").read_text()
 
@@ -271,7 +270,7 @@ def test_verdict_names_what_failed() -> None:
 
 _CHILD = """
 import json, sys
-from memguard.simulate import StressConfig, run
+from memguard.tools.stress import StressConfig, run
 result = run(StressConfig(minutes=60, scale=0.25, limit=160 * 2**20, seed=4,
                           guard=sys.argv[1] == "guard"))
 print(json.dumps(result.to_dict()))

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard._sizing import MAX_DEPTH, MAX_OBJECTS, SAMPLE, _Walk, estimate_size
+from memguard.index.estimate import MAX_DEPTH, MAX_OBJECTS, SAMPLE, _Walk, estimate_size
 
 atoms = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
                   st.text(max_size=600), st.binary(max_size=600))

@@ -17,9 +17,10 @@ from memguard import (
     managed_store,
     touches,
 )
-from memguard.rules import Cause, Pass
+from memguard.eviction.events import Cause
+from memguard.eviction.rules import Pass
+from memguard.index.orders import MAX_EPOCHS
 from memguard.testing import FakeClock, capture_evictions
-from memguard.tracking import MAX_EPOCHS
 
 
 def done(result: Any = "r") -> dict[str, Any]:
@@ -319,7 +320,7 @@ def test_a_rule_that_keeps_naming_an_active_job_is_stopped(
 
 def test_a_writer_holding_a_replaced_mapping_writes_a_plain_dict(
         manager: MemoryManager) -> None:
-    from memguard.store import ManagedDict
+    from memguard.stores.managed import ManagedDict
 
     @managed_store(manager=manager, mapping="jobs", max_jobs=2, name="iac2")
     class Store:
@@ -338,7 +339,7 @@ def test_a_writer_holding_a_replaced_mapping_writes_a_plain_dict(
 def test_the_size_walk_is_bounded_and_scales_its_sample(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from memguard import _sizing
+    from memguard.index import estimate as _sizing
 
     calls = []
     real = sys.getsizeof

@@ -13,8 +13,8 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from memguard import MemoryManager, handle, managed_store
+from memguard.index.job_index import NOTHING, JobIndex
 from memguard.testing import FakeClock, capture_evictions
-from memguard.tracking import NOTHING, JobIndex
 
 
 def index_over(jobs: dict[str, Any]) -> JobIndex:

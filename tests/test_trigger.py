@@ -1,4 +1,4 @@
-"""memguard.trigger in-process: the run directory's safety checks, the beacon's lifetime, and a
+"""memguard.monitor.triggers in-process: the run directory's safety checks, the beacon's lifetime, and a
 request answered by a real listener thread (the CLI side is in test_cli_commands and the
 server side in tests/acceptance/test_cleanup_trigger.py)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from memguard import MemoryManager, managed_store
+from memguard.monitor.triggers import CleanupListener, RunDirError, beacon_path, ensure_run_dir
 from memguard.testing import FakeProbe
-from memguard.trigger import CleanupListener, RunDirError, beacon_path, ensure_run_dir
 
 
 def test_an_unsafe_run_directory_is_refused(tmp_path: Path,

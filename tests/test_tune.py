@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from memguard import MemoryManager, load_policy, managed_store
-from memguard import tune as tuning
-from memguard.cli import main
-from memguard.simulate import StressConfig, run
 from memguard.testing import FakeClock
+from memguard.tools import tune as tuning
+from memguard.tools.cli.main import main
+from memguard.tools.stress.config import StressConfig
+from memguard.tools.stress.run import run
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     where = tmp_path_factory.mktemp("trace")
     path, result = where / "seed.trace", where / "result.json"
     done = subprocess.run(
-        [sys.executable, "-m", "memguard.cli", "stress", "-q", "--minutes", "20", "--scale",
+        [sys.executable, "-m", "memguard.tools.cli", "stress", "-q", "--minutes", "20", "--scale",
          "0.25", "--limit", "160MB", "--record", str(path), "--json", str(result)],
         capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

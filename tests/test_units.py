@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memguard._units import Percent, format_duration, format_size, parse_duration, parse_size
+from memguard.policy.units import Percent, format_duration, format_size, parse_duration, parse_size
 
 KIB = 1024
 MIB = 1024**2

@@ -20,21 +20,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from memguard import MemoryManager, managed_store
+from memguard.policy.options import TOKEN_ENV
 from memguard.testing import FakeClock, FakeProbe
-from memguard.web import (
+from memguard.web.asgi import asgi_app
+from memguard.web.endpoints import Endpoints, Response
+from memguard.web.payloads import (
     HEALTH_CONTENT_TYPE,
     MAX_BODY_BYTES,
     ROUTES,
-    TOKEN_ENV,
-    Endpoints,
-    Response,
-    asgi_app,
     health_payload,
     live_payload,
     memory_payload,
     metrics_payload,
-    wsgi_app,
 )
+from memguard.web.wsgi import wsgi_app
 
 SECRET = "tHe-SeCrEt-7f3a9c"
 TOKEN = "s3cret-token"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from memguard.errors import RouteConflictError
-from memguard.web import ROUTES
+from memguard.web.payloads import ROUTES
 
 __all__ = ["check_routes", "memguard_paths"]
 

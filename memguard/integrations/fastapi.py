@@ -9,7 +9,7 @@
 The documented methods appear in the OpenAPI schema; every other method reaches memguard too
 (hidden from the schema) and gets its JSON 405 with ``Allow``. Sampling and cleanups run in
 Starlette's thread pool so the event loop keeps serving. A plain Starlette app can mount
-`memguard.web.asgi_app` instead (``Mount("/ops", app=asgi_app())``).
+`memguard.web.asgi.asgi_app` instead (``Mount("/ops", app=asgi_app())``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ try:
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess without FastAPI
     raise missing_extra("fastapi", _error) from _error
 
-from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
+from memguard.web.endpoints import Endpoints, Response, run_guarded
+from memguard.web.payloads import MAX_BODY_BYTES, ROUTES
 
 if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
+    from memguard.manager import MemoryManager
 
 __all__ = ["init_app", "router"]
 

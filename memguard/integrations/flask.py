@@ -25,15 +25,16 @@ try:
 except ImportError as _error:  # pragma: no cover - exercised in a subprocess without Flask
     raise missing_extra("flask", _error) from _error
 
-from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
+from memguard.web.endpoints import Endpoints, Response, run_guarded
+from memguard.web.payloads import MAX_BODY_BYTES, ROUTES
 
 if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
+    from memguard.manager import MemoryManager
 
 __all__ = ["EXTENSION_KEY", "init_app"]
 
 EXTENSION_KEY: Final = "memguard"
-"""``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.Endpoints` serving the app."""
+"""``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.endpoints.Endpoints` serving the app."""
 
 ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

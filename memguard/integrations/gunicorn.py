@@ -5,7 +5,7 @@ In ``gunicorn.conf.py``::
     from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
 gunicorn picks the hooks up by name (``child_exit`` matters only with
-``PROMETHEUS_MULTIPROC_DIR``, see `memguard.metrics`). ``post_fork`` runs in each worker right
+``PROMETHEUS_MULTIPROC_DIR``, see `memguard.web.prometheus`). ``post_fork`` runs in each worker right
 after the fork and starts the monitor there (a monitor thread never survives a fork, and the
 arbiter itself holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager
 other than the default, build the hooks with `GunicornHooks`::
@@ -23,18 +23,18 @@ waiting in ``select``. The arbiter then forks a fresh worker. Nothing is killed.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
+from memguard._logging import logger
+
 if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
+    from memguard.manager import MemoryManager
 
 __all__ = ["GunicornHooks", "child_exit", "post_fork", "worker_exit"]
 
-logger = logging.getLogger("memguard")
 
 
 class GunicornHooks:
@@ -52,18 +52,18 @@ class GunicornHooks:
     @property
     def manager(self) -> MemoryManager:
         if self._manager is None:
-            from memguard._manager import manager
+            from memguard.manager import manager
 
             return manager
         return self._manager
 
     def post_fork(self, server: Any, worker: Any) -> None:
         """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook."""
-        from memguard.metrics import ensure_sync, multiprocess_mode
+        from memguard.web.prometheus import ensure_sync, multiprocess_mode
 
         monitor = self.manager.setup_memory_monitoring()
         if multiprocess_mode():  # PROMETHEUS_MULTIPROC_DIR: mirror this worker's figures
-            from memguard.web import snapshot_collector
+            from memguard.web.payloads import snapshot_collector
 
             ensure_sync(snapshot_collector(self.manager))
         self._recycling.clear()
@@ -78,7 +78,7 @@ class GunicornHooks:
     def child_exit(self, server: Any, worker: Any) -> None:
         """gunicorn ``child_exit`` (runs in the arbiter): with ``PROMETHEUS_MULTIPROC_DIR``,
         drop the dead worker's gauges (``mark_process_dead``); its counters stay counted."""
-        from memguard.metrics import MULTIPROC_ENV
+        from memguard.web.prometheus import MULTIPROC_ENV
 
         if os.environ.get(MULTIPROC_ENV):
             from prometheus_client.multiprocess import mark_process_dead

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
-from memguard.policy import ActiveWhen, StorePolicy
+from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
 from memguard.redis._errors import RedisStoreError, translated
 from memguard.redis._scripts import RELEASED_MARK, Scripts

@@ -13,7 +13,6 @@ The manager, the monitor and the HTTP surfaces treat it like any store handle: `
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -24,20 +23,21 @@ from typing import TYPE_CHECKING, Any, Optional, cast
 
 import attrs
 
-from memguard._units import format_size
+from memguard._logging import logger
 from memguard.errors import StoreDefinitionError
-from memguard.events import Cause, EvictionEvent
-from memguard.handles import StoreHandle, StoreStats
-from memguard.policy import Policy, StorePolicy
+from memguard.eviction.events import Cause, EvictionEvent
+from memguard.eviction.rules import Pass, Rule
+from memguard.policy.options import StorePolicy
+from memguard.policy.policy import Policy
+from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
 from memguard.redis._errors import RedisStoreError
-from memguard.rules import Pass, Rule
+from memguard.stores.handle import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
-    from memguard._manager import MemoryManager
-    from memguard.store import _Spec
+    from memguard.manager import MemoryManager
+    from memguard.stores.managed import _Spec
 
-logger = logging.getLogger("memguard")
 
 #: The Redis emergency rule acts when Redis' used memory reaches this share of its limit,
 #: and evicts (by stored bytes) down to the target share.
@@ -135,7 +135,7 @@ class RedisHandle(StoreHandle):
         if spec.manager is not None:
             manager = spec.manager
         else:
-            from memguard._manager import manager
+            from memguard.manager import manager
         try:
             return cls(spec.name, manager=manager, declared=spec.declared, core=core)
         except (ValueError, TypeError) as error:

@@ -16,11 +16,11 @@ from memguard.redis._codec import codec
 from memguard.redis._core import RedisCore
 from memguard.redis._errors import RedisConfigError
 from memguard.redis.job import RedisJob
-from memguard.store import snake_case
+from memguard.stores.managed import snake_case
 
 if TYPE_CHECKING:
     from memguard.redis.handle import RedisHandle
-    from memguard.store import _Spec
+    from memguard.stores.managed import _Spec
 
 #: Client timeouts (seconds) of a store built from a URL: a Redis that does not answer fails
 #: the operation instead of hanging a request (pass `client=` to choose your own).
@@ -46,7 +46,7 @@ def _client_for(url: Optional[str], spec: Optional[_Spec]) -> Any:
     import redis
 
     if url is None:
-        from memguard.store import _manager_of
+        from memguard.stores.managed import _manager_of
 
         policy = _manager_of(spec).policy if spec is not None else _default_policy()
         url = policy.redis.get("url") or os.environ.get("REDIS_URL")
@@ -72,7 +72,7 @@ def _client_for(url: Optional[str], spec: Optional[_Spec]) -> Any:
 
 
 def _default_policy() -> Any:
-    from memguard._manager import manager
+    from memguard.manager import manager
 
     return manager.policy
 

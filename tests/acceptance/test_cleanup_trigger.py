@@ -40,7 +40,7 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 
 def cleanup(pid: int, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "memguard.cli", "cleanup", "--pid", str(pid),
+    return subprocess.run([sys.executable, "-m", "memguard.tools.cli", "cleanup", "--pid", str(pid),
                            "--json", "--timeout", "20s"], capture_output=True, text=True,
                           timeout=60, env=env)
 

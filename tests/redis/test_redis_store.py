@@ -369,7 +369,7 @@ def test_worker_emergency_budget_never_evicts_redis_jobs(redis_url: str,
 
 def test_redis_evictions_do_not_cue_a_worker_reclaim(redis_url: str,
                                                      manager: MemoryManager) -> None:
-    from memguard.monitor import TRIM_AFTER
+    from memguard.monitor.tick import TRIM_AFTER
 
     store = store_class(manager, max_jobs=1)(redis_url)
     big = "x" * (1 << 20)

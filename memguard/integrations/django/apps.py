@@ -42,8 +42,8 @@ class MemguardConfig(AppConfig):  # type: ignore[misc]  # Django ships no type h
     default = True
 
     def ready(self) -> None:
-        from memguard._manager import manager
         from memguard.integrations.django import checks  # registers the URL check
+        from memguard.manager import manager
 
         del checks
         chosen = options()

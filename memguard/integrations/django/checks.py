@@ -9,7 +9,7 @@ from typing import Any
 from django.core.checks import Error, Tags, register
 from django.urls import NoReverseMatch, Resolver404, resolve, reverse
 
-from memguard.web import ROUTES
+from memguard.web.payloads import ROUTES
 
 __all__ = ["check_routes"]
 

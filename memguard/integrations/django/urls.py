@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.urls import URLPattern, path
 
 from memguard.integrations.django.views import view
-from memguard.web import ROUTES
+from memguard.web.payloads import ROUTES
 
 __all__ = ["app_name", "urlpatterns"]
 

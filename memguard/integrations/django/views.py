@@ -1,4 +1,4 @@
-"""One Django view per memguard route, answering through `memguard.web.Endpoints`."""
+"""One Django view per memguard route, answering through `memguard.web.endpoints.Endpoints`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Callable, Optional
 
 from django.http import HttpRequest, HttpResponse
 
-from memguard.web import MAX_BODY_BYTES, ROUTES, Endpoints, Response, run_guarded
+from memguard.web.endpoints import Endpoints, Response, run_guarded
+from memguard.web.payloads import MAX_BODY_BYTES, ROUTES
 
 __all__ = ["endpoints", "view"]
 
@@ -28,7 +29,7 @@ def endpoints() -> Endpoints:
 
 
 def view(route: str) -> Callable[[HttpRequest], HttpResponse]:
-    """The view serving `route` (a key of `memguard.web.ROUTES`); every method reaches it,
+    """The view serving `route` (a key of `memguard.web.payloads.ROUTES`); every method reaches it,
     so a wrong one gets memguard's JSON 405. CSRF-exempt: the cleanup takes a bearer token,
     not a cookie."""
 

@@ -1,0 +1,177 @@
+"""Eviction rules: one small callable per strategy, composed with `|`.
+
+A rule is called as `rule(index, ctx)` with the store's `JobIndex` and the running `Pass`, and
+yields `(key, cause)` pairs to evict. The pipeline evicts each pair before asking for the next,
+so a rule can stop as soon as its bound is met and touches only what it evicts. Any callable
+with that signature can stand in for a rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Optional, Protocol, cast
+
+import attrs
+
+from memguard.eviction.events import Cause
+from memguard.index.job_index import JobIndex, Key
+from memguard.policy.options import RULE_NAMES, StorePolicy
+from memguard.policy.units import positive_count, positive_duration, positive_size
+
+
+@attrs.define
+class Budget:
+    """Bytes an emergency still has to free; shared by every store of one cleanup."""
+
+    remaining: int
+
+
+@attrs.define
+class Pass:
+    """What one run of the pipeline knows: the time, the store's order, an emergency budget."""
+
+    now: float
+    order: str = "lru"
+    budget: Optional[Budget] = None
+
+
+Eviction = tuple[Key, Cause]
+
+
+class Rule(Protocol):
+    """The rule protocol: yield `(key, cause)` pairs to evict, in order."""
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterable[Eviction]: ...
+
+
+class _Composable:
+    """`a | b` builds a pipeline running `a` then `b` (tenacity's `stop_a | stop_b`)."""
+
+    def __or__(self, other: Any) -> Pipeline:
+        return Pipeline((cast(Rule, self),)).__or__(other)
+
+    def __ror__(self, other: Any) -> Pipeline:
+        return Pipeline((other,)).__or__(self)
+
+
+@attrs.frozen
+class MaxAge(_Composable):
+    """Evict jobs created more than `seconds` ago (absolute expiry), oldest first."""
+
+    seconds: float = attrs.field(converter=positive_duration)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for key in index.created_before(ctx.now - self.seconds):
+            yield key, Cause.AGE
+
+
+@attrs.frozen
+class MaxIdle(_Composable):
+    """Evict jobs not touched for `seconds` (sliding expiry, dated to the pass).
+
+    Touches carry no timestamp (the read path never reads the clock); each pass lays an
+    epoch marker into the recency order instead, and a job behind a marker older than
+    `seconds` is idle. Only stores with this rule pay for the markers.
+    """
+
+    seconds: float = attrs.field(converter=positive_duration)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for key in index.idle_before(ctx.now - self.seconds):
+            yield key, Cause.IDLE
+        # Date this pass's touches for the next; markers closer than 1/32 of the idle time
+        # would add precision nobody needs and crowd out the old ones.
+        index.lay_epoch(ctx.now, min_gap=self.seconds / 32)
+
+
+@attrs.frozen
+class MaxJobs(_Composable):
+    """Keep at most `count` jobs, evicting in the store's order (active jobs stay)."""
+
+    count: int = attrs.field(converter=positive_count)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        if len(index) <= self.count:
+            return
+        for key in index.candidates(ctx.order):
+            yield key, Cause.COUNT
+            if len(index) <= self.count:
+                return
+
+
+@attrs.frozen
+class MaxBytes(_Composable):
+    """Keep the weighed jobs under `size` bytes, evicting in the store's order."""
+
+    size: int = attrs.field(converter=positive_size)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        if index.total_bytes <= self.size:
+            return
+        for key in index.candidates(ctx.order, weighed_only=True):
+            yield key, Cause.BYTES
+            if index.total_bytes <= self.size:
+                return
+
+
+@attrs.frozen
+class Emergency(_Composable):
+    """Under memory pressure, evict in `order` until the pass's budget is spent.
+
+    Outside an emergency (no budget) it does nothing, so it can sit in every pipeline.
+    """
+
+    order: Optional[str] = None
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        budget = ctx.budget
+        if budget is None or budget.remaining <= 0:
+            return
+        for key in index.candidates(self.order or ctx.order):
+            yield key, Cause.EMERGENCY
+            if budget.remaining <= 0:
+                return
+
+
+#: The built-in rules. They name only keys the index's own scans found evictable, with the
+#: store's lock held, so the runner need not look again; any other rule (a subclass
+#: included) has each key it names checked.
+VETTED_RULES: frozenset[type] = frozenset({MaxAge, MaxIdle, MaxJobs, MaxBytes, Emergency})
+
+
+@attrs.frozen
+class Pipeline:
+    """Rules run in order; `a | b` appends, a plain callable stands in for a rule (tenacity's
+    `stop_a | stop_b`). Calling it yields what its rules name, one rule after the other; the
+    runner in `memguard.eviction.runner` evicts them."""
+
+    rules: tuple[Rule, ...] = ()
+
+    def __or__(self, other: Any) -> Pipeline:
+        added = other.rules if isinstance(other, Pipeline) else (other,)
+        return Pipeline(self.rules + tuple(added))
+
+    def __ror__(self, other: Any) -> Pipeline:
+        return Pipeline((other,)) | self
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for rule in self.rules:
+            yield from rule(index, ctx)
+
+
+def pipeline_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
+                 emergency_order: Optional[str] = None) -> Pipeline:
+    """The pipeline a store's policy asks for, keeping only the named rules, in pass order."""
+    names = set(rule_names)
+    rules: list[Rule] = []
+    if "age" in names and policy.max_age is not None:
+        rules.append(MaxAge(policy.max_age))
+    if "idle" in names and policy.max_idle is not None:
+        rules.append(MaxIdle(policy.max_idle))
+    if "count" in names and policy.max_jobs is not None:
+        rules.append(MaxJobs(policy.max_jobs))
+    if "bytes" in names and policy.max_bytes is not None:
+        rules.append(MaxBytes(policy.max_bytes))
+    if "emergency" in names:
+        rules.append(Emergency(emergency_order))
+    return Pipeline(tuple(rules))

@@ -1,0 +1,86 @@
+"""The eviction runner: the one loop that turns what rules name into evictions.
+
+Inserts over a bound and periodic or emergency passes all evict through `apply_rule`, so the
+same guarantees hold everywhere: a job that is active (or gone) is never evicted, whatever a
+rule says; a rule that keeps naming a job it was refused is stopped; an emergency budget is
+spent by the estimated size of each victim. `run_pass` runs a whole `Pipeline` over one store
+under its lock and notifies the listeners outside it.
+
+The store is reached through the small `EvictionTarget` protocol (its index, lock and three
+operations), so this layer never imports the store classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+from memguard._logging import logger
+from memguard.eviction.events import Cause, EvictionEvent
+from memguard.eviction.rules import VETTED_RULES, Pass, Pipeline, Rule
+from memguard.index.job_index import JobIndex, Key
+
+
+class Victim(Protocol):
+    """An evicted job between its removal (under the lock) and its release (outside)."""
+
+    @property
+    def size(self) -> Optional[int]: ...
+
+
+class EvictionTarget(Protocol):
+    """What the runner needs of a store (`memguard.stores.managed.StoreHandle` is one)."""
+
+    name: str
+
+    @property
+    def index(self) -> JobIndex: ...
+
+    @property
+    def lock(self) -> Any: ...
+
+    def prepare_pass(self, ctx: Optional[Pass] = None) -> None: ...
+
+    def evict_locked(self, key: Key, cause: Cause) -> Optional[Any]: ...
+
+    def finish_evictions(self, victims: list[Any]) -> list[EvictionEvent]: ...
+
+
+def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]) -> None:
+    """Evict what `rule` names from `target`, lock held, appending to `victims`.
+
+    Whatever a rule says, an active job stays (user rules included); a rule that names a job
+    it was refused again is stopped, so a rule that keeps asking for the same running job
+    cannot hold the lock forever. An emergency budget in `ctx` is spent by each victim's
+    estimated size.
+    """
+    index = target.index
+    vetted = type(rule) in VETTED_RULES
+    refused: set[Any] = set()
+    for key, cause in rule(index, ctx):
+        if not vetted and not index.evictable(key):
+            if key in refused:
+                logger.warning("memguard: rule %r keeps naming job %r, which is active or "
+                               "gone, in store %s; stopping it for this pass",
+                               rule, key, target.name)
+                return
+            refused.add(key)
+            continue
+        victim = target.evict_locked(key, cause)
+        if victim is not None:
+            victims.append(victim)
+            if ctx.budget is not None:
+                ctx.budget.remaining -= victim.size or 0
+
+
+def run_pass(pipeline: Pipeline, target: EvictionTarget, ctx: Pass) -> list[EvictionEvent]:
+    """One pass of `pipeline` over `target`: evict what the rules name (a failing rule is
+    logged and the next one runs), then release and notify outside the lock."""
+    victims: list[Any] = []
+    with target.lock:
+        target.prepare_pass(ctx)
+        for rule in pipeline.rules:
+            try:
+                apply_rule(rule, target, ctx, victims)
+            except Exception:
+                logger.exception("memguard: rule %r failed on store %s", rule, target.name)
+    return target.finish_evictions(victims)

@@ -1,0 +1,468 @@
+"""The side index of one store: creation times, recency, sizes, pins and activity, under one
+lock. `JobIndex` is the facade the stores, rules and the pipeline use; it keeps what the
+write path reads on every insert (`created`, `reads`, `unweighed`, `pins`, `total_bytes`)
+and delegates the rest to four collaborators:
+
+- `Orders` (memguard.index.orders): the recency, age, delivery and size orders the eviction
+  scans walk (`lru`, `aged`, `delivered`, `parked`, `epochs`, the largest-first heap);
+- `Sizes` (memguard.index.sizes): the size function, the jobs still to be weighed, the sizes;
+- `ActiveJobs` (memguard.index.activity): the jobs seen active, looked at again round robin;
+- `Pins` (memguard.index.activity): pin counts.
+
+The split keeps the insert path's Python calls few: the facade reads its collaborators'
+dicts directly where a call per insert would show (`known_active`, `unweighed` and `pins`
+are the collaborators' own dicts, never replaced).
+
+The index never holds job values, only keys and a few numbers, so it costs under 200 bytes
+per job. Its own structures:
+
+- `reads`: the keys read since the last drain, a dict used as an ordered set. The read path
+  moves its key to the end with two C calls (pop, then insert): no lock, no clock. Nothing is
+  lost and it holds each key at most once, so it never outgrows the store; the order of keys
+  read between two drains is that of their last read, so the recency order is exact.
+  Inserts and passes drain it into the recency order under the lock.
+- `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
+  age order.
+- `unweighed`: keys whose size is not known yet (the job was active when stored, and its
+  result is still to come). They are weighed once seen finished. Sizes live in the recency
+  order (`Orders.lru`: key -> size); `total_bytes` is their sum.
+- `failed`: jobs whose `active` predicate raised: warned about once, then not active.
+- `delivered` (in `Orders`): a read counts as a delivery when it is drained while the job is
+  known finished (weighed); reads still pending when a job is seen finished are taken as
+  reads of the running job, so a poll that found the job running never counts as its
+  delivery. A write takes the job out (a new value is undelivered until read again).
+- `observer`: None, or what a trace recorder listens with (`IndexObserver`): told of
+  writes, finishes, drained reads and removals, never on the read path itself.
+
+Mutations happen with `lock` held; the store's write paths and the pipeline take it. Every
+live index is known (weakly) to a fork handler, so a child forked while another thread held
+a store lock gets a fresh lock instead of one nobody will ever release (see `_before_fork`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections.abc import Hashable, Iterator
+from operator import attrgetter
+from typing import Any, Callable, Optional, Protocol
+
+from memguard._logging import logger
+from memguard.index.activity import ABSENT as _ABSENT
+from memguard.index.activity import ActiveJobs, Pins
+from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, Orders
+from memguard.index.sizes import Sizes
+
+Key = Hashable
+#: Active jobs a scan steps over (keeping them in place, so small stores keep an exact
+#: recency order) before it parks the next ones it meets out of the orders it walks.
+PARK_AFTER = 16
+#: Known-active jobs looked at again by an insert over a bound (at most RECHECK_PER_INSERT
+#: still active, RECHECK_MOST_PER_INSERT in all), and by a pass (at most RECHECK_PER_PASS
+#: still active, any number of finished ones; an emergency pass looks at all of them).
+RECHECK_PER_INSERT = 2
+RECHECK_MOST_PER_INSERT = 16
+RECHECK_PER_PASS = 256
+
+
+class IndexObserver(Protocol):
+    """What a trace recorder hears from an index (lock held; must be quick, never raise)."""
+
+    def stored(self, key: Key, new: bool, size: Optional[int]) -> None:
+        """A write: `new` for a key not stored before; `size` None while the job is active."""
+
+    def finished(self, key: Key, size: int) -> None:
+        """A job stored active was seen finished (no write) and weighed."""
+
+    def read(self, keys: list[Key]) -> None:
+        """Stored keys read since the last drain, least recently read first."""
+
+    def removed(self, key: Key) -> None:
+        """A job left the index (deleted by the application, or evicted)."""
+
+
+class _Nothing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<nothing>"
+
+
+#: No key: what `JobIndex.writing` holds outside an insert.
+NOTHING: Any = _Nothing()
+
+
+class JobIndex:
+    """Creation order, recency, sizes and pins of the jobs of one store."""
+
+    __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
+                 "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
+                 "reads", "sizes", "total_bytes", "unweighed", "writing")
+
+    # The collaborators' structures, read-only here (tests, tools, `stats()`).
+    lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
+    aged = property(attrgetter("orders.aged"), doc="The age order the age scans walk.")
+    delivered = property(attrgetter("orders.delivered"), doc="Delivered jobs, by last read.")
+    parked = property(attrgetter("orders.parked"), doc="Active jobs out of the orders.")
+    epochs = property(attrgetter("orders.epochs"), doc="The markers laid in `lru`.")
+    rotation = property(attrgetter("activity.rotation"), doc="Known-active, round robin.")
+    pinned_jobs = property(attrgetter("pin_table.jobs"), doc="Stored jobs with a pin.")
+
+    @property
+    def sizer(self) -> Callable[[Any], int]:
+        """The store's size function (a policy reload may set another)."""
+        return self.sizes.sizer
+
+    @sizer.setter
+    def sizer(self, sizer: Callable[[Any], int]) -> None:
+        self.sizes.sizer = sizer
+
+    def __init__(
+        self,
+        *,
+        job_of: Callable[[Key], Any],
+        active: Callable[[Any], bool],
+        sizer: Callable[[Any], int],
+    ) -> None:
+        self.job_of = job_of
+        self.active = active
+        self.created: dict[Key, float] = {}
+        self.reads: dict[Key, None] = {}
+        self.failed: dict[Key, None] = {}
+        self.orders = Orders(park_after=PARK_AFTER)
+        self.sizes = Sizes(self.orders, sizer)
+        self.unweighed = self.sizes.unweighed  # same dict: it is never replaced
+        self.activity = ActiveJobs()
+        self.known_active = self.activity.known  # same dict: it is never replaced
+        self.pin_table = Pins()
+        self.pins = self.pin_table.counts  # same dict: it is never replaced
+        self.observer: Optional[IndexObserver] = None
+        self.lock = threading.RLock()
+        self.writing: Any = NOTHING  # the key an insert is storing, safe from its own bound
+        self.total_bytes = 0
+        self.created_churn = 0
+        _live_indexes.add(self)
+
+    def __len__(self) -> int:
+        return len(self.created)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.created
+
+    # -- the read path -------------------------------------------------------------------
+
+    def touch(self, key: Key) -> None:
+        """Mark `key` most recently used. O(1), lock-free, never reads the clock.
+
+        The key moves to the recent end of the read set (pop, then insert), so the order of
+        reads between two drains is exact. Unknown keys are ignored, so the read set never
+        holds more keys than the store.
+        """
+        if key in self.created:
+            reads = self.reads
+            reads.pop(key, None)
+            reads[key] = None
+
+    def drain_reads(self) -> None:
+        """Move the keys read since the last drain to the recent end (lock held)."""
+        if not self.reads:
+            return
+        batch = self.orders.drain(self.reads, self.unweighed)
+        if self.observer is not None:
+            self.observer.read([key for key in reversed(batch) if key in self.created])
+
+    # -- mutations (caller holds the lock) -----------------------------------------------
+
+    def add(self, key: Key, job: Any, now: float) -> None:
+        """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
+        if self.reads:
+            self.drain_reads()  # reads before this write stay before it in the order
+        new = key not in self.created
+        if new:
+            self.created[key] = now
+            orders = self.orders
+            orders.aged[key] = None
+            orders.lru[key] = None
+            if key in self.pins:
+                self.pin_table.jobs += 1
+        else:
+            self.orders.rewritten(key)  # a touch; a new value is undelivered until read
+            self.total_bytes += self.sizes.forget(key)
+        if self.failed:  # (a truth test first: this table is nearly always empty)
+            self.failed.pop(key, None)  # a new job: its predicate gets a new chance
+        self._weigh_or_defer(key, job)
+        if self.observer is not None:
+            self.observer.stored(key, new, None if key in self.unweighed else self.size_of(key))
+
+    def reweigh(self, key: Key, job: Any) -> None:
+        """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
+        if key in self.orders.parked:
+            self.orders.unpark(key)
+        self.total_bytes += self.sizes.forget(key)
+        self._weigh_or_defer(key, job)
+
+    def remove(self, key: Key) -> Optional[int]:
+        """Forget `key`; returns its last known size."""
+        if self.created.pop(key, _ABSENT) is _ABSENT:
+            return None
+        size = self.orders.discard(key)
+        # Truth tests before pops: these tables are empty most of the time, and a test costs
+        # less than a method call (this runs at every eviction).
+        if self.unweighed:
+            self.unweighed.pop(key, None)
+        if self.known_active:
+            self.known_active.pop(key, None)  # its `rotation` entry is dropped when reached
+        if self.failed:
+            self.failed.pop(key, None)
+        if key in self.pins and self.pin_table.forget(key):
+            self.pin_table.jobs -= 1
+        if size:
+            self.total_bytes -= size
+        self.created_churn += 1  # compact now and then (see `Orders.churned`)
+        if self.created_churn > 256 and self.created_churn > len(self.created) >> 5:
+            self.created_churn = 0
+            self.created = dict(self.created)
+        if self.observer is not None:
+            self.observer.removed(key)
+        return size
+
+    def clear(self) -> None:
+        self.reads.clear()
+        self.created.clear()
+        self.unweighed.clear()
+        self.failed.clear()
+        self.orders.clear()
+        self.activity.clear()
+        self.pin_table.clear()
+        self.total_bytes = self.created_churn = 0
+
+    def pin(self, key: Key) -> None:
+        """One more pin on `key` (lock held); a pin of a job not stored yet waits for it."""
+        if self.pin_table.add(key) and key in self.created:
+            self.pin_table.jobs += 1
+            self.activity.mark(key)
+
+    def unpin(self, key: Key) -> None:
+        """One pin less on `key` (lock held); the last one makes the job evictable again, if
+        it is not active, and re-weighs it (it may have changed while pinned)."""
+        if not self.pin_table.drop(key) or key not in self.created:
+            return
+        self.pin_table.jobs -= 1
+        job = self._job_or_forget(key)
+        if job is _ABSENT:
+            return
+        if self.is_active(key, job):
+            self.unweighed[key] = None  # re-weighed once seen finished
+        else:
+            self._turned_inactive(key, job, reweigh=True)
+
+    def track_deliveries(self, on: bool) -> None:
+        """Feed the delivered set from drained reads (`on`), or stop and forget it: only a
+        store evicting in the delivered order needs it (three dict operations a read)."""
+        self.orders.tracks_delivered = on
+        if not on:
+            self.orders.delivered.clear()
+
+    def recheck(self, active: Optional[int] = None, *, most: Optional[int] = None) -> None:
+        """Look again at known-active jobs, round robin (`ActiveJobs.recheck`): those that
+        finished are weighed, taken back into the orders and no longer counted active."""
+        if self.activity.rotation:
+            self.activity.recheck(self._job_or_forget, self.is_active, self._turned_inactive,
+                                  active, most)
+
+    def weigh_pending(self) -> None:
+        """Look at every known-active job again (kept for callers of the old name)."""
+        self.recheck()
+
+    def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
+        """Date every touch so far as at or before `now` (the idle rule, once per pass; see
+        `Orders.lay_epoch`)."""
+        self.drain_reads()
+        self.orders.lay_epoch(now, min_gap=min_gap)
+
+    # -- questions -----------------------------------------------------------------------
+
+    def is_active(self, key: Key, job: Any) -> bool:
+        """Pinned, or the store's `active` predicate says so.
+
+        A predicate that raises on a job is logged once (a warning, no traceback) and the job
+        then counts as not active until it is written again: a job nobody can classify must
+        not keep its memory forever (see docs/decisions.md).
+        """
+        if key in self.pins or (self.writing is not NOTHING and key == self.writing):
+            return True
+        if key in self.failed:
+            return False
+        try:
+            return True if self.active(job) else False  # noqa: SIM210 - no bool() call
+        except Exception as error:
+            self.failed[key] = None
+            logger.warning("memguard: the active predicate raised %s: %s on job %r; it counts "
+                           "as not active (evictable) until written again",
+                           type(error).__name__, error, key)
+            return False
+
+    def size_of(self, key: Key) -> Optional[int]:
+        orders = self.orders
+        size = orders.lru.get(key)
+        return orders.parked.get(key) if size is None and key in orders.parked else size
+
+    def keys(self) -> list[Key]:
+        """Every job key, in creation order (parked ones included)."""
+        return list(self.created)
+
+    def recency(self) -> list[Key]:
+        """Job keys, least recently used first (epoch markers left out; parked jobs, which
+        go back at the recent end when they finish, come last)."""
+        with self.lock:
+            self.drain_reads()
+            return self.orders.recency()
+
+    # -- candidates for eviction, in each order; active jobs are never yielded -------------
+
+    def candidates(self, order: str, *, weighed_only: bool = False) -> Iterator[Key]:
+        """Evictable keys in `order` (`lru`, `oldest`, `largest`, `delivered`: the scans of
+        `Orders`); with `weighed_only`, only jobs of known, non-zero size (evicting others
+        cannot bring a byte total down). The consumer removes each yielded key before asking
+        for the next; one it keeps ends the iteration, so a budget can stop early."""
+        if order == "oldest":
+            return self.orders.scan("aged", self._look, weighed_only=weighed_only)
+        self.drain_reads()
+        if order == "largest":
+            return self.orders.largest_first(self._look, weighed_only)
+        if order == "delivered":
+            # Asked for by a rule the policy does not name (a user's, or one added with
+            # add_rule): feed the delivered set from now on (until then: LRU order).
+            self.track_deliveries(True)
+            return self.orders.delivered_first(self._look, weighed_only)
+        return self.orders.scan("lru", self._look, weighed_only=weighed_only)
+
+    def idle_before(self, cutoff: float) -> Iterator[Key]:
+        """Evictable keys whose last touch was at or before `cutoff` (epoch granularity)."""
+        self.drain_reads()
+        return self.orders.idle_before(cutoff, self._look)
+
+    def created_before(self, cutoff: float) -> Iterator[Key]:
+        """Evictable keys created at or before `cutoff`, oldest first (a parked job goes back
+        at the end of the age order when seen finished: reached at most one max_age later)."""
+        for key in self.orders.scan("aged", self._look):
+            if self.created[key] > cutoff:
+                return
+            yield key
+
+    def evictable(self, key: Key, weighed_only: bool = False) -> bool:
+        """Stored and not active (and, if asked, of known size); a key gone from a plain dict
+        behind our back is forgotten."""
+        return self._look(key, weighed_only) is EVICTABLE
+
+    def _look(self, key: Key, weighed_only: bool) -> object:
+        """What a scan makes of `key` (the verdicts of memguard.index.orders): evictable, active,
+        pinned, kept for another reason (the job being written, a job of unknown or zero
+        size in a byte scan) or gone. Active and pinned jobs join the round robin."""
+        if weighed_only and not self.size_of(key):
+            if key in self.unweighed:
+                return PINNED if key in self.pins else ACTIVE
+            return KEEP
+        job = self._job_or_forget(key)
+        if job is _ABSENT:
+            return GONE
+        if self.writing is not NOTHING and key == self.writing:
+            return KEEP
+        if self.is_active(key, job):
+            self.activity.mark(key)
+            return PINNED if key in self.pins else ACTIVE
+        return EVICTABLE
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
+        """`key` was seen not active: count it so, take it back into the orders, weigh it
+        (a job weighed already gets back the heap entry a largest-first walk dropped).
+
+        A pending read of a job stored active is taken now, as a read of the running job
+        (it moves the job in the recency order but is no delivery), after the reads made
+        before it."""
+        self.known_active.pop(key, None)
+        orders = self.orders
+        if key in orders.parked:
+            orders.unpark(key)
+        if key in self.unweighed:
+            # The reads pending are drained first, in their order, while the job still
+            # counts as running: its own read moves it without being a delivery, and a read
+            # of another job made before it stays before it.
+            self.drain_reads()
+            reweigh = True
+        if reweigh:
+            self.unweighed.pop(key, None)
+            self.total_bytes += self.sizes.store(key, job)
+            if self.observer is not None:
+                self.observer.finished(key, self.size_of(key) or 0)
+        elif orders.largest is not None:
+            orders.weighed(key, orders.lru.get(key) or 0)
+
+    def _job_or_forget(self, key: Key) -> Any:
+        try:
+            return self.job_of(key)
+        except KeyError:  # removed behind our back (a plain dict): forget it
+            self.remove(key)
+            return _ABSENT
+
+    def _weigh_or_defer(self, key: Key, job: Any) -> None:
+        if self.is_active(key, job):
+            self.unweighed[key] = None
+            self.activity.mark(key)
+        else:
+            if self.unweighed:
+                self.unweighed.pop(key, None)
+            if self.known_active:
+                self.known_active.pop(key, None)
+            self.total_bytes += self.sizes.store(key, job)
+
+
+# -- fork safety ----------------------------------------------------------------------------
+
+_live_indexes: weakref.WeakSet[JobIndex] = weakref.WeakSet()
+#: How long a fork waits, at most, for the store locks other threads hold.
+FORK_QUIESCE_SECONDS = 1.0
+_held_for_fork: list[Any] = []
+
+
+def _snapshot() -> list[JobIndex]:
+    """The live indexes (a store created by another thread meanwhile may make one copy fail
+    with "changed size during iteration": try again)."""
+    for _ in range(100):
+        try:
+            return list(_live_indexes)
+        except RuntimeError:
+            continue
+    return []
+
+
+def _before_fork() -> None:
+    """Quiesce writers: take every store lock (waiting at most FORK_QUIESCE_SECONDS in all),
+    so the child starts from indexes no thread was in the middle of changing."""
+    deadline = time.monotonic() + FORK_QUIESCE_SECONDS
+    for index in _snapshot():
+        lock = index.lock
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_for_fork.append(lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    """Every store lock is new in the child: a lock another thread held at the fork can never
+    be released there (that thread does not exist in the child)."""
+    _held_for_fork.clear()  # the old locks stay held by nobody; nothing uses them again
+    for index in _snapshot():
+        index.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                        after_in_child=_after_fork_in_child)

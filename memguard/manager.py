@@ -1,0 +1,391 @@
+"""`MemoryManager`: the registry of live stores, their policy, cleanups and listeners.
+
+`memguard.manager` is the process-wide default instance; stores declared without
+`manager=` register with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from memguard._logging import logger
+from memguard.errors import PolicyError
+from memguard.eviction.events import CleanupReport, EvictionEvent
+from memguard.eviction.rules import Budget, Pass
+from memguard.memory.samples import MemorySample
+from memguard.monitor.readings import MemoryStats
+from memguard.monitor.thread import Monitor
+from memguard.policy.files import policy_from_environment
+from memguard.policy.policy import Policy
+from memguard.stores import registry
+from memguard.stores.handle import StoreHandle, _Backend
+from memguard.stores.managed import attach, handle
+from memguard.stores.trace import Recorder
+
+EvictionCallback = Callable[[EvictionEvent], object]
+
+
+class MemoryManager:
+    """Keeps every registered store within its policy and the process within its memory."""
+
+    def __init__(self, policy: Optional[Policy] = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 probe: Optional[Callable[[], MemorySample]] = None) -> None:
+        self.clock = clock
+        self.probe = probe
+        # No policy given: the one the environment names (MEMGUARD_POLICY and overrides).
+        self._policy = policy if policy is not None else policy_from_environment()
+        self._lock = threading.RLock()
+        self._handles: dict[str, list[StoreHandle]] = {}
+        self._plain: dict[int, StoreHandle] = {}
+        self._callbacks: tuple[EvictionCallback, ...] = ()
+        self.monitor: Optional[Monitor] = None
+        self.policy_error: Optional[PolicyError] = None
+        #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
+        #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
+        #: Redis' memory). The monitor gives memory back when enough has been freed.
+        self.evicted_bytes = 0
+        self.recorders: tuple[Recorder, ...] = ()
+        registry.add_host(self)
+
+    def __repr__(self) -> str:
+        return f"<MemoryManager stores={sorted(self._handles)} policy={self._policy.source}>"
+
+    # -- policy ------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    def load_policy(self, path_or_policy: Union[str, Path, Policy]) -> Policy:
+        """Apply a policy to every live store at once, or (on any error) change nothing."""
+        from memguard.policy.files import load_policy
+
+        policy = (path_or_policy if isinstance(path_or_policy, Policy)
+                  else load_policy(path_or_policy))
+        self.apply_policy(policy)
+        return policy
+
+    def apply_policy(self, policy: Policy) -> None:
+        with self._lock:
+            handles = [h for group in self._handles.values() for h in group]
+            effective = []
+            for store in handles:  # validate everything before applying anything
+                try:
+                    effective.append(store.effective_policy(policy))
+                except (ValueError, TypeError) as error:
+                    if isinstance(error, PolicyError):
+                        raise
+                    raise PolicyError(str(error), source=policy.source,
+                                      key=f"stores.{store.name}") from None
+            for store, store_policy in zip(handles, effective):
+                store.apply_policy(policy, store_policy)
+            self._policy = policy
+            self.policy_error = None
+        if self.monitor is not None:
+            self.monitor.policy_changed()
+            self._update_companions()
+
+    # -- the registry -----------------------------------------------------------------------------
+
+    def register(self, store_handle: StoreHandle, owner: Any) -> None:
+        """Track `store_handle` while `owner` (the store object) lives."""
+        with self._lock:
+            if store_handle.policy_source is not self._policy:  # a reload raced its creation
+                store_handle.apply_policy(self._policy)  # may raise: then nothing registered
+            self._handles.setdefault(store_handle.name, []).append(store_handle)
+            try:
+                weakref.finalize(owner, self._unregister, store_handle)
+            except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
+                self._plain[id(owner)] = store_handle
+            for recorder in self.recorders:
+                recorder.attach(store_handle)
+
+    def _unregister(self, store_handle: StoreHandle) -> None:
+        with self._lock:
+            group = self._handles.get(store_handle.name, [])
+            if store_handle in group:
+                group.remove(store_handle)
+            if not group:
+                self._handles.pop(store_handle.name, None)
+            for key, plain in list(self._plain.items()):
+                if plain is store_handle:
+                    del self._plain[key]
+
+    def forget(self, store: Any) -> bool:
+        """Stop managing `store` (a store, or its `StoreHandle`): no more passes, emergency
+        cleanups or stats for it; its jobs stay where they are. Meant for dicts adopted
+        with `setup_job_store_cleanup`, which the manager would otherwise keep referencing;
+        a decorated store's own insert-time bounds keep applying. Returns False if `store`
+        was not registered with this manager. A plain dict the app no longer references is
+        forgotten by itself at the next pass.
+        """
+        if isinstance(store, StoreHandle):
+            found: Optional[StoreHandle] = store
+        else:
+            found = self._plain.get(id(store)) or getattr(store, "_memguard", None)
+        with self._lock:
+            registered = isinstance(found, StoreHandle) and any(
+                found is h for group in self._handles.values() for h in group)
+            if not registered or found is None:
+                return False
+            self._unregister(found)
+        if found._backend.needs_sync and not isinstance(store, StoreHandle):
+            with contextlib.suppress(AttributeError, TypeError):
+                if getattr(store, "_memguard", None) is found:
+                    attach(store, None)  # an adopted MutableMapping: let it go entirely
+        return True
+
+    def _forget_orphans(self) -> None:
+        """Forget adopted plain dicts nothing else references any more (lock held)."""
+        for found in [h for h in self._plain.values() if h._backend.orphaned()]:
+            self._unregister(found)
+
+    @property
+    def stores(self) -> Mapping[str, tuple[StoreHandle, ...]]:
+        """Store name -> the live handles of that name (usually one)."""
+        with self._lock:
+            return {name: tuple(group) for name, group in sorted(self._handles.items())}
+
+    def plain_handle(self, store: Any) -> Optional[StoreHandle]:
+        """The handle this manager gave the plain dict `store`, if any."""
+        with self._lock:
+            return self._plain.get(id(store))
+
+    def handles(self) -> list[StoreHandle]:
+        with self._lock:
+            if self._plain:
+                self._forget_orphans()
+            return [h for _, group in sorted(self._handles.items()) for h in group]
+
+    def setup_job_store_cleanup(self, store: MutableMapping[Any, Any], name: str,
+                                max_age: Union[float, str, None] = None,
+                                max_jobs: Optional[int] = None, **rules: Any) -> StoreHandle:
+        """Manage `store` under `name`: a managed store gets these rules added; a plain dict
+        is adopted (it cannot report its writes, so each pass reconciles its keys, O(n))."""
+        declared = {"max_age": max_age, "max_jobs": max_jobs, **rules}
+        existing = getattr(store, "_memguard", None) or self._plain.get(id(store))
+        if isinstance(existing, StoreHandle):
+            try:
+                existing.declare(**declared)
+            except (ValueError, TypeError) as error:
+                raise _setup_error(error, name) from None
+            return existing
+        declared = {k: v for k, v in declared.items() if v is not None}
+        adopt = getattr(store, "__memguard_adopt__", None)
+        if adopt is not None:  # a store type that adopts itself, or refuses (RedisStore)
+            adopted: StoreHandle = adopt(self, name, declared)
+            return adopted
+        backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
+                           keys=type(store).keys)
+        backend.needs_sync = True
+        try:
+            store_handle = StoreHandle(name, manager=self, declared=declared, backend=backend)
+        except (ValueError, TypeError) as error:
+            raise _setup_error(error, name) from None
+        with contextlib.suppress(AttributeError, TypeError):
+            attach(store, store_handle)  # plain dicts take no attributes: found by registry
+        store_handle.reconcile()
+        self.register(store_handle, store)
+        return store_handle
+
+    def touch_job(self, store: Any, key: Any) -> None:
+        """Mark job `key` of `store` as just used."""
+        handle(store).touch(key)
+
+    # -- cleanups -------------------------------------------------------------------------------
+
+    def run_cleanup(self) -> CleanupReport:
+        """One periodic pass over every store, synchronously."""
+        start = self.clock()
+        events: list[EvictionEvent] = []
+        for store in self.handles():
+            events += _isolated(store, Pass(now=start, order=store.policy.order))
+        report = CleanupReport.from_events("periodic", events, started_at=start,
+                                           duration=self.clock() - start)
+        if report.evicted:
+            logger.info("Memory cleanup: %s", report.summary())
+        return report
+
+    def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
+        """Run every store's pipeline with an emergency budget of `amount` bytes.
+
+        Stores are visited largest first (by weighed bytes), so the budget is spent where
+        the memory is; within a store the emergency order applies.
+        """
+        budget = Budget(amount)
+        now = self.clock()
+        events: list[EvictionEvent] = []
+        stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
+        for store in stores:
+            events += _isolated(store, Pass(now=now, order=store.policy.order, budget=budget))
+        return events
+
+    def emergency_cleanup(self) -> CleanupReport:
+        """Evict until usage is down to the emergency target, then reclaim and re-sample."""
+        return self._monitor().emergency(forced=True)
+
+    # -- monitoring (the thread lives in memguard.monitor) -------------------------------------
+
+    def _monitor(self) -> Monitor:
+        with self._lock:
+            if self.monitor is None:
+                self.monitor = Monitor(self)
+            return self.monitor
+
+    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Monitor:
+        """Start the background monitor: it samples every `sample_interval` and runs the
+        periodic pass every `interval` (default the policy's check_interval).
+
+        Raises the environment's `PolicyError` if the default policy could not be loaded.
+        """
+        if self.policy_error is not None:
+            raise self.policy_error
+        monitor = self._monitor()
+        if interval is not None:
+            monitor.set_interval(interval)
+        monitor.start()
+        self._update_companions()
+        return monitor
+
+    def _update_companions(self) -> None:
+        """Start or stop, as the policy says, the threads that run beside a started monitor:
+        the listener for `memguard cleanup --pid` (``signal_cleanup``, memguard.monitor.triggers) and
+        the policy file watcher (``watch``, memguard.monitor.triggers)."""
+        from memguard.monitor.triggers import update_listener, update_watcher
+
+        started = bool(getattr(self.monitor, "started", False))
+        memory = self._policy.memory
+        update_listener(self, started and memory.signal_cleanup)
+        update_watcher(self, started and memory.watch)
+
+    def start(self) -> None:
+        """Start monitoring with the policy's settings (idempotent)."""
+        self.setup_memory_monitoring()
+
+    def stop(self) -> None:
+        """Stop the monitor thread, if any, and wait for it."""
+        if self.monitor is not None:
+            self.monitor.stop()
+            self._update_companions()
+
+    def get_memory_stats(self) -> MemoryStats:
+        """A fresh `MemoryStats`: sample, level, thresholds, stores, recent cleanups."""
+        return self._monitor().stats()
+
+    def is_memory_high(self, threshold_mb: Optional[float] = None) -> bool:
+        """True at warning level or above, or above `threshold_mb` MiB when given."""
+        return self._monitor().is_high(threshold_mb)
+
+    # -- trace recording (memguard.stores.trace) -------------------------------------------------------
+
+    def record(self, path: Union[str, Path]) -> Recorder:
+        """Record what every store of this manager does (no keys, no contents) to `path`,
+        for `memguard tune`, until the returned recorder is closed."""
+        with self._lock:
+            recorder = Recorder(self, path)
+            for store in self.handles():
+                recorder.attach(store)
+            self.recorders += (recorder,)
+        return recorder
+
+    def stop_recording(self, recorder: Recorder) -> None:
+        """Stop attaching new stores to `recorder` (its `close()` calls this)."""
+        with self._lock:
+            self.recorders = tuple(r for r in self.recorders if r is not recorder)
+
+    # -- listeners --------------------------------------------------------------------------------
+
+    def on_evict(self, callback: EvictionCallback) -> EvictionCallback:
+        """Call `callback(event)` after each eviction, outside store locks. Usable as decorator."""
+        with self._lock:
+            self._callbacks += (callback,)
+        return callback
+
+    def remove_evict_callback(self, callback: EvictionCallback) -> None:
+        with self._lock:
+            self._callbacks = tuple(c for c in self._callbacks if c is not callback)
+
+    @property
+    def has_listeners(self) -> bool:
+        """Whether any `on_evict` callback is registered (inserts build events only then)."""
+        return bool(self._callbacks)
+
+    def count_freed(self, nbytes: int) -> None:
+        """Add `nbytes` evicted from this process' stores to `evicted_bytes`."""
+        if nbytes:
+            with self._lock:
+                self.evicted_bytes += nbytes
+
+    def notify_evictions(self, events: list[EvictionEvent], *, in_process: bool = True) -> None:
+        """Count what `events` freed and call the `on_evict` callbacks (outside store locks).
+
+        `in_process=False` (Redis stores): the bytes freed were Redis', not this worker's, so
+        they stay out of `evicted_bytes`, which cues the monitor to give memory back.
+        """
+        if in_process:
+            self.count_freed(sum(event.size or 0 for event in events))
+        for callback in self._callbacks:
+            for event in events:
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("memguard: on_evict callback %r failed", callback)
+
+
+def all_managers() -> list[MemoryManager]:
+    """Every live manager (the default one and any an app created)."""
+    return [host for host in registry.hosts() if isinstance(host, MemoryManager)]
+
+
+def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
+    """One store's pass; a failure is logged and the other stores still get theirs."""
+    try:
+        return store.run_pass(ctx)
+    except Exception:
+        logger.exception("memguard: the pass over store %s failed", store.name)
+        return []
+
+
+def _setup_error(error: Exception, name: str) -> PolicyError:
+    return PolicyError(str(error), source="setup_job_store_cleanup", key=name)
+
+
+def find_plain_handle(store: Any) -> Optional[StoreHandle]:
+    """The handle a manager gave a plain dict in `setup_job_store_cleanup`, if any."""
+    for candidate in all_managers():
+        found = candidate.plain_handle(store)
+        if found is not None:
+            return found
+    return None
+
+
+def _default_manager() -> MemoryManager:
+    """The process-wide manager. Importing memguard never fails (CLI tools that report the
+    problem must still run): with a broken environment policy the built-in policy stands in,
+    and `start()` raises the error, so an app fails where it turns memguard on."""
+    try:
+        return MemoryManager(policy_from_environment())
+    except PolicyError as error:
+        fallback = MemoryManager(Policy())
+        fallback.policy_error = error
+        return fallback
+
+
+def _after_fork_in_child() -> None:
+    """A manager lock another thread held at the fork would never be released in the child."""
+    for candidate in all_managers():
+        candidate._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+manager = _default_manager()
+registry.set_default(manager)

@@ -1,0 +1,436 @@
+"""`StoreHandle`: the control surface of one store instance, and raw access to its data.
+
+A handle owns the store's `JobIndex` and policy, runs its pipeline through the eviction
+runner (`memguard.eviction.runner`), and reaches its manager only through `registry.StoreHost`. The
+store classes that `@managed_store` builds (`memguard.stores.managed`) call it on every write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import weakref
+from collections import Counter
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
+
+import attrs
+
+from memguard._logging import logger
+from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
+from memguard.eviction.rules import Emergency, MaxBytes, MaxJobs, Pass, Pipeline, Rule, pipeline_for
+from memguard.eviction.runner import apply_rule, run_pass
+from memguard.index.estimate import estimate_size
+from memguard.index.job_index import (
+    NOTHING,
+    RECHECK_MOST_PER_INSERT,
+    RECHECK_PER_INSERT,
+    RECHECK_PER_PASS,
+    JobIndex,
+    Key,
+)
+from memguard.policy.options import StorePolicy
+from memguard.policy.policy import Policy
+
+if TYPE_CHECKING:
+    from memguard.stores.registry import StoreHost
+
+
+_MISSING: Any = object()
+
+
+@attrs.frozen
+class StoreStats:
+    """Counts and sizes of one store; never job contents."""
+
+    name: str
+    jobs: int
+    active: int
+    pinned: int
+    bytes: int
+    unweighed: int
+    evictions: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+class _Victim(NamedTuple):
+    """An evicted job between its removal (under the lock) and its release (outside)."""
+
+    key: Key
+    job: Any
+    cause: Cause
+    size: Optional[int]
+
+
+class _Backend:
+    """Raw access to a store's data, bypassing the managed methods (and so the index)."""
+
+    needs_sync = False
+
+    def __init__(self, store: Any, *, get: Callable[[Any, Key], Any],
+                 delete: Callable[[Any, Key], None], keys: Callable[[Any], Any]) -> None:
+        self._strong: Any = None
+        try:
+            self._ref: Callable[[], Any] = weakref.ref(store)
+        except TypeError:  # plain dicts cannot be weakly referenced; they hold no handle either
+            self._strong = store
+            self._ref = self._held
+        self._get, self._delete, self._keys = get, delete, keys
+
+    def _held(self) -> Any:
+        return self._strong
+
+    def orphaned(self) -> bool:
+        """True once nothing but this backend references the (plain dict) store: the app
+        dropped it, so its manager may forget it. CPython reference counts; a weakly held
+        store is never orphaned here (its finalizer unregisters it)."""
+        return self._strong is not None and sys.getrefcount(self._strong) <= 2
+
+    def get(self, key: Key) -> Any:
+        store = self._ref()
+        if store is None:
+            raise KeyError(key)
+        return self._get(store, key)
+
+    def delete(self, key: Key) -> None:
+        store = self._ref()
+        if store is not None:
+            self._delete(store, key)
+
+    def pop(self, key: Key) -> Any:
+        """Get and delete `key` (KeyError if absent): one call for the eviction path."""
+        store = self._ref()
+        if store is None:
+            raise KeyError(key)
+        job = self._get(store, key)
+        self._delete(store, key)
+        return job
+
+    def list_keys(self) -> list[Key]:
+        store = self._ref()
+        return [] if store is None else list(self._keys(store))
+
+    def count(self) -> int:
+        """How many jobs the store holds (O(1) for a dict)."""
+        store = self._ref()
+        return 0 if store is None else len(store)
+
+
+def _dict_get(store: Any, key: Key) -> Any:
+    value = dict.get(store, key, _MISSING)  # dict.get never calls __missing__
+    if value is _MISSING:
+        raise KeyError(key)
+    return value
+
+
+class StoreHandle:
+    """The control surface of one store instance: policy, touch, pins, stats, cleanup."""
+
+    def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
+                 backend: _Backend) -> None:
+        self.name = name
+        self.manager = manager
+        self._declared = dict(declared)
+        self._backend = backend
+        self.index = JobIndex(job_of=backend.get, active=lambda job: False, sizer=estimate_size)
+        self.evictions: Counter[str] = Counter()
+        self.policy = StorePolicy()
+        self.pipeline = Pipeline()
+        self.extra_rules: tuple[Rule, ...] = ()
+        self.policy_source: Optional[Policy] = None
+        self._insert_rules: Optional[Pipeline] = None
+        self._max_jobs: Optional[int] = None
+        self._max_bytes: Optional[int] = None
+        self.apply_policy(manager.policy)
+
+    def __repr__(self) -> str:
+        return f"<StoreHandle {self.name!r} jobs={len(self.index)}>"
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.index.lock
+
+    # -- policy ----------------------------------------------------------------------------
+
+    def effective_policy(self, policy: Policy) -> StorePolicy:
+        """What `policy` makes of this store, given its decorator arguments (may raise)."""
+        return policy.store_policy(self.name, self._declared)
+
+    def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
+        """Switch to `policy` at once; the next write and the next pass use it."""
+        store_policy = effective or self.effective_policy(policy)
+        on_insert: list[Rule] = []
+        if "count" in policy.rules and store_policy.max_jobs is not None:
+            on_insert.append(MaxJobs(store_policy.max_jobs))
+        if "bytes" in policy.rules and store_policy.max_bytes is not None:
+            on_insert.append(MaxBytes(store_policy.max_bytes))
+        with self.lock:  # extra_rules is read here, under the lock add_rule takes too
+            pipeline = pipeline_for(store_policy, policy.rules,
+                                    emergency_order=policy.memory.emergency_order)
+            pipeline = Pipeline(pipeline.rules[:-1] + self.extra_rules + pipeline.rules[-1:]
+                                if pipeline.rules and isinstance(pipeline.rules[-1], Emergency)
+                                else pipeline.rules + self.extra_rules)
+            self.policy_source = policy
+            self.policy = store_policy
+            self.pipeline = pipeline
+            self.index.active = store_policy.active
+            self.index.track_deliveries(
+                "delivered" in (store_policy.order, policy.memory.emergency_order)
+                or any(getattr(rule, "order", None) == "delivered" for rule in self.extra_rules))
+            self.index.sizer = store_policy.size or estimate_size
+            self._insert_rules = Pipeline(tuple(on_insert)) if on_insert else None
+            self._max_jobs = store_policy.max_jobs if "count" in policy.rules else None
+            self._max_bytes = store_policy.max_bytes if "bytes" in policy.rules else None
+
+    def declare(self, **rules: Any) -> None:
+        """Add decorator-level rules (used by `setup_job_store_cleanup`) and re-apply.
+
+        Validated first: on a bad value nothing changes (raises ValueError naming it).
+        """
+        declared = {**self._declared, **{k: v for k, v in rules.items() if v is not None}}
+        policy = self.manager.policy
+        effective = policy.store_policy(self.name, declared)
+        self._declared = declared
+        self.apply_policy(policy, effective)
+
+    def add_rule(self, rule: Rule) -> None:
+        """Run `rule` (a rule, a `|` composition or a plain callable) in every pass of this
+        store, after the policy's rules and before the emergency rule; kept across reloads."""
+        with self.lock:
+            self.extra_rules += rule.rules if isinstance(rule, Pipeline) else (rule,)
+            source = self.policy_source or self.manager.policy
+            self.apply_policy(source, self.policy)
+
+    # -- public operations ------------------------------------------------------------------
+
+    def touch(self, key: Key) -> None:
+        """Mark `key` as just used. O(1); an unknown key is ignored.
+
+        In an adopted plain dict, a key not indexed yet means writes the index could not
+        see: every such key is indexed first (O(n), in the dict's order), so the touched job
+        goes after its untracked siblings, not ahead of them.
+        """
+        if key not in self.index:
+            if not self._backend.needs_sync:
+                return  # unknown to a managed store: nothing to touch
+            self.reconcile()
+        self.index.touch(key)
+
+    def pin(self, key: Key) -> None:
+        """Keep `key` from eviction until as many `unpin` calls; pins nest. A key not stored
+        yet may be pinned (the job it will hold is then safe from its first write); only
+        pins of stored jobs count in `stats().pinned`."""
+        with self.lock:
+            self.index.pin(key)
+
+    def unpin(self, key: Key) -> None:
+        with self.lock:
+            self.index.unpin(key)
+
+    @contextlib.contextmanager
+    def in_use(self, key: Key) -> Iterator[None]:
+        """Pin `key` for the duration of a `with` block."""
+        self.pin(key)
+        try:
+            yield
+        finally:
+            self.unpin(key)
+
+    def evict(self, key: Key) -> Optional[EvictionEvent]:
+        """Evict `key` now (cause `explicit`), active or not; None if it is not stored."""
+        with self.lock:
+            victim = self.evict_locked(key, Cause.EXPLICIT)
+        events = self.finish_evictions([victim] if victim else [])
+        return events[0] if events else None
+
+    def cleanup(self, *, now: Optional[float] = None) -> CleanupReport:
+        """Run one periodic pass of this store's pipeline and report it."""
+        start = self.manager.clock() if now is None else now
+        events = self.run_pass(Pass(now=start, order=self.policy.order))
+        return CleanupReport.from_events("periodic", events, started_at=start)
+
+    def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
+        return run_pass(self.pipeline, self, ctx)
+
+    def stats(self) -> StoreStats:
+        """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
+
+        `active` counts the jobs memguard saw active (or pinned) at its last look at each:
+        at its write, in a scan, or in the round-robin re-checks of inserts and passes. A
+        job whose status changed in place is counted by what it was until it is looked at
+        again (pass granularity). A plain dict's keys are caught up with at each pass, so
+        its `jobs` is the dict's own length and the rest is as of the last pass.
+        """
+        with self.lock:
+            index = self.index
+            jobs = self._backend.count() if self._backend.needs_sync else len(index)
+            return StoreStats(
+                name=self.name, jobs=jobs, active=len(index.known_active),
+                pinned=index.pinned_jobs, bytes=index.total_bytes,
+                unweighed=len(index.unweighed), evictions=dict(self.evictions),
+            )
+
+    def recency(self) -> list[Key]:
+        """Job keys, least recently used first."""
+        return self.index.recency()
+
+    # -- internals: called by the store classes and the pipeline ------------------------------
+
+    def switch_backend(self, backend: _Backend) -> None:
+        """Read and delete through `backend` from now on (a reassigned `mapping=` dict)."""
+        self._backend = backend
+        self.index.job_of = backend.get
+
+    def stored_locked(self, key: Key, job: Any) -> list[_Victim]:
+        """Index a write and enforce the insert-time bounds; returns what they evicted.
+
+        The job just written is never the victim: when every other job is active the store
+        stays over its bound until one finishes, rather than drop what was just stored.
+        """
+        now = self.manager.clock()
+        index = self.index
+        index.add(key, job, now)
+        rules = self._insert_rules
+        if rules is None or not (  # over a bound? (inline: every write asks)
+                (self._max_jobs is not None and len(index.created) > self._max_jobs)
+                or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
+            return []
+        victims: list[_Victim] = []
+        ctx = Pass(now=now, order=self.policy.order)
+        if index.known_active:  # finished jobs become victims again, in time
+            index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        index.writing = key  # counts as active while its own insert enforces the bound
+        try:
+            for rule in rules.rules:  # the one runner of passes, refusal guard included
+                apply_rule(rule, self, ctx, victims)
+        finally:
+            index.writing = NOTHING
+        return victims
+
+    def follow_locked(self, cls: type, key: Key, value: Any) -> list[_Victim]:
+        """After a write that the store class did not keep under `key` (it normalised the
+        key, or refused the write): make the index match the store's keys, O(n). New keys
+        are stored (bounds enforced), vanished ones forgotten, a job replaced under another
+        key re-weighed. Warned about once per class."""
+        if cls.__qualname__ not in _FOLLOWED:
+            _FOLLOWED.add(cls.__qualname__)
+            logger.warning(
+                "memguard: %s.__setitem__ did not store job %r under that key (it changes "
+                "keys or refuses writes); store %s follows what it really stored by comparing "
+                "keys, O(jobs) per such write", cls.__qualname__, key, self.name)
+        present = self._backend.list_keys()
+        known = self.index.created
+        still = set(present)
+        for gone in [k for k in known if k not in still]:
+            self.index.remove(gone)
+        victims: list[_Victim] = []
+        for stored in present:
+            try:
+                job = self._backend.get(stored)
+            except KeyError:
+                continue
+            if stored not in known or job is value:
+                victims += self.stored_locked(stored, job)
+        return victims
+
+    def evict_locked(self, key: Key, cause: Cause) -> Optional[_Victim]:
+        """Take `key` out of the store and the index, and count it by cause (lock held)."""
+        try:
+            job = self._backend.pop(key)
+        except KeyError:
+            self.index.remove(key)
+            return None
+        self.evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
+        return _Victim(key, job, cause, self.index.remove(key))
+
+    def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
+        """Release the victims' big fields and tell the listeners; call without the lock."""
+        events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
+                  for victim in self._released(victims)]
+        if events:
+            self.manager.notify_evictions(events)
+        return events
+
+    def finish_insert(self, victims: list[_Victim]) -> None:
+        """`finish_evictions` for an insert, which reports nothing: events (about 1 us each)
+        are built only when an `on_evict` callback listens; the freed bytes count always."""
+        if self.manager.has_listeners:
+            self.finish_evictions(victims)
+        else:
+            freed = 0
+            for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
+                freed += victim.size or 0
+            self.manager.count_freed(freed)
+
+    def _released(self, victims: list[_Victim]) -> list[_Victim]:
+        """`victims`, each with the policy's release fields set to None."""
+        release = self.policy.release
+        if release:
+            for victim in victims:
+                _release(victim.job, release, victim.key)
+        return victims
+
+    def absorb(self, before: Mapping[Key, Any], after: Mapping[Key, Any]) -> None:
+        """Index what a write the store could not see did, going from `before` to `after`
+        (shallow copies): new or replaced jobs are stored (bounds enforced, re-weighed),
+        vanished ones removed. Evictions are finished outside the lock."""
+        with self.lock:
+            victims: list[_Victim] = []
+            for key in [key for key in self.index.created if key not in after]:
+                self.index.remove(key)
+            for key, value in after.items():
+                if key not in self.index or before.get(key, _MISSING) is not value:
+                    victims += self.stored_locked(key, value)
+        if victims:
+            self.finish_insert(victims)
+
+    def prepare_pass(self, ctx: Optional[Pass] = None) -> None:
+        """Before a pass (lock held): catch up with plain dicts, look again at the
+        known-active jobs, round robin, until RECHECK_PER_PASS are found still running
+        (finished ones, weighed once in their life, do not count; an emergency looks at
+        all of them)."""
+        if self._backend.needs_sync:
+            self.reconcile()
+        emergency = ctx is not None and ctx.budget is not None
+        self.index.recheck(None if emergency else RECHECK_PER_PASS)
+
+    def reconcile(self) -> None:
+        """Make the index match the store's keys after writes it could not see: plain dicts,
+        `dict.__init__`, a user's own `update`. O(n); new keys count as created now."""
+        with self.lock:
+            present = self._backend.list_keys()
+            for key in set(self.index.created).difference(present):
+                self.index.remove(key)
+            for key in present:
+                if key not in self.index:
+                    self._adopt(key)
+
+    def _adopt(self, key: Key) -> None:
+        with self.lock:
+            try:
+                job = self._backend.get(key)
+            except KeyError:  # gone again meanwhile (a plain dict written by another thread)
+                return
+            if key not in self.index:
+                self.index.add(key, job, self.manager.clock())
+
+
+#: Store classes already warned about writes that did not land under their key.
+_FOLLOWED: set[str] = set()
+
+
+def _release(job: Any, fields: tuple[str, ...], key: Key) -> None:
+    """Set each release field to None (kept present) so its memory goes even if job is held."""
+    for field in fields:
+        try:
+            if type(job) is dict or isinstance(job, MutableMapping):
+                if field in job:
+                    job[field] = None
+            elif hasattr(job, field):
+                setattr(job, field, None)
+        except Exception:
+            logger.warning("memguard: could not release %r of evicted job %r", field, key,
+                           exc_info=True)

@@ -1,0 +1,92 @@
+"""`memguard tune`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from memguard.policy.files import load_policy
+from memguard.tools.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CheckFailed,
+    _one_line,
+    _size,
+    _usage_error,
+)
+from memguard.tools.cli.main import main
+from memguard.tools.cli.policy import _policy_file
+
+if TYPE_CHECKING:
+    pass
+
+
+
+
+def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `memguard tune`: replay a trace against store bounds, recommend a policy."""
+    tune = commands.add_parser(
+        "tune", help="replay a recorded trace against candidate bounds and recommend a policy",
+        description=(
+            "Replay a trace (MemoryManager.record, memguard stress --record) on a simulated "
+            "clock against per-store max_jobs/max_age grids and the orders lru and delivered; "
+            "print each candidate's modelled peak and lost-result share and recommend the "
+            "policy losing the fewest results clients came back for while the peak stays "
+            "under the budget (the emergency threshold at --limit). Exit 1 when nothing "
+            "fits. See docs/tune.md."))
+    tune.add_argument("trace", metavar="TRACE", help="the trace file")
+    tune.add_argument("--limit", type=_size, required=True, metavar="SIZE",
+                      help="the memory limit to fit (e.g. 512MB)")
+    tune.add_argument("--policy", metavar="FILE",
+                      help="the policy whose thresholds (scaled to --limit) set the budget and "
+                           "go into --write, shown as 'current policy' (default: the bundled "
+                           "default)")
+    tune.add_argument("--budget", type=_size, metavar="SIZE",
+                      help="the peak to stay under (default: the policy's emergency threshold)")
+    tune.add_argument("--jobs", metavar="LIST", help="max_jobs grid, e.g. 10,20,50,none")
+    tune.add_argument("--ages", metavar="LIST", help="max_age grid, e.g. 10m,30m,1h,none")
+    tune.add_argument("--top", type=int, default=15, metavar="N",
+                      help="candidates shown (default 15)")
+    tune.add_argument("--write", metavar="FILE", help="write the recommended policy as TOML")
+    tune.set_defaults(run=_tune, parser=tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from memguard.policy.units import parse_duration
+    from memguard.tools import tune
+    from memguard.tools.stress.config import default_policy, scaled_policy
+
+    parser: argparse.ArgumentParser = args.parser
+    try:
+        jobs = tune.JOBS_GRID if args.jobs is None else tune.parse_grid(args.jobs, int)
+        ages = tune.AGE_GRID if args.ages is None else tune.parse_grid(args.ages, parse_duration)
+    except ValueError as error:
+        return _usage_error(parser, f"--jobs/--ages: {_one_line(str(error))}")
+    if any(j is not None and j < 1 for j in jobs):
+        return _usage_error(parser, f"--jobs: counts must be 1 or more; got {args.jobs!r}")
+    if args.write is not None and not Path(args.write).resolve().parent.is_dir():
+        return _usage_error(parser, f"--write: no directory for {args.write!r}")
+    base = default_policy() if args.policy is None else load_policy(_policy_file(args.policy))
+    policy = scaled_policy(base, args.limit)
+    budget = args.budget or policy.memory.resolve(args.limit).emergency or args.limit
+    try:
+        trace = tune.read_trace(args.trace)
+    except tune.TraceError as error:
+        raise CheckFailed(_one_line(str(error))) from None
+    result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
+                       jobs_grid=jobs, age_grid=ages)
+    print(f"trace {args.trace}: {len(trace.records)} events, {len(trace.stores)} stores, "
+          f"{trace.duration / 60:.0f} minutes")
+    print(tune.table(result, top=args.top))
+    if result.best is None:
+        return EXIT_FAILED
+    if args.write is not None:
+        Path(args.write).write_text(tune.to_toml(result, policy, args.limit, args.trace),
+                                    encoding="utf-8")
+        print(f"written: {args.write} (check it with: memguard policy check {args.write})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Prometheus exposition for servers with one process or several (gunicorn workers).
+
+A scrape of a multi-worker server reaches one worker, and each worker counts on its own, so
+the plain exposition of one process's counters makes ``rate()`` see a reset every time the
+scrape lands on another worker. Two modes avoid that:
+
+- **Per-process series** (the default): every sample carries a ``pid`` label naming the
+  process that answered. Each series is one worker's own and never goes down while that
+  worker lives; aggregate in queries (``sum by (store, cause) (rate(...))``). A scrape shows
+  only the worker that answered; the others' series go stale until a scrape reaches them.
+- **prometheus-client's multiprocess mode**, when ``PROMETHEUS_MULTIPROC_DIR`` names a
+  directory (set before the server starts, empty at start): each process mirrors its figures
+  into its own files there (at each scrape it answers and every `SYNC_INTERVAL` seconds), and
+  the answering worker aggregates every process's files with a ``MultiProcessCollector``:
+  counters are summed over all workers, dead ones included, so totals never go down; gauges
+  carry a ``pid`` label (mode ``liveall``: the gunicorn ``child_exit`` hook in
+  `memguard.integrations.gunicorn` drops a dead worker's gauges through
+  ``prometheus_client.multiprocess.mark_process_dead``).
+
+Both modes also export the standard ``process_*`` and ``python_gc_*`` families (and
+``python_info``) of the answering process, labelled with its ``pid``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any, Callable, Final, Optional
+
+from memguard._logging import logger
+
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+SYNC_INTERVAL: Final = 5.0
+"""Seconds between two mirrorings of a process's figures into its multiprocess files."""
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus-client writes metric values to ``PROMETHEUS_MULTIPROC_DIR``.
+
+    prometheus-client decides once, when it is first imported; a variable set later is
+    reported (once) and ignored, since the values of this process would not reach the files.
+    """
+    if not os.environ.get(MULTIPROC_ENV):
+        return False
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        _warn_once(f"memguard: {MULTIPROC_ENV} was set after prometheus_client was imported; "
+                   "this process's metrics stay in memory (per-process series)")
+        return False
+    return True
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
+
+
+Snapshot = Callable[[], Any]
+"""Returns a fresh collector (``.collect()`` yields families) over this process's figures;
+`memguard.web` supplies it, so this module never imports the web layer."""
+
+
+def exposition(snapshot: Snapshot, accept: Optional[str]) -> tuple[bytes, str]:
+    """(body, content type) for a scrape answered by this process."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    pid = str(os.getpid())
+    registry = CollectorRegistry(auto_describe=False)
+    if multiprocess_mode():
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        _mirror(snapshot().collect())
+        _ensure_thread(snapshot)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_WithPid(snapshot(), pid))
+    registry.register(_WithPid(_standard_collectors(), pid))
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+class _Collectors:
+    """The standard process, gc and platform collectors of this process, unregistered."""
+
+    def __init__(self) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            GCCollector,
+            PlatformCollector,
+            ProcessCollector,
+        )
+
+        scratch = CollectorRegistry()  # they insist on registering somewhere: not globally
+        self.parts = [ProcessCollector(registry=scratch), GCCollector(registry=scratch),
+                      PlatformCollector(registry=scratch)]
+
+    def collect(self) -> Iterator[Any]:
+        for part in self.parts:
+            yield from part.collect()
+
+
+_standard: Optional[_Collectors] = None
+
+
+def _standard_collectors() -> _Collectors:
+    global _standard
+    if _standard is None:
+        _standard = _Collectors()
+    return _standard
+
+
+class _WithPid:
+    """Re-yields another collector's families with a ``pid`` label on every sample."""
+
+    def __init__(self, inner: Any, pid: str) -> None:
+        self.inner, self.pid = inner, pid
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import Metric
+
+        for family in self.inner.collect():
+            labelled = Metric(family.name, family.documentation, family.type, family.unit)
+            for sample in family.samples:
+                labelled.add_sample(sample.name, {**sample.labels, "pid": self.pid},
+                                    sample.value, sample.timestamp, sample.exemplar)
+            yield labelled
+
+
+# whose values live in this process's files in PROMETHEUS_MULTIPROC_DIR.
+
+_mirror_lock = threading.Lock()
+_metrics: dict[str, Any] = {}
+_last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_last_pid: Optional[int] = None
+
+
+def sync(snapshot: Snapshot) -> None:
+    """Mirror this process's figures into its multiprocess files (no-op otherwise)."""
+    if multiprocess_mode():
+        _mirror(snapshot().collect())
+
+
+def _mirror(families: Iterable[Any]) -> None:
+    """Counters grow by what this process's snapshot grew since the last mirroring (a drop,
+    such as a store that was garbage-collected, counts as a reset: never a decrease);
+    gauges are set."""
+    from prometheus_client import Counter, Gauge
+
+    global _last_pid
+    with _mirror_lock:
+        if _last_pid != os.getpid():  # a forked child: its files start at zero
+            _last.clear()
+            _last_pid = os.getpid()
+        for family in families:
+            if not family.samples:  # its label names are known only from samples
+                continue
+            labelnames = sorted({k for s in family.samples for k in s.labels})
+            metric = _metrics.get(family.name)
+            if metric is None:
+                if family.type == "counter":
+                    metric = Counter(family.name, family.documentation, labelnames,
+                                     registry=None)
+                else:
+                    metric = Gauge(family.name, family.documentation, labelnames,
+                                   registry=None, multiprocess_mode="liveall")
+                _metrics[family.name] = metric
+            for sample in family.samples:
+                if family.type == "counter" and not sample.name.endswith("_total"):
+                    continue  # _created samples: the counter keeps its own
+                child: Any = metric.labels(**sample.labels) if labelnames else metric
+                if family.type == "counter":
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    last = _last.get(key, 0.0)
+                    _last[key] = sample.value
+                    child.inc(sample.value - last if sample.value >= last else sample.value)
+                else:
+                    child.set(sample.value)
+
+
+_thread: Optional[threading.Thread] = None
+_thread_pid: Optional[int] = None
+
+
+def ensure_sync(snapshot: Snapshot) -> None:
+    """In multiprocess mode, keep this process's figures mirrored every `SYNC_INTERVAL`
+    (the gunicorn ``post_fork`` hook calls this in each worker)."""
+    if multiprocess_mode():
+        _ensure_thread(snapshot)
+
+
+def _ensure_thread(snapshot: Snapshot) -> None:
+    """Start this process's mirroring thread unless it runs (a fork leaves none behind)."""
+    global _thread, _thread_pid
+    with _mirror_lock:
+        if _thread is not None and _thread_pid == os.getpid() and _thread.is_alive():
+            return
+        _thread_pid = os.getpid()
+        _thread = threading.Thread(target=_run, args=(snapshot,), daemon=True,
+                                   name="memguard-metrics")
+        _thread.start()
+
+
+def _run(snapshot: Snapshot) -> None:
+    stop = threading.Event()
+    while not stop.wait(SYNC_INTERVAL):  # daemon thread: ends with the process
+        try:
+            sync(snapshot)
+        except Exception:  # never die silently: say why, and keep mirroring
+            logger.exception("memguard: mirroring metrics to %s failed", MULTIPROC_ENV)
+
+
+def _after_fork_in_child() -> None:
+    """A lock held by another thread at the fork would stay held forever in the child."""
+    global _mirror_lock
+    _mirror_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
