@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from memguard import MemoryManager, managed_store
-from memguard.policy.options import TOKEN_ENV
+from memguard.policy.options import ENV_TOKEN as TOKEN_ENV
 from memguard.testing import FakeClock, FakeProbe
 from memguard.web.asgi import asgi_app
 from memguard.web.endpoints import Endpoints, Response

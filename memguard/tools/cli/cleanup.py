@@ -6,26 +6,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from memguard.policy.options import ENV_TOKEN as TOKEN_ENV
 from memguard.policy.units import format_duration, format_size
 from memguard.tools.cli.common import (
     EXIT_OK,
     CheckFailed,
-    _duration,
-    _endpoint,
-    _http,
-    _one_line,
-    _pid,
-    _url,
-    _usage_error,
+    duration,
+    endpoint,
+    http,
+    one_line,
+    pid,
+    url,
+    usage_error,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 
 #: Environment variable holding the cleanup token when --token is not given.
 
@@ -44,13 +39,13 @@ def add_cleanup_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         ),
     )
     target = cleanup.add_mutually_exclusive_group(required=True)
-    target.add_argument("--url", type=_url, metavar="URL",
+    target.add_argument("--url", type=url, metavar="URL",
                         help="the app's /memory/cleanup endpoint or memguard's base URL")
-    target.add_argument("--pid", type=_pid, metavar="PID",
+    target.add_argument("--pid", type=pid, metavar="PID",
                         help="a process running memguard with signal_cleanup = true")
     cleanup.add_argument("--token", metavar="TOKEN",
                          help=f"the bearer token for --url (default: ${TOKEN_ENV})")
-    cleanup.add_argument("--timeout", type=_duration, default=30.0, metavar="DURATION",
+    cleanup.add_argument("--timeout", type=duration, default=30.0, metavar="DURATION",
                          help="how long to wait for the report (default 30s: a cleanup may "
                               "take a moment)")
     cleanup.add_argument("--json", action="store_true", help="print the cleanup report as JSON")
@@ -64,9 +59,9 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not token.strip():
-        return _usage_error(args.parser, f"--url needs --token (or {TOKEN_ENV})")
-    endpoint = _endpoint(args.url, "/memory/cleanup")
-    status, body = _http("POST", endpoint, timeout=args.timeout,
+        return usage_error(args.parser, f"--url needs --token (or {TOKEN_ENV})")
+    endpoint = endpoint(args.url, "/memory/cleanup")
+    status, body = http("POST", endpoint, timeout=args.timeout,
                          headers={"Authorization": f"Bearer {token.strip()}"})
     try:
         data = json.loads(body)
@@ -75,7 +70,7 @@ def _cleanup(args: argparse.Namespace) -> int:
     if status != 200 or not isinstance(data, dict):
         reason = data.get("error") if isinstance(data, dict) else None
         raise CheckFailed(f"{endpoint}: cleanup refused: HTTP {status}"
-                          + (f": {_one_line(str(reason))}" if reason else ""))
+                          + (f": {one_line(str(reason))}" if reason else ""))
     if args.json:
         json.dump(data, sys.stdout, indent=2)
         print()
@@ -190,7 +185,7 @@ def _cleanup_pid(args: argparse.Namespace) -> int:
                if taken else " (the request was not taken: is its monitor still running?)"))
     if not isinstance(answer, dict) or "report" not in answer:
         reason = answer.get("error") if isinstance(answer, dict) else answer
-        raise CheckFailed(f"pid {pid}: the cleanup failed: {_one_line(str(reason))}")
+        raise CheckFailed(f"pid {pid}: the cleanup failed: {one_line(str(reason))}")
     if args.json:
         json.dump(answer["report"], sys.stdout, indent=2)
         print()

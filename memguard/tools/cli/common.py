@@ -5,28 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from pathlib import Path
+from typing import Any, Optional
 
 from memguard.errors import MemguardError
 from memguard.monitor.levels import LEVEL_STATUS
-from memguard.policy.files import load_policy, policy_from_environment
+from memguard.policy.files import (
+    bundled_policy,
+    bundled_policy_names,
+    load_policy,
+    policy_from_environment,
+)
 from memguard.policy.policy import Policy
-from memguard.tools.cli.policy import _policy_file
-
-if TYPE_CHECKING:
-    pass
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """`text` on one line, so that each failure is one greppable line."""
     return " ".join(text.split())
 
 
-def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+def usage_error(parser: argparse.ArgumentParser, message: str) -> int:
     parser.print_usage(sys.stderr)
     print(f"{parser.prog}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -44,17 +46,17 @@ class CheckFailed(MemguardError):
     """
 
 
-def _duration(text: str) -> float:
+def duration(text: str) -> float:
     """argparse type: a positive duration (`2`, `"500ms"`, `"1m30s"`) in seconds."""
     from memguard.policy.units import positive_duration
 
     try:
         return positive_duration(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(_one_line(str(error))) from None
+        raise argparse.ArgumentTypeError(one_line(str(error))) from None
 
 
-def _positive_number(text: str) -> float:
+def positive_number(text: str) -> float:
     """argparse type: a finite number above zero."""
     try:
         value = float(text)
@@ -65,7 +67,7 @@ def _positive_number(text: str) -> float:
     return value
 
 
-def _pid(text: str) -> int:
+def pid(text: str) -> int:
     """argparse type: a process id (a whole number above zero)."""
     try:
         pid = int(text)
@@ -76,7 +78,7 @@ def _pid(text: str) -> int:
     return pid
 
 
-def _url(text: str) -> str:
+def url(text: str) -> str:
     """argparse type: an http(s) URL with a host."""
     from urllib.parse import urlsplit
 
@@ -88,42 +90,42 @@ def _url(text: str) -> str:
     return text
 
 
-def _size(text: str) -> int:
+def size(text: str) -> int:
     """argparse type: a size above zero (`"512MB"`, `"1.5GiB"`, bytes)."""
     from memguard.policy.units import parse_size
 
     try:
         size = parse_size(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(_one_line(str(error))) from None
+        raise argparse.ArgumentTypeError(one_line(str(error))) from None
     if not isinstance(size, int) or size <= 0:
         raise argparse.ArgumentTypeError(f"expected a size above zero; got {text!r}")
     return size
 
 
-def _add_target_options(parser: argparse.ArgumentParser) -> None:
+def add_target_options(parser: argparse.ArgumentParser) -> None:
     """--pid / --url (one at most; neither = this machine), --policy, --timeout."""
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--pid", type=_pid, metavar="PID",
+    target.add_argument("--pid", type=pid, metavar="PID",
                         help="check this process's resident memory against the policy")
-    target.add_argument("--url", type=_url, metavar="URL",
+    target.add_argument("--url", type=url, metavar="URL",
                         help="ask a running app: its /memory or /health endpoint, or the base "
                              "URL where memguard's web app is mounted (then /memory is read)")
     parser.add_argument("--policy", metavar="FILE",
                         help="thresholds for --pid and this machine: a TOML file or a bundled "
                              "name (default: MEMGUARD_POLICY, else the built-in policy)")
-    parser.add_argument("--timeout", type=_duration, default=DEFAULT_TIMEOUT, metavar="DURATION",
+    parser.add_argument("--timeout", type=duration, default=DEFAULT_TIMEOUT, metavar="DURATION",
                         help=f"HTTP timeout for --url (default {DEFAULT_TIMEOUT:g}s)")
 
 
 def _local_policy(argument: Optional[str]) -> Policy:
     """The policy judging local targets: `--policy`, else what the environment says."""
     if argument is not None:
-        return load_policy(_policy_file(argument))
+        return load_policy(policy_file(argument))
     return policy_from_environment()
 
 
-def _read_target(args: argparse.Namespace) -> Any:
+def read_target(args: argparse.Namespace) -> Any:
     """A `Reading` of the target the arguments name; raises CheckFailed when unreachable."""
     if args.url is not None:
         return _read_url(args.url, args.timeout)
@@ -194,7 +196,7 @@ def _read_machine(policy: Policy) -> Any:
                    note="machine usage = total RAM minus what is available (page cache excluded)")
 
 
-def _http(method: str, url: str, *, timeout: float,
+def http(method: str, url: str, *, timeout: float,
           headers: Optional[dict[str, str]] = None) -> tuple[int, bytes]:
     """(status, body) of one request; HTTP errors are answers, not exceptions.
 
@@ -221,14 +223,14 @@ def _http(method: str, url: str, *, timeout: float,
         return int(error.code), error.read(4 * 2**20)
     except urllib.error.URLError as error:
         reason = error.reason
-        raise CheckFailed(f"cannot reach {url}: {_one_line(str(reason))}") from None
+        raise CheckFailed(f"cannot reach {url}: {one_line(str(reason))}") from None
     except (socket.timeout, TimeoutError):
         raise CheckFailed(f"cannot reach {url}: no answer within {timeout:g}s") from None
     except (OSError, ValueError) as error:
-        raise CheckFailed(f"cannot reach {url}: {_one_line(str(error))}") from None
+        raise CheckFailed(f"cannot reach {url}: {one_line(str(error))}") from None
 
 
-def _endpoint(url: str, path: str) -> str:
+def endpoint(url: str, path: str) -> str:
     """`url` itself when it already names `path` (or another memguard route), else url+path."""
     from urllib.parse import urlsplit
 
@@ -240,8 +242,8 @@ def _endpoint(url: str, path: str) -> str:
 
 def _read_url(url: str, timeout: float) -> Any:
     """A `Reading` from a running app's ``/memory`` (or ``/health``) payload."""
-    endpoint = _endpoint(url, "/memory")
-    status, body = _http("GET", endpoint, timeout=timeout)
+    endpoint = endpoint(url, "/memory")
+    status, body = http("GET", endpoint, timeout=timeout)
     try:
         data = json.loads(body)
     except ValueError:
@@ -329,7 +331,7 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
     )
 
 
-def _quiet_memguard_logs(verbose: bool) -> None:
+def quiet_memguard_logs(verbose: bool) -> None:
     """Show memguard's own log lines on stderr with -v; else only its errors (a step that
     raised), not the level changes and cleanups the final table reports anyway."""
     import logging
@@ -343,3 +345,11 @@ def _quiet_memguard_logs(verbose: bool) -> None:
     else:
         logger.setLevel(logging.ERROR)
         logger.addFilter(lambda record: record.levelno == logging.ERROR)
+
+
+def policy_file(argument: str) -> Path:
+    """The file `argument` names: a path, else the bundled policy of that name."""
+    path = Path(argument)
+    if path.is_file() or path.suffix == ".toml" or argument not in bundled_policy_names():
+        return path
+    return bundled_policy(argument)

@@ -5,14 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING
 
-from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, _add_target_options, _read_target
-
-if TYPE_CHECKING:
-    pass
-
-
+from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, add_target_options, read_target
 
 
 def add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,7 +22,7 @@ def add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
             "the app reports fail, or when the target cannot be read, 2 on usage errors."
         ),
     )
-    _add_target_options(health)
+    add_target_options(health)
     health.add_argument("--json", action="store_true", help="print the reading as JSON")
     health.set_defaults(run=_health)
 
@@ -36,7 +30,7 @@ def add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 def _health(args: argparse.Namespace) -> int:
     from memguard.tools.cli.views import health_lines
 
-    reading = _read_target(args)
+    reading = read_target(args)
     if args.json:
         json.dump(reading.to_dict(), sys.stdout, indent=2)
         print()

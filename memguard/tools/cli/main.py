@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from memguard.errors import MemguardError
 from memguard.tools.cli.cleanup import add_cleanup_command
-from memguard.tools.cli.common import EXIT_FAILED, EXIT_USAGE, _one_line
+from memguard.tools.cli.common import EXIT_FAILED, EXIT_USAGE, one_line
 from memguard.tools.cli.health import add_health_command
 from memguard.tools.cli.monitor import add_monitor_command
 from memguard.tools.cli.policy import add_policy_command
 from memguard.tools.cli.stress import add_stress_command
 from memguard.tools.cli.tune import add_tune_command
-
-if TYPE_CHECKING:
-    pass
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -35,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except MemguardError as error:
-        print(f"memguard: {_one_line(str(error))}", file=sys.stderr)
+        print(f"memguard: {one_line(str(error))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from memguard.tools.cli.common import (
     EXIT_OK,
     CheckFailed,
-    _add_target_options,
-    _duration,
-    _read_target,
+    add_target_options,
+    duration,
+    read_target,
 )
-
-if TYPE_CHECKING:
-    pass
-
-
 
 
 def add_monitor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,10 +27,10 @@ def add_monitor_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
             "prints one logfmt line per sample instead. Stops after --duration or on Ctrl-C."
         ),
     )
-    _add_target_options(monitor)
-    monitor.add_argument("--interval", type=_duration, default=2.0, metavar="DURATION",
+    add_target_options(monitor)
+    monitor.add_argument("--interval", type=duration, default=2.0, metavar="DURATION",
                          help="time between samples (default 2s)")
-    monitor.add_argument("--duration", type=_duration, metavar="DURATION",
+    monitor.add_argument("--duration", type=duration, metavar="DURATION",
                          help="stop after this long (default: until Ctrl-C)")
     monitor.add_argument("--logfmt", action="store_true",
                          help="plain logfmt lines, one per sample, instead of the live view")
@@ -47,7 +42,7 @@ def _monitor(args: argparse.Namespace) -> int:
 
     from memguard.tools.cli.views import have_rich
 
-    first = _read_target(args)  # a target that cannot be read at all is an error at once
+    first = read_target(args)  # a target that cannot be read at all is an error at once
     deadline = None if args.duration is None else time.monotonic() + args.duration
     live = not args.logfmt and sys.stdout.isatty() and have_rich()
     try:
@@ -65,7 +60,7 @@ def _next_reading(args: argparse.Namespace, last: Any) -> Any:
     import attrs
 
     try:
-        return _read_target(args)
+        return read_target(args)
     except CheckFailed as error:
         import time
 

@@ -6,12 +6,10 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 from memguard.errors import PolicyError
 from memguard.policy.files import (
-    bundled_policy,
     bundled_policy_names,
     load_policy,
     policy_from_environment,
@@ -19,12 +17,7 @@ from memguard.policy.files import (
 from memguard.policy.options import STORE_FIELDS, ActiveWhen
 from memguard.policy.policy import Policy
 from memguard.policy.units import Percent, format_duration, format_size
-from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, _one_line, _usage_error
-
-if TYPE_CHECKING:
-    pass
-
-
+from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, one_line, policy_file, usage_error
 
 
 def add_policy_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +28,7 @@ def add_policy_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         description="Check policy files, or show the effective values and where each came from.",
     )
     actions = policy.add_subparsers(dest="policy_action", metavar="ACTION")
-    policy.set_defaults(run=lambda args: _usage_error(policy, "check or show is required"))
+    policy.set_defaults(run=lambda args: usage_error(policy, "check or show is required"))
 
     names = ", ".join(bundled_policy_names()) or "none"
     check = actions.add_parser(
@@ -70,23 +63,15 @@ def add_policy_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     show.set_defaults(run=_policy_show)
 
 
-def _policy_file(argument: str) -> Path:
-    """The file `argument` names: a path, else the bundled policy of that name."""
-    path = Path(argument)
-    if path.is_file() or path.suffix == ".toml" or argument not in bundled_policy_names():
-        return path
-    return bundled_policy(argument)
-
-
 def _policy_check(args: argparse.Namespace) -> int:
     """Validate each file on its own; one line per file; 1 when any is invalid."""
     failed = False
     for argument in args.files:
         try:
-            policy = load_policy(_policy_file(argument), environ={})
+            policy = load_policy(policy_file(argument), environ={})
         except PolicyError as error:
             failed = True
-            print(_one_line(str(error)), file=sys.stderr)
+            print(one_line(str(error)), file=sys.stderr)
             continue
         stores = len(policy.stores)
         print(f"{argument}: ok ({stores} store{'s' if stores != 1 else ''})")
@@ -99,7 +84,7 @@ def _policy_show(args: argparse.Namespace) -> int:
     if args.file is None:
         policy = policy_from_environment(environ)
     else:
-        policy = load_policy(_policy_file(args.file), environ=environ)
+        policy = load_policy(policy_file(args.file), environ=environ)
     stores = args.store if args.store else list(policy.stores)
     report = _policy_report(policy, stores)
     if args.json:

@@ -14,13 +14,13 @@ from memguard.tools.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     CheckFailed,
-    _one_line,
-    _positive_number,
-    _quiet_memguard_logs,
-    _size,
-    _usage_error,
+    one_line,
+    policy_file,
+    positive_number,
+    quiet_memguard_logs,
+    size,
+    usage_error,
 )
-from memguard.tools.cli.policy import _policy_file
 
 if TYPE_CHECKING:
     import subprocess
@@ -44,15 +44,15 @@ def add_stress_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     stress.add_argument("--policy", metavar="FILE",
                         help="a TOML policy file or a bundled name (default: the bundled "
                              "default policy, environment ignored)")
-    stress.add_argument("--minutes", type=_positive_number, default=60.0, metavar="N",
+    stress.add_argument("--minutes", type=positive_number, default=60.0, metavar="N",
                         help="simulated minutes of traffic (default 60)")
     stress.add_argument("--seed", type=int, default=1, metavar="N",
                         help="the traffic's random seed (default 1)")
-    stress.add_argument("--rate", type=_positive_number, metavar="JOBS",
+    stress.add_argument("--rate", type=positive_number, metavar="JOBS",
                         help="jobs per simulated minute (default 9)")
-    stress.add_argument("--scale", type=_positive_number, default=1.0, metavar="X",
+    stress.add_argument("--scale", type=positive_number, default=1.0, metavar="X",
                         help="multiply every result size (default 1)")
-    stress.add_argument("--limit", type=_size, metavar="SIZE",
+    stress.add_argument("--limit", type=size, metavar="SIZE",
                         help="run at this memory limit, the policy's thresholds scaled alike")
     stress.add_argument("--no-guard", action="store_true",
                         help="baseline: the same traffic on plain dicts, nothing evicted")
@@ -81,19 +81,19 @@ def _stress(args: argparse.Namespace) -> int:
 
     parser: argparse.ArgumentParser = args.parser
     if args.record is not None and args.no_guard:
-        return _usage_error(parser, "--record needs a guarded run (a baseline has no stores "
+        return usage_error(parser, "--record needs a guarded run (a baseline has no stores "
                                     "to record): drop --no-guard")
     for option, value in (("--json", args.json), ("--plot", args.plot),
                           ("--record", args.record)):
         if value not in (None, "-") and not Path(value).resolve().parent.is_dir():
-            return _usage_error(parser, f"{option}: no directory for {value!r}")
+            return usage_error(parser, f"{option}: no directory for {value!r}")
     if args.plot is not None:
         import importlib.util
 
         # Found, not imported: importing it here would add ~30MB to the memory measured.
         if importlib.util.find_spec("matplotlib") is None:
-            return _usage_error(parser, "--plot needs matplotlib: pip install 'memguard[cli]'")
-    policy = None if args.policy is None else load_policy(_policy_file(args.policy))
+            return usage_error(parser, "--plot needs matplotlib: pip install 'memguard[cli]'")
+    policy = None if args.policy is None else load_policy(policy_file(args.policy))
     try:
         config = simulate.StressConfig(
             minutes=args.minutes, rate=args.rate or simulate.DEFAULT_RATE, seed=args.seed,
@@ -101,13 +101,13 @@ def _stress(args: argparse.Namespace) -> int:
             record=args.record, unpolled=args.unpolled)
         config.resolved_policy()
     except ValueError as error:
-        return _usage_error(parser, _one_line(str(error)))
-    _quiet_memguard_logs(args.verbose)
+        return usage_error(parser, one_line(str(error)))
+    quiet_memguard_logs(args.verbose)
     to_stdout = args.json == "-"
     try:
         result = _run_stress(config, progress=not (args.quiet or to_stdout))
     except ValueError as error:
-        raise CheckFailed(_one_line(str(error))) from None
+        raise CheckFailed(one_line(str(error))) from None
     if args.json is not None:
         text = json.dumps(result.to_dict(), indent=None if to_stdout else 1)
         if to_stdout:

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from memguard.policy.files import load_policy
 from memguard.tools.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     CheckFailed,
-    _one_line,
-    _size,
-    _usage_error,
+    one_line,
+    policy_file,
+    size,
+    usage_error,
 )
-from memguard.tools.cli.main import main
-from memguard.tools.cli.policy import _policy_file
-
-if TYPE_CHECKING:
-    pass
-
-
 
 
 def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,13 +29,13 @@ def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
             "under the budget (the emergency threshold at --limit). Exit 1 when nothing "
             "fits. See docs/tune.md."))
     tune.add_argument("trace", metavar="TRACE", help="the trace file")
-    tune.add_argument("--limit", type=_size, required=True, metavar="SIZE",
+    tune.add_argument("--limit", type=size, required=True, metavar="SIZE",
                       help="the memory limit to fit (e.g. 512MB)")
     tune.add_argument("--policy", metavar="FILE",
                       help="the policy whose thresholds (scaled to --limit) set the budget and "
                            "go into --write, shown as 'current policy' (default: the bundled "
                            "default)")
-    tune.add_argument("--budget", type=_size, metavar="SIZE",
+    tune.add_argument("--budget", type=size, metavar="SIZE",
                       help="the peak to stay under (default: the policy's emergency threshold)")
     tune.add_argument("--jobs", metavar="LIST", help="max_jobs grid, e.g. 10,20,50,none")
     tune.add_argument("--ages", metavar="LIST", help="max_age grid, e.g. 10m,30m,1h,none")
@@ -62,18 +55,18 @@ def _tune(args: argparse.Namespace) -> int:
         jobs = tune.JOBS_GRID if args.jobs is None else tune.parse_grid(args.jobs, int)
         ages = tune.AGE_GRID if args.ages is None else tune.parse_grid(args.ages, parse_duration)
     except ValueError as error:
-        return _usage_error(parser, f"--jobs/--ages: {_one_line(str(error))}")
+        return usage_error(parser, f"--jobs/--ages: {one_line(str(error))}")
     if any(j is not None and j < 1 for j in jobs):
-        return _usage_error(parser, f"--jobs: counts must be 1 or more; got {args.jobs!r}")
+        return usage_error(parser, f"--jobs: counts must be 1 or more; got {args.jobs!r}")
     if args.write is not None and not Path(args.write).resolve().parent.is_dir():
-        return _usage_error(parser, f"--write: no directory for {args.write!r}")
-    base = default_policy() if args.policy is None else load_policy(_policy_file(args.policy))
+        return usage_error(parser, f"--write: no directory for {args.write!r}")
+    base = default_policy() if args.policy is None else load_policy(policy_file(args.policy))
     policy = scaled_policy(base, args.limit)
     budget = args.budget or policy.memory.resolve(args.limit).emergency or args.limit
     try:
         trace = tune.read_trace(args.trace)
     except tune.TraceError as error:
-        raise CheckFailed(_one_line(str(error))) from None
+        raise CheckFailed(one_line(str(error))) from None
     result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
                        jobs_grid=jobs, age_grid=ages)
     print(f"trace {args.trace}: {len(trace.records)} events, {len(trace.stores)} stores, "
@@ -87,6 +80,3 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"written: {args.write} (check it with: memguard policy check {args.write})")
     return EXIT_OK
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
