@@ -25,8 +25,8 @@ from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
 from memguard.policy.policy import Policy
 from memguard.stores import registry
+from memguard.stores.building import attach, handle
 from memguard.stores.handle import StoreHandle, _Backend
-from memguard.stores.managed import attach, handle
 from memguard.stores.trace import Recorder
 
 EvictionCallback = Callable[[EvictionEvent], object]

@@ -314,7 +314,7 @@ def test_chart_of_a_run_with_emergencies(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     import attrs
 
-    from memguard.tools.cli.views import plot_stress
+    from memguard.tools.cli.stress_views import plot_stress
     from memguard.tools.stress.config import StressConfig
     from memguard.tools.stress.results import Mark
     from memguard.tools.stress.run import run

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
+from memguard.tools.cli.stress_views import print_table
 from memguard.tools.cli.views import (
     Reading,
     bar_chart,
     health_lines,
     human_duration,
     logfmt_line,
-    print_table,
     sparkline,
 )
 

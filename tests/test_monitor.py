@@ -557,7 +557,7 @@ def test_thread_survives_failing_probe_rule_callback_and_hook(
     def bad_hook() -> None:
         raise RuntimeError("bad hook")
 
-    from memguard.stores.managed import handle
+    from memguard.stores.building import handle
 
     h = handle(store)
     h.pipeline = h.pipeline | bad_rule
@@ -816,7 +816,7 @@ def test_thread_survives_base_exceptions_from_callbacks_and_rules(
     def fatal_rule(index: Any, ctx: Any) -> Any:
         raise fatal()
 
-    from memguard.stores.managed import handle
+    from memguard.stores.building import handle
 
     handle(store).add_rule(fatal_rule)
     manager.on_evict(fatal_callback)

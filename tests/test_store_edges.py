@@ -320,7 +320,7 @@ def test_a_rule_that_keeps_naming_an_active_job_is_stopped(
 
 def test_a_writer_holding_a_replaced_mapping_writes_a_plain_dict(
         manager: MemoryManager) -> None:
-    from memguard.stores.managed import ManagedDict
+    from memguard.stores.attribute_stores import ManagedDict
 
     @managed_store(manager=manager, mapping="jobs", max_jobs=2, name="iac2")
     class Store:

@@ -36,7 +36,7 @@ from memguard.stores.handle import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
-    from memguard.stores.managed import _Spec
+    from memguard.stores.building import _Spec
 
 
 #: The Redis emergency rule acts when Redis' used memory reaches this share of its limit,

@@ -20,7 +20,7 @@ from memguard.stores.managed import snake_case
 
 if TYPE_CHECKING:
     from memguard.redis.handle import RedisHandle
-    from memguard.stores.managed import _Spec
+    from memguard.stores.building import _Spec
 
 #: Client timeouts (seconds) of a store built from a URL: a Redis that does not answer fails
 #: the operation instead of hanging a request (pass `client=` to choose your own).
@@ -46,7 +46,7 @@ def _client_for(url: Optional[str], spec: Optional[_Spec]) -> Any:
     import redis
 
     if url is None:
-        from memguard.stores.managed import _manager_of
+        from memguard.stores.building import _manager_of
 
         policy = _manager_of(spec).policy if spec is not None else _default_policy()
         url = policy.redis.get("url") or os.environ.get("REDIS_URL")

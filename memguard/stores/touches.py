@@ -21,8 +21,8 @@ import wrapt
 
 from memguard.errors import StoreDefinitionError
 from memguard.stores import registry
+from memguard.stores.building import handle
 from memguard.stores.handle import StoreHandle
-from memguard.stores.managed import handle
 
 F = TypeVar("F", bound=Callable[..., Any])
 KeySpec = Union[str, Callable[[Any], Any], None]

@@ -105,7 +105,7 @@ def _encodable(text: str) -> bool:
 
 
 def _print_report(guarded: StressResult, baseline: StressResult, wall: float) -> None:
-    from memguard.tools.cli.views import print_table, stress_charts, stress_rows
+    from memguard.tools.cli.stress_views import print_table, stress_charts, stress_rows
 
     out = sys.stdout
     params = guarded.params
@@ -164,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              "passed": held}) + "\n", encoding="utf-8")
     if args.plot:  # drawn here, in the parent: the measured runs were the children
         try:
-            from memguard.tools.cli.views import plot_stress
+            from memguard.tools.cli.stress_views import plot_stress
 
             plot_stress([guarded, baseline], args.plot)
             print(f"chart: {Path(args.plot).resolve()}")

@@ -219,7 +219,7 @@ def _run_stress(config: Any, *, progress: bool) -> Any:
 
 
 def _print_stress(result: Any, out: TextIO) -> None:
-    from memguard.tools.cli.views import print_table, stress_charts, stress_rows
+    from memguard.tools.cli.stress_views import print_table, stress_charts, stress_rows
 
     params = result.params
     mode = "guarded" if result.guard else "baseline (no guard)"
