@@ -41,7 +41,8 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     sys.path.insert(0, sys.argv[1])
-    from memguard.memory import ProcessProbe, detect_allocator, heap_bytes, reclaim
+    from memguard.memory import ProcessProbe, reclaim
+    from memguard.memory.allocators import detect_allocator, heap_bytes
 
     count = int(sys.argv[2])
     probe = ProcessProbe(swap=False, heap=False)

@@ -189,7 +189,8 @@ WATCH_AFTER_FORK = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, sys.argv[1])
     from pathlib import Path
-    from memguard import MemoryManager, reload
+    from memguard import MemoryManager
+    from memguard.monitor.triggers import update_watcher
     path = Path(sys.argv[2])
     manager = MemoryManager()
     manager.load_policy(path)

@@ -374,7 +374,7 @@ def test_gunicorn_child_exit_drops_a_dead_workers_gauges_and_keeps_its_counters(
         "import memguard\n"
         "from memguard.integrations.gunicorn import child_exit\n"
         "from memguard.web.prometheus import multiprocess_mode, sync\n"
-        "from memguard.web import snapshot_collector\n"
+        "from memguard.web.payloads import snapshot_collector\n"
         "assert multiprocess_mode()\n"
         "manager = memguard.MemoryManager()\n"
         "manager.emergency_cleanup()\n"

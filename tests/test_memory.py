@@ -13,8 +13,8 @@ from typing import Optional
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from memguard import memory
 from memguard.errors import MemguardError
+from memguard.memory import heap
 from memguard.memory.allocators import heap_bytes
 from memguard.memory.heap import physical_memory
 from memguard.memory.probes import CgroupProbe, ProcessProbe, detect_limit, make_probe
@@ -494,14 +494,14 @@ def test_reclaim_collects_cycles() -> None:
     result = reclaim()
     assert isinstance(result, Reclaim)
     assert result.collected >= 50
-    assert result.trimmed == (memory._malloc_trim is not None)
+    assert result.trimmed == (heap._malloc_trim is not None)
     assert result.seconds >= 0
     assert json.loads(json.dumps(result.to_dict())) == result.to_dict()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
 def test_reclaim_trims_on_glibc() -> None:
-    if memory._malloc_trim is None:
+    if heap._malloc_trim is None:
         pytest.skip("not glibc")
     assert reclaim().trimmed is True
 

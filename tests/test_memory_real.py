@@ -23,7 +23,8 @@ CHILD = textwrap.dedent(
     """
     import json, math, random, sys
     sys.path.insert(0, sys.argv[1])
-    from memguard.memory import ProcessProbe, heap_bytes, reclaim
+    from memguard.memory import ProcessProbe, reclaim
+    from memguard.memory.allocators import heap_bytes
 
     probe = ProcessProbe(swap=False)
     reclaim()
