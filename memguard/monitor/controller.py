@@ -20,7 +20,7 @@ from memguard.policy.options import Thresholds
 from memguard.policy.units import format_duration, format_size
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+    from memguard.monitor.host import MonitorHost
 
 MAX_ROUNDS: Final = 3
 """A cleanup evicts, reclaims and re-samples at most this many times."""
@@ -77,7 +77,7 @@ class EmergencyController:
     """Decides on each sample whether to clean up, runs the cleanup rounds, and keeps the
     back-off state. Not thread-safe on its own: the monitor serializes calls."""
 
-    def __init__(self, manager: MemoryManager, *,
+    def __init__(self, manager: MonitorHost, *,
                  reclaimer: Callable[..., Reclaim] = reclaim) -> None:
         self.manager = manager
         self.reclaimer = reclaimer

@@ -45,7 +45,7 @@ from memguard.policy.options import MemoryPolicy, Thresholds
 from memguard.policy.units import format_duration
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+    from memguard.monitor.host import MonitorHost
 
 THREAD_NAME: Final = "memguard-monitor"
 
@@ -92,7 +92,7 @@ if hasattr(os, "register_at_fork"):
 
 
 class Monitor:
-    """Watches memory for one `MemoryManager` and cleans up its stores under pressure.
+    """Watches memory for one `MonitorHost` and cleans up its stores under pressure.
 
     Created by the manager (`MemoryManager.setup_memory_monitoring`); usable directly. All
     decisions happen in `tick`, which the thread calls on every sample and tests call by hand.
@@ -108,7 +108,7 @@ class Monitor:
     are `memguard.monitor.tick`'s, the thread `memguard.monitor.daemon`'s.
     """
 
-    def __init__(self, manager: MemoryManager, *, history: int = 360, cleanups: int = 20) -> None:
+    def __init__(self, manager: MonitorHost, *, history: int = 360, cleanups: int = 20) -> None:
         self.manager = manager
         self.on_recycle: Optional[Callable[[], None]] = None
         self.controller = EmergencyController(manager, reclaimer=self._reclaim)

@@ -25,7 +25,7 @@ from memguard.policy.options import MemoryPolicy
 from memguard.policy.units import parse_duration
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+    from memguard.monitor.host import MonitorHost
 
 TRIM_AFTER: Final = 32 * 2**20
 """Once this much has been evicted (by estimate, by passes or by inserts over a bound) since the
@@ -271,7 +271,7 @@ class Ticker:
     the seconds to the next sample, `wake()` cuts the thread's wait short (to sample faster).
     """
 
-    def __init__(self, manager: MemoryManager, readings: Readings, schedule: Schedule,
+    def __init__(self, manager: MonitorHost, readings: Readings, schedule: Schedule,
                  record: CleanupRecord, cleanups: Cleanups, recycler: Recycler,
                  signals: SignalTrigger, *, reclaim: Callable[[], Reclaim],
                  horizon: Callable[[], float], wake: Callable[[], None]) -> None:

@@ -19,7 +19,7 @@ from memguard.errors import PolicyError
 from memguard.monitor.daemon import DaemonLoop
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+    from memguard.monitor.host import MonitorHost
 
 Handler = Callable[[int, Optional[FrameType]], None]
 
@@ -152,7 +152,7 @@ class CleanupListener:
     """Answers ``memguard cleanup --pid`` requests for this process with
     ``manager.emergency_cleanup()``; see the module docstring for the protocol."""
 
-    def __init__(self, manager: MemoryManager, directory: Optional[Path] = None) -> None:
+    def __init__(self, manager: MonitorHost, directory: Optional[Path] = None) -> None:
         self._manager = weakref.ref(manager)
         self._directory = directory
         self._loop = DaemonLoop("memguard-cleanup-requests", step=self._look,
@@ -232,7 +232,7 @@ _listeners: weakref.WeakKeyDictionary[Any, CleanupListener] = weakref.WeakKeyDic
 _listeners_guard = threading.Lock()
 
 
-def update_listener(manager: MemoryManager, enabled: bool) -> Optional[CleanupListener]:
+def update_listener(manager: MonitorHost, enabled: bool) -> Optional[CleanupListener]:
     """Start `manager`'s listener when `enabled`, stop it otherwise; return it if running."""
     with _listeners_guard:
         listener = _listeners.get(manager)
@@ -288,7 +288,7 @@ class PolicyWatcher:
     goes on; a thread that dies is started again.
     """
 
-    def __init__(self, manager: MemoryManager, path: Path) -> None:
+    def __init__(self, manager: MonitorHost, path: Path) -> None:
         self._manager = weakref.ref(manager)
         self.path = path
         self._loop = DaemonLoop("memguard-policy-watch", step=self._look,
@@ -357,7 +357,7 @@ _watchers: weakref.WeakKeyDictionary[Any, PolicyWatcher] = weakref.WeakKeyDictio
 _watchers_guard = threading.Lock()
 
 
-def update_watcher(manager: MemoryManager, enabled: bool) -> Optional[PolicyWatcher]:
+def update_watcher(manager: MonitorHost, enabled: bool) -> Optional[PolicyWatcher]:
     """Watch the file `manager`'s policy came from when `enabled`, else stop watching."""
     source = Path(str(manager.policy.source))
     if enabled and not source.is_file():

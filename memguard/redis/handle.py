@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional, cast
+from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 
@@ -35,8 +35,8 @@ from memguard.redis._errors import RedisStoreError
 from memguard.stores.handle import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
     from memguard.stores.building import _Spec
+    from memguard.stores.registry import StoreHost
 
 
 #: The Redis emergency rule acts when Redis' used memory reaches this share of its limit,
@@ -106,7 +106,7 @@ class RedisHandle(StoreHandle):
     redis_limit: Optional[int] = None
     policy_redis_limit: Optional[int] = None
 
-    def __init__(self, name: str, *, manager: MemoryManager, declared: Mapping[str, Any],
+    def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
                  core: RedisCore) -> None:
         # StoreHandle.__init__ builds an in-process index and backend: not called.
         self.name = name
@@ -303,7 +303,7 @@ class RedisHandle(StoreHandle):
                 for event in events:
                     self.evictions[event.cause.value] += 1
             # Redis' memory, not the worker's, was freed: no reclaim of the worker is due.
-            cast("MemoryManager", self.manager).notify_evictions(events, in_process=False)
+            self.manager.notify_evictions(events, in_process=False)
         return events
 
     def _evicted(self, victims: list[Victim]) -> None:

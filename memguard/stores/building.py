@@ -21,7 +21,6 @@ from memguard.stores import registry
 from memguard.stores.handle import StoreHandle, _Backend
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
     from memguard.stores.registry import StoreHost
 
 
@@ -33,7 +32,7 @@ _MISSING: Any = object()
 class _Spec:
     name: str
     declared: Mapping[str, Any]
-    manager: Optional[MemoryManager]
+    manager: Optional[StoreHost]
 
 
 class _NoReads(dict):  # type: ignore[type-arg]

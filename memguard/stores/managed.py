@@ -27,7 +27,7 @@ from memguard.stores.dict_stores import _managed_dict_class
 from memguard.stores.mapping_stores import _managed_mapping_class
 
 if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+    from memguard.stores.registry import StoreHost
 
 
 # -- the decorator ------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def managed_store(
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
     order: str = "lru",
-    manager: Optional[MemoryManager] = None,
+    manager: Optional[StoreHost] = None,
 ) -> Callable[[C], C]: ...
 def managed_store(
     maybe_cls: Optional[C] = None,
@@ -73,7 +73,7 @@ def managed_store(
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
     order: str = "lru",
-    manager: Optional[MemoryManager] = None,
+    manager: Optional[StoreHost] = None,
 ) -> Union[C, Callable[[C], C]]:
     """Manage the jobs of a store class: bounded by the given rules and the policy.
 
@@ -97,7 +97,7 @@ def managed_store(
 
 
 def _decorate(cls: Any, name: Optional[str], mapping: Optional[str],
-              declared: dict[str, Any], manager: Optional[MemoryManager]) -> type:
+              declared: dict[str, Any], manager: Optional[StoreHost]) -> type:
     """The managed subclass of `cls`, once its options are checked one by one."""
     if not isinstance(cls, type):
         raise StoreDefinitionError(f"@managed_store decorates classes, not {cls!r}")

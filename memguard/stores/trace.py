@@ -42,16 +42,13 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Optional, Union
+from typing import IO, Any, Callable, Optional, Protocol, Union
 
 from memguard._logging import logger
 from memguard.eviction.events import EvictionEvent
 from memguard.index.job_index import JobIndex, Key
-
-if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
-
 
 #: The format version written in the header; `memguard tune` refuses others.
 TRACE_VERSION = 1
@@ -82,6 +79,25 @@ class _StoreObserver:
         self.recorder.write("d", self.number, key)
 
 
+
+class RecordedHost(Protocol):
+    """What a `Recorder` needs of the manager whose stores it records."""
+
+    clock: Callable[[], float]
+    probe: Optional[Callable[[], Any]]
+
+    @property
+    def policy(self) -> Any: ...
+
+    def handles(self) -> Sequence[Any]: ...
+
+    def on_evict(self, callback: Callable[[EvictionEvent], object]) -> Any: ...
+
+    def remove_evict_callback(self, callback: Callable[[EvictionEvent], object]) -> None: ...
+
+    def stop_recording(self, recorder: Recorder) -> None: ...
+
+
 class Recorder:
     """Writes the trace of one manager's stores to `path` until `close()`.
 
@@ -90,7 +106,7 @@ class Recorder:
     stops the recording; it never reaches the application.
     """
 
-    def __init__(self, manager: MemoryManager, path: Union[str, Path],
+    def __init__(self, manager: RecordedHost, path: Union[str, Path],
                  *, salt: Optional[bytes] = None) -> None:
         self.manager = manager
         self.path = Path(path)
