@@ -27,7 +27,8 @@ Allocators (the environment of the cell): ``pymalloc`` (the default), ``malloc``
 Debian's libjemalloc2: malloc is jemalloc, small objects still pymalloc's), ``jemalloc+malloc``
 (both), and ``mimalloc`` (``PYTHONMALLOC=mimalloc``) where the interpreter has it (CPython
 3.13+; probed by starting one). Cells whose allocator is unavailable are listed as skipped;
-every cell checks that `memguard.memory.allocators.detect_allocator()` sees what its environment asked for.
+every cell checks that `memguard.memory.allocators.detect_allocator()` sees what its
+environment asked for.
 
 The full run also repeats the old reference cell (text, no running jobs, pymalloc, memguard)
 for the suite's target. ``python -m benchmarks.bench_reclaim [--quick] [--megabytes N]``

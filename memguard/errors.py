@@ -52,3 +52,46 @@ class MissingExtraError(MemguardError, ImportError):
 class RouteConflictError(MemguardError, ValueError):
     """A memguard endpoint would take a path the app already serves (its own ``/health``);
     the message names the path, the app's handler and the ``prefix=`` that avoids it."""
+
+
+class RedisStoreError(MemguardError, RuntimeError):
+    """A Redis store operation failed in Redis (base class of the Redis store errors)."""
+
+
+class RedisUnavailable(RedisStoreError, ConnectionError):
+    """Redis could not be reached, or did not answer in time (down, restarting, loading)."""
+
+
+class RedisFull(RedisStoreError, MemoryError):
+    """Redis refused a write: it is at `maxmemory` with the `noeviction` policy (OOM)."""
+
+
+class RedisConfigError(MemguardError, ValueError):
+    """A Redis store was set up with no way to reach Redis, or with a client it cannot use."""
+
+
+class RunDirError(MemguardError, OSError):
+    """The run directory is unusable or unsafe (owned by someone else, writable by others)."""
+
+
+class TraceError(MemguardError, ValueError):
+    """A trace file that cannot be read: names the file, the line and what is wrong."""
+
+
+class DemoError(MemguardError, RuntimeError):
+    """A child run failed to produce a result (its last error line is the message)."""
+
+
+class CheckFailed(MemguardError):
+    """A target could not be checked (unreachable URL, missing process, refused request).
+
+    `main` prints it as one line and exits 1, like any failed check.
+    """
+
+
+class ProbeError(MemguardError, OSError):
+    """A memory file could not be read or held something memguard cannot parse.
+
+    The message names the file and the offending text. The monitor logs it and carries on;
+    code calling a probe directly sees it raised.
+    """

@@ -257,8 +257,8 @@ class MemoryManager:
 
     def _update_companions(self) -> None:
         """Start or stop, as the policy says, the threads that run beside a started monitor:
-        the listener for `memguard cleanup --pid` (``signal_cleanup``, memguard.monitor.triggers) and
-        the policy file watcher (``watch``, memguard.monitor.triggers)."""
+        the listener for `memguard cleanup --pid` (``signal_cleanup``) and the policy file
+        watcher (``watch``), both in memguard.monitor.triggers."""
         from memguard.monitor.triggers import update_listener, update_watcher
 
         started = bool(getattr(self.monitor, "started", False))
@@ -284,7 +284,7 @@ class MemoryManager:
         """True at warning level or above, or above `threshold_mb` MiB when given."""
         return self._monitor().is_high(threshold_mb)
 
-    # -- trace recording (memguard.stores.trace) -------------------------------------------------------
+    # -- trace recording (memguard.stores.trace) ---------------------------------------------
 
     def record(self, path: Union[str, Path]) -> Recorder:
         """Record what every store of this manager does (no keys, no contents) to `path`,
@@ -358,13 +358,6 @@ def _setup_error(error: Exception, name: str) -> PolicyError:
     return PolicyError(str(error), source="setup_job_store_cleanup", key=name)
 
 
-def find_plain_handle(store: Any) -> Optional[StoreHandle]:
-    """The handle a manager gave a plain dict in `setup_job_store_cleanup`, if any."""
-    for candidate in all_managers():
-        found = candidate.plain_handle(store)
-        if found is not None:
-            return found
-    return None
 
 
 def _default_manager() -> MemoryManager:

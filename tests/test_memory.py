@@ -13,13 +13,13 @@ from typing import Optional
 import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from memguard.errors import MemguardError
+from memguard.errors import MemguardError, ProbeError
 from memguard.memory import heap
 from memguard.memory.allocators import heap_bytes
 from memguard.memory.heap import physical_memory
 from memguard.memory.probes import CgroupProbe, ProcessProbe, detect_limit, make_probe
 from memguard.memory.reclaim import Reclaim, detailed_usage, read_rss, reclaim
-from memguard.memory.samples import MemorySample, ProbeError
+from memguard.memory.samples import MemorySample
 
 MiB = 2**20
 V1_UNLIMITED = 9223372036854771712  # what cgroup v1 writes for "no limit"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from memguard import MemoryManager, managed_store
-from memguard.monitor.triggers import CleanupListener, RunDirError, beacon_path, ensure_run_dir
+from memguard.errors import RunDirError
+from memguard.monitor.triggers import CleanupListener, beacon_path, ensure_run_dir
 from memguard.testing import FakeProbe
 
 

@@ -20,13 +20,6 @@ from memguard.eviction.rules import VETTED_RULES, Pass, Pipeline, Rule
 from memguard.index.job_index import JobIndex, Key
 
 
-class Victim(Protocol):
-    """An evicted job between its removal (under the lock) and its release (outside)."""
-
-    @property
-    def size(self) -> Optional[int]: ...
-
-
 class EvictionTarget(Protocol):
     """What the runner needs of a store (`memguard.stores.managed.StoreHandle` is one)."""
 

@@ -272,9 +272,6 @@ class JobIndex:
             self.activity.recheck(self._job_or_forget, self.is_active, self._turned_inactive,
                                   active, most)
 
-    def weigh_pending(self) -> None:
-        """Look at every known-active job again (kept for callers of the old name)."""
-        self.recheck()
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass; see

@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["EXTENSION_KEY", "init_app"]
 
 EXTENSION_KEY: Final = "memguard"
-"""``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.endpoints.Endpoints` serving the app."""
+"""``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.endpoints.Endpoints` serving
+the app."""
 
 ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

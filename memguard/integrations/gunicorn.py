@@ -5,8 +5,8 @@ In ``gunicorn.conf.py``::
     from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
 gunicorn picks the hooks up by name (``child_exit`` matters only with
-``PROMETHEUS_MULTIPROC_DIR``, see `memguard.web.prometheus`). ``post_fork`` runs in each worker right
-after the fork and starts the monitor there (a monitor thread never survives a fork, and the
+``PROMETHEUS_MULTIPROC_DIR``, see `memguard.web.prometheus`). ``post_fork`` runs in each
+worker right after the fork and starts the monitor there (a monitor thread never survives a fork, and the
 arbiter itself holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager
 other than the default, build the hooks with `GunicornHooks`::
 

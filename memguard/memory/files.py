@@ -7,7 +7,8 @@ import os
 import threading
 import weakref
 
-from memguard.memory.samples import PathLike, ProbeError
+from memguard.errors import ProbeError
+from memguard.memory.samples import PathLike
 
 _kept_files: weakref.WeakSet[_KeptFile] = weakref.WeakSet()
 

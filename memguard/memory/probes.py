@@ -9,10 +9,11 @@ from typing import Final, Mapping, Optional
 import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 
 from memguard._logging import logger
+from memguard.errors import ProbeError
 from memguard.memory.allocators import _HeapGauge
 from memguard.memory.files import _KeptFile, _parse_int, _parse_stat, _read
 from memguard.memory.heap import _physical_memory_cached, physical_memory
-from memguard.memory.samples import MemorySample, PathLike, Probe, ProbeError
+from memguard.memory.samples import MemorySample, PathLike, Probe
 
 DEFAULT_CGROUP_ROOT: Final = "/sys/fs/cgroup"
 """Where cgroupfs is mounted (v2 unified, or the tmpfs holding the v1 hierarchies)."""

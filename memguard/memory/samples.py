@@ -7,19 +7,12 @@ from typing import Any, Mapping, Optional, Protocol, Union
 
 import attrs
 
-from memguard.errors import MemguardError
 from memguard.policy.options import SCOPES
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
 
-class ProbeError(MemguardError, OSError):
-    """A memory file could not be read or held something memguard cannot parse.
-
-    The message names the file and the offending text. The monitor logs it and carries on;
-    code calling a probe directly sees it raised.
-    """
 
 
 

@@ -2,23 +2,23 @@
 
 Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (1 s
 by default, four times as often at or above ``warning``, and sooner when usage grows fast
-enough to reach ``emergency`` before then: `Monitor.next_wait`): each sample moves the level (with
-hysteresis, each change logged once) and goes to the emergency controller
-(`memguard.monitor.controller`), which cleans up at ``emergency``, earlier when the recent growth says
-usage will cross it before the next sample, and always at ``critical``. The periodic **pass**
-of every store's pipeline runs every ``check_interval`` (2 minutes by default), and a full
-``gc.collect()`` every ``gc_interval``. A process growing 50 MB/s is seen within a second,
-never two minutes later.
+enough to reach ``emergency`` before then: `Monitor.next_wait`): each sample moves the level
+(with hysteresis, each change logged once) and goes to the emergency controller
+(`memguard.monitor.controller`), which cleans up at ``emergency``, earlier when the recent
+growth says usage will cross it before the next sample, and always at ``critical``. The
+periodic **pass** of every store's pipeline runs every ``check_interval`` (2 minutes by
+default), and a full ``gc.collect()`` every ``gc_interval``. A process growing 50 MB/s is seen
+within a second, never two minutes later.
 
 Time comes only from ``manager.clock`` and memory only from the probe, so every decision can be
 driven synchronously in tests with `memguard.testing.FakeClock` and `FakeProbe` through
 `Monitor.tick`; the thread is only a loop around `tick`.
 
-`Monitor` puts together pieces that each read alone: the thread (`memguard.monitor.daemon`), the
-probe, thresholds and growth (`memguard.monitor.readings`), when each step is due
-(`memguard.monitor.tick`), the level and its log lines (`memguard.monitor.levels`), the emergency cleanups
-and their record (`memguard.monitor.controller` over `memguard.monitor.controller`), the recycle requests
-(`memguard.monitor.daemon`), SIGUSR1 (`memguard.monitor.triggers`) and the snapshot (`memguard.monitor.readings`).
+`Monitor` puts together pieces that each read alone, one module each in this package: the
+thread, fork lock and recycle requests (`daemon`), the probe, thresholds, growth and the
+snapshot (`readings`), one sample's steps, when each is due and the cleanups' record (`tick`),
+the level and its log lines (`levels`), the emergency controller (`controller`), SIGUSR1 and
+the other outside triggers (`triggers`). It reaches its manager only through `host.MonitorHost`.
 """
 
 from __future__ import annotations
@@ -309,8 +309,9 @@ class Monitor:
 
     def emergency(self, forced: bool = False) -> CleanupReport:
         """Clean up to ``emergency_target`` now: evict, reclaim, measure (see
-        `memguard.monitor.controller`). Unless `forced`, refused while the controller backs off after
-        a round that could not lower usage (the report's note says so; nothing is recorded).
+        `memguard.monitor.controller`). Unless `forced`, refused while the controller backs off
+        after a round that could not lower usage (the report's note says so; nothing is
+        recorded).
         """
         return self.cleanups.emergency(forced)
 

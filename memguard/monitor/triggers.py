@@ -15,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final, Optional
 
 from memguard._logging import logger
-from memguard.errors import PolicyError
+from memguard.errors import PolicyError, RunDirError
 from memguard.monitor.daemon import DaemonLoop
 
 if TYPE_CHECKING:
@@ -97,8 +97,6 @@ LISTENER_POLL_SECONDS: Final = 0.25
 """How often a listener looks for requests: a stat of a small directory, microseconds."""
 
 
-class RunDirError(OSError):
-    """The run directory is unusable or unsafe (owned by someone else, writable by others)."""
 
 
 def run_dir(uid: Optional[int] = None) -> Path:

@@ -1,4 +1,4 @@
-"""`Policy`: a whole policy (memory options, store options, pipeline) and how it applies to a store."""
+"""`Policy`: a whole policy (memory and store options, pipeline) and how it applies to a store."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Needs redis-py: `pip install 'memguard[redis]'`.
 """
 
-from memguard.redis._errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
+from memguard.errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
 from memguard.redis.handle import RedisHandle, RedisStoreStats
 from memguard.redis.job import RedisJob
 from memguard.redis.store import RedisStore

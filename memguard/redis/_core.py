@@ -13,9 +13,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
+from memguard.errors import RedisStoreError
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
-from memguard.redis._errors import RedisStoreError, translated
+from memguard.redis._errors import translated
 from memguard.redis._scripts import RELEASED_MARK, Scripts
 
 #: Stands, in a job's local snapshot, for a release field whose value stays in Redis until read.

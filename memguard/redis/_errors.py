@@ -11,28 +11,21 @@ import contextlib
 from collections.abc import Iterator
 from typing import Callable, Optional
 
+from memguard.errors import RedisFull, RedisStoreError, RedisUnavailable
+
 try:
     import redis.exceptions
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
 
-from memguard.errors import MemguardError
 
 
-class RedisStoreError(MemguardError, RuntimeError):
-    """A Redis store operation failed in Redis (base class of the Redis store errors)."""
 
 
-class RedisUnavailable(RedisStoreError, ConnectionError):
-    """Redis could not be reached, or did not answer in time (down, restarting, loading)."""
 
 
-class RedisFull(RedisStoreError, MemoryError):
-    """Redis refused a write: it is at `maxmemory` with the `noeviction` policy (OOM)."""
 
 
-class RedisConfigError(MemguardError, ValueError):
-    """A Redis store was set up with no way to reach Redis, or with a client it cannot use."""
 
 
 @contextlib.contextmanager

@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any, Optional
 import attrs
 
 from memguard._logging import logger
-from memguard.errors import StoreDefinitionError
+from memguard.errors import RedisStoreError, StoreDefinitionError
 from memguard.eviction.events import Cause, EvictionEvent
 from memguard.eviction.rules import Pass, Rule
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
-from memguard.redis._errors import RedisStoreError
 from memguard.stores.handle import StoreHandle, StoreStats
 
 if TYPE_CHECKING:

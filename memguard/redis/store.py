@@ -11,10 +11,9 @@ import os
 from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, cast
 
-from memguard.errors import StoreDefinitionError
+from memguard.errors import RedisConfigError, StoreDefinitionError
 from memguard.redis._codec import codec
 from memguard.redis._core import RedisCore
-from memguard.redis._errors import RedisConfigError
 from memguard.redis.job import RedisJob
 from memguard.stores.managed import snake_case
 

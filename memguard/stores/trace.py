@@ -49,6 +49,7 @@ from typing import IO, Any, Callable, Optional, Protocol, Union
 from memguard._logging import logger
 from memguard.eviction.events import EvictionEvent
 from memguard.index.job_index import JobIndex, Key
+from memguard.policy.policy import Policy
 
 #: The format version written in the header; `memguard tune` refuses others.
 TRACE_VERSION = 1
@@ -87,7 +88,7 @@ class RecordedHost(Protocol):
     probe: Optional[Callable[[], Any]]
 
     @property
-    def policy(self) -> Any: ...
+    def policy(self) -> Policy: ...
 
     def handles(self) -> Sequence[Any]: ...
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from memguard.errors import DemoError
 from memguard.policy.units import format_size
 from memguard.tools.stress.config import DEFAULT_MINUTES, DEFAULT_SEED
 from memguard.tools.stress.results import StressResult
@@ -31,8 +32,6 @@ from memguard.tools.stress.results import StressResult
 CHILD_TIMEOUT = 300.0
 
 
-class DemoError(Exception):
-    """A child run failed to produce a result (its last error line is the message)."""
 
 
 def run_side_by_side(*, minutes: float = DEFAULT_MINUTES, seed: int = DEFAULT_SEED,

@@ -33,6 +33,7 @@ from typing import Any, Optional, Union
 
 import attrs
 
+from memguard.errors import TraceError
 from memguard.policy.options import ActiveWhen
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_duration, format_size
@@ -51,8 +52,6 @@ DELIVERY_WINDOW = 60.0
 Record = tuple[Any, ...]
 
 
-class TraceError(ValueError):
-    """A trace file that cannot be read: names the file, the line and what is wrong."""
 
 
 @attrs.frozen

@@ -218,8 +218,8 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
     the manager's clock now (`recent_cleanups[].started_at` are readings of that clock).
 
     Everything comes from `MemoryStats.to_dict()`: counts and sizes in bytes, never a job; and
-    ``allocator``, `memguard.memory.allocators.detect_allocator()` (who serves small objects, which malloc,
-    which hook reclaim calls).
+    ``allocator``, `memguard.memory.allocators.detect_allocator()` (who serves small objects,
+    which malloc, which hook reclaim calls).
     """
     manager = _default_manager(manager)
     stats = manager.get_memory_stats()

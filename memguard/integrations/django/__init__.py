@@ -8,7 +8,8 @@ AppConfig starts the monitor in each process, and URLs serving the memguard endp
     # urls.py
     urlpatterns = [..., path("ops/", include("memguard.integrations.django.urls"))]
 
-The views answer through `memguard.web.endpoints.Endpoints`, like every other adapter (docs/http.md).
+The views answer through `memguard.web.endpoints.Endpoints`, like every other adapter
+(docs/http.md).
 """
 
 from __future__ import annotations

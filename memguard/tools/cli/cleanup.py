@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from memguard.errors import CheckFailed
 from memguard.policy.options import ENV_TOKEN as TOKEN_ENV
 from memguard.policy.units import format_duration, format_size
 from memguard.tools.cli.common import (
     EXIT_OK,
-    CheckFailed,
     duration,
-    endpoint,
+    endpoint_url,
     http,
     one_line,
     pid,
@@ -60,7 +60,7 @@ def _cleanup(args: argparse.Namespace) -> int:
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "")
     if not token.strip():
         return usage_error(args.parser, f"--url needs --token (or {TOKEN_ENV})")
-    endpoint = endpoint(args.url, "/memory/cleanup")
+    endpoint = endpoint_url(args.url, "/memory/cleanup")
     status, body = http("POST", endpoint, timeout=args.timeout,
                          headers={"Authorization": f"Bearer {token.strip()}"})
     try:

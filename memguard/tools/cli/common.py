@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from memguard.errors import MemguardError
+from memguard.errors import CheckFailed
 from memguard.monitor.levels import LEVEL_STATUS
 from memguard.policy.files import (
     bundled_policy,
@@ -39,11 +39,6 @@ def usage_error(parser: argparse.ArgumentParser, message: str) -> int:
 DEFAULT_TIMEOUT = 5.0
 
 
-class CheckFailed(MemguardError):
-    """A target could not be checked (unreachable URL, missing process, refused request).
-
-    `main` prints it as one line and exits 1, like any failed check.
-    """
 
 
 def duration(text: str) -> float:
@@ -168,9 +163,9 @@ def _read_pid(pid: int, policy: Policy) -> Any:
 
 def _read_machine(policy: Policy) -> Any:
     """This machine: the container's cgroup when it has a memory limit, else the whole RAM."""
+    from memguard.errors import ProbeError
     from memguard.memory.probes import CgroupProbe
     from memguard.memory.reclaim import machine_memory
-    from memguard.memory.samples import ProbeError
     from memguard.tools.cli.views import Reading
 
     numeric = policy.memory.limit if isinstance(policy.memory.limit, int) else None
@@ -230,7 +225,7 @@ def http(method: str, url: str, *, timeout: float,
         raise CheckFailed(f"cannot reach {url}: {one_line(str(error))}") from None
 
 
-def endpoint(url: str, path: str) -> str:
+def endpoint_url(url: str, path: str) -> str:
     """`url` itself when it already names `path` (or another memguard route), else url+path."""
     from urllib.parse import urlsplit
 
@@ -242,7 +237,7 @@ def endpoint(url: str, path: str) -> str:
 
 def _read_url(url: str, timeout: float) -> Any:
     """A `Reading` from a running app's ``/memory`` (or ``/health``) payload."""
-    endpoint = endpoint(url, "/memory")
+    endpoint = endpoint_url(url, "/memory")
     status, body = http("GET", endpoint, timeout=timeout)
     try:
         data = json.loads(body)

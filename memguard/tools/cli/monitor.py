@@ -6,13 +6,8 @@ import argparse
 import sys
 from typing import Any, Optional
 
-from memguard.tools.cli.common import (
-    EXIT_OK,
-    CheckFailed,
-    add_target_options,
-    duration,
-    read_target,
-)
+from memguard.errors import CheckFailed
+from memguard.tools.cli.common import EXIT_OK, add_target_options, duration, read_target
 
 
 def add_monitor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

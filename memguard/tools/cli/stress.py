@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from memguard.errors import CheckFailed
 from memguard.policy.files import load_policy
 from memguard.policy.units import format_size
 from memguard.tools.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
-    CheckFailed,
     one_line,
     policy_file,
     positive_number,

@@ -5,16 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from memguard.errors import CheckFailed, TraceError
 from memguard.policy.files import load_policy
-from memguard.tools.cli.common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    CheckFailed,
-    one_line,
-    policy_file,
-    size,
-    usage_error,
-)
+from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, one_line, policy_file, size, usage_error
 
 
 def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +58,7 @@ def _tune(args: argparse.Namespace) -> int:
     budget = args.budget or policy.memory.resolve(args.limit).emergency or args.limit
     try:
         trace = tune.read_trace(args.trace)
-    except tune.TraceError as error:
+    except TraceError as error:
         raise CheckFailed(one_line(str(error))) from None
     result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
                        jobs_grid=jobs, age_grid=ages)
