@@ -7,8 +7,8 @@ In ``gunicorn.conf.py``::
 gunicorn picks the hooks up by name (``child_exit`` matters only with
 ``PROMETHEUS_MULTIPROC_DIR``, see `memguard.web.prometheus`). ``post_fork`` runs in each
 worker right after the fork and starts the monitor there (a monitor thread never survives a
-fork, and the arbiter itself holds no job stores, so it runs none). ``worker_exit`` stops it. For a manager
-other than the default, build the hooks with `GunicornHooks`::
+fork, and the arbiter itself holds no job stores, so it runs none). ``worker_exit`` stops it.
+For a manager other than the default, build the hooks with `GunicornHooks`::
 
     hooks = GunicornHooks(my_manager)
     post_fork, worker_exit = hooks.post_fork, hooks.worker_exit
