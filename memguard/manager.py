@@ -19,6 +19,7 @@ from memguard._logging import logger
 from memguard.errors import PolicyError
 from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
+from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.readings import MemoryStats
 from memguard.monitor.thread import Monitor
@@ -37,9 +38,13 @@ class MemoryManager:
 
     def __init__(self, policy: Optional[Policy] = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 probe: Optional[Callable[[], MemorySample]] = None) -> None:
+                 probe: Optional[Callable[[], MemorySample]] = None,
+                 reclaim: Callable[..., Reclaim] = reclaim) -> None:
         self.clock = clock
         self.probe = probe
+        #: How the monitor gives memory back (gc, then the allocator's trim); injected like the
+        #: clock and the probe, so tests count calls instead of collecting their own process.
+        self.reclaim = reclaim
         # No policy given: the one the environment names (MEMGUARD_POLICY and overrides).
         self._policy = policy if policy is not None else policy_from_environment()
         self._lock = threading.RLock()

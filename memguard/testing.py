@@ -1,13 +1,15 @@
-"""Fakes for users' own tests: a clock you advance, a probe you set, captured evictions."""
+"""Fakes for users' own tests: a clock you advance, a probe you set, a reclaim that counts,
+captured evictions."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from memguard.eviction.events import EvictionEvent
+from memguard.memory.reclaim import Reclaim
 from memguard.policy.units import parse_size
 
 if TYPE_CHECKING:
@@ -34,6 +36,28 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"FakeClock({self.now:g})"
+
+
+class FakeReclaim:
+    """Stands in for `memguard.memory.reclaim.reclaim` (gc, then the allocator's trim), passed
+    as ``MemoryManager(reclaim=FakeReclaim())``: it counts calls in `calls` and collects
+    nothing, so a test never garbage-collects its own process. `then`, when given, runs after
+    each call: ``FakeReclaim(then=lambda: probe.set("260MB"))`` models memory given back."""
+
+    def __init__(self, then: Optional[Callable[[], object]] = None, *,
+                 trimmed: bool = False) -> None:
+        self.calls = 0
+        self.then = then
+        self.trimmed = trimmed
+
+    def __call__(self, *, full: bool = True) -> Reclaim:
+        self.calls += 1
+        if self.then is not None:
+            self.then()
+        return Reclaim(collected=0, trimmed=self.trimmed, seconds=0.0)
+
+    def __repr__(self) -> str:
+        return f"FakeReclaim(calls={self.calls})"
 
 
 def _bytes(value: Union[int, str]) -> int:

@@ -25,7 +25,6 @@ import pytest
 from waiting import wait_until
 
 from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
-from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.controller import MAX_ROUNDS
 from memguard.monitor.levels import HYSTERESIS, heroku_line, next_level, raw_level
@@ -33,7 +32,7 @@ from memguard.monitor.readings import MemoryStats, growth_rate
 from memguard.monitor.thread import THREAD_NAME, Monitor
 from memguard.policy.options import Thresholds
 from memguard.policy.units import parse_size
-from memguard.testing import FakeClock, FakeProbe, capture_evictions
+from memguard.testing import FakeClock, FakeProbe, FakeReclaim, capture_evictions
 
 MB = 2**20
 
@@ -54,18 +53,12 @@ def make_policy(**memory: Any) -> Policy:
     return Policy(memory=MemoryPolicy(**{**THRESHOLDS, **memory}))
 
 
-@pytest.fixture(autouse=True)
-def no_real_reclaim(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """reclaim() would gc the test process and trim its heap: count calls instead (a quick
-    reclaim, the youngest generation and a trim, counts as one too)."""
-    calls: list[int] = []
-
-    def fake(*, full: bool = True) -> Reclaim:
-        calls.append(1)
-        return Reclaim(collected=0, trimmed=False, seconds=0.0)
-
-    monkeypatch.setattr("memguard.monitor.thread.reclaim", fake)
-    return calls
+@pytest.fixture
+def fake_reclaim() -> FakeReclaim:
+    """reclaim() would gc the test process and trim its heap: every manager here gets this
+    fake instead, which counts calls (a quick reclaim, the youngest generation and a trim,
+    counts as one too)."""
+    return FakeReclaim()
 
 
 class StoreProbe:
@@ -104,8 +97,10 @@ def probe() -> FakeProbe:
 
 
 @pytest.fixture
-def manager(clock: FakeClock, probe: FakeProbe) -> Iterator[MemoryManager]:
-    manager = MemoryManager(make_policy(), clock=clock, probe=probe)
+def manager(
+    clock: FakeClock, probe: FakeProbe, fake_reclaim: FakeReclaim
+) -> Iterator[MemoryManager]:
+    manager = MemoryManager(make_policy(), clock=clock, probe=probe, reclaim=fake_reclaim)
     yield manager
     manager.stop()
 
@@ -233,33 +228,29 @@ def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
 
 def test_a_pass_that_frees_much_gives_memory_back(
     monitor: Monitor, manager: MemoryManager, clock: FakeClock, probe: FakeProbe,
-    no_real_reclaim: list[int], monkeypatch: pytest.MonkeyPatch
+    fake_reclaim: FakeReclaim
 ) -> None:
     store = fill(manager, "big", done=40)  # ~40MB of results
     small = fill(manager, "small", done=2)
     manager.load_policy(Policy(memory=manager.policy.memory, stores={
         "big": {"max_age": "20m"}, "small": {"max_age": "30m"}}))
     monitor.tick()
-    assert no_real_reclaim == []
+    assert fake_reclaim.calls == 0
     clock.advance(21 * 60)
-    def reclaim_40mb(*, full: bool = True) -> Reclaim:  # the probe falls by 40MB after it
-        no_real_reclaim.append(1)
-        probe.set("260MB")
-        return Reclaim(collected=0, trimmed=True, seconds=0.0)
-
-    monkeypatch.setattr("memguard.monitor.thread.reclaim", reclaim_40mb)
+    fake_reclaim.then = lambda: probe.set("260MB")  # the probe falls by 40MB after it
+    fake_reclaim.trimmed = True
     result = monitor.tick()  # frees ~40MB >= TRIM_AFTER: reclaim, which counts as the gc
-    assert len(store) == 0 and no_real_reclaim == [1] and result.gc_collected == 0
+    assert len(store) == 0 and fake_reclaim.calls == 1 and result.gc_collected == 0
     assert result.cleanup is not None
     assert (result.cleanup.usage_before, result.cleanup.usage_after) == (300 * MB, 260 * MB)
     assert monitor.totals["reclaimed_bytes"] == 40 * MB
     clock.advance(10 * 60)
     monitor.tick()  # frees ~2MB: no reclaim, just the periodic gc
-    assert len(small) == 0 and no_real_reclaim == [1]
+    assert len(small) == 0 and fake_reclaim.calls == 1
 
 
 def test_evictions_on_insert_count_toward_giving_memory_back(
-    monitor: Monitor, manager: MemoryManager, no_real_reclaim: list[int]
+    monitor: Monitor, manager: MemoryManager, fake_reclaim: FakeReclaim
 ) -> None:
     @managed_store(name="bounded", manager=manager, max_jobs=1)
     class Jobs(dict):  # type: ignore[type-arg]
@@ -269,13 +260,13 @@ def test_evictions_on_insert_count_toward_giving_memory_back(
     for i in range(20):  # each insert evicts the previous ~1MB job
         store[i] = {"status": "done", "result": "d" * MB}
     monitor.tick()
-    assert no_real_reclaim == []  # ~19MB freed: not yet worth a trim
+    assert fake_reclaim.calls == 0  # ~19MB freed: not yet worth a trim
     for i in range(20, 40):
         store[i] = {"status": "done", "result": "d" * MB}
     monitor.tick()
-    assert no_real_reclaim == [1]  # ~39MB freed since the start: trim
+    assert fake_reclaim.calls == 1  # ~39MB freed since the start: trim
     monitor.tick()
-    assert no_real_reclaim == [1]
+    assert fake_reclaim.calls == 1
 
 
 def test_gc_runs_every_gc_interval(monitor: Monitor, clock: FakeClock) -> None:
@@ -352,8 +343,10 @@ def test_heap_warning_logged_once_per_crossing(
 # Emergency
 
 
-def test_emergency_evicts_to_the_target_by_estimate(clock: FakeClock) -> None:
-    manager = MemoryManager(make_policy(), clock=clock)
+def test_emergency_evicts_to_the_target_by_estimate(
+    clock: FakeClock, fake_reclaim: FakeReclaim
+) -> None:
+    manager = MemoryManager(make_policy(), clock=clock, reclaim=fake_reclaim)
     big = fill(manager, "big", done=60, size=2 * MB)
     small = fill(manager, "small", done=40, size=MB // 2)
     probe = StoreProbe(manager, base=320 * MB)
@@ -380,9 +373,9 @@ def test_emergency_evicts_to_the_target_by_estimate(clock: FakeClock) -> None:
 
 
 def test_no_cooldown_after_a_cleanup_that_reached_its_target(
-    clock: FakeClock, no_real_reclaim: list[int]
+    clock: FakeClock, fake_reclaim: FakeReclaim
 ) -> None:
-    manager = MemoryManager(make_policy(cooldown="30s"), clock=clock)
+    manager = MemoryManager(make_policy(cooldown="30s"), clock=clock, reclaim=fake_reclaim)
     store = fill(manager, "jobs", done=100, size=2 * MB)
     probe = StoreProbe(manager, base=250 * MB)
     manager.probe = probe
@@ -401,8 +394,8 @@ def test_no_cooldown_after_a_cleanup_that_reached_its_target(
     assert [r.kind for r in monitor.recent_cleanups] == ["emergency"] * 2
 
 
-def test_emergency_never_evicts_active_jobs(clock: FakeClock) -> None:
-    manager = MemoryManager(make_policy(), clock=clock)
+def test_emergency_never_evicts_active_jobs(clock: FakeClock, fake_reclaim: FakeReclaim) -> None:
+    manager = MemoryManager(make_policy(), clock=clock, reclaim=fake_reclaim)
     store = fill(manager, "jobs", done=10, running=5, size=2 * MB)
     manager.probe = FakeProbe("490MB", limit="512MB")  # far above what the stores hold
     monitor = Monitor(manager)
@@ -416,7 +409,7 @@ def test_emergency_never_evicts_active_jobs(clock: FakeClock) -> None:
 
 def test_fragmentation_stops_after_one_round_without_emptying_the_stores(
     monitor: Monitor, manager: MemoryManager, probe: FakeProbe, clock: FakeClock,
-    caplog: pytest.LogCaptureFixture, no_real_reclaim: list[int]
+    caplog: pytest.LogCaptureFixture, fake_reclaim: FakeReclaim
 ) -> None:
     caplog.set_level(logging.INFO, logger="memguard")
     store = fill(manager, "jobs", done=200, size=MB)
@@ -426,7 +419,7 @@ def test_fragmentation_stops_after_one_round_without_emptying_the_stores(
     assert report is not None
     assert 130 <= report.evicted <= 131  # one round: 480 - 350 = 130MB by estimate
     assert len(store) >= 69
-    assert len(no_real_reclaim) == 2  # quick, then full before blaming fragmentation
+    assert fake_reclaim.calls == 2  # quick, then full before blaming fragmentation
     assert report.usage_before == report.usage_after == parse_size("480MB")
     assert report.note.startswith("stopped: evicting ~")
     assert "fragmentation" in report.note
@@ -464,27 +457,27 @@ def test_fragmentation_diagnosis_uses_the_heap_figure(
     assert len(store) < 200
 
 
-def test_emergency_rounds_are_bounded(clock: FakeClock, no_real_reclaim: list[int]) -> None:
-    manager = MemoryManager(make_policy(), clock=clock)
+def test_emergency_rounds_are_bounded(clock: FakeClock, fake_reclaim: FakeReclaim) -> None:
+    manager = MemoryManager(make_policy(), clock=clock, reclaim=fake_reclaim)
     store = fill(manager, "jobs", done=300, size=MB)
     # 60% of each round's estimate comes back: enough to go on, never enough to finish
     probe = StoreProbe(manager, base=200 * MB, efficiency=0.6)
     manager.probe = probe
     monitor = Monitor(manager)
     report = monitor.emergency(forced=True)
-    assert len(no_real_reclaim) == MAX_ROUNDS
+    assert fake_reclaim.calls == MAX_ROUNDS
     assert report.usage_after is not None and report.usage_after > 350 * MB
     assert f"after {MAX_ROUNDS} rounds" in report.note
     assert len(store) > 0
 
 
 def test_forced_emergency_below_target_still_reclaims(
-    monitor: Monitor, manager: MemoryManager, no_real_reclaim: list[int]
+    monitor: Monitor, manager: MemoryManager, fake_reclaim: FakeReclaim
 ) -> None:
     store = fill(manager, "jobs", done=5)
     report = monitor.emergency(forced=True)
     assert report.evicted == 0 and len(store) == 5
-    assert len(no_real_reclaim) == 1
+    assert fake_reclaim.calls == 1
     assert report.usage_before == report.usage_after == parse_size("300MB")
 
 
@@ -704,11 +697,13 @@ def test_stats_growth_time_to_limit_and_json(
     assert len(store) == 3
 
 
-def test_time_to_limit_none_without_growth_or_limit(clock: FakeClock) -> None:
+def test_time_to_limit_none_without_growth_or_limit(
+    clock: FakeClock, fake_reclaim: FakeReclaim
+) -> None:
     probe = FakeProbe("100MB")
     manager = MemoryManager(Policy(memory=MemoryPolicy(
         limit=None, warning="400MB", emergency="450MB", emergency_target="350MB",
-        critical="500MB")), clock=clock, probe=probe)
+        critical="500MB")), clock=clock, probe=probe, reclaim=fake_reclaim)
     monitor = Monitor(manager)
     for _ in range(3):
         monitor.tick()
@@ -734,11 +729,13 @@ def test_is_high(monitor: Monitor, manager: MemoryManager, probe: FakeProbe) -> 
     assert monitor.level == "ok"  # a question never moves the level
 
 
-def test_percentages_resolve_against_the_probes_limit(clock: FakeClock) -> None:
+def test_percentages_resolve_against_the_probes_limit(
+    clock: FakeClock, fake_reclaim: FakeReclaim
+) -> None:
     probe = FakeProbe("700MB", limit="1GB")
     policy = Policy(memory=MemoryPolicy(limit="auto", warning="60%", emergency="80%",
                                         emergency_target="50%", critical="95%"))
-    manager = MemoryManager(policy, clock=clock, probe=probe)
+    manager = MemoryManager(policy, clock=clock, probe=probe, reclaim=fake_reclaim)
     monitor = Monitor(manager)
     assert monitor.tick().level == "warning"
     t = monitor.thresholds(probe())

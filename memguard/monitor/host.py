@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional, Protocol, Union
 
 from memguard.eviction.events import CleanupReport, EvictionEvent
+from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.policy.policy import Policy
 from memguard.stores.handle import StoreHandle
@@ -22,6 +23,8 @@ class MonitorHost(Protocol):
 
     clock: Callable[[], float]
     probe: Optional[Callable[[], MemorySample]]
+    reclaim: Callable[..., Reclaim]
+    """Gives memory back to the OS (gc and the allocator's trim); injected like the clock."""
     evicted_bytes: int
     """Bytes evicted from this process's stores so far (the cue to give memory back)."""
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Optional, Union
 
 from memguard._logging import logger
 from memguard.eviction.events import CleanupReport
-from memguard.memory.reclaim import Reclaim, reclaim
+from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.controller import EmergencyController
 from memguard.monitor.daemon import DaemonLoop, ForkSafeLock, Recycler
@@ -302,8 +302,9 @@ class Monitor:
         self._ticker.take(now, sample, extras=False)
 
     def _reclaim(self, *, full: bool = True) -> Reclaim:
-        """Give memory back (`memguard.memory.reclaim`); looked up at call time for tests."""
-        return reclaim() if full else reclaim(full=False)
+        """Give memory back with the manager's reclaim (`memguard.memory.reclaim.reclaim`
+        unless one was injected, as `memguard.testing.FakeReclaim` is in tests)."""
+        return self.manager.reclaim(full=full)
 
     # -- questions ------------------------------------------------------------------------------
 
