@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 TOKEN = "dashboard-token"
 SECRET = "dashboard-SECRET-5c1e"
-STATIC = ROOT / "memguard" / "_static" / "dashboard.html"
+STATIC = ROOT / "memguard" / "web" / "static" / "dashboard.html"
 
 
 # --------------------------------------------------------------------------------------------

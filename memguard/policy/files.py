@@ -130,7 +130,7 @@ def policy_from_environment(environ: Optional[Mapping[str, str]] = None) -> Poli
 
 def _bundled_dirs() -> tuple[Path, ...]:
     """Where the ready policies live: inside an installed wheel, or at the source tree root."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # memguard/, beside its policy/ package
     return (package / "_policies", package.parent / "policies")
 
 

@@ -1,6 +1,6 @@
 """The live dashboard page served at ``GET /memory/dashboard``: the file and its headers.
 
-The page (``memguard/_static/dashboard.html``) is one self-contained HTML file: its only
+The page (``memguard/web/static/dashboard.html``) is one self-contained HTML file: its only
 script and its only stylesheet are inline, it loads nothing from any other origin (no CDN, so
 it works offline and behind the strictest egress rules) and it reads nothing but the JSON of
 ``GET /memory`` beside it, which holds counts and sizes, never a job's contents.
@@ -34,7 +34,7 @@ def _hash(text: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[bytes, str]:
     """(the page's bytes, its Content-Security-Policy): read once per process."""
-    resource = importlib.resources.files("memguard") / "_static" / "dashboard.html"
+    resource = importlib.resources.files("memguard.web") / "static" / "dashboard.html"
     text = resource.read_text(encoding="utf-8")
     hashes: dict[str, list[str]] = {"script": [], "style": []}
     for match in _INLINE.finditer(text):
