@@ -242,7 +242,8 @@ def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
                               r"reclaim: mallctl arena\.<all>\.purge")
 
         def health(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "memguard.tools.cli", "health", "--url", url,
+            return subprocess.run([sys.executable, "-m", "memguard.tools.cli", "health",
+                                   "--url", url,
                                    *args], capture_output=True, text=True, timeout=60,
                                   env=clean, cwd=ROOT, check=False)
 

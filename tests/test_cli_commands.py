@@ -65,7 +65,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int,
 
 
 def memory_payload(level: str, usage: int) -> dict[str, Any]:
-    """What an app's GET /memory answers (memguard.monitor.thread.MemoryStats.to_dict() + pid/time)."""
+    """What an app's GET /memory answers (`MemoryStats.to_dict()` plus pid and time)."""
     limit = 512 * MB
     return {
         "sample": {"usage": usage, "rss": usage, "swap": 0, "heap": usage // 2, "limit": limit,
@@ -438,7 +438,8 @@ def test_monitor_prints_lines_when_stdout_is_not_a_terminal() -> None:
 
 def test_monitor_keeps_going_when_the_app_goes_away(app: FakeApp) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "memguard.tools.cli", "monitor", "--url", app.url, "--interval", "0.1",
+        [sys.executable, "-m", "memguard.tools.cli", "monitor", "--url", app.url,
+         "--interval", "0.1",
          "--duration", "3", "--logfmt", "--timeout", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=CLEAN_ENV)
     try:

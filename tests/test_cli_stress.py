@@ -196,10 +196,11 @@ def test_plot_draws_from_saved_results(tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     stress(*SMALL, "--minutes", "5", "--no-guard", "--quiet", "--json", str(out))
     png = tmp_path / "baseline.png"
-    drawn = run("-m", "memguard.tools.cli.views", str(png), str(out))
+    drawn = run("-m", "memguard.tools.cli.stress_views", str(png), str(out))
     assert drawn.returncode == 0, drawn.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    broken = run("-m", "memguard.tools.cli.views", str(tmp_path / "x.png"), str(tmp_path / "no.json"))
+    broken = run("-m", "memguard.tools.cli.stress_views", str(tmp_path / "x.png"),
+                 str(tmp_path / "no.json"))
     assert broken.returncode == 1 and "cannot draw" in broken.stderr
     assert not (tmp_path / "x.png").exists()
 

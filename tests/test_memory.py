@@ -14,7 +14,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from memguard.errors import MemguardError, ProbeError
-from memguard.memory import heap
+from memguard.memory import allocators, heap
 from memguard.memory.allocators import heap_bytes
 from memguard.memory.heap import physical_memory
 from memguard.memory.probes import CgroupProbe, ProcessProbe, detect_limit, make_probe
@@ -476,7 +476,7 @@ def test_heap_gauge_bounds_the_cost_of_a_slow_heap(monkeypatch: pytest.MonkeyPat
         time.sleep(0.005)  # a fragmented heap: mallinfo2 walks every free chunk
         return len(calls)
 
-    monkeypatch.setattr(memory, "heap_bytes", slow_heap)
+    monkeypatch.setattr(allocators, "heap_bytes", slow_heap)
     probe = ProcessProbe()
     assert probe().heap == 1
     assert probe().heap == 1  # reused: the next fresh read waits ~5 s (0.1% duty)
@@ -531,6 +531,6 @@ def test_heap_gauge_stays_fresh_when_cheap(monkeypatch: pytest.MonkeyPatch) -> N
         calls.append(1)
         return len(calls)
 
-    monkeypatch.setattr(memory, "heap_bytes", fast_heap)
+    monkeypatch.setattr(allocators, "heap_bytes", fast_heap)
     probe = ProcessProbe()
     assert [probe().heap for _ in range(3)] == [1, 2, 3]

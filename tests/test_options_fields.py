@@ -1,4 +1,4 @@
-"""Option fields built by `memguard.policy.options.option`, and the one home of max_idle <= max_age."""
+"""Option fields built by `memguard.policy.options.option`; the one home of max_idle <= max_age."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""memguard.monitor.triggers in-process: the run directory's safety checks, the beacon's lifetime, and a
+"""memguard.monitor.triggers in-process: the run directory's safety checks, the beacon's lifetime,
+and a
 request answered by a real listener thread (the CLI side is in test_cli_commands and the
 server side in tests/acceptance/test_cleanup_trigger.py)."""
 

@@ -150,7 +150,7 @@ def _draw_stress(args: argparse.Namespace, result: Any) -> None:
 
     A guarded run is drawn beside the baseline of the same traffic, run now with
     ``--no-guard`` in a fresh interpreter; the chart itself is drawn by a third one
-    (`memguard.tools.cli.views.plot_main`) from the results' JSON, so neither matplotlib nor the
+    (`memguard.tools.cli.stress_views.plot_main`) from the results' JSON, so neither matplotlib nor the
     baseline's memory ever shows in this process's figures. Raises CheckFailed when no PNG
     could be written.
     """
@@ -189,7 +189,7 @@ def _draw_in_children(args: argparse.Namespace, result: Any,
             print(f"memguard stress: --plot: no baseline curve (exit {child.returncode}: "
                   f"{last})", file=sys.stderr)
     return subprocess.run(
-        [sys.executable, "-m", "memguard.tools.cli.views", args.plot, *map(str, files)],
+        [sys.executable, "-m", "memguard.tools.cli.stress_views", args.plot, *map(str, files)],
         capture_output=True, text=True, timeout=PLOT_TIMEOUT, check=False)
 
 
