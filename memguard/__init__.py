@@ -4,7 +4,7 @@ This module only re-exports the public names; each lives in the module of its co
 """
 
 from memguard import integrations as integrations
-from memguard._version import version as _version
+from memguard._version import __version__
 from memguard.errors import MemguardError, PolicyError, StoreDefinitionError
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
@@ -19,7 +19,6 @@ from memguard.stores.handle import StoreHandle, StoreStats
 from memguard.stores.managed import managed_store
 from memguard.stores.touches import touches
 
-__version__: str = _version()
 
 __all__ = [
     "Cause",

@@ -48,6 +48,7 @@ class MemoryManager:
         # No policy given: the one the environment names (MEMGUARD_POLICY and overrides).
         self._policy = policy if policy is not None else policy_from_environment()
         self._lock = threading.RLock()
+        self._from_environment = False
         self._handles: dict[str, list[StoreHandle]] = {}
         self._plain: dict[int, StoreHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
@@ -61,13 +62,29 @@ class MemoryManager:
         registry.add_host(self)
 
     def __repr__(self) -> str:
-        return f"<MemoryManager stores={sorted(self._handles)} policy={self._policy.source}>"
+        return f"<MemoryManager stores={sorted(self._handles)} policy={self.policy.source}>"
 
     # -- policy ------------------------------------------------------------------------------
 
     @property
     def policy(self) -> Policy:
+        if self._from_environment:
+            self._read_environment_policy()
         return self._policy
+
+    def _read_environment_policy(self) -> None:
+        """The default manager's policy, read from the environment when first asked for, not
+        at ``import memguard`` (which reads no file). With a broken environment policy the
+        built-in policy stands in and `start()` raises the error, so an app fails where it
+        turns memguard on while CLI tools that report the problem still run."""
+        with self._lock:
+            if not self._from_environment:
+                return
+            self._from_environment = False
+            try:
+                self._policy = policy_from_environment()
+            except PolicyError as error:
+                self.policy_error = error
 
     def load_policy(self, path_or_policy: Union[str, Path, Policy]) -> Policy:
         """Apply a policy to every live store at once, or (on any error) change nothing."""
@@ -93,6 +110,7 @@ class MemoryManager:
             for store, store_policy in zip(handles, effective):
                 store.apply_policy(policy, store_policy)
             self._policy = policy
+            self._from_environment = False  # an explicit policy replaces the environment's
             self.policy_error = None
         if self.monitor is not None:
             self.monitor.policy_changed()
@@ -103,8 +121,8 @@ class MemoryManager:
     def register(self, store_handle: StoreHandle, owner: Any) -> None:
         """Track `store_handle` while `owner` (the store object) lives."""
         with self._lock:
-            if store_handle.policy_source is not self._policy:  # a reload raced its creation
-                store_handle.apply_policy(self._policy)  # may raise: then nothing registered
+            if store_handle.policy_source is not self.policy:  # a reload raced its creation
+                store_handle.apply_policy(self.policy)  # may raise: then nothing registered
             self._handles.setdefault(store_handle.name, []).append(store_handle)
             try:
                 weakref.finalize(owner, self._unregister, store_handle)
@@ -267,7 +285,7 @@ class MemoryManager:
         from memguard.monitor.triggers import update_listener, update_watcher
 
         started = bool(getattr(self.monitor, "started", False))
-        memory = self._policy.memory
+        memory = self.policy.memory
         update_listener(self, started and memory.signal_cleanup)
         update_watcher(self, started and memory.watch)
 
@@ -366,15 +384,11 @@ def _setup_error(error: Exception, name: str) -> PolicyError:
 
 
 def _default_manager() -> MemoryManager:
-    """The process-wide manager. Importing memguard never fails (CLI tools that report the
-    problem must still run): with a broken environment policy the built-in policy stands in,
-    and `start()` raises the error, so an app fails where it turns memguard on."""
-    try:
-        return MemoryManager(policy_from_environment())
-    except PolicyError as error:
-        fallback = MemoryManager(Policy())
-        fallback.policy_error = error
-        return fallback
+    """The process-wide manager, whose policy the environment names (MEMGUARD_POLICY and the
+    overrides), read when first used (`MemoryManager._read_environment_policy`)."""
+    default = MemoryManager(Policy())
+    default._from_environment = True
+    return default
 
 
 def _after_fork_in_child() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ctypes
 from typing import Any, Final, Optional
 
-import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
-
 # Reading the heap figure may cost milliseconds on a fragmented glibc heap (mallinfo2 walks every
 # free chunk). Once a read costs more than _HEAP_SLOW, probes refresh it at most as often as
 # keeps that cost under _HEAP_DUTY of the time; cheaper reads are always fresh.
@@ -20,6 +18,7 @@ _physical: Optional[int] = None
 
 def physical_memory() -> int:
     """Total physical RAM of the machine in bytes (psutil ``virtual_memory().total``)."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
     return int(psutil.virtual_memory().total)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
+
 import os
 from pathlib import Path
 from typing import Final, Mapping, Optional
-
-import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 
 from memguard._logging import logger
 from memguard.errors import ProbeError
@@ -37,6 +40,7 @@ class _PsutilSelf:
         self._process: Optional[psutil.Process] = None
 
     def rss(self) -> int:
+        import psutil  # type: ignore[import-untyped, unused-ignore]
         pid = os.getpid()
         if self._process is None or self._pid != pid:
             self._process = psutil.Process(pid)

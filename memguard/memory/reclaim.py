@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
+
 import contextlib
 import gc
 import time
@@ -9,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 import attrs
-import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 
 from memguard.memory.allocators import NO_HOOK, _detected
 
@@ -18,6 +22,7 @@ from memguard.memory.allocators import NO_HOOK, _detected
 def _asking(pid: Optional[int]) -> Iterator[None]:
     """psutil's errors about `pid` as the builtins callers expect: ProcessLookupError for a
     missing process, PermissionError when denied."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
     try:
         yield
     except psutil.NoSuchProcess:
@@ -27,6 +32,7 @@ def _asking(pid: Optional[int]) -> Iterator[None]:
 
 
 def _process(pid: Optional[int]) -> psutil.Process:
+    import psutil  # type: ignore[import-untyped, unused-ignore]
     with _asking(pid):
         return psutil.Process(pid)
 
@@ -48,6 +54,7 @@ def process_facts(pid: int) -> ProcessFacts:
     Raises ProcessLookupError for a missing process and PermissionError when denied; the
     owner and children are None / empty when they cannot be read.
     """
+    import psutil  # type: ignore[import-untyped, unused-ignore]
     process = _process(pid)
     with _asking(pid):
         name = process.name()
@@ -75,6 +82,7 @@ class ProcessFacts:
 def machine_memory() -> tuple[int, int]:
     """(used, total) bytes of this machine's RAM; used = total minus what is available, so
     page cache the kernel can drop does not count."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
     memory = psutil.virtual_memory()
     return int(memory.total - memory.available), int(memory.total)
 
