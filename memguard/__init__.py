@@ -19,7 +19,6 @@ from memguard.stores.handle import StoreHandle, StoreStats
 from memguard.stores.managed import managed_store
 from memguard.stores.touches import touches
 
-
 __all__ = [
     "Cause",
     "CleanupReport",

@@ -151,8 +151,8 @@ def _draw_stress(args: argparse.Namespace, result: Any) -> None:
     A guarded run is drawn beside the baseline of the same traffic, run now with
     ``--no-guard`` in a fresh interpreter; the chart itself is drawn by a third one
     (`memguard.tools.cli.stress_views.plot_main`) from the results' JSON, so neither
-    matplotlib nor the baseline's memory ever shows in this process's figures. Raises CheckFailed when no PNG
-    could be written.
+    matplotlib nor the baseline's memory ever shows in this process's figures. Raises
+    CheckFailed when no PNG could be written.
     """
     import subprocess
     import tempfile
