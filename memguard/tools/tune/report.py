@@ -1,0 +1,81 @@
+"""The tuner's table and the recommended policy as TOML."""
+
+from __future__ import annotations
+
+import json
+
+from memguard.policy.options import ActiveWhen
+from memguard.policy.policy import Policy
+from memguard.policy.units import format_duration, format_size
+from memguard.tools.tune.search import TuneResult
+
+
+def table(result: TuneResult, *, top: int = 15) -> str:
+    """The candidates as text: each one's modelled peak and lost-result share."""
+    head = (f"budget {format_size(result.budget)} (base {format_size(result.base)} + the "
+            "results held); candidates (max_jobs/max_age for every store), best first:")
+    lines = [head, f"  {'candidate':<28} {'peak':>9}  {'lost':>13}  fits"]
+    shown = list(result.rows[:top])
+    extra = [r for r in (result.current, result.best) if r is not None]
+    for row in extra + shown:
+        o = row.outcome
+        lost = f"{o.lost}/{o.wanted} {o.lost_share:4.0%}"
+        lines.append(f"  {row.name:<28} {format_size(o.peak):>9}  {lost:>13}  "
+                     f"{'yes' if row.fits else 'NO'}")
+    if len(result.rows) > top:
+        lines.append(f"  ... {len(result.rows) - top} more (--top N shows more)")
+    if result.best is None:
+        lines.append("no candidate keeps the modelled peak under the budget: raise --limit, "
+                     "or add smaller values to the grid (--jobs, --ages)")
+    else:
+        lines.append("recommended, per store (max_jobs/max_age, order " +
+                     next(iter(result.best.bounds.values())).order + "):")
+        for name, bounds in result.best.bounds.items():
+            lines.append(f"  {name:<20} {bounds.text()}")
+    return "\n".join(lines)
+
+
+def to_toml(result: TuneResult, policy: Policy, limit: int, source: str) -> str:
+    """The recommendation as a policy file: `policy`'s memory thresholds at `limit` (in
+    bytes), the order for the stores and the emergency rule, and each store's bounds."""
+    best = result.best
+    if best is None:
+        raise ValueError("no recommendation to write: no candidate fits the budget")
+    order = next(iter(best.bounds.values())).order if best.bounds else "lru"
+    memory = policy.memory
+    thresholds = memory.resolve(limit)
+    o = best.outcome
+    lines = [
+        f"# written by memguard tune from {source}: modelled peak {format_size(o.peak)}, "
+        f"{o.lost} of {o.wanted} results lost",
+        "",
+        "[memory]",
+        f'scope = "{memory.scope}"',
+        f"limit = {_size_text(limit)}",
+    ]
+    for name in ("warning", "warning_heap", "emergency", "emergency_target", "critical"):
+        value = getattr(thresholds, name)
+        if value is not None:
+            lines.append(f"{name} = {_size_text(value)}")
+    lines += [f"check_interval = {memory.check_interval!r}",
+              f"gc_interval = {memory.gc_interval!r}",
+              f'emergency_order = "{order}"', "", "[defaults]", f'order = "{order}"']
+    active = policy.store_policy("_").active
+    if isinstance(active, ActiveWhen):
+        statuses = ", ".join(json.dumps(s) for s in sorted(active.values))
+        lines.append(f'active = {{ field = {json.dumps(active.field)}, in = [{statuses}] }}')
+    lines.append("")
+    for name, bounds in best.bounds.items():
+        lines.append(f"[stores.{json.dumps(name) if not name.isidentifier() else name}]")
+        if bounds.max_jobs is not None:
+            lines.append(f"max_jobs = {bounds.max_jobs}")
+        if bounds.max_age is not None:
+            lines.append(f'max_age = "{format_duration(bounds.max_age)}"')
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _size_text(value: int) -> str:
+    """A size as policies write it: ``"400MB"`` when it is whole MiB, else bytes."""
+    mib = 1024 * 1024
+    return f'"{value // mib}MB"' if value % mib == 0 else str(value)

@@ -1,0 +1,174 @@
+"""`memguard tune`: replay a recorded trace against candidate policies, pick the best.
+
+A trace (`memguard.stores.trace`) says when each job was stored, finished (with its size), read,
+and deleted. `replay` runs it on a simulated clock against store bounds (`max_jobs`,
+`max_age`, the order) with no real memory: usage is modelled as the trace's `base` (what
+the process used besides its stores) plus the bytes of the finished jobs held. `tune` tries
+a grid of bounds per store, for each order, and keeps the bounds that lose the fewest results
+clients came back for while the modelled peak stays under the budget.
+
+What the replay models, and what it does not (see docs/tune.md):
+
+- Bounds as memguard enforces them: `max_jobs` at every write (the job written and active
+  jobs are never victims), `max_age` at each pass (every `check_interval` of the trace).
+  The recorded run's own evictions are not replayed: the candidate decides. The emergency
+  rule is not modelled: a policy is judged by what its bounds alone keep, and the emergency
+  rule stays the safety net.
+- A result is *wanted* when a read comes for it more than `DELIVERY_WINDOW` after it was
+  ready (a client came back for it), or when a read finds it evicted; it is *lost* when a
+  read finds it evicted. A read within the window is its delivery (the client that polled
+  for it). So the results wanted are nearly the same for every candidate, and the shares
+  compare. Reads are those of the trace: dated at the drain that saw them, plus the misses
+  the application reported.
+- Stores are independent under bounds alone, so each store's grid is replayed on its own and
+  the per-store choices are combined; the recommendation is then replayed whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
+
+import attrs
+
+from memguard.policy.policy import Policy
+from memguard.tools.tune.replay import Bounds, Outcome, _by_store, _peak, _replay_store, replay
+from memguard.tools.tune.trace import Trace
+
+#: `max_jobs` values tried for every store (None: no count bound).
+JOBS_GRID: tuple[Optional[int], ...] = (10, 20, 30, 50, 100, 200, None)
+#: `max_age` values tried for every store, in seconds (None: no age bound).
+AGE_GRID: tuple[Optional[float], ...] = (600.0, 1200.0, 1800.0, 3600.0, None)
+#: Orders tried.
+ORDERS: tuple[str, ...] = ("lru", "delivered")
+
+
+
+
+@attrs.frozen
+class Row:
+    """One candidate of the table: its name, bounds per store and what its replay gave."""
+
+    name: str
+    bounds: Mapping[str, Bounds]
+    outcome: Outcome
+    fits: bool
+
+
+@attrs.frozen
+class TuneResult:
+    """The table (`rows`, best first) and the recommendation (None: nothing fits)."""
+
+    budget: int
+    base: int
+    rows: tuple[Row, ...]
+    best: Optional[Row]
+    current: Optional[Row]
+
+
+def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] = None,
+         jobs_grid: Sequence[Optional[int]] = JOBS_GRID,
+         age_grid: Sequence[Optional[float]] = AGE_GRID,
+         orders: Sequence[str] = ORDERS) -> TuneResult:
+    """Search per-store bounds and the order for the fewest lost results under `budget`.
+
+    Every store's grid (jobs x ages) is replayed on its own, per order. The table lists the
+    uniform candidates (the same bounds for every store); the recommendation starts each store
+    at its least-losing bounds and, while the combined peak is over the budget, moves the
+    store whose next tighter bounds cost the fewest lost results per byte of its peak saved.
+    """
+    by_store = _by_store(trace)
+    names = trace.stores
+    options: dict[tuple[str, int], list[tuple[Bounds, int, int, int, list[tuple[int, int]]]]]
+    options = {}
+    for order in orders:
+        for i in range(len(names)):
+            found = []
+            for jobs in jobs_grid:
+                for age in age_grid:
+                    bounds = Bounds(jobs, age, order)
+                    _, w, n_lost, curve = _replay_store(by_store[i], bounds,
+                                                        trace.check_interval)
+                    own_peak = max((held for _, held in curve), default=0)
+                    found.append((bounds, w, n_lost, own_peak, curve))
+            options[(order, i)] = found
+    rows = []
+    for order in orders:
+        for k in range(len(jobs_grid) * len(age_grid)):
+            picks = [options[(order, i)][k] for i in range(len(names))]
+            rows.append(_row(trace, budget, f"{order} {picks[0][0].text()}" if picks else order,
+                             {names[i]: p[0] for i, p in enumerate(picks)}, picks))
+    best: Optional[Row] = None
+    for order in orders:
+        row = _greedy(trace, budget, order, names, [options[(order, i)] for i in range(len(names))])
+        if row is not None and (best is None or _rank(row) < _rank(best)):
+            best = row
+    if best is not None:  # replayed whole: the figures printed are those of the real thing
+        outcome = replay(trace, best.bounds)
+        best = attrs.evolve(best, outcome=outcome, fits=outcome.peak < budget)
+    current_row = None
+    if current is not None:
+        outcome = replay(trace, current)
+        current_row = Row("current policy", current, outcome, outcome.peak < budget)
+    rows.sort(key=_rank)
+    return TuneResult(budget=budget, base=trace.base, rows=tuple(rows),
+                      best=best if best is not None and best.fits else None, current=current_row)
+
+
+def _rank(row: Row) -> tuple[bool, float, int, int]:
+    return (not row.fits, row.outcome.lost_share, row.outcome.lost, row.outcome.peak)
+
+
+def _row(trace: Trace, budget: int, name: str, bounds: Mapping[str, Bounds],
+         picks: Sequence[tuple[Bounds, int, int, int, list[tuple[int, int]]]]) -> Row:
+    peak = trace.base + _peak([p[4] for p in picks])
+    outcome = Outcome(peak=peak, wanted=sum(p[1] for p in picks), lost=sum(p[2] for p in picks),
+                      evicted=0)
+    return Row(name, dict(bounds), outcome, peak < budget)
+
+
+def _greedy(trace: Trace, budget: int, order: str, names: Sequence[str],
+            per_store: Sequence[list[tuple[Bounds, int, int, int, list[tuple[int, int]]]]]
+            ) -> Optional[Row]:
+    if not names:
+        return None
+    # each store starts at its fewest lost results (then smallest peak)
+    chosen = [min(options, key=lambda o: (o[2], o[3])) for options in per_store]
+    for _ in range(len(names) * 64):
+        peak = trace.base + _peak([c[4] for c in chosen])
+        if peak < budget:
+            break
+        move: Optional[tuple[float, int, Any]] = None
+        for i, options in enumerate(per_store):
+            for option in options:
+                saved = chosen[i][3] - option[3]
+                if saved <= 0:
+                    continue
+                cost = (max(0, option[2] - chosen[i][2]) + 1e-3) / saved
+                if move is None or cost < move[0]:
+                    move = (cost, i, option)
+        if move is None:
+            break
+        chosen[move[1]] = move[2]
+    return _row(trace, budget, f"tuned ({order})", {names[i]: c[0] for i, c in enumerate(chosen)},
+                chosen)
+
+
+
+
+def current_bounds(policy: Policy, stores: Iterable[str]) -> dict[str, Bounds]:
+    """The bounds `policy` gives each store name (decorator arguments unknown: none)."""
+    out = {}
+    for name in stores:
+        store = policy.store_policy(name)
+        out[name] = Bounds(store.max_jobs, store.max_age, store.order)
+    return out
+
+
+def parse_grid(text: str, read: Any) -> tuple[Any, ...]:
+    """A comma-separated grid (`none` for no bound), each value read by `read`."""
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        values.append(None if part.lower() in ("none", "-", "") else read(part))
+    return tuple(values)
