@@ -21,7 +21,7 @@ from memguard.index.job_index import JobIndex, Key
 
 
 class EvictionTarget(Protocol):
-    """What the runner needs of a store (`memguard.stores.managed.StoreHandle` is one)."""
+    """What the runner needs of a store (`memguard.stores.handle.LocalHandle` is one)."""
 
     name: str
 
