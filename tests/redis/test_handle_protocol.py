@@ -248,3 +248,19 @@ def test_manager_sees_and_forgets_the_store(kind: Kind) -> None:
 def test_forget_by_handle(kind: Kind) -> None:
     assert kind.manager.forget(kind.handle) is True
     assert kind.manager.stores == {}
+
+
+def test_both_kinds_build_the_same_plan_from_one_policy(redis_url: str) -> None:
+    """One plan per store, whatever the kind: the Redis scripts get the same bounds, ages
+    and orders as the Python runner."""
+    policy = Policy.from_toml('[memory]\nemergency_order = "oldest"\n'
+                              '[defaults]\nmax_age = "10m"\nmax_idle = "1m"\nmax_bytes = "1MB"\n'
+                              '[pipeline]\nrules = ["age", "idle", "count", "bytes"]\n')
+    local = Kind("local", MemoryManager(policy), redis_url).handle
+    remote = Kind("redis", MemoryManager(policy), redis_url).handle
+    assert isinstance(local, LocalHandle) and isinstance(remote, RedisHandle)
+    assert local.plan == remote.plan
+    assert (remote.plan.max_age, remote.plan.max_idle, remote.plan.max_jobs,
+            remote.plan.max_bytes) == (600.0, 60.0, 3, 1 << 20)
+    assert remote.plan.emergency_order == "oldest" and not remote.plan.emergency
+    assert remote.core.plan is remote.plan  # what the insert script is given
