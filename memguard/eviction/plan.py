@@ -35,11 +35,11 @@ class EvictionPlan:
     policy's `[memory] emergency_order`, else the store's own order); `emergency` whether the
     pipeline has the emergency rule at all. `tracks_deliveries` says whether any order in the
     plan is `delivered` (the index then keeps the delivered set, which costs every read).
-    `fast_count` marks the common case: a count bound in `lru` order and nothing else
-    enforced on insert.
+    `fast_count` marks the common case, a count bound in `lru` order and nothing else
+    enforced on insert, which the runner's `enforce_insert_bounds` takes a cheap path for.
     """
 
-    pipeline: Pipeline = Pipeline()
+    pipeline: Pipeline = attrs.field(factory=Pipeline)
     insert_rules: tuple[Rule, ...] = ()
     max_age: Optional[float] = None
     max_idle: Optional[float] = None

@@ -22,7 +22,7 @@ from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Pipeline, Rule
-from memguard.eviction.runner import apply_rule, run_pass
+from memguard.eviction.runner import enforce_insert_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
     NOTHING,
@@ -309,15 +309,12 @@ class LocalHandle(StoreHandle):
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
             return []
-        plan = self.plan
         victims: list[_Victim] = []
-        ctx = Pass(now=now, order=plan.order)
         if index.known_active:  # finished jobs become victims again, in time
             index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
-            for rule in plan.insert_rules:  # the one runner of passes, refusal guard included
-                apply_rule(rule, self, ctx, victims)
+            enforce_insert_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
         return victims
