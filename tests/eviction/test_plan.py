@@ -102,3 +102,46 @@ def test_the_tuner_replays_the_bounds_of_the_plan() -> None:
     assert bounds == tune.Bounds(max_jobs=None, max_age=600.0, order="lru")  # count left out
     counted = Policy.from_toml("[defaults]\nmax_jobs = 7\n")
     assert tune.current_bounds(counted, ["a"])["a"].max_jobs == 7
+
+
+def test_the_cheap_insert_path_evicts_what_the_rule_would() -> None:
+    """`fast_count` stores (max_jobs, lru) take the runner's cheap path; the same store with
+    a byte bound that never binds takes `apply_rule` with `MaxJobs`. Same random workload
+    (active jobs, reads, pins, in-place finishes, deletes): same evictions, same order."""
+    import random
+
+    from memguard.testing import capture_evictions
+
+    outcomes = []
+    for options in ({}, {"max_bytes": "1GB"}):
+        manager = MemoryManager(Policy(), clock=FakeClock())
+
+        @managed_store(name="jobs", max_jobs=5, manager=manager, **options)
+        class Jobs(dict):  # type: ignore[type-arg]
+            pass
+
+        jobs = Jobs()
+        h = handle(jobs)
+        assert isinstance(h, LocalHandle) and h.plan.fast_count == (not options)
+        rng = random.Random(7)
+        with capture_evictions(manager) as events:
+            for step in range(3000):
+                key = rng.randrange(40)
+                action = rng.random()
+                if action < 0.5:
+                    jobs[key] = {"status": rng.choice(["done", "done", "running"])}
+                elif action < 0.7:
+                    jobs.get(key)
+                elif action < 0.8 and key in jobs:
+                    jobs[key]["status"] = "done"
+                elif action < 0.85:
+                    h.pin(key)
+                elif action < 0.9:
+                    h.unpin(key)
+                elif key in jobs:
+                    del jobs[key]
+                if step % 500 == 499:
+                    h.cleanup()
+        outcomes.append(([(e.key, e.cause) for e in events], h.recency(), sorted(jobs)))
+    assert len(outcomes[0][0]) > 500  # the bound was busy
+    assert outcomes[0] == outcomes[1]
