@@ -15,8 +15,8 @@ from memguard.policy.files import load_policy
 from memguard.policy.options import MemoryPolicy, StorePolicy
 from memguard.policy.policy import Policy
 from memguard.stores.building import handle
-from memguard.stores.handle import StoreHandle, StoreStats
 from memguard.stores.managed import managed_store
+from memguard.stores.protocol import StoreHandle, StoreStats
 from memguard.stores.touches import touches
 
 __all__ = [

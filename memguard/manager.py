@@ -27,7 +27,8 @@ from memguard.policy.files import policy_from_environment
 from memguard.policy.policy import Policy
 from memguard.stores import registry
 from memguard.stores.building import attach, handle
-from memguard.stores.handle import StoreHandle, _Backend
+from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores.protocol import StoreHandle, as_handle
 from memguard.stores.trace import Recorder
 
 EvictionCallback = Callable[[EvictionEvent], object]
@@ -50,7 +51,7 @@ class MemoryManager:
         self._lock = threading.RLock()
         self._from_environment = False
         self._handles: dict[str, list[StoreHandle]] = {}
-        self._plain: dict[int, StoreHandle] = {}
+        self._plain: dict[int, LocalHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
         self.policy_error: Optional[PolicyError] = None
@@ -127,6 +128,8 @@ class MemoryManager:
             try:
                 weakref.finalize(owner, self._unregister, store_handle)
             except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
+                if not isinstance(store_handle, LocalHandle):  # (only adopted dicts are)
+                    raise
                 self._plain[id(owner)] = store_handle
             for recorder in self.recorders:
                 recorder.attach(store_handle)
@@ -150,17 +153,17 @@ class MemoryManager:
         was not registered with this manager. A plain dict the app no longer references is
         forgotten by itself at the next pass.
         """
-        if isinstance(store, StoreHandle):
-            found: Optional[StoreHandle] = store
-        else:
-            found = self._plain.get(id(store)) or getattr(store, "_memguard", None)
+        found = as_handle(store)
+        given_handle = found is not None
+        if found is None:
+            found = self._plain.get(id(store)) or as_handle(getattr(store, "_memguard", None))
         with self._lock:
-            registered = isinstance(found, StoreHandle) and any(
+            registered = found is not None and any(
                 found is h for group in self._handles.values() for h in group)
             if not registered or found is None:
                 return False
             self._unregister(found)
-        if found._backend.needs_sync and not isinstance(store, StoreHandle):
+        if isinstance(found, LocalHandle) and found.adopted and not given_handle:
             with contextlib.suppress(AttributeError, TypeError):
                 if getattr(store, "_memguard", None) is found:
                     attach(store, None)  # an adopted MutableMapping: let it go entirely
@@ -168,7 +171,7 @@ class MemoryManager:
 
     def _forget_orphans(self) -> None:
         """Forget adopted plain dicts nothing else references any more (lock held)."""
-        for found in [h for h in self._plain.values() if h._backend.orphaned()]:
+        for found in [h for h in self._plain.values() if h.orphaned()]:
             self._unregister(found)
 
     @property
@@ -177,7 +180,7 @@ class MemoryManager:
         with self._lock:
             return {name: tuple(group) for name, group in sorted(self._handles.items())}
 
-    def plain_handle(self, store: Any) -> Optional[StoreHandle]:
+    def plain_handle(self, store: Any) -> Optional[LocalHandle]:
         """The handle this manager gave the plain dict `store`, if any."""
         with self._lock:
             return self._plain.get(id(store))
@@ -194,8 +197,8 @@ class MemoryManager:
         """Manage `store` under `name`: a managed store gets these rules added; a plain dict
         is adopted (it cannot report its writes, so each pass reconciles its keys, O(n))."""
         declared = {"max_age": max_age, "max_jobs": max_jobs, **rules}
-        existing = getattr(store, "_memguard", None) or self._plain.get(id(store))
-        if isinstance(existing, StoreHandle):
+        existing = as_handle(getattr(store, "_memguard", None)) or self._plain.get(id(store))
+        if existing is not None:
             try:
                 existing.declare(**declared)
             except (ValueError, TypeError) as error:
@@ -210,7 +213,7 @@ class MemoryManager:
                            keys=type(store).keys)
         backend.needs_sync = True
         try:
-            store_handle = StoreHandle(name, manager=self, declared=declared, backend=backend)
+            store_handle = LocalHandle(name, manager=self, declared=declared, backend=backend)
         except (ValueError, TypeError) as error:
             raise _setup_error(error, name) from None
         with contextlib.suppress(AttributeError, TypeError):
@@ -379,8 +382,6 @@ def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
 
 def _setup_error(error: Exception, name: str) -> PolicyError:
     return PolicyError(str(error), source="setup_job_store_cleanup", key=name)
-
-
 
 
 def _default_manager() -> MemoryManager:

@@ -26,10 +26,11 @@ LAYERS: dict[str, int] = {
     "memguard.index.sizes": 1,
     # 2 rules and the `|` composite; the TOML policy and its loader
     "memguard.eviction.rules": 2, "memguard.policy": 2,
-    # 3 the eviction runner
-    "memguard.eviction.runner": 3,
+    # 3 the eviction runner and a store's eviction plan
+    "memguard.eviction.runner": 3, "memguard.eviction.plan": 3,
     # 4 stores
     "memguard.stores.registry": 4, "memguard.stores.handle": 4, "memguard.stores.managed": 4, "memguard.stores.touches": 4,
+    "memguard.stores.protocol": 4,
     # 5 engine
     "memguard.monitor.readings": 5, "memguard.monitor.controller": 5, "memguard.monitor.levels": 5, "memguard.monitor.triggers": 5,
     "memguard.monitor.daemon": 5, "memguard.monitor.readings": 5, "memguard.monitor": 5, "memguard.monitor.triggers": 5,

@@ -1,6 +1,7 @@
-"""Eviction: events, the rules and their `|` composite, and the one runner."""
+"""Eviction: events, the rules and their `|` composite, a store's plan, and the one runner."""
 
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
+from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
 
 __all__ = [
@@ -8,10 +9,12 @@ __all__ = [
     "CleanupReport",
     "Emergency",
     "EvictionEvent",
+    "EvictionPlan",
     "MaxAge",
     "MaxBytes",
     "MaxIdle",
     "MaxJobs",
     "Pipeline",
     "Rule",
+    "plan_for",
 ]

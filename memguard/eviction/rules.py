@@ -15,7 +15,6 @@ import attrs
 
 from memguard.eviction.events import Cause
 from memguard.index.job_index import JobIndex, Key
-from memguard.policy.options import RULE_NAMES, StorePolicy
 from memguard.policy.units import positive_count, positive_duration, positive_size
 
 
@@ -157,21 +156,3 @@ class Pipeline:
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         for rule in self.rules:
             yield from rule(index, ctx)
-
-
-def pipeline_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
-                 emergency_order: Optional[str] = None) -> Pipeline:
-    """The pipeline a store's policy asks for, keeping only the named rules, in pass order."""
-    names = set(rule_names)
-    rules: list[Rule] = []
-    if "age" in names and policy.max_age is not None:
-        rules.append(MaxAge(policy.max_age))
-    if "idle" in names and policy.max_idle is not None:
-        rules.append(MaxIdle(policy.max_idle))
-    if "count" in names and policy.max_jobs is not None:
-        rules.append(MaxJobs(policy.max_jobs))
-    if "bytes" in names and policy.max_bytes is not None:
-        rules.append(MaxBytes(policy.max_bytes))
-    if "emergency" in names:
-        rules.append(Emergency(emergency_order))
-    return Pipeline(tuple(rules))

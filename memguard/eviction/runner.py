@@ -16,12 +16,13 @@ from typing import Any, Optional, Protocol
 
 from memguard._logging import logger
 from memguard.eviction.events import Cause, EvictionEvent
+from memguard.eviction.plan import EvictionPlan
 from memguard.eviction.rules import VETTED_RULES, Pass, Pipeline, Rule
 from memguard.index.job_index import JobIndex, Key
 
 
 class EvictionTarget(Protocol):
-    """What the runner needs of a store (`memguard.stores.managed.StoreHandle` is one)."""
+    """What the runner needs of a store (`memguard.stores.handle.LocalHandle` is one)."""
 
     name: str
 
@@ -63,6 +64,31 @@ def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]
             victims.append(victim)
             if ctx.budget is not None:
                 ctx.budget.remaining -= victim.size or 0
+
+
+def enforce_insert_bounds(plan: EvictionPlan, target: EvictionTarget, now: float,
+                          victims: list[Any]) -> None:
+    """Evict what `plan`'s insert rules name from `target` (lock held, the store over a
+    bound), appending to `victims`.
+
+    The common case (`plan.fast_count`: a count bound in `lru` order and nothing else) runs
+    `MaxJobs`'s own loop here, without the rule's generator and the `Pass` it would need:
+    the same victims in the same order, for a step that every insert into a full store pays.
+    """
+    if plan.fast_count:
+        index, limit = target.index, plan.max_jobs
+        if limit is None or len(index) <= limit:
+            return
+        for key in index.candidates("lru"):  # MaxJobs.__call__ through apply_rule, flattened
+            victim = target.evict_locked(key, Cause.COUNT)
+            if victim is not None:
+                victims.append(victim)
+            if len(index) <= limit:
+                return
+        return
+    ctx = Pass(now=now, order=plan.order)
+    for rule in plan.insert_rules:
+        apply_rule(rule, target, ctx, victims)
 
 
 def run_pass(pipeline: Pipeline, target: EvictionTarget, ctx: Pass) -> list[EvictionEvent]:

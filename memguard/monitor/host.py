@@ -15,7 +15,7 @@ from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.policy.policy import Policy
-from memguard.stores.handle import StoreHandle
+from memguard.stores.protocol import StoreHandle
 
 
 class MonitorHost(Protocol):

@@ -15,7 +15,7 @@ from memguard.eviction.events import CleanupReport
 from memguard.memory.probes import detect_limit, make_probe
 from memguard.memory.samples import MemorySample, Probe
 from memguard.policy.options import MemoryPolicy, Thresholds
-from memguard.stores.handle import StoreStats
+from memguard.stores.protocol import StoreStats
 
 
 class Readings:

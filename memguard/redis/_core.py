@@ -2,8 +2,9 @@
 
 `RedisCore` is what a `RedisStore` and its `RedisHandle` share: the store reads and writes
 jobs through it, the handle runs passes, pins and stats through it. It holds the effective
-`StorePolicy` (set by the handle on every policy change) because the policy decides which
-fields are released, what makes a job active and the bounds checked at insert.
+`StorePolicy` and the store's `EvictionPlan` (both set by the handle on every policy
+change): the policy decides which fields are released and what makes a job active, the
+plan gives the scripts their bounds, ages and orders.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
 from memguard.errors import RedisStoreError
+from memguard.eviction.plan import EvictionPlan
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
 from memguard.redis._errors import translated
@@ -72,8 +74,7 @@ class RedisCore:
                      ("created", "recency", "sizes", "active", "meta", "pins")]
         self.scripts = Scripts(client)
         self.policy = StorePolicy()
-        self.max_jobs: Optional[int] = None  # bounds enforced at insert (policy and rules)
-        self.max_bytes: Optional[int] = None
+        self.plan = EvictionPlan()  # its max_jobs and max_bytes are enforced at insert
         self.on_evicted: Optional[Callable[[list[Victim]], object]] = None
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
         self._active_cache: tuple[Any, list[Any]] = (None, [])
@@ -175,10 +176,11 @@ class RedisCore:
                 released.extend((field, data))
             else:
                 small.extend((field, data))
+        plan = self.plan
         reply = self.run(
             "put", job_id, "1" if nx else "0", *self.active_args(job),
-            "" if self.max_jobs is None else self.max_jobs,
-            "" if self.max_bytes is None else self.max_bytes, self.policy.order,
+            "" if plan.max_jobs is None else plan.max_jobs,
+            "" if plan.max_bytes is None else plan.max_bytes, plan.order,
             len(small) // 2, *small, len(released) // 2, *released, operation="insert")
         if reply is None:
             return False
@@ -266,17 +268,16 @@ class RedisCore:
 
     # -- passes, pins, figures ----------------------------------------------------------
 
-    def run_pass(self, *, max_age: Optional[float], max_idle: Optional[float],
-                 max_jobs: Optional[int], max_bytes: Optional[int],
-                 order: str) -> tuple[list[Victim], tuple[int, int]]:
-        """What one pass evicted, and the store's (jobs, bytes) after it."""
+    def run_pass(self, plan: EvictionPlan) -> tuple[list[Victim], tuple[int, int]]:
+        """What one pass of `plan`'s age, idle, count and byte rules evicted, and the
+        store's (jobs, bytes) after it."""
         found: list[Victim] = []
+        args = ("" if plan.max_age is None else repr(plan.max_age),
+                "" if plan.max_idle is None else repr(plan.max_idle),
+                "" if plan.max_jobs is None else plan.max_jobs,
+                "" if plan.max_bytes is None else plan.max_bytes, plan.order)
         while True:
-            evicted, (jobs, size) = self.run(
-                "pass", "" if max_age is None else repr(max_age),
-                "" if max_idle is None else repr(max_idle),
-                "" if max_jobs is None else max_jobs, "" if max_bytes is None else max_bytes,
-                order, PASS_BATCH, operation="pass")
+            evicted, (jobs, size) = self.run("pass", *args, PASS_BATCH, operation="pass")
             batch = victims(evicted)
             found += batch
             if len(batch) < PASS_BATCH:

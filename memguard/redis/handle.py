@@ -1,9 +1,11 @@
-"""`RedisHandle`: the `StoreHandle` surface of a Redis store, registered with its manager.
+"""`RedisHandle`: the `StoreHandle` of a Redis store, a sibling of the in-process handle.
 
-The manager, the monitor and the HTTP surfaces treat it like any store handle: `name`,
-`policy`, `touch`, `pin`, `unpin`, `in_use`, `evict`, `cleanup`, `stats`, `run_pass`,
-`apply_policy`, `effective_policy`, `policy_source`, and an `index` with `len()` and
-`total_bytes` (the figures of the last pass or stats, never a network call). What differs:
+It implements the `StoreHandle` protocol (`memguard.stores.protocol`) on its own, sharing
+nothing with `memguard.stores.handle.LocalHandle` but the protocol and the store's eviction
+plan (`memguard.eviction.plan`), whose bounds, ages and orders are its scripts' parameters.
+The manager, the monitor and the HTTP surfaces treat it like any store handle; its `index`
+has `len()` and `total_bytes` (the figures of the last pass or stats, never a network call)
+and the read set `@touches` fills. What differs:
 
 - times are the Redis server's (`TIME`), not the manager's injected clock;
 - a pass with an emergency budget (the worker's memory) evicts nothing: worker RSS does not
@@ -13,25 +15,27 @@ The manager, the monitor and the HTTP surfaces treat it like any store handle: `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
 
 from memguard._logging import logger
 from memguard.errors import RedisStoreError, StoreDefinitionError
-from memguard.eviction.events import Cause, EvictionEvent
+from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
+from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
-from memguard.stores.handle import StoreHandle, StoreStats
+from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
     from memguard.stores.building import _Spec
@@ -99,7 +103,10 @@ class RedisIndex:
 class RedisHandle(StoreHandle):
     """The control surface of one `RedisStore` instance (see the module docstring)."""
 
-    index: RedisIndex  # type: ignore[assignment]
+    name: str
+    policy: StorePolicy
+    policy_source: Optional[Policy]
+    index: RedisIndex
     #: The Redis memory budget of the emergency rule, set here in code; None = the policy's
     #: `[redis] limit`, else the server's `maxmemory` (0: no budget, no emergency).
     redis_limit: Optional[int] = None
@@ -107,7 +114,6 @@ class RedisHandle(StoreHandle):
 
     def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
                  core: RedisCore) -> None:
-        # StoreHandle.__init__ builds an in-process index and backend: not called.
         self.name = name
         self.manager = manager
         self._declared = dict(declared)
@@ -115,10 +121,8 @@ class RedisHandle(StoreHandle):
         self.index = RedisIndex()
         self.evictions: Counter[str] = Counter()
         self.policy = StorePolicy()
-        self.extra_rules: tuple[Rule, ...] = ()
-        self.policy_source: Optional[Policy] = None
-        self.rules: tuple[str, ...] = ()
-        self.emergency_order = "lru"
+        self.plan = EvictionPlan()
+        self.policy_source = None
         self.pin_lease = PIN_LEASE
         self.unreachable_retry = UNREACHABLE_RETRY
         self.last_error: Optional[str] = None
@@ -154,19 +158,37 @@ class RedisHandle(StoreHandle):
 
     # -- policy ----------------------------------------------------------------------------
 
+    def effective_policy(self, policy: Policy) -> StorePolicy:
+        """What `policy` makes of this store, given its decorator arguments (may raise)."""
+        return policy.store_policy(self.name, self._declared)
+
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
+        """Switch to `policy` at once: its plan gives the parameters of every script from
+        the next call on (the insert bounds included, in every process that applied it)."""
         store_policy = effective or self.effective_policy(policy)
+        plan = plan_for(store_policy, policy.rules,
+                        emergency_order=policy.memory.emergency_order)
         with self.lock:
             self.policy_source = policy
             self.policy = store_policy
+            self.plan = plan
             self.policy_redis_limit = policy.redis.get("limit")
-            self.rules = policy.rules
-            self.emergency_order = policy.memory.emergency_order or store_policy.order
             self.core.policy = store_policy
-            self.core.max_jobs = store_policy.max_jobs if "count" in policy.rules else None
-            self.core.max_bytes = store_policy.max_bytes if "bytes" in policy.rules else None
+            self.core.plan = plan
+
+    def declare(self, **rules: Any) -> None:
+        """Add decorator-level options (used by `setup_job_store_cleanup`) and re-apply.
+
+        Validated first: on a bad value nothing changes (raises ValueError naming it).
+        """
+        declared = {**self._declared, **{k: v for k, v in rules.items() if v is not None}}
+        policy = self.manager.policy
+        effective = policy.store_policy(self.name, declared)
+        self._declared = declared
+        self.apply_policy(policy, effective)
 
     def add_rule(self, rule: Rule) -> None:
+        """Refused: a Redis store's rules run as scripts inside Redis, for every worker."""
         raise TypeError(f"store {self.name!r} lives in Redis, where its rules run as scripts; "
                         "a Python rule cannot be added to it")
 
@@ -196,13 +218,30 @@ class RedisHandle(StoreHandle):
             if count == 1:
                 self.core.unpin(key, self.holder)
 
+    @contextlib.contextmanager
+    def in_use(self, key: Any) -> Iterator[None]:
+        """Pin `key` for the duration of a `with` block."""
+        self.pin(key)
+        try:
+            yield
+        finally:
+            self.unpin(key)
+
     def evict(self, key: Any) -> Optional[EvictionEvent]:
         """Evict `key` now (cause `explicit`), active or not; None if it is not stored."""
         size = self.core.delete(key, operation="eviction")
         if size is None:
             return None
-        events = self.finish_evictions([(key, size, Cause.EXPLICIT.value)])
+        events = self._finish_evictions([(key, size, Cause.EXPLICIT.value)])
         return events[0]
+
+    def cleanup(self, *, now: Optional[float] = None) -> CleanupReport:
+        """Run one periodic pass of this store's plan inside Redis and report it. `now`
+        (the manager's clock by default) dates the report only: Redis stores age their
+        jobs by the server's time."""
+        start = self.manager.clock() if now is None else now
+        events = self.run_pass(Pass(now=start, order=self.plan.order))
+        return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
         """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
@@ -213,15 +252,10 @@ class RedisHandle(StoreHandle):
         """
         if ctx.budget is not None:
             return []
-        policy = self.policy
+        plan = self.plan
         try:
-            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(
-                max_age=policy.max_age if "age" in self.rules else None,
-                max_idle=policy.max_idle if "idle" in self.rules else None,
-                max_jobs=policy.max_jobs if "count" in self.rules else None,
-                max_bytes=policy.max_bytes if "bytes" in self.rules else None,
-                order=policy.order)
-            if "emergency" in self.rules:
+            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(plan)
+            if plan.emergency:
                 emergency = self._redis_emergency()
                 if emergency:
                     found += emergency
@@ -229,7 +263,7 @@ class RedisHandle(StoreHandle):
         except RedisStoreError as error:
             self.last_error = str(error)
             raise
-        return self.finish_evictions(found)
+        return self._finish_evictions(found)
 
     def _redis_emergency(self) -> list[Victim]:
         """Evict (in the emergency order) while Redis' memory is past its emergency share."""
@@ -238,7 +272,7 @@ class RedisHandle(StoreHandle):
         if not limit or used < EMERGENCY_SHARE * limit:
             return []
         need = int(used - TARGET_SHARE * limit)
-        found = self.core.evict_bytes(self.emergency_order, need)
+        found = self.core.evict_bytes(self.plan.emergency_order, need)
         logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
                        format_size(used), format_size(limit), len(found), self.name)
         return found
@@ -293,7 +327,7 @@ class RedisHandle(StoreHandle):
 
     # -- internals -------------------------------------------------------------------------
 
-    def finish_evictions(self, victims: Any) -> list[EvictionEvent]:
+    def _finish_evictions(self, victims: list[Victim]) -> list[EvictionEvent]:
         """Count evictions (id, size, cause) and tell the listeners, in this process."""
         events = [EvictionEvent(self.name, key, Cause(cause), size)
                   for key, size, cause in victims]
@@ -306,7 +340,7 @@ class RedisHandle(StoreHandle):
         return events
 
     def _evicted(self, victims: list[Victim]) -> None:
-        self.finish_evictions(victims)
+        self._finish_evictions(victims)
 
     def _flush_reads(self) -> None:
         """Send the reads `@touches` batched as one recency update."""
@@ -314,12 +348,6 @@ class RedisHandle(StoreHandle):
         if reads:
             self.index.reads = {}
             self.core.touch([key for key in reads if isinstance(key, str)])
-
-    def prepare_pass(self, ctx: Optional[Pass] = None) -> None:
-        """Nothing to catch up with: Redis is the index."""
-
-    def reconcile(self) -> None:
-        """Nothing to reconcile: Redis is the index."""
 
     def _start_renewer(self) -> None:
         renewer = self._renewer

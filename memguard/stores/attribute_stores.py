@@ -14,7 +14,7 @@ from typing import (
 from memguard.errors import StoreDefinitionError
 from memguard.stores.building import _MISSING, _finish, _new_handle, _Spec, attach
 from memguard.stores.dict_stores import _managed_dict_class
-from memguard.stores.handle import StoreHandle, _Backend, _dict_get
+from memguard.stores.handle import LocalHandle, _Backend, _dict_get
 
 if TYPE_CHECKING:
     pass
@@ -90,8 +90,8 @@ class _MappingAttribute(property):
         raise AttributeError(f"the job mapping {self.attribute!r} of a managed store stays")
 
 
-def _owner_handle(owner: Any, descriptor: _MappingAttribute) -> StoreHandle:
-    handle: Optional[StoreHandle] = owner.__dict__.get("_memguard")
+def _owner_handle(owner: Any, descriptor: _MappingAttribute) -> LocalHandle:
+    handle: Optional[LocalHandle] = owner.__dict__.get("_memguard")
     if handle is None:
         handle = _new_handle(descriptor.spec, _Backend(
             {}, get=_dict_get, delete=dict.__delitem__, keys=dict.keys))

@@ -18,7 +18,8 @@ import attrs
 from memguard.errors import StoreDefinitionError
 from memguard.index.job_index import Key
 from memguard.stores import registry
-from memguard.stores.handle import StoreHandle, _Backend
+from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores.protocol import StoreHandle, as_handle
 
 if TYPE_CHECKING:
     from memguard.stores.registry import StoreHost
@@ -51,10 +52,10 @@ def _manager_of(spec: _Spec) -> StoreHost:
     return spec.manager if spec.manager is not None else registry.default_host()
 
 
-def _new_handle(spec: _Spec, backend: _Backend) -> StoreHandle:
+def _new_handle(spec: _Spec, backend: _Backend) -> LocalHandle:
     manager = _manager_of(spec)
     try:
-        handle = StoreHandle(spec.name, manager=manager, declared=spec.declared, backend=backend)
+        handle = LocalHandle(spec.name, manager=manager, declared=spec.declared, backend=backend)
     except (ValueError, TypeError) as error:
         raise StoreDefinitionError(f"store {spec.name!r}: {error}") from None
     return handle
@@ -87,14 +88,14 @@ def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
 # load instead of an attribute lookup through the MRO, which would be a visible part of a read
 # that costs a few tens of ns. Each factory below returns the methods of one concern.
 
-def _open_store(store: Any, spec: _Spec, backend: _Backend) -> StoreHandle:
+def _open_store(store: Any, spec: _Spec, backend: _Backend) -> LocalHandle:
     """Give a new store instance its handle (before the class's own `__init__` fills it)."""
     store_handle = _new_handle(spec, backend)
     attach(store, store_handle)
     return store_handle
 
 
-def _enroll(store_handle: StoreHandle, store: Any) -> None:
+def _enroll(store_handle: LocalHandle, store: Any) -> None:
     """Index what a new store holds (filled without `__setitem__`) and register it."""
     store_handle.reconcile()
     store_handle.manager.register(store_handle, store)
@@ -114,7 +115,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
     """
 
     def __setitem__(self: Any, key: Key, value: Any) -> None:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:  # detached
             return base_setitem(self, key, value)
         with handle.lock:
@@ -130,7 +131,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
             handle.finish_insert(victims)
 
     def __delitem__(self: Any, key: Key) -> None:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return base_delitem(self, key)
         with handle.lock:
@@ -142,7 +143,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
     return {"__setitem__": __setitem__, "__delitem__": __delitem__}
 
 
-def attach(store: Any, handle: Optional[StoreHandle]) -> None:
+def attach(store: Any, handle: Optional[LocalHandle]) -> None:
     """Give `store` its handle (and managed dicts the read set itself, for a read path of two
     C calls without an attribute chain)."""
     store._memguard = handle
@@ -153,15 +154,14 @@ def attach(store: Any, handle: Optional[StoreHandle]) -> None:
 # -- finding a store's handle ----------------------------------------------------------------------
 
 def handle(store: Any) -> StoreHandle:
-    """The `StoreHandle` of a managed store instance (or of a registered plain dict)."""
-    if isinstance(store, StoreHandle):
-        return store
-    found = getattr(store, "_memguard", None)
-    if isinstance(found, StoreHandle):
+    """The `StoreHandle` of a managed store instance (in-process or Redis), or of a
+    registered plain dict; a handle is returned as it is."""
+    found = as_handle(store) or as_handle(getattr(store, "_memguard", None))
+    if found is not None:
         return found
     for host in registry.hosts():
-        plain = host.plain_handle(store)
-        if isinstance(plain, StoreHandle):
+        plain = as_handle(host.plain_handle(store))
+        if plain is not None:
             return plain
     raise TypeError(
         f"{type(store).__qualname__} is not a managed store: decorate its class with "

@@ -21,7 +21,7 @@ from memguard.stores.building import (
     _slots_for,
     _Spec,
 )
-from memguard.stores.handle import StoreHandle, _Backend, _dict_get
+from memguard.stores.handle import LocalHandle, _Backend, _dict_get
 
 if TYPE_CHECKING:
     pass
@@ -130,7 +130,7 @@ def _dict_removals(cls: Any) -> dict[str, Any]:
     base_pop, base_popitem, base_clear = cls.pop, cls.popitem, cls.clear
 
     def pop(self: Any, key: Key, *default: Any) -> Any:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return base_pop(self, key, *default)
         with handle.lock:
@@ -140,7 +140,7 @@ def _dict_removals(cls: Any) -> dict[str, Any]:
         return value
 
     def popitem(self: Any, *args: Any, **kwargs: Any) -> tuple[Key, Any]:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return base_popitem(self, *args, **kwargs)  # type: ignore[no-any-return]
         with handle.lock:
@@ -150,7 +150,7 @@ def _dict_removals(cls: Any) -> dict[str, Any]:
         return key, value
 
     def clear(self: Any) -> None:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             base_clear(self)
             return
@@ -168,7 +168,7 @@ def _dict_bulk_writes(cls: Any) -> dict[str, Any]:
     dict_get = dict.get
 
     def setdefault(self: Any, key: Key, default: Any = None) -> Any:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return dict.setdefault(self, key, default)
         with handle.lock:
@@ -262,7 +262,7 @@ def _absorbing(user_method: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(user_method)
     def absorbing(self: Any, *args: Any, **kwargs: Any) -> Any:
-        handle: Optional[StoreHandle] = self._memguard
+        handle: Optional[LocalHandle] = self._memguard
         before = dict.copy(self)
         try:
             return user_method(self, *args, **kwargs)

@@ -1,8 +1,11 @@
-"""`StoreHandle`: the control surface of one store instance, and raw access to its data.
+"""`LocalHandle`: the control surface of a store held in this process, and raw access to it.
 
-A handle owns the store's `JobIndex` and policy, runs its pipeline through the eviction
-runner (`memguard.eviction.runner`), and reaches its manager only through `registry.StoreHost`. The
-store classes that `@managed_store` builds (`memguard.stores.managed`) call it on every write.
+`LocalHandle` implements the `StoreHandle` protocol (`memguard.stores.protocol`) beside the
+Redis handle (`memguard.redis.handle`). It owns the store's `JobIndex`, policy and eviction
+plan (`memguard.eviction.plan`), runs that plan through the eviction runner
+(`memguard.eviction.runner`), and reaches its manager only through `registry.StoreHost`.
+The store classes that `@managed_store` builds (`memguard.stores.managed`) call it on every
+write.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
-import attrs
-
 from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
-from memguard.eviction.rules import Emergency, MaxBytes, MaxJobs, Pass, Pipeline, Rule, pipeline_for
-from memguard.eviction.runner import apply_rule, run_pass
+from memguard.eviction.plan import EvictionPlan, plan_for
+from memguard.eviction.rules import Pass, Pipeline, Rule
+from memguard.eviction.runner import enforce_insert_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
     NOTHING,
@@ -32,28 +34,13 @@ from memguard.index.job_index import (
 )
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
+from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
     from memguard.stores.registry import StoreHost
 
 
 _MISSING: Any = object()
-
-
-@attrs.frozen
-class StoreStats:
-    """Counts and sizes of one store; never job contents."""
-
-    name: str
-    jobs: int
-    active: int
-    pinned: int
-    bytes: int
-    unweighed: int
-    evictions: Mapping[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
 
 
 class _Victim(NamedTuple):
@@ -126,8 +113,17 @@ def _dict_get(store: Any, key: Key) -> Any:
     return value
 
 
-class StoreHandle:
-    """The control surface of one store instance: policy, touch, pins, stats, cleanup."""
+class LocalHandle(StoreHandle):
+    """The `StoreHandle` of a store held in this process: policy, touch, pins, stats, cleanup.
+
+    `plan` is the store's eviction plan, rebuilt whenever a policy is applied or a rule
+    added; passes run `plan.pipeline`, inserts over a bound run `plan.insert_rules`.
+    """
+
+    name: str
+    policy: StorePolicy
+    policy_source: Optional[Policy]
+    index: JobIndex
 
     def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
                  backend: _Backend) -> None:
@@ -138,20 +134,30 @@ class StoreHandle:
         self.index = JobIndex(job_of=backend.get, active=lambda job: False, sizer=estimate_size)
         self.evictions: Counter[str] = Counter()
         self.policy = StorePolicy()
-        self.pipeline = Pipeline()
+        self.plan = EvictionPlan()
         self.extra_rules: tuple[Rule, ...] = ()
-        self.policy_source: Optional[Policy] = None
-        self._insert_rules: Optional[Pipeline] = None
+        self.policy_source = None
+        # The plan's insert bounds, copied for the write path (every write reads them).
         self._max_jobs: Optional[int] = None
         self._max_bytes: Optional[int] = None
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
-        return f"<StoreHandle {self.name!r} jobs={len(self.index)}>"
+        return f"<LocalHandle {self.name!r} jobs={len(self.index)}>"
 
     @property
     def lock(self) -> threading.RLock:
         return self.index.lock
+
+    @property
+    def adopted(self) -> bool:
+        """Whether this handle adopted a mapping that cannot report its writes (a plain dict
+        given to `setup_job_store_cleanup`), whose keys each pass reconciles."""
+        return self._backend.needs_sync
+
+    def orphaned(self) -> bool:
+        """Whether the adopted plain dict is referenced by nothing but this handle."""
+        return self._backend.orphaned()
 
     # -- policy ----------------------------------------------------------------------------
 
@@ -162,28 +168,33 @@ class StoreHandle:
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once; the next write and the next pass use it."""
         store_policy = effective or self.effective_policy(policy)
-        on_insert: list[Rule] = []
-        if "count" in policy.rules and store_policy.max_jobs is not None:
-            on_insert.append(MaxJobs(store_policy.max_jobs))
-        if "bytes" in policy.rules and store_policy.max_bytes is not None:
-            on_insert.append(MaxBytes(store_policy.max_bytes))
         with self.lock:  # extra_rules is read here, under the lock add_rule takes too
-            pipeline = pipeline_for(store_policy, policy.rules,
-                                    emergency_order=policy.memory.emergency_order)
-            pipeline = Pipeline(pipeline.rules[:-1] + self.extra_rules + pipeline.rules[-1:]
-                                if pipeline.rules and isinstance(pipeline.rules[-1], Emergency)
-                                else pipeline.rules + self.extra_rules)
+            plan = plan_for(store_policy, policy.rules,
+                            emergency_order=policy.memory.emergency_order,
+                            extra_rules=self.extra_rules)
             self.policy_source = policy
             self.policy = store_policy
-            self.pipeline = pipeline
+            self._use(plan)
             self.index.active = store_policy.active
-            self.index.track_deliveries(
-                "delivered" in (store_policy.order, policy.memory.emergency_order)
-                or any(getattr(rule, "order", None) == "delivered" for rule in self.extra_rules))
             self.index.sizer = store_policy.size or estimate_size
-            self._insert_rules = Pipeline(tuple(on_insert)) if on_insert else None
-            self._max_jobs = store_policy.max_jobs if "count" in policy.rules else None
-            self._max_bytes = store_policy.max_bytes if "bytes" in policy.rules else None
+
+    def _use(self, plan: EvictionPlan) -> None:
+        """Enforce `plan` from now on (lock held)."""
+        self.plan = plan
+        self.index.track_deliveries(plan.tracks_deliveries)
+        self._max_jobs = plan.max_jobs
+        self._max_bytes = plan.max_bytes
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The rules of a pass (`plan.pipeline`). Assigning one keeps the plan's bounds and
+        runs the given rules at each pass instead (until the next policy change)."""
+        return self.plan.pipeline
+
+    @pipeline.setter
+    def pipeline(self, pipeline: Pipeline) -> None:
+        with self.lock:
+            self._use(self.plan.with_pipeline(pipeline))
 
     def declare(self, **rules: Any) -> None:
         """Add decorator-level rules (used by `setup_job_store_cleanup`) and re-apply.
@@ -249,11 +260,12 @@ class StoreHandle:
     def cleanup(self, *, now: Optional[float] = None) -> CleanupReport:
         """Run one periodic pass of this store's pipeline and report it."""
         start = self.manager.clock() if now is None else now
-        events = self.run_pass(Pass(now=start, order=self.policy.order))
+        events = self.run_pass(Pass(now=start, order=self.plan.order))
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
-        return run_pass(self.pipeline, self, ctx)
+        """One pass of the plan's pipeline (an emergency when `ctx` carries a budget)."""
+        return run_pass(self.plan.pipeline, self, ctx)
 
     def stats(self) -> StoreStats:
         """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
@@ -293,19 +305,16 @@ class StoreHandle:
         now = self.manager.clock()
         index = self.index
         index.add(key, job, now)
-        rules = self._insert_rules
-        if rules is None or not (  # over a bound? (inline: every write asks)
+        if not (  # over a bound of the plan? (inline: every write asks)
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
             return []
         victims: list[_Victim] = []
-        ctx = Pass(now=now, order=self.policy.order)
         if index.known_active:  # finished jobs become victims again, in time
             index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
-            for rule in rules.rules:  # the one runner of passes, refusal guard included
-                apply_rule(rule, self, ctx, victims)
+            enforce_insert_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
         return victims
@@ -367,7 +376,7 @@ class StoreHandle:
 
     def _released(self, victims: list[_Victim]) -> list[_Victim]:
         """`victims`, each with the policy's release fields set to None."""
-        release = self.policy.release
+        release = self.plan.release
         if release:
             for victim in victims:
                 _release(victim.job, release, victim.key)

@@ -20,7 +20,7 @@ from memguard.stores.building import (
     _slots_for,
     _Spec,
 )
-from memguard.stores.handle import StoreHandle, _Backend
+from memguard.stores.handle import LocalHandle, _Backend
 
 if TYPE_CHECKING:
     pass
@@ -148,7 +148,7 @@ def _mapping_removals(cls: Any) -> dict[str, Any]:
     base_delitem, base_pop, base_popitem = cls.__delitem__, cls.pop, cls.popitem
 
     def clear(self: Any) -> None:
-        handle: StoreHandle = self._memguard
+        handle: LocalHandle = self._memguard
         with handle.lock:
             for key in list(cls.__iter__(self)):
                 base_delitem(self, key)

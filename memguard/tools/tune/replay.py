@@ -7,6 +7,7 @@ from typing import Optional
 
 import attrs
 
+from memguard.eviction.plan import EvictionPlan
 from memguard.policy.units import format_duration
 from memguard.tools.tune.trace import Record, Trace
 
@@ -20,11 +21,17 @@ DELIVERY_WINDOW = 60.0
 
 @attrs.frozen
 class Bounds:
-    """The bounds a candidate gives one store."""
+    """The bounds a candidate gives one store (the part of an `EvictionPlan` replayed)."""
 
     max_jobs: Optional[int] = None
     max_age: Optional[float] = None
     order: str = "lru"
+
+    @classmethod
+    def from_plan(cls, plan: EvictionPlan) -> Bounds:
+        """The bounds `plan` enforces, as a store's handle would: a bound the policy's
+        `[pipeline] rules` leave out is not enforced, so it is not replayed either."""
+        return cls(plan.max_jobs, plan.max_age, plan.order)
 
     def text(self) -> str:
         jobs = "-" if self.max_jobs is None else str(self.max_jobs)

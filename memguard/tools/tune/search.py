@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import attrs
 
+from memguard.eviction.plan import plan_for
 from memguard.policy.policy import Policy
 from memguard.tools.tune.replay import Bounds, Outcome, _by_store, _peak, _replay_store, replay
 from memguard.tools.tune.trace import Trace
@@ -157,12 +158,11 @@ def _greedy(trace: Trace, budget: int, order: str, names: Sequence[str],
 
 
 def current_bounds(policy: Policy, stores: Iterable[str]) -> dict[str, Bounds]:
-    """The bounds `policy` gives each store name (decorator arguments unknown: none)."""
-    out = {}
-    for name in stores:
-        store = policy.store_policy(name)
-        out[name] = Bounds(store.max_jobs, store.max_age, store.order)
-    return out
+    """The bounds `policy` gives each store name (decorator arguments unknown: none), from
+    the eviction plan a store's handle would build from it."""
+    return {name: Bounds.from_plan(plan_for(policy.store_policy(name), policy.rules,
+                                            emergency_order=policy.memory.emergency_order))
+            for name in stores}
 
 
 def parse_grid(text: str, read: Any) -> tuple[Any, ...]:
