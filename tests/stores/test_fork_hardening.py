@@ -202,3 +202,75 @@ def test_a_fork_during_a_slow_rule_leaves_the_child_a_working_store(tmp_path: Pa
     assert child["after_pass"] == []
     assert child["after_more"] == []
     assert len(child["keys"]) <= 3
+
+
+OTHER_LOCKS = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    sys.path.insert(0, sys.argv[1])
+    trace_path = sys.argv[2]
+    from memguard import MemoryManager, Policy, handle, managed_store
+    from memguard.web.endpoints import Endpoints, _cleanup_lock
+
+    manager = MemoryManager(Policy())
+
+    @managed_store(manager=manager, max_jobs=10)
+    class Jobs(dict):
+        pass
+
+    store = Jobs()
+    recorder = manager.record(trace_path)
+    store["a"] = {"status": "done"}
+    endpoints = Endpoints(manager, token="secret")
+    held = threading.Event()
+
+    def slow_holder():
+        # a trace write stuck on a slow disk, and a POST /memory/cleanup being served
+        with recorder._lock, _cleanup_lock(manager):
+            held.set()
+            time.sleep(4)
+
+    worker = threading.Thread(target=slow_holder)
+    worker.start()
+    assert held.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        signal.alarm(15)
+        out = {}
+        t0 = time.monotonic()
+        store["child"] = {"status": "done"}  # the observer writes to the recorder
+        out["write_seconds"] = time.monotonic() - t0
+        out["recording"] = not recorder.closed
+        answer = endpoints.handle("POST", "/memory/cleanup", authorization="Bearer secret",
+                                  body=b"")
+        out["cleanup_status"] = answer.status
+        sys.stdout.write(json.dumps(out) + "\\n")
+        sys.stdout.flush()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    worker.join()
+    store["b"] = {"status": "done"}
+    recorder.close()
+    print(json.dumps({"child_status": os.waitstatus_to_exitcode(status),
+                      "parent_records": recorder.records}))
+    """
+)
+
+
+def test_a_fork_while_the_trace_and_cleanup_endpoint_locks_are_held(tmp_path: Path) -> None:
+    script = tmp_path / "fork_other_locks.py"
+    script.write_text(OTHER_LOCKS)
+    trace = tmp_path / "trace.jsonl"
+    result = subprocess.run([sys.executable, str(script), str(ROOT), str(trace)],
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    child, parent = (json.loads(line) for line in result.stdout.splitlines()
+                     if line.startswith("{"))
+    assert parent["child_status"] == 0, result.stderr
+    assert child["write_seconds"] < 1
+    assert child["recording"] is False  # the trace stays the parent's
+    assert child["cleanup_status"] == 200  # not 409 "a cleanup is already running"
+    lines = trace.read_text().splitlines()
+    assert all(json.loads(line) is not None for line in lines)  # no interleaved records
+    # the parent's records only: the header, "a" and "b" (never the child's job)
+    assert len([line for line in lines if line.startswith('["i"')]) == 2
