@@ -41,10 +41,13 @@ a store lock gets a fresh lock instead of one nobody will ever release (see `_be
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Hashable, Iterator
 from operator import attrgetter
 from typing import Any, Callable, Optional, Protocol
@@ -52,7 +55,7 @@ from typing import Any, Callable, Optional, Protocol
 from memguard._logging import logger
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
-from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, Orders
+from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, Epoch, Orders
 from memguard.index.sizes import Sizes
 
 Key = Hashable
@@ -99,7 +102,8 @@ class JobIndex:
 
     __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
                  "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
-                 "reads", "sizes", "total_bytes", "unweighed", "writing")
+                 "reads", "resync", "returned", "returned_seq", "sizes", "total_bytes",
+                 "unweighed", "writing")
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -141,6 +145,13 @@ class JobIndex:
         self.observer: Optional[IndexObserver] = None
         self.lock = threading.RLock()
         self.writing: Any = NOTHING  # the key an insert is storing, safe from its own bound
+        #: (creation time, seq, key) of jobs back from parking, which sit at the young end
+        #: of the age order: the age walks take them at their real age (`_age_walk`).
+        self.returned: list[tuple[float, int, Key]] = []
+        self.returned_seq = itertools.count()
+        #: Set in a forked child whose parent had a thread inside a change of this index: the
+        #: store compares its keys with the index at its next pass (`repair_after_fork`).
+        self.resync = False
         self.total_bytes = 0
         self.created_churn = 0
         _live_indexes.add(self)
@@ -188,6 +199,8 @@ class JobIndex:
             if key in self.pins:
                 self.pin_table.jobs += 1
         else:
+            if key in self.orders.parked:
+                self._returning(key)
             self.orders.rewritten(key)  # a touch; a new value is undelivered until read
             self.total_bytes += self.sizes.forget(key)
         if self.failed:  # (a truth test first: this table is nearly always empty)
@@ -199,6 +212,7 @@ class JobIndex:
     def reweigh(self, key: Key, job: Any) -> None:
         """Forget the size of `key` and weigh `job` now, or once it is no longer active."""
         if key in self.orders.parked:
+            self._returning(key)
             self.orders.unpark(key)
         self.total_bytes += self.sizes.forget(key)
         self._weigh_or_defer(key, job)
@@ -236,6 +250,7 @@ class JobIndex:
         self.orders.clear()
         self.activity.clear()
         self.pin_table.clear()
+        self.returned.clear()
         self.total_bytes = self.created_churn = 0
 
     def pin(self, key: Key) -> None:
@@ -325,6 +340,8 @@ class JobIndex:
         cannot bring a byte total down). The consumer removes each yielded key before asking
         for the next; one it keeps ends the iteration, so a budget can stop early."""
         if order == "oldest":
+            if self.returned:
+                return self._age_walk(None, weighed_only)
             return self.orders.scan("aged", self._look, weighed_only=weighed_only)
         self.drain_reads()
         if order == "largest":
@@ -342,8 +359,11 @@ class JobIndex:
         return self.orders.idle_before(cutoff, self._look)
 
     def created_before(self, cutoff: float) -> Iterator[Key]:
-        """Evictable keys created at or before `cutoff`, oldest first (a parked job goes back
-        at the end of the age order when seen finished: reached at most one max_age later)."""
+        """Evictable keys created at or before `cutoff`, oldest first (jobs back from parking
+        included, at their creation time: see `_age_walk`)."""
+        if self.returned:
+            yield from self._age_walk(cutoff, False)
+            return
         for key in self.orders.scan("aged", self._look):
             if self.created[key] > cutoff:
                 return
@@ -372,6 +392,135 @@ class JobIndex:
             return PINNED if key in self.pins else ACTIVE
         return EVICTABLE
 
+    def _age_walk(self, cutoff: Optional[float], weighed_only: bool) -> Iterator[Key]:
+        """Evictable keys oldest first (created at or before `cutoff`, if given): the age
+        order merged with the jobs back from parking, which sit at its young end.
+
+        A parked job that finishes goes back at the recent end of the age order (finding its
+        place there would cost O(n)); its creation time goes on the `returned` heap, and this
+        walk takes each such job when the age order reaches that time. So `max_age` evicts it
+        at its age, not up to one `max_age` late, and `order = "oldest"` sees its real age.
+        """
+        created = self.created
+        for key in self.orders.scan("aged", self._look, weighed_only=weighed_only):
+            when = created[key]
+            limit = when if cutoff is None or when < cutoff else cutoff
+            if self.returned and self.returned[0][0] <= limit:
+                for early in self._returned_until(limit, weighed_only):
+                    yield early
+                    if early in created:  # the consumer kept it: stop here
+                        return
+                if key not in created:  # itself back from parking, taken just now
+                    continue
+            if cutoff is not None and when > cutoff:
+                return
+            yield key
+            if key in created:  # kept (the scan stops too)
+                return
+        for early in self._returned_until(cutoff, weighed_only):
+            yield early
+            if early in created:
+                return
+
+    def _returned_until(self, limit: Optional[float], weighed_only: bool) -> Iterator[Key]:
+        """Evictable jobs back from parking created at or before `limit` (None: any), oldest
+        first. Entries of jobs gone (or parked again: they get a new one) are dropped; those
+        of jobs kept (active, pinned, written) stay for the next walk."""
+        heap, created = self.returned, self.created
+        held: list[tuple[float, int, Key]] = []
+        try:
+            while heap and (limit is None or heap[0][0] <= limit):
+                entry = heapq.heappop(heap)
+                when, _, key = entry
+                if created.get(key, _ABSENT) != when or key in self.orders.parked:
+                    continue  # stale
+                verdict = self._look(key, weighed_only)
+                if verdict is EVICTABLE:
+                    yield key
+                    if key in created:  # kept by the consumer, which stops here
+                        held.append(entry)
+                        return
+                elif verdict is not GONE:
+                    held.append(entry)
+        finally:
+            for entry in held:
+                heapq.heappush(heap, entry)
+
+    def _returning(self, key: Key) -> None:
+        """Parked `key` goes back into the orders: note its creation time for the age walks.
+        The heap is rebuilt without stale entries when it holds twice the jobs (plus 64)."""
+        heap = self.returned
+        heapq.heappush(heap, (self.created[key], next(self.returned_seq), key))
+        if len(heap) > 2 * len(self.created) + 64:
+            created, parked, seen = self.created, self.orders.parked, set()
+            kept = []
+            for entry in heap:
+                when, _, job = entry
+                if created.get(job, _ABSENT) == when and job not in seen and (
+                        job not in parked or job == key):
+                    seen.add(job)
+                    kept.append(entry)
+            heapq.heapify(kept)
+            self.returned = kept
+
+    def repair_after_fork(self) -> None:
+        """Make the index consistent again in a forked child whose parent had another thread
+        inside a change of it (holding the lock longer than the fork waits: a slow size
+        function, predicate, rule or store method).
+
+        `created` is the truth (a write sets it first, a removal drops it first); the rest is
+        brought in line with it without calling the store's predicate or size function (this
+        runs inside `os.fork()`):
+
+        - the job an insert was writing is no longer protected as such;
+        - entries of jobs no longer created go; a job in no order goes back at the recent end
+          of both; epoch markers left half laid or half dropped go;
+        - a job of unknown size that nobody is to weigh (the thread was in the size function
+          or the predicate) is marked unweighed and known active: the next re-check (an insert
+          over a bound, a pass) asks the predicate and weighs it;
+        - the byte total and the pinned count are summed again; the largest-first heap goes
+          (rebuilt when next asked for);
+        - `resync` is set: the store compares its keys with the index at its next pass (the
+          thread may have been inside the store's own write method).
+
+        Reads being drained at the fork are lost (their jobs keep their place); evictions the
+        thread had made but not yet finished are neither released nor reported in the child
+        (the parent finishes them). Pins stay: the child cannot tell which thread took them.
+        """
+        self.writing = NOTHING
+        created, orders, unweighed = self.created, self.orders, self.unweighed
+        lru, aged, parked = orders.lru, orders.aged, orders.parked
+        for table in (lru, aged, parked, orders.delivered, unweighed, self.failed,
+                      self.known_active):
+            for key in [k for k in table if not isinstance(k, Epoch) and k not in created]:
+                del table[key]
+        laid = set(orders.epochs)
+        for marker in [k for k in lru if isinstance(k, Epoch) and k not in laid]:
+            del lru[marker]
+        orders.epochs = deque(marker for marker in orders.epochs if marker in lru)
+        total = 0
+        for key in created:
+            if key in parked:
+                size = lru.pop(key, None)
+                if parked[key] is None and size is not None:
+                    parked[key] = size
+                aged.pop(key, None)
+                size = parked[key]
+            else:
+                size = lru.setdefault(key, None)
+                aged.setdefault(key, None)
+            if size is None:
+                unweighed[key] = None
+            else:
+                total += size
+            if key in unweighed:
+                self.activity.mark(key)
+        self.activity.rotation = deque(self.known_active)
+        self.total_bytes = total
+        self.pin_table.jobs = sum(1 for key in self.pins if key in created)
+        orders.largest = None
+        self.resync = True
+
     # -- internals -----------------------------------------------------------------------
 
     def _turned_inactive(self, key: Key, job: Any, *, reweigh: bool = False) -> None:
@@ -384,6 +533,7 @@ class JobIndex:
         self.known_active.pop(key, None)
         orders = self.orders
         if key in orders.parked:
+            self._returning(key)
             orders.unpark(key)
         if key in self.unweighed:
             # The reads pending are drained first, in their order, while the job still
@@ -437,27 +587,46 @@ def _snapshot() -> list[JobIndex]:
     return []
 
 
+#: The indexes whose lock another thread still held when the fork went ahead (weakly: an
+#: index that dies meanwhile drops out).
+_torn_at_fork: weakref.WeakSet[JobIndex] = weakref.WeakSet()
+
+
 def _before_fork() -> None:
     """Quiesce writers: take every store lock (waiting at most FORK_QUIESCE_SECONDS in all),
-    so the child starts from indexes no thread was in the middle of changing."""
+    so the child starts from indexes no thread was in the middle of changing. An index whose
+    lock stays held (slow work under it: a size function, a predicate, a rule) is noted, and
+    the child repairs it (`_after_fork_in_child`)."""
     deadline = time.monotonic() + FORK_QUIESCE_SECONDS
+    _torn_at_fork.clear()
     for index in _snapshot():
         lock = index.lock
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held_for_fork.append(lock)
+        else:
+            _torn_at_fork.add(index)
 
 
 def _after_fork_in_parent() -> None:
+    _torn_at_fork.clear()
     while _held_for_fork:
         _held_for_fork.pop().release()
 
 
 def _after_fork_in_child() -> None:
     """Every store lock is new in the child: a lock another thread held at the fork can never
-    be released there (that thread does not exist in the child)."""
+    be released there (that thread does not exist in the child). An index that thread was
+    changing is repaired (`JobIndex.repair_after_fork`): no user code runs here."""
     _held_for_fork.clear()  # the old locks stay held by nobody; nothing uses them again
+    torn = list(_torn_at_fork)
+    _torn_at_fork.clear()
     for index in _snapshot():
         index.lock = threading.RLock()
+    for index in torn:
+        try:
+            index.repair_after_fork()
+        except Exception:  # never fail a fork: the index stays as the parent left it
+            logger.exception("memguard: could not repair a store index after fork")
 
 
 if hasattr(os, "register_at_fork"):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import json
 import os
 import signal
 import stat
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -26,12 +28,30 @@ Handler = Callable[[int, Optional[FrameType]], None]
 
 class SignalTrigger:
     """One process's SIGUSR1 handler for one monitor. `wanted()` says whether memguard still
-    wants the signal; `pending` is set by the handler and taken by the monitor thread."""
+    wants the signal; `pending` is set by the handler and taken by the monitor thread.
+
+    Only the main thread may install or restore a signal handler, so a request from another
+    thread (a reload, a stop, a start) is carried out on the main thread:
+
+    - a handler memguard no longer wants is removed as soon as the main thread runs Python:
+      the asking thread queues a call of the handler itself on the main thread
+      (`_thread.interrupt_main(SIGUSR1)`, Python 3.10+: no signal is sent), which puts the
+      default action back. Until then, and on Python 3.9, a SIGUSR1 that arrives is never
+      swallowed: the handler restores the default action and delivers it again;
+    - a handler memguard wants is installed the next time the main thread starts the
+      monitor or applies a policy (until then `memguard cleanup --pid` works; a warning says
+      so).
+
+    A handler of another (stopped) memguard monitor that is still installed is taken over,
+    never taken for the application's own.
+    """
 
     def __init__(self, wanted: Callable[[], bool]) -> None:
         self.wanted = wanted
         self.pending = False
         self.handler: Optional[Handler] = None
+        #: A removal queued on the main thread (the next call of `on_signal` is ours).
+        self.removal_queued = False
 
     @property
     def installed(self) -> bool:
@@ -46,14 +66,20 @@ class SignalTrigger:
 
     def on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         """Set the flag. If memguard no longer wants the signal (stopped, or signal_cleanup
-        turned off from a thread that could not put the default back), restore the default
-        action and deliver the signal again, so it is never swallowed."""
+        turned off from another thread), restore the default action and, unless this call
+        is the removal another thread queued, deliver the signal again: it is never
+        swallowed. (A real SIGUSR1 arriving while a queued removal waits for the main thread
+        is taken as that removal: Python runs one handler call for both.)"""
+        queued, self.removal_queued = self.removal_queued, False
         if not self.wanted():
             self.handler = None
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+            if signal.getsignal(signum) == self.on_signal:
+                signal.signal(signum, signal.SIG_DFL)
+            if not queued:
+                os.kill(os.getpid(), signum)
             return
-        self.pending = True
+        if not queued:  # (a queued removal whose monitor wants the signal again: no cleanup)
+            self.pending = True
 
     def update(self) -> bool:
         """Install or remove the handler as `wanted()` says; True when newly installed."""
@@ -63,14 +89,21 @@ class SignalTrigger:
         return False
 
     def install(self) -> bool:
-        """Install the handler when allowed: main thread, and SIGUSR1 at SIG_DFL."""
+        """Install the handler when allowed: main thread, and SIGUSR1 at SIG_DFL (or held by
+        a memguard monitor that no longer wants it)."""
         if self.handler is not None or not hasattr(signal, "SIGUSR1"):
             return False
         if threading.current_thread() is not threading.main_thread():
-            logger.warning("memguard: signal_cleanup: not installing a SIGUSR1 handler "
-                           "(only the main thread can; start the monitor there)")
+            logger.warning("memguard: signal_cleanup: SIGUSR1 handler not installed yet: only "
+                           "the main thread can, and it will when it next starts the monitor "
+                           "or applies a policy (`memguard cleanup --pid` works meanwhile)")
             return False
         current = signal.getsignal(signal.SIGUSR1)
+        owner = getattr(current, "__self__", None)
+        if isinstance(owner, SignalTrigger) and owner is not self and not owner.wanted():
+            owner.handler = None  # a stopped monitor's, not yet restored: ours now
+            owner.removal_queued = False
+            current = signal.SIG_DFL
         if current is not signal.SIG_DFL:
             logger.warning("memguard: signal_cleanup: SIGUSR1 already has a handler (%r); "
                            "leaving it to its owner", current)
@@ -78,18 +111,29 @@ class SignalTrigger:
         handler = self.on_signal
         signal.signal(signal.SIGUSR1, handler)
         self.handler = handler
+        self.removal_queued = False
         logger.info("memguard: SIGUSR1 triggers an emergency cleanup (pid %d)", os.getpid())
         return True
 
     def remove(self) -> None:
-        """Put SIG_DFL back, if our handler is still the installed one. From another thread
-        this cannot be done; the handler then restores the default itself (`on_signal`)."""
+        """Put SIG_DFL back, if our handler is still the installed one: at once on the main
+        thread, else queued to run there (see the class docstring)."""
         handler = self.handler
-        if handler is None or threading.current_thread() is not threading.main_thread():
+        if handler is None:
             return
-        self.handler = None
-        if signal.getsignal(signal.SIGUSR1) == handler:
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        installed = signal.getsignal(signal.SIGUSR1) == handler
+        if threading.current_thread() is threading.main_thread():
+            self.handler = None
+            self.removal_queued = False
+            if installed:
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            return
+        if not installed:  # replaced by its owner meanwhile: nothing of ours to restore
+            self.handler = None
+            return
+        if sys.version_info >= (3, 10) and not self.removal_queued:
+            self.removal_queued = True
+            _thread.interrupt_main(signal.SIGUSR1)
 
 
 RUN_DIR_ENV: Final = "MEMGUARD_RUN_DIR"

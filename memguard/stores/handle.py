@@ -400,8 +400,10 @@ class LocalHandle(StoreHandle):
         """Before a pass (lock held): catch up with plain dicts, look again at the
         known-active jobs, round robin, until RECHECK_PER_PASS are found still running
         (finished ones, weighed once in their life, do not count; an emergency looks at
-        all of them)."""
-        if self._backend.needs_sync:
+        all of them). A store whose index was repaired after a fork (`JobIndex.resync`)
+        catches up with its keys once."""
+        if self._backend.needs_sync or self.index.resync:
+            self.index.resync = False
             self.reconcile()
         emergency = ctx is not None and ctx.budget is not None
         self.index.recheck(None if emergency else RECHECK_PER_PASS)

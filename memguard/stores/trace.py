@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Callable, Optional, Protocol, Union
@@ -120,6 +121,7 @@ class Recorder:
         self.records = 0
         self._header()
         manager.on_evict(self._evicted)
+        _recorders.add(self)
 
     def __enter__(self) -> Recorder:
         return self
@@ -246,3 +248,32 @@ class Recorder:
             "policy": manager.policy.source,
         }
         self._emit(header)
+
+
+_recorders: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child does not write its parent's trace: its copy of the file (and of its
+    unwritten buffer) would interleave with the parent's records. Its copy of the file
+    descriptor is pointed at /dev/null, so nothing the child flushes lands anywhere, and the
+    recorder's lock is new (the thread holding it at the fork does not exist here)."""
+    for recorder in list(_recorders):
+        recorder._lock = threading.Lock()
+        file, recorder._file = recorder._file, None
+        if file is None:
+            continue
+        _abandoned.append(file)  # never closed here: a close would flush the parent's buffer
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, file.fileno())
+            os.close(null)
+        logger.info("memguard: trace recording to %s stays with the parent process; this "
+                    "forked process (pid %d) does not record", recorder.path, os.getpid())
+
+
+#: Trace files a forked child inherited, kept (their descriptors point at /dev/null).
+_abandoned: list[IO[str]] = []
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -64,6 +64,18 @@ _cleanup_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKey
 _cleanup_locks_guard = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A cleanup lock held at the fork (a request being served) would answer 409 forever in
+    the child: the child starts with none."""
+    global _cleanup_locks_guard
+    _cleanup_locks_guard = threading.Lock()
+    _cleanup_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _cleanup_lock(manager: MemoryManager) -> threading.Lock:
     """One lock per manager, shared by every app serving it: cleanups never pile up."""
     with _cleanup_locks_guard:
