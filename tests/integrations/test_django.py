@@ -1,5 +1,5 @@
 """The Django adapter: Django's test client in-process, and gunicorn serving a tiny Django
-project (tests/django_site) with two workers on 127.0.0.1."""
+project (tests/integrations/django_site) with two workers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from memguard.web.payloads import HEALTH_CONTENT_TYPE, ROUTES
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 TOKEN = "django-token-3c1f"
 
 

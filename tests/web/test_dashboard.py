@@ -36,7 +36,7 @@ from memguard.testing import FakeClock, FakeProbe
 from memguard.web.asgi import asgi_app
 from memguard.web.wsgi import wsgi_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 TOKEN = "dashboard-token"
 SECRET = "dashboard-SECRET-5c1e"

@@ -31,7 +31,7 @@ from memguard.memory.allocators import (
 from memguard.memory.reclaim import Reclaim, reclaim
 
 MiB = 2**20
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 needs_jemalloc = pytest.mark.skipif(
     not os.path.exists(JEMALLOC) or not sys.platform.startswith("linux"),
