@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from memguard import MemoryManager, Policy, handle, managed_store
 from memguard.index import job_index as tracking
 from memguard.index.job_index import PARK_AFTER, RECHECK_PER_PASS
+from memguard.index.orders import Epoch
 from memguard.testing import FakeClock, capture_evictions
 
 
@@ -265,7 +266,7 @@ class ParkingMachine(RuleBasedStateMachine):
         ParkingMachine.most_parked = max(ParkingMachine.most_parked, len(index.parked))
         assert dict(self.store) == self.model
         assert set(index.keys()) == set(self.model)
-        in_order = [k for k in index.lru if not isinstance(k, tracking.Epoch)]
+        in_order = [k for k in index.lru if not isinstance(k, Epoch)]
         assert sorted(in_order + list(index.parked)) == sorted(self.model)
         assert set(index.aged) == set(self.model) - set(index.parked)
         assert index.total_bytes == sum(index.size_of(k) or 0 for k in self.model)
