@@ -96,7 +96,7 @@ FORK_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_item1_children_forked_while_threads_hold_store_locks_can_write(tmp_path: Path) -> None:
+def test_children_forked_while_threads_hold_store_locks_can_write(tmp_path: Path) -> None:
     script = tmp_path / "fork_child.py"
     script.write_text(FORK_SCRIPT)
     result = subprocess.run([sys.executable, str(script), str(ROOT)], capture_output=True,

@@ -171,6 +171,7 @@ def test_same_seed_same_traffic_in_both_modes() -> None:
             == baseline.jobs["return_hits"])
 
 
+@pytest.mark.slow  # ~12 s: eight stress runs, each guarded and not
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), rate=st.floats(4.0, 20.0))
 def test_results_lost_are_counted_once_per_job_and_only_when_guarded(seed: int,
@@ -196,6 +197,7 @@ def test_results_lost_are_counted_once_per_job_and_only_when_guarded(seed: int,
         f"came back")
 
 
+@pytest.mark.slow  # ~5 s: an hour of simulated traffic
 def test_every_eviction_lands_in_one_sample_and_cleanups_are_marked() -> None:
     result = run(small(minutes=60.0))  # long enough for the age rule to evict at passes
     assert sum(s.evicted for s in result.samples) == sum(result.evictions.values()) > 0
