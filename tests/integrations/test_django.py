@@ -98,8 +98,9 @@ def test_memguard_setting_is_validated(django_client: Any) -> None:
         options()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
+# per-worker stays in `make test`: the fast real-server case of the Django surface.
+@pytest.mark.parametrize("preload", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["per-worker", "preload"])
 def test_gunicorn_serves_django_with_a_monitor_in_each_worker(tmp_path: Path,
                                                               preload: bool) -> None:
     """The AppConfig starts the monitor in each worker: by importing the app after the fork,

@@ -410,7 +410,7 @@ def test_dashboard_in_chromium_under_uvicorn(page: Any, tmp_path: Path) -> None:
             shutil.copyfile(shot, SCREENSHOT)
 
 
-@pytest.mark.slow
+# Unmarked: the fast case of the page in a real browser against a real server (make test).
 def test_dashboard_in_chromium_under_gunicorn(page: Any, tmp_path: Path) -> None:
     """Flask under gunicorn at the root: same page, same readings, no console error; then the
     server stops, and the page says it cannot read /memory."""
