@@ -109,6 +109,7 @@ def test_threads_case_counts_the_writer_and_the_readers() -> None:
     assert all(t["figure"] is not None for t in result["targets"])
 
 
+@pytest.mark.slow  # ~2-6 s: the whole bookkeeping case
 def test_bookkeeping_case() -> None:
     from benchmarks import bench_bookkeeping
 

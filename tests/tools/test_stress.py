@@ -226,6 +226,7 @@ def test_progress_is_reported_at_every_sample() -> None:
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
 
 
+@pytest.mark.slow  # ~4-7 s: half an hour of simulated traffic, an emergency every check
 def test_emergency_pressure_never_loses_an_active_job(tmp_path: Any) -> None:
     """Thresholds far below what any Python process uses: every tick is an emergency that
     evicts all it can, with no count or age rule to help. Active jobs must all survive."""
