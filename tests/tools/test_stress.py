@@ -171,6 +171,7 @@ def test_same_seed_same_traffic_in_both_modes() -> None:
             == baseline.jobs["return_hits"])
 
 
+@pytest.mark.slow  # ~12 s: eight stress runs, each guarded and not
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), rate=st.floats(4.0, 20.0))
 def test_results_lost_are_counted_once_per_job_and_only_when_guarded(seed: int,
@@ -196,6 +197,7 @@ def test_results_lost_are_counted_once_per_job_and_only_when_guarded(seed: int,
         f"came back")
 
 
+@pytest.mark.slow  # ~5 s: an hour of simulated traffic
 def test_every_eviction_lands_in_one_sample_and_cleanups_are_marked() -> None:
     result = run(small(minutes=60.0))  # long enough for the age rule to evict at passes
     assert sum(s.evicted for s in result.samples) == sum(result.evictions.values()) > 0
@@ -224,6 +226,7 @@ def test_progress_is_reported_at_every_sample() -> None:
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
 
 
+@pytest.mark.slow  # ~4-7 s: half an hour of simulated traffic, an emergency every check
 def test_emergency_pressure_never_loses_an_active_job(tmp_path: Any) -> None:
     """Thresholds far below what any Python process uses: every tick is an emergency that
     evicts all it can, with no count or age rule to help. Active jobs must all survive."""

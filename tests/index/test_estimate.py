@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Callable
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from memguard import MemoryManager, handle, managed_store
 from memguard.index.estimate import MAX_DEPTH, MAX_OBJECTS, SAMPLE, _Walk, estimate_size
 
 atoms = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
@@ -41,3 +45,43 @@ def test_nested_or_large_dicts_take_the_walk() -> None:
     assert estimate_size(nested) == walked(nested)
     wide = {f"k{i}": i for i in range(SAMPLE + 1)}
     assert estimate_size(wide) == walked(wide)
+
+
+class CountingList(list):  # type: ignore[type-arg]
+    """A container that counts how many of its items were taken."""
+
+    taken = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            CountingList.taken += 1
+            yield item
+
+
+def test_the_size_estimate_walks_no_container_whole() -> None:
+    CountingList.taken = 0
+    big = CountingList(range(2_000_000))
+    estimate_size({"result": big})
+    assert CountingList.taken <= MAX_OBJECTS + 1
+    CountingList.taken = 0
+    shared = CountingList(range(1000))  # the same big child under many parents
+    estimate_size([[shared] * 1000 for _ in range(1000)])
+    assert CountingList.taken <= MAX_OBJECTS + 1
+
+
+def test_a_negative_size_counts_zero_with_a_warning(
+        manager: MemoryManager, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="memguard")
+    sizes: Callable[[Any], int] = lambda job: job["size"]  # noqa: E731
+
+    @managed_store(manager=manager, size=sizes, max_bytes=100)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    store["neg"] = {"status": "done", "size": -10_000}
+    store["a"] = {"status": "done", "size": 60}
+    store["b"] = {"status": "done", "size": 60}  # over 100: a negative size cannot hide it
+    assert handle(store).index.total_bytes == 60
+    assert "cannot be negative" in caplog.text
+    assert "b" in store and "a" not in store

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 MiB = 2**20
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INTERVAL = 0.2
 
 pytestmark = [

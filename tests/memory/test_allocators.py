@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import attrs
 import pytest
+from system_packages import jemalloc, missing
 
 from memguard.memory.allocators import (
     MALLOCS,
@@ -31,11 +32,17 @@ from memguard.memory.allocators import (
 from memguard.memory.reclaim import Reclaim, reclaim
 
 MiB = 2**20
-ROOT = Path(__file__).resolve().parents[1]
-JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-needs_jemalloc = pytest.mark.skipif(
-    not os.path.exists(JEMALLOC) or not sys.platform.startswith("linux"),
-    reason=f"Debian's libjemalloc2 ({JEMALLOC}) is not installed (.ci/run installs it)")
+ROOT = Path(__file__).resolve().parents[2]
+JEMALLOC = jemalloc() or "/usr/lib/<arch>/libjemalloc.so.2"
+
+
+@pytest.fixture
+def needs_jemalloc() -> None:
+    """Debian's libjemalloc2, preloaded by the test's interpreters."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("LD_PRELOAD of libjemalloc.so.2: Linux only")
+    if jemalloc() is None:
+        missing("Debian's libjemalloc2 (/usr/lib/*/libjemalloc.so.2)", "libjemalloc2")
 
 CHILD = textwrap.dedent(
     """
@@ -126,7 +133,7 @@ def test_mimalloc_where_the_interpreter_has_it() -> None:
     assert r["allocator"]["small_objects"] == "mimalloc"
 
 
-@needs_jemalloc
+@pytest.mark.usefixtures("needs_jemalloc")
 def test_jemalloc_preloaded_is_detected_and_purged() -> None:
     r = run_child({"LD_PRELOAD": JEMALLOC})
     assert r["allocator"]["small_objects"] == "pymalloc"
@@ -138,7 +145,7 @@ def test_jemalloc_preloaded_is_detected_and_purged() -> None:
 
 
 @pytest.mark.slow
-@needs_jemalloc
+@pytest.mark.usefixtures("needs_jemalloc")
 def test_jemalloc_purge_gives_small_objects_back() -> None:
     """Small objects from jemalloc (PYTHONMALLOC=malloc), its decay off: only the purge frees.
 
@@ -225,7 +232,7 @@ SERVER = textwrap.dedent(
 )
 
 
-@needs_jemalloc
+@pytest.mark.usefixtures("needs_jemalloc")
 def test_memory_endpoint_and_health_show_the_apps_allocator() -> None:
     """An app under jemalloc with PYTHONMALLOC=malloc; the CLI (plain glibc) reports the app's."""
     clean = {k: v for k, v in os.environ.items()

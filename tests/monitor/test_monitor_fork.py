@@ -22,7 +22,7 @@ from memguard import MemoryManager
 from memguard.monitor.thread import THREAD_NAME
 from memguard.testing import FakeClock, FakeProbe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -28,7 +28,7 @@ from memguard.testing import FakeClock, FakeProbe
 from memguard.web.endpoints import Endpoints
 from memguard.web.payloads import HEALTH_CONTENT_TYPE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INTEGRATIONS = ROOT / "docs" / "integrations.md"
 HTTP = ROOT / "docs" / "http.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.DOTALL | re.MULTILINE)

@@ -10,7 +10,7 @@ import pytest
 
 from memguard import Policy
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "policies.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "policies.md"
 TOML_BLOCK = re.compile(r"^```toml\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

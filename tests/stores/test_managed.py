@@ -347,3 +347,9 @@ def test_in_use_pins_for_the_block(dict_store: Any) -> None:
         assert h.stats().pinned == 1
         assert h.evict("a") is not None  # explicit eviction is the user's call
     assert h.stats().pinned == 0
+
+
+def test_decorator_values_out_of_range_are_store_definition_errors() -> None:
+    for options in ({"max_age": 10**400}, {"max_bytes": 10**400}, {"max_jobs": 10**5000}):
+        with pytest.raises(StoreDefinitionError, match="too large"):
+            managed_store(**options)(type("Jobs", (dict,), {}))

@@ -660,7 +660,7 @@ def test_cleanup_by_pid_fails_when_the_app_did_not_enable_it() -> None:
 
 # -- the examples of docs/cli.md and docs/stress.md ------------------------------------------------
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def documented_commands() -> list[str]:

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from memguard import Policy, PolicyError
+from memguard import MemoryManager, Policy, PolicyError, managed_store
 from memguard.policy.files import load_policy
 
 #: (id, TOML text, key path, line, fragment naming the bad value, fragment saying what's allowed)
@@ -177,3 +179,84 @@ def test_unreadable_file_is_a_policy_error(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe[memory]")
     with pytest.raises(PolicyError, match="not UTF-8"):
         load_policy(binary, environ={})
+
+
+# -- hostile values (issue 12, item 9) -------------------------------------------------------
+
+
+HUGE = str(10**400)
+
+
+@pytest.mark.parametrize(("text", "key", "line"), [
+    (f"[defaults]\nmax_age = {HUGE}\n", "defaults.max_age", 2),
+    (f"[memory]\nlimit = {HUGE}\n", "memory.limit", 2),
+    (f"[memory]\ncheck_interval = {HUGE}\n", "memory.check_interval", 2),
+    ("[memory]\nlimit = " + "1" + "0" * 30 + "\n", "memory.limit", 2),
+    ("[defaults]\nmax_age = 1e300\n", "defaults.max_age", 2),
+    ("[defaults]\nmax_jobs = " + "9" * 5000 + "\n", "defaults.max_jobs", 2),
+    ("[defaults]\nmax_jobs = " + "9" * 40 + "\n", "defaults.max_jobs", 2),
+    ("[defaults]\nrelease = " + "[" * 3000 + "]" * 3000 + "\n", "defaults.release", 2),
+    ("[defaults]\nactive = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", "defaults.active", 2),
+    ("[defaults]\n\nmax_age = '\u0663\u0660m'\n", "defaults.max_age", 3),
+    ("[memory]\nlimit = '\uff15\uff11\uff12MB'\n", "memory.limit", 2),
+    ('[memory]\nwarning = "99999999999999999999999999999999999999999%"\nlimit = "1GB"\n',
+     "memory.warning", 2),
+])  # fmt: skip
+def test_hostile_values_are_one_policy_error(text: str, key: str, line: int) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(text, environ={})
+    error = caught.value
+    assert (error.source, error.line, error.key) == ("<string>", line, key)
+    assert len(str(error)) < 500 and "\n" not in str(error)
+
+
+@pytest.mark.parametrize("environ", [
+    {"MEMGUARD_MEMORY_LIMIT": HUGE}, {"MEMGUARD_CHECK_INTERVAL": HUGE},
+    {"JOB_RETENTION_MINUTES": "\u0663\u0660"}, {"JOB_RETENTION_MINUTES": "1e300"},
+    {"MAX_JOBS_PER_STORE": "9" * 5000}, {"MAX_JOBS_PER_STORE": "\uff15\uff10"},
+    {"MAX_JOBS_PER_STORE": "1_000"},
+])  # fmt: skip
+def test_hostile_environment_is_one_policy_error(environ: dict[str, str]) -> None:
+    with pytest.raises(PolicyError) as caught:
+        Policy.default(environ)
+    assert caught.value.source == "environment"
+    assert caught.value.key == next(iter(environ))
+
+
+def test_a_policy_accepted_with_the_largest_values_works(manager: MemoryManager) -> None:
+    policy = load_policy('[memory]\nlimit = "1048576TB"\ncheck_interval = "36500d"\n'
+                         '[defaults]\nmax_jobs = 1000000000000\nmax_age = "36500d"\n',
+                         environ={})
+    manager.apply_policy(policy)
+    assert policy.memory.resolve().emergency == round(2**60 * 0.9)
+
+    @managed_store(manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    store["a"] = {"status": "done"}
+    assert manager.run_cleanup().evicted == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_named_toml_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "policy.toml"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_policy(fifo)
+        except BaseException as error:  # collected and asserted below
+            outcome.append(error)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    if thread.is_alive():  # unblock the reader before failing
+        with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "w"):
+            pass
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], PolicyError)
+    assert "not a regular file" in str(outcome[0]) and str(fifo) in str(outcome[0])

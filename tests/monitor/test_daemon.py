@@ -24,7 +24,7 @@ from memguard.monitor.daemon import DaemonLoop
 from memguard.monitor.triggers import CleanupListener, PolicyWatcher
 from memguard.testing import FakeProbe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("raised", [ValueError, KeyboardInterrupt, SystemExit])

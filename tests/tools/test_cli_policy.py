@@ -15,7 +15,7 @@ from memguard.policy.files import load_policy
 from memguard.policy.options import ENVIRONMENT_KNOBS
 from memguard.tools.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = "policies/default.toml"
 MB = 1024**2
 

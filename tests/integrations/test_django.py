@@ -1,5 +1,5 @@
 """The Django adapter: Django's test client in-process, and gunicorn serving a tiny Django
-project (tests/django_site) with two workers on 127.0.0.1."""
+project (tests/integrations/django_site) with two workers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from memguard.web.payloads import HEALTH_CONTENT_TYPE, ROUTES
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 TOKEN = "django-token-3c1f"
 
 
@@ -98,8 +98,9 @@ def test_memguard_setting_is_validated(django_client: Any) -> None:
         options()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
+# per-worker stays in `make test`: the fast real-server case of the Django surface.
+@pytest.mark.parametrize("preload", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["per-worker", "preload"])
 def test_gunicorn_serves_django_with_a_monitor_in_each_worker(tmp_path: Path,
                                                               preload: bool) -> None:
     """The AppConfig starts the monitor in each worker: by importing the app after the fork,

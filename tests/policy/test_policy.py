@@ -25,7 +25,7 @@ from memguard.policy.options import DEFAULT_ACTIVE_STATUSES, ActiveWhen, Thresho
 from memguard.policy.units import Percent
 
 MB = 1024**2
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POLICY_FILES = sorted((ROOT / "policies").glob("*.toml"))
 SEED = {
     "diagram": (20, 50),

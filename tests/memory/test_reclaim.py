@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 MiB = 2**20
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent(
     """
