@@ -46,7 +46,7 @@ class StoreDefinitionError(MemguardError, TypeError):
 
 class MissingExtraError(MemguardError, ImportError):
     """An integration needs a package that is not installed; the message names the
-    ``pip install 'memguard[EXTRA]'`` that brings it in."""
+    ``pip install 'memguard-jobs[EXTRA]'`` that brings it in."""
 
 
 class RouteConflictError(MemguardError, ValueError):

@@ -1,6 +1,11 @@
 """gunicorn server hooks: start the monitor in each worker, stop it on exit, recycle at critical.
 
-In ``gunicorn.conf.py``::
+This module is itself a gunicorn configuration module (it defines the hooks and no other
+setting), so an installed package is all a deployment needs::
+
+    gunicorn -c python:memguard.integrations.gunicorn app:app
+
+or, in a ``gunicorn.conf.py`` of your own::
 
     from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
@@ -34,7 +39,6 @@ if TYPE_CHECKING:
     from memguard.manager import MemoryManager
 
 __all__ = ["GunicornHooks", "child_exit", "post_fork", "worker_exit"]
-
 
 
 class GunicornHooks:
