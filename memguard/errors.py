@@ -40,7 +40,9 @@ class PolicyError(MemguardError, ValueError):
 class StoreDefinitionError(MemguardError, TypeError):
     """`@managed_store` or `@touches` was applied where it cannot work.
 
-    Raised at decoration time, naming the class or function and the problem.
+    Raised at decoration time, naming the class or function and the problem; for a
+    `mapping=` store also when an instance is built (its `__init__` left the attribute unset,
+    or set it to something that is not a mapping), naming the attributes that hold one.
     """
 
 
