@@ -49,7 +49,9 @@ def where():
 
 
 def pyproject_version() -> str:
-    match = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    """The version written once, in memguard/_version.py (pyproject: dynamic)."""
+    text = (ROOT / "memguard" / "_version.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
     assert match is not None
     return match.group(1)
 

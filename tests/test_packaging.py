@@ -34,7 +34,7 @@ def pyproject_version() -> str:
 def test_version_is_the_installed_metadata() -> None:
     from importlib.metadata import version
 
-    assert memguard.__version__ == pyproject_version() == version("memguard")
+    assert memguard.__version__ == pyproject_version() == version("memguard-jobs")
     assert "__version__" in memguard.__all__
 
 
