@@ -92,10 +92,10 @@ def _read(path: Path) -> str:
             "expected a UTF-8 TOML file",
             source=os.fspath(path),
         ) from None
-    except FileNotFoundError:
+    except FileNotFoundError as error:
         raise PolicyError(
-            f"cannot read the policy: no such file; expected a TOML policy file or "
-            f"{_bundled_hint(os.fspath(path))}",
+            f"cannot read the policy: {error.strerror or 'No such file'}; expected a TOML "
+            f"policy file or {_bundled_hint(os.fspath(path))}",
             source=os.fspath(path),
         ) from None
     except OSError as error:
