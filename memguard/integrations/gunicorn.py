@@ -28,12 +28,13 @@ waiting in ``select``. The arbiter then forks a fresh worker. Nothing is killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
-from memguard._logging import logger
+from memguard._logging import announce, logger
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
@@ -95,8 +96,9 @@ class GunicornHooks:
         if self._recycling.is_set():
             return
         self._recycling.set()
-        logger.warning("memguard: asking gunicorn to recycle worker %s gracefully (it finishes "
-                       "its requests in flight; the arbiter starts a replacement)", os.getpid())
+        announce(logging.WARNING, "Memory critical: asking gunicorn to recycle worker %s "
+                 "gracefully (it finishes its requests in flight; the arbiter starts a "
+                 "replacement)", os.getpid())
         worker.alive = False
         if self.nudge:
             os.kill(os.getpid(), signal.SIGTERM)  # gunicorn workers: graceful shutdown
