@@ -149,6 +149,7 @@ def run_without_limit(tmp_path: Path, *policy: str) -> dict[str, object]:
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     data: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
+    data["stderr"] = result.stderr  # no logging set up: memguard's own lines land here
     return data
 
 
@@ -175,6 +176,11 @@ def test_limit_auto_without_a_container_limit_knows_no_limit(tmp_path: Path) -> 
     assert isinstance(health, dict)
     assert (data["code"], health["status"]) == (200, "warn")
     assert any(note.startswith("no memory limit known") for note in health["notes"])
+    (started,) = [line for line in str(data["stderr"]).splitlines()
+                  if "Memory guard started" in line]  # one start-up line, saying what to set
+    assert "policy <built-in>, no memory limit known" in started
+    assert "set [memory] limit or MEMGUARD_MEMORY_LIMIT" in started
+    assert started.endswith("scope process; no thresholds")
 
 
 @pytest.mark.usefixtures("no_container_limit")
