@@ -224,8 +224,8 @@ def _store_reachability(manager: MemoryManager,
                         stores: Optional[Iterable[Any]] = None) -> list[tuple[str, Optional[str]]]:
     """(name, error or None) of each store that reports whether it can be reached (Redis
     stores: `reachable` in their stats); in-process stores are always reachable and not
-    listed. Reads each store's stats (O(1) in-process; a Redis store asks Redis, or answers
-    at once for a few seconds after a failure)."""
+    listed. Without `stores`, reads the stats of the other stores only (a Redis store asks
+    Redis, or answers at once for a few seconds after a failure)."""
     if stores is None:
         stores = _all_store_stats(manager)
     found: list[tuple[str, Optional[str]]] = []
@@ -239,8 +239,14 @@ def _store_reachability(manager: MemoryManager,
 
 
 def _all_store_stats(manager: MemoryManager) -> list[Any]:
+    """The stats of every store that could be unreachable: in-process stores (a
+    `LocalHandle`) always answer, and are skipped (a health check reads no store of them)."""
+    from memguard.stores.handle import LocalHandle
+
     stats: list[Any] = []
     for handle in manager.handles():
+        if isinstance(handle, LocalHandle):
+            continue
         try:
             stats.append(handle.stats())
         except Exception as error:  # a store whose stats raise: unreachable, as far as we know
