@@ -141,8 +141,11 @@ def environment() -> dict[str, Any]:
     """Where and with what the figures were taken."""
     from importlib.metadata import version
 
-    versions: dict[str, Optional[str]] = {}
-    for name in ("memguard", "cachetools", "cachebox", "pyperf", "psutil", "wrapt"):
+    import memguard
+
+    # memguard's own (its distribution is memguard-jobs; "memguard" on PyPI is another project)
+    versions: dict[str, Optional[str]] = {"memguard": memguard.__version__}
+    for name in ("cachetools", "cachebox", "pyperf", "psutil", "wrapt"):
         try:
             versions[name] = version(name)
         except Exception:  # not installed

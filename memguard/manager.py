@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from memguard._logging import logger
+from memguard._logging import announce, logger
 from memguard.errors import PolicyError
 from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
@@ -25,6 +26,7 @@ from memguard.monitor.readings import MemoryStats
 from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
 from memguard.policy.policy import Policy
+from memguard.policy.units import format_size
 from memguard.stores import registry
 from memguard.stores.building import attach, handle
 from memguard.stores.handle import LocalHandle, _Backend
@@ -55,6 +57,7 @@ class MemoryManager:
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
         self.policy_error: Optional[PolicyError] = None
+        self._started_in: Optional[int] = None  # the pid that announced its start
         #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
         #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
         #: Redis' memory). The monitor gives memory back when enough has been freed.
@@ -236,8 +239,8 @@ class MemoryManager:
             events += _isolated(store, Pass(now=start, order=store.policy.order))
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
-        if report.evicted:
-            logger.info("Memory cleanup: %s", report.summary())
+        if report.evicted:  # announced: the seed's runbook greps for these lines
+            announce(logging.INFO, "Memory cleanup: %s", report.summary())
         return report
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
@@ -279,7 +282,36 @@ class MemoryManager:
             monitor.set_interval(interval)
         monitor.start()
         self._update_companions()
+        if self._started_in != os.getpid():  # once per process (a forked worker says it too)
+            self._started_in = os.getpid()
+            self._announce_start(monitor)
         return monitor
+
+    def _announce_start(self, monitor: Monitor) -> None:
+        """One line when monitoring starts: the policy, the limit and where it comes from (or
+        how to give one when none is known), the scope and the thresholds in bytes. Reads
+        no sample (a probe may be slow): the limit is the policy's or the container's."""
+        memory = self._policy.memory
+        scope = memory.scope
+        if isinstance(memory.limit, int):
+            limit: Optional[int] = memory.limit
+            said = f"limit {format_size(memory.limit)} (the policy's)"
+        elif self.probe is not None:  # a probe of the app's own says what its limit is
+            limit, said = None, "limit as the manager's probe reports it"
+        else:
+            limit = monitor.readings.detected_limit() if memory.limit == "auto" else None
+            if scope == "auto":
+                scope = "cgroup" if limit is not None else "process"
+            said = (f"limit {format_size(limit)} (the container's)" if limit is not None else
+                    "no memory limit known (limit \"auto\" found no container limit): "
+                    "thresholds given as percentages are off; set [memory] limit or "
+                    "MEMGUARD_MEMORY_LIMIT")
+        thresholds = memory.resolve(limit)
+        levels = ", ".join(f"{name} {format_size(value)}" for name in
+                           ("warning", "emergency", "critical")
+                           if (value := getattr(thresholds, name)) is not None)
+        announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s",
+                 os.getpid(), self._policy.source, said, scope, levels or "no thresholds")
 
     def _update_companions(self) -> None:
         """Start or stop, as the policy says, the threads that run beside a started monitor:

@@ -1,6 +1,11 @@
 """gunicorn server hooks: start the monitor in each worker, stop it on exit, recycle at critical.
 
-In ``gunicorn.conf.py``::
+This module is itself a gunicorn configuration module (it defines the hooks and no other
+setting), so an installed package is all a deployment needs::
+
+    gunicorn -c python:memguard.integrations.gunicorn app:app
+
+or, in a ``gunicorn.conf.py`` of your own::
 
     from memguard.integrations.gunicorn import child_exit, post_fork, worker_exit
 
@@ -23,18 +28,18 @@ waiting in ``select``. The arbiter then forks a fresh worker. Nothing is killed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, Optional
 
-from memguard._logging import logger
+from memguard._logging import announce, logger
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
 
 __all__ = ["GunicornHooks", "child_exit", "post_fork", "worker_exit"]
-
 
 
 class GunicornHooks:
@@ -91,8 +96,9 @@ class GunicornHooks:
         if self._recycling.is_set():
             return
         self._recycling.set()
-        logger.warning("memguard: asking gunicorn to recycle worker %s gracefully (it finishes "
-                       "its requests in flight; the arbiter starts a replacement)", os.getpid())
+        announce(logging.WARNING, "Memory critical: asking gunicorn to recycle worker %s "
+                 "gracefully (it finishes its requests in flight; the arbiter starts a "
+                 "replacement)", os.getpid())
         worker.alive = False
         if self.nudge:
             os.kill(os.getpid(), signal.SIGTERM)  # gunicorn workers: graceful shutdown

@@ -104,7 +104,8 @@ def _threshold(value: object) -> Threshold:
 
 
 def _limit(value: object) -> Union[int, str, None]:
-    """The memory limit: `"auto"` (the cgroup limit, else physical RAM) or a size above zero."""
+    """The memory limit: `"auto"` (the container's limit, else none known) or a size above
+    zero."""
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -112,7 +113,7 @@ def _limit(value: object) -> Union[int, str, None]:
     try:
         return positive_size(value)
     except ValueError as error:
-        raise ValueError(f'{error}; or "auto" (the container limit, else physical RAM)') from None
+        raise ValueError(f'{error}; or "auto" (the container limit, else none)') from None
 
 
 def _choice(value: object, options: tuple[str, ...], what: str) -> str:

@@ -551,6 +551,7 @@ def test_the_documented_procfile_serves(server_env: dict[str, str], tmp_path: Pa
     assert match is not None
     port = free_port()
     command = match.group(1).replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1")
+    command = command.replace(" app:app", " examples.flask_app:app")  # the user's app: ours
     argv = shlex.split(command)
     assert argv[0] == "gunicorn"
     env = dict(server_env, PORT=str(port), MALLOC_ARENA_MAX="2")

@@ -179,7 +179,7 @@ def test_cleanup_report_summary_and_dict(manager: MemoryManager, clock: FakeCloc
     store["a"] = done("x" * 2048)
     clock.advance(2)
     report = manager.run_cleanup()
-    assert report.summary().startswith("cleaned 1 job from diagram (age=1), freed ~2.")
+    assert report.summary().startswith("Cleaned 1 job from diagram (age=1), freed ~2.")
     data = report.to_dict()
     assert data["evicted"] == 1 and data["by_cause"] == {"age": 1}
     assert data["freed_estimate_bytes"] >= 2048

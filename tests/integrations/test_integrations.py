@@ -71,7 +71,9 @@ def test_flask_serves_every_route_under_the_prefix(flask_client: Any, jobs: Any)
     health = flask_client.get("/ops/health")
     assert health.status_code == 200
     assert health.headers["content-type"] == HEALTH_CONTENT_TYPE
-    assert health.get_json(force=True)["status"] == "pass"
+    # start=False and nothing started the monitor: warn, saying so (never a false "pass")
+    assert health.get_json(force=True)["status"] == "warn"
+    assert "monitor not running: never started" in health.get_json(force=True)["output"]
     assert flask_client.get("/ops/health/ready").status_code == 200
     assert flask_client.get("/ops/health/live").status_code == 200
     memory = flask_client.get("/ops/memory").get_json()
@@ -323,7 +325,7 @@ def test_flask_refuses_to_shadow_the_apps_own_health(mgr: MemoryManager) -> None
     init_app(app, mgr, prefix="/memguard", start=False)  # the suggested prefix works
     client = app.test_client()
     assert client.get("/health/").text == "the app's own health"
-    assert client.get("/memguard/health").json["status"] == "pass"
+    assert client.get("/memguard/health").json["status"] == "warn"  # start=False: not running
 
 
 def test_flask_under_a_prefix_checks_the_prefixed_paths(mgr: MemoryManager) -> None:

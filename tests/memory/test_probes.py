@@ -306,7 +306,7 @@ def test_no_cgroup_files(root: Path, proc_cgroup: Path) -> None:
     with pytest.raises(ValueError, match="no cgroup memory files"):
         make_probe("cgroup", cgroup_root=root)
     assert isinstance(make_probe("auto", cgroup_root=root), ProcessProbe)
-    assert detect_limit(root) == physical_memory()
+    assert detect_limit(root) is None  # no limit known: never the machine's RAM
 
 
 def test_auto_with_unparsable_limit_falls_back_to_process(
@@ -315,7 +315,7 @@ def test_auto_with_unparsable_limit_falls_back_to_process(
     v2_tree(root, 100 * MiB, max_="a lot")
     assert isinstance(make_probe("auto", cgroup_root=root), ProcessProbe)
     assert "unreadable cgroup" in caplog.text
-    assert detect_limit(root) == physical_memory()
+    assert detect_limit(root) is None  # no limit known: never the machine's RAM
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_unknown_scope() -> None:
 
 def test_detect_limit(root: Path) -> None:
     leaf = v2_tree(root, 100 * MiB)
-    assert detect_limit(root) == physical_memory()
+    assert detect_limit(root) is None  # no limit known: never the machine's RAM
     write(leaf / "memory.max", f"{512 * MiB}\n")
     assert detect_limit(root) == 512 * MiB
 

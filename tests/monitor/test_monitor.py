@@ -305,7 +305,7 @@ def test_heroku_sample_lines_only_when_enabled(
     monitor.tick()
     lines = [r.getMessage() for r in caplog.records if "sample#" in r.getMessage()]
     assert len(lines) == 1
-    assert "sample#memguard.rss=431.7MB" in lines[0]
+    assert "sample#memguard.rss=431.70MB" in lines[0]
     assert lines[0].startswith(f"source={socket.gethostname()}.pid{os.getpid()} ")
     assert lines[0].endswith("sample#memguard.level=1")
 
@@ -316,8 +316,8 @@ def test_heroku_line_format(monkeypatch: pytest.MonkeyPatch) -> None:
                           limit=512 * MB, scope="process")
     assert heroku_line(sample, "warning") == (
         f"source=web.1.pid{os.getpid()} "
-        "sample#memguard.usage=432.0MB sample#memguard.rss=431.7MB "
-        "sample#memguard.swap=0.3MB sample#memguard.heap=10.0MB "
+        "sample#memguard.usage=432.01MB sample#memguard.rss=431.73MB "
+        "sample#memguard.swap=0.29MB sample#memguard.heap=10.00MB "
         "sample#memguard.utilization=0.844 sample#memguard.level=1"
     )
     values = [part.split("=", 1)[1] for part in heroku_line(sample, "critical").split()[1:]]

@@ -250,7 +250,8 @@ def test_missing_policy_file() -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "memguard: no-such-policy.toml: cannot read the policy: No such file or directory; "
-        "expected a readable TOML file")
+        "expected a TOML policy file or the name of a bundled policy: container, default, "
+        "small-dyno")
 
 
 def test_invalid_policy_file(tmp_path: Path) -> None:

@@ -128,8 +128,10 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
     ("500MB", "warn", 200, "emergency"),
     ("700MB", "fail", 503, "critical"),
 ])
-def test_health_status_follows_the_level(client: Client, probe: FakeProbe, usage: str,
-                                         status: str, code: int, level: str) -> None:
+def test_health_status_follows_the_level(client: Client, mgr: MemoryManager, probe: FakeProbe,
+                                         usage: str, status: str, code: int,
+                                         level: str) -> None:
+    mgr.start()  # /health warns while the monitor is not running
     probe.set(usage)
     for path in ("/health", "/health/ready"):
         response = client.get(path)
@@ -157,8 +159,8 @@ def _outputs(payload: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("path", ["/health", "/health/ready", "/health/live"])
-def test_health_follows_the_ietf_draft(client: Client, probe: FakeProbe, path: str,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_follows_the_ietf_draft(client: Client, mgr: MemoryManager, probe: FakeProbe,
+                                       path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``output`` is omitted on pass (the draft: raw error output for warn and fail only);
     ``version`` is memguard's; ``serviceId`` and ``pid`` name the process that answered."""
     import os
@@ -166,6 +168,7 @@ def test_health_follows_the_ietf_draft(client: Client, probe: FakeProbe, path: s
     import memguard
 
     monkeypatch.setenv("DYNO", "web.3")
+    mgr.start()  # /health warns while the monitor is not running
     body = client.get(path).json()
     assert body["status"] == "pass"
     assert _outputs(body) == []
