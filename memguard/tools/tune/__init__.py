@@ -1,7 +1,7 @@
 """`memguard tune`: replay a recorded trace against candidate policies, pick the best."""
 
 from memguard.tools.tune.replay import Bounds, Outcome, replay
-from memguard.tools.tune.report import table, to_toml
+from memguard.tools.tune.report import table, to_json, to_toml
 from memguard.tools.tune.search import (
     AGE_GRID,
     JOBS_GRID,
@@ -26,6 +26,7 @@ __all__ = [
     "read_trace",
     "replay",
     "table",
+    "to_json",
     "to_toml",
     "tune",
 ]

@@ -33,6 +33,7 @@ import attrs
 
 from memguard.eviction.plan import plan_for
 from memguard.policy.policy import Policy
+from memguard.tools.reference import ReferenceOutcome, clairvoyant, demands_from_trace
 from memguard.tools.tune.replay import Bounds, Outcome, _by_store, _peak, _replay_store, replay
 from memguard.tools.tune.trace import Trace
 
@@ -54,6 +55,8 @@ class Row:
     bounds: Mapping[str, Bounds]
     outcome: Outcome
     fits: bool
+    #: The clairvoyant reference at this candidate's modelled peak (its results' bytes).
+    reference: Optional[ReferenceOutcome] = None
 
 
 @attrs.frozen
@@ -65,6 +68,8 @@ class TuneResult:
     rows: tuple[Row, ...]
     best: Optional[Row]
     current: Optional[Row]
+    #: The clairvoyant reference at the whole budget (what any policy could do at best).
+    reference: Optional[ReferenceOutcome] = None
 
 
 def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] = None,
@@ -112,8 +117,19 @@ def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] =
         outcome = replay(trace, current)
         current_row = Row("current policy", current, outcome, outcome.peak < budget)
     rows.sort(key=_rank)
-    return TuneResult(budget=budget, base=trace.base, rows=tuple(rows),
-                      best=best if best is not None and best.fits else None, current=current_row)
+    demands = demands_from_trace(trace)
+
+    def referenced(row: Optional[Row]) -> Optional[Row]:
+        if row is None:
+            return None
+        at = clairvoyant(demands, max(0, row.outcome.peak - trace.base))
+        return attrs.evolve(row, reference=at)
+
+    return TuneResult(budget=budget, base=trace.base,
+                      rows=tuple(r for r in map(referenced, rows) if r is not None),
+                      best=referenced(best) if best is not None and best.fits else None,
+                      current=referenced(current_row),
+                      reference=clairvoyant(demands, max(0, budget - trace.base)))
 
 
 def _rank(row: Row) -> tuple[bool, float, int, int]:
