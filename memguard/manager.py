@@ -22,6 +22,7 @@ from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
+from memguard.monitor.levels import rank
 from memguard.monitor.readings import MemoryStats
 from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
@@ -232,16 +233,26 @@ class MemoryManager:
     # -- cleanups -------------------------------------------------------------------------------
 
     def run_cleanup(self) -> CleanupReport:
-        """One periodic pass over every store, synchronously."""
+        """One periodic pass over every store, synchronously. Soft bounds (`bounds = "soft"`)
+        are enforced by it only under memory pressure: the monitor's level at or above
+        `warning` (`under_pressure`)."""
         start = self.clock()
+        pressure = self.under_pressure()
         events: list[EvictionEvent] = []
         for store in self.handles():
-            events += _isolated(store, Pass(now=start, order=store.policy.order))
+            events += _isolated(store, Pass(now=start, order=store.policy.order,
+                                            pressure=pressure))
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
         if report.evicted:  # announced: the seed's runbook greps for these lines
             announce(logging.INFO, "Memory cleanup: %s", report.summary())
         return report
+
+    def under_pressure(self) -> bool:
+        """Whether the monitor's level is at or above `warning` (False without a monitor,
+        or before its first sample): when a pass enforces soft bounds."""
+        monitor = self.monitor
+        return monitor is not None and rank(monitor.level) >= rank("warning")
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
         """Run every store's pipeline with an emergency budget of `amount` bytes.

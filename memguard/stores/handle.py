@@ -22,7 +22,7 @@ from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Pipeline, Rule
-from memguard.eviction.runner import enforce_insert_bounds, run_pass
+from memguard.eviction.runner import enforce_insert_bounds, enforce_soft_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
     NOTHING,
@@ -140,6 +140,7 @@ class LocalHandle(StoreHandle):
         # The plan's insert bounds, copied for the write path (every write reads them).
         self._max_jobs: Optional[int] = None
         self._max_bytes: Optional[int] = None
+        self._soft = False
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
@@ -182,8 +183,10 @@ class LocalHandle(StoreHandle):
         """Enforce `plan` from now on (lock held)."""
         self.plan = plan
         self.index.track_deliveries(plan.tracks_deliveries)
-        self._max_jobs = plan.max_jobs
-        self._max_bytes = plan.max_bytes
+        # Soft bounds are never enforced on insert (plan.insert_rules is empty then).
+        self._soft = plan.soft and bool(plan.soft_rules)
+        self._max_jobs = None if plan.soft else plan.max_jobs
+        self._max_bytes = None if plan.soft else plan.max_bytes
 
     @property
     def pipeline(self) -> Pipeline:
@@ -267,6 +270,21 @@ class LocalHandle(StoreHandle):
         """One pass of the plan's pipeline (an emergency when `ctx` carries a budget)."""
         return run_pass(self.plan.pipeline, self, ctx)
 
+    def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]:
+        """The jobs of this store past a soft bound at `now` (`bounds = "soft"`), as
+        `(key, cause)`, oldest expiry first within each bound (`EvictionPlan.soft_expired`
+        says the order); nothing when the bounds are hard.
+
+        The source of the middle tier of the global emergency order (DESIGN section 10).
+        The caller holds `lock` for the whole iteration and evicts each key it is given
+        (`evict_locked(key, cause)`) before asking for the next, as with
+        `JobIndex.candidates`; stopping early is fine. Active jobs are never yielded.
+        """
+        if not self.plan.soft:
+            return iter(())
+        self.index.drain_reads()
+        return self.plan.soft_expired(self.index, now)
+
     def stats(self) -> StoreStats:
         """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
 
@@ -305,6 +323,8 @@ class LocalHandle(StoreHandle):
         now = self.manager.clock()
         index = self.index
         index.add(key, job, now)
+        if self._soft and self._pressed():
+            return self._soft_cut(key, now)
         if not (  # over a bound of the plan? (inline: every write asks)
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
@@ -315,6 +335,25 @@ class LocalHandle(StoreHandle):
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
             enforce_insert_bounds(self.plan, self, now, victims)
+        finally:
+            index.writing = NOTHING
+        return victims
+
+    def _pressed(self) -> bool:
+        """Whether the manager says memory is under pressure (level at or above warning)."""
+        under_pressure = getattr(self.manager, "under_pressure", None)
+        return bool(under_pressure is not None and under_pressure())
+
+    def _soft_cut(self, key: Key, now: float) -> list[_Victim]:
+        """A write under memory pressure into a soft-bounded store: evict what is past its
+        soft bounds now (the job written stays)."""
+        victims: list[_Victim] = []
+        index = self.index
+        if index.known_active:
+            index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        index.writing = key
+        try:
+            enforce_soft_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
         return victims
