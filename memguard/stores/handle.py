@@ -141,6 +141,7 @@ class LocalHandle(StoreHandle):
         self._max_jobs: Optional[int] = None
         self._max_bytes: Optional[int] = None
         self._soft = False
+        self._give_back = False  # a write-time soft cut evicted: reclaim after the insert
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
@@ -342,7 +343,7 @@ class LocalHandle(StoreHandle):
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
         under_pressure = getattr(self.manager, "under_pressure", None)
-        return bool(under_pressure is not None and under_pressure())
+        return bool(under_pressure is not None and under_pressure(fresh=True))
 
     def _soft_cut(self, key: Key, now: float) -> list[_Victim]:
         """A write under memory pressure into a soft-bounded store: evict what is past its
@@ -356,6 +357,8 @@ class LocalHandle(StoreHandle):
             enforce_soft_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
+        if victims:
+            self._give_back = True
         return victims
 
     def follow_locked(self, cls: type, key: Key, value: Any) -> list[_Victim]:
@@ -412,6 +415,18 @@ class LocalHandle(StoreHandle):
             for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
                 freed += victim.size or 0
             self.manager.count_freed(freed)
+        if self._give_back:
+            # A write under pressure cut a soft store back: hand the memory to the system
+            # now (the allocator keeps freed results otherwise until the monitor's next
+            # reclaim, and usage would sit above `warning` until then). Rare: one per cut.
+            self._give_back = False
+            reclaim = getattr(self.manager, "reclaim", None)
+            if reclaim is not None:
+                try:
+                    reclaim(full=False)
+                except Exception:  # giving back is best effort; the monitor's will follow
+                    logger.exception("memguard: reclaim after a soft cut of %s failed",
+                                     self.name)
 
     def _released(self, victims: list[_Victim]) -> list[_Victim]:
         """`victims`, each with the policy's release fields set to None."""
