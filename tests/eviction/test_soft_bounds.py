@@ -18,7 +18,7 @@ from memguard.eviction.rules import Budget, Pass
 from memguard.monitor.thread import Monitor
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
-from memguard.testing import FakeClock, FakeProbe, capture_evictions
+from memguard.testing import FakeClock, FakeProbe, FakeReclaim, capture_evictions
 
 MB = 1024 * 1024
 POLICY = """
@@ -42,7 +42,8 @@ def guarded(usage: str = "100MB", policy: str = POLICY) -> tuple[MemoryManager, 
                                                                  FakeProbe, Monitor]:
     """A manager on a fake clock whose monitor reads `probe` (driven by `tick`, no thread)."""
     clock, probe = FakeClock(1000.0), FakeProbe(usage, "512MB")
-    manager = MemoryManager(Policy.from_toml(policy), clock=clock, probe=probe)
+    manager = MemoryManager(Policy.from_toml(policy), clock=clock, probe=probe,
+                            reclaim=FakeReclaim())
     manager.monitor = monitor = Monitor(manager)
     monitor.tick()  # the first tick's pass: the periodic pass is then an hour away
     return manager, clock, probe, monitor
@@ -206,3 +207,30 @@ def test_a_soft_store_never_evicts_below_warning_unless_an_emergency_asks(
             for event in events[before:]:
                 assert event.cause in (Cause.AGE, Cause.IDLE, Cause.COUNT, Cause.BYTES,
                                        Cause.EMERGENCY)
+
+
+def test_the_write_that_crosses_warning_cuts_and_gives_back_at_once() -> None:
+    clock, probe = FakeClock(1000.0), FakeProbe("395MB", "512MB")  # within 3% of warning
+    reclaim = FakeReclaim(then=lambda: probe.set("380MB"))
+    manager = MemoryManager(Policy.from_toml(POLICY), clock=clock, probe=probe,
+                            reclaim=reclaim)
+    manager.monitor = monitor = Monitor(manager)
+    monitor.tick()
+    store = store_of(manager, max_jobs=2)
+    for key in "abc":
+        store[key] = done()
+    assert monitor.level == "ok" and sorted(store) == ["a", "b", "c"]
+    calls = reclaim.calls
+    probe.set("405MB")  # the monitor has not seen it yet; this write reads memory afresh
+    clock.advance(1)
+    store["d"] = done()
+    assert sorted(store) == ["c", "d"] and reclaim.calls == calls + 1
+    # far from warning at the last sample, a write trusts the monitor's level
+    probe.set("300MB")
+    clock.advance(1)
+    monitor.tick()
+    probe.set("405MB")
+    clock.advance(1)
+    for key in "ef":
+        store[key] = done()
+    assert sorted(store) == ["c", "d", "e", "f"]
