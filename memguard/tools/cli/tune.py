@@ -66,8 +66,14 @@ def _tune(args: argparse.Namespace) -> int:
         trace = tune.read_trace(args.trace)
     except TraceError as error:
         raise CheckFailed(one_line(str(error))) from None
+    thresholds = policy.memory.resolve(args.limit)
+    emergency = None
+    if thresholds.emergency is not None:
+        target = thresholds.emergency_target or int(thresholds.emergency * 0.8)
+        emergency = tune.EmergencyModel(thresholds.emergency, target,
+                                        policy.memory.emergency_order)
     result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
-                       jobs_grid=jobs, age_grid=ages)
+                       jobs_grid=jobs, age_grid=ages, emergency=emergency)
     out = sys.stderr if args.json == "-" else sys.stdout
     print(f"trace {args.trace}: {len(trace.records)} events, {len(trace.stores)} stores, "
           f"{trace.duration / 60:.0f} minutes", file=out)

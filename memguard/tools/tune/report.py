@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from memguard.policy.options import ActiveWhen
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_duration, format_size
 from memguard.tools.reference import METHOD, gap
-from memguard.tools.tune.search import Row, TuneResult
+from memguard.tools.tune.replay import CheckedOutcome
+from memguard.tools.tune.search import CHECK_TIMES, Row, TuneResult, emergency_ceiling
 
 
 def table(result: TuneResult, *, top: int = 15) -> str:
@@ -36,15 +37,44 @@ def table(result: TuneResult, *, top: int = 15) -> str:
                      f"{points:>6}  {'yes' if row.fits else 'NO'}")
     if len(result.rows) > top:
         lines.append(f"  ... {len(result.rows) - top} more (--top N shows more)")
+    for row, checked in result.rejected:
+        lines.append(f"rejected {row.name}: {_check_text(result, checked)}")
     if result.best is None:
-        lines.append("no candidate keeps the modelled peak under the budget: raise --limit, "
-                     "or add smaller values to the grid (--jobs, --ages)")
+        if result.rejected:
+            lines.append("no candidate passes the self-check (the emergency rule modelled, "
+                         f"{CHECK_TIMES}x as long): raise --limit, or add smaller values to "
+                         "the grid (--jobs, --ages)")
+        else:
+            lines.append("no candidate keeps the modelled peak under the budget: raise "
+                         "--limit, or add smaller values to the grid (--jobs, --ages)")
     else:
+        if result.check is not None:
+            lines.append(f"checked {result.best.name}: {_check_text(result, result.check)}")
         lines.append("recommended, per store (max_jobs/max_age, order " +
                      next(iter(result.best.bounds.values())).order + "):")
         for name, bounds in result.best.bounds.items():
             lines.append(f"  {name:<20} {bounds.text()}")
     return "\n".join(lines)
+
+
+def _check_text(result: TuneResult, checked: CheckedOutcome) -> str:
+    """``replayed 4x as long with the emergency rule modelled: peak 430MB (ceiling 475MB,
+    the hysteresis margin under emergency 500MB), 0 emergencies, 80 of 950 lost``."""
+    emergency = result.emergency
+    assert emergency is not None
+    o = checked.outcome
+    return (f"replayed {checked.times}x as long with the emergency rule modelled: peak "
+            f"{format_size(o.peak)} (ceiling {format_size(emergency_ceiling(emergency))}, the "
+            f"hysteresis margin under emergency {format_size(emergency.threshold)}), "
+            f"{checked.emergencies} emergencies, {o.lost} of {o.wanted} lost")
+
+
+def _check_json(checked: Optional[CheckedOutcome]) -> Optional[dict[str, Any]]:
+    if checked is None:
+        return None
+    o = checked.outcome
+    return {"times": checked.times, "emergencies": checked.emergencies, "peak": o.peak,
+            "wanted": o.wanted, "lost": o.lost, "evicted": o.evicted}
 
 
 def to_json(result: TuneResult) -> dict[str, Any]:
@@ -56,6 +86,15 @@ def to_json(result: TuneResult) -> dict[str, Any]:
         "reference": None if result.reference is None else result.reference.to_dict(),
         "current": None if result.current is None else _row_json(result.current),
         "recommended": None if result.best is None else _row_json(result.best),
+        "check": None if result.emergency is None else {
+            "emergency": result.emergency.threshold,
+            "emergency_target": result.emergency.target,
+            "emergency_order": result.emergency.order,
+            "ceiling": emergency_ceiling(result.emergency),
+            "recommended": _check_json(result.check),
+            "rejected": [dict(name=row.name, **(_check_json(checked) or {}))
+                         for row, checked in result.rejected],
+        },
         "candidates": [_row_json(row) for row in result.rows],
     }
 
