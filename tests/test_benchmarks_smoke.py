@@ -189,8 +189,12 @@ def test_results_case() -> None:
         "default, seed 1: results lost (memguard)",
         "default, seed 1: results lost (clairvoyant reference)",
         "soft, seed 1: results lost (memguard)",
-        "soft, seed 1: results lost (clairvoyant reference)"]
+        "soft, seed 1: results lost (clairvoyant reference)",
+        "seed 1: clairvoyant reference at 25 MiB of results",
+        "seed 1: clairvoyant reference at 50 MiB of results",
+        "seed 1: clairvoyant reference at 100 MiB of results"]
     assert "gap" in result["rows"][1]["note"]
+    assert "LP bound" in result["rows"][-1]["note"]
 
 
 def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -67,27 +67,35 @@ class ReferenceOutcome:
     held_peak: int
     evicted: int
     method: str = METHOD
+    #: At least this many results are lost by any policy at `budget`, the exact optimum
+    #: included (`lower_bound`, an LP relaxation); None when not computed.
+    lower_bound: Optional[int] = None
 
     @property
     def lost_share(self) -> float:
         return self.lost / self.wanted if self.wanted else 0.0
 
     def text(self) -> str:
-        """``3 of 236 (1%)``."""
-        return f"{self.lost} of {self.wanted} ({self.lost_share:.0%})"
+        """``3 of 236 (1%) lost``, and ``(the exact optimum: at least 2, LP bound)`` when
+        the bound was computed."""
+        bound = ("" if self.lower_bound is None
+                 else f" (the exact optimum: at least {self.lower_bound}, LP bound)")
+        return f"{self.lost} of {self.wanted} ({self.lost_share:.0%}) lost{bound}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict of the fields and the share."""
         return {"method": self.method, "budget": self.budget, "wanted": self.wanted,
                 "lost": self.lost, "lost_share": self.lost_share, "held_peak": self.held_peak,
-                "evicted": self.evicted}
+                "evicted": self.evicted, "lower_bound": self.lower_bound}
 
     @classmethod
     def from_dict(cls, data: Any) -> ReferenceOutcome:
         """Rebuild an outcome from `to_dict()` output."""
         return cls(budget=int(data["budget"]), wanted=int(data["wanted"]),
                    lost=int(data["lost"]), held_peak=int(data["held_peak"]),
-                   evicted=int(data["evicted"]), method=str(data.get("method", METHOD)))
+                   evicted=int(data["evicted"]), method=str(data.get("method", METHOD)),
+                   lower_bound=(None if data.get("lower_bound") is None
+                                else int(data["lower_bound"])))
 
 
 # Event kinds at one instant: removals first, then reads (freeing what they read last), then
@@ -95,10 +103,13 @@ class ReferenceOutcome:
 _END, _READ, _READY, _READ_OWN = 0, 1, 2, 3
 
 
-def clairvoyant(demands: Iterable[Demand], budget: int) -> ReferenceOutcome:
+def clairvoyant(demands: Iterable[Demand], budget: int, *,
+                bound: bool = False) -> ReferenceOutcome:
     """Replay `demands` holding at most `budget` bytes of results, evicting the held results
     whose next read is furthest away (largest first among equals) whenever a new one would
-    go over; see the module docstring for what is counted."""
+    go over; see the module docstring for what is counted. With `bound`, also the LP lower
+    bound on what the exact optimum loses (`lower_bound`; free when the budget holds every
+    result, a min-cost flow otherwise)."""
     if budget < 0:
         raise ValueError(f"expected a budget of 0 bytes or more; got {budget}")
     items = list(demands)
@@ -165,7 +176,8 @@ def clairvoyant(demands: Iterable[Demand], budget: int) -> ReferenceOutcome:
     wanted = sum(1 for n, demand in enumerate(items)
                  if n in lost or (demand.wanted and _has_reads(demand)))
     return ReferenceOutcome(budget=budget, wanted=wanted, lost=len(lost), held_peak=peak,
-                            evicted=evicted)
+                            evicted=evicted,
+                            lower_bound=lower_bound(items, budget) if bound else None)
 
 
 def _next_time(demand: Demand, k: int) -> float:
@@ -175,6 +187,133 @@ def _next_time(demand: Demand, k: int) -> float:
 def _has_reads(demand: Demand) -> bool:
     return any(when >= demand.ready and (demand.end is None or when <= demand.end)
                for when in demand.reads)
+
+
+def lower_bound(demands: Iterable[Demand], budget: int) -> int:
+    """A lower bound on the results the exact optimum loses at `budget` bytes: the LP
+    relaxation of "keep a set of results, each from when it is ready to its last read,
+    never more than `budget` bytes at once", solved exactly as a min-cost flow (the shape of
+    FOO, Berger, Beckmann and Harchol-Balter, SIGMETRICS 2018: time points in a line, the
+    spare budget flowing along it, each result a bypass arc of its size whose every byte
+    earns 1/size of a result kept).
+
+    A result is lost when any read finds it gone, so keeping it means keeping it over its
+    whole interval; a fraction kept counts as that fraction, which is why this is a bound
+    and the greedy's losses are at or above it. Costs are rounded up (each result is worth
+    a hair more), so the bound stays valid. When the results never need more than `budget`
+    at once it is 0 without solving anything.
+    """
+    intervals: list[tuple[float, float, int]] = []
+    for demand in demands:
+        reads = [when for when in demand.reads
+                 if when >= demand.ready and (demand.end is None or when <= demand.end)]
+        if not reads or demand.size <= 0 or reads[-1] <= demand.ready:
+            continue  # nothing to keep, or free to keep
+        intervals.append((demand.ready, reads[-1], demand.size))
+    if not intervals or _max_load(intervals) <= budget:
+        return 0
+    times = sorted({t for a, b, _ in intervals for t in (a, b)})
+    node = {t: i for i, t in enumerate(times)}
+    scale = float(1 << 40)
+    flow = _MinCostFlow(len(times))
+    for i in range(len(times) - 1):
+        flow.add(i, i + 1, budget, 0)  # the spare budget: never more than all of it
+    arcs = [flow.add(node[a], node[b], size, -math.ceil(scale / size))
+            for a, b, size in intervals]
+    flow.run(0, len(times) - 1, budget)
+    kept = sum(flow.used(arc) * math.ceil(scale / size) for arc, (_, _, size)
+               in zip(arcs, intervals)) / scale
+    return max(0, math.ceil(len(intervals) - kept - 1e-9))
+
+
+def _max_load(intervals: list[tuple[float, float, int]]) -> int:
+    """The most bytes the half-open intervals `[start, end)` hold at once."""
+    points = sorted([(a, 1, size) for a, _, size in intervals]
+                    + [(b, 0, -size) for _, b, size in intervals])  # ends first at a tie
+    load = most = 0
+    for _, _, change in points:
+        load += change
+        most = max(most, load)
+    return most
+
+
+class _MinCostFlow:
+    """Successive shortest paths with potentials, for a graph whose arcs all go forward in
+    node order (so the first potentials come from one pass in that order)."""
+
+    def __init__(self, nodes: int) -> None:
+        self.nodes = nodes
+        self.to: list[int] = []
+        self.cap: list[int] = []
+        self.cost: list[int] = []
+        self.out: list[list[int]] = [[] for _ in range(nodes)]
+        self.initial: list[int] = []
+
+    def add(self, a: int, b: int, cap: int, cost: int) -> int:
+        """An arc a -> b (a < b); returns its id (its reverse is id + 1)."""
+        arc = len(self.to)
+        for head, c, w in ((b, cap, cost), (a, 0, -cost)):
+            self.to.append(head)
+            self.cap.append(c)
+            self.cost.append(w)
+        self.out[a].append(arc)
+        self.out[b].append(arc + 1)
+        self.initial += [cap, 0]
+        return arc
+
+    def used(self, arc: int) -> int:
+        return self.initial[arc] - self.cap[arc]
+
+    def run(self, source: int, sink: int, amount: int) -> None:
+        """Send `amount` from `source` to `sink` at least cost (stopping early once the
+        cheapest path costs nothing: the rest goes along the zero-cost line)."""
+        inf = float("inf")
+        potential = [inf] * self.nodes
+        potential[source] = 0
+        for a in range(self.nodes):  # forward arcs only: one pass in node order
+            if potential[a] == inf:
+                continue
+            for arc in self.out[a]:
+                if arc % 2 == 0 and self.cap[arc] > 0:
+                    b = self.to[arc]
+                    potential[b] = min(potential[b], potential[a] + self.cost[arc])
+        left = amount
+        while left > 0:
+            dist = [inf] * self.nodes
+            via = [-1] * self.nodes
+            dist[source] = 0
+            heap = [(0.0, source)]
+            while heap:
+                d, a = heapq.heappop(heap)
+                if d > dist[a]:
+                    continue
+                for arc in self.out[a]:
+                    if self.cap[arc] <= 0:
+                        continue
+                    b = self.to[arc]
+                    nd = d + self.cost[arc] + potential[a] - potential[b]
+                    if nd < dist[b]:
+                        dist[b], via[b] = nd, arc
+                        heapq.heappush(heap, (nd, b))
+            if dist[sink] == inf:
+                return
+            for i in range(self.nodes):
+                if dist[i] < inf:
+                    potential[i] += dist[i]
+            if potential[sink] - potential[source] >= 0:
+                return  # the cheapest path costs nothing: no result gains from more flow
+            push, b = left, sink
+            while b != source:
+                arc = via[b]
+                push = min(push, self.cap[arc])
+                b = self.to[arc ^ 1]
+            b = sink
+            while b != source:
+                arc = via[b]
+                self.cap[arc] -= push
+                self.cap[arc ^ 1] += push
+                b = self.to[arc ^ 1]
+            left -= push
 
 
 def demands_from_trace(trace: Any, *, window: Optional[float] = None) -> list[Demand]:
@@ -246,9 +385,9 @@ def reference_line(share: Optional[float], reference: ReferenceOutcome) -> str:
     points = gap(share, reference)
     tail = "" if points is None else f", gap {points:g} points"
     return (f"clairvoyant reference ({reference.method}) at the same "
-            f"{format_size(reference.budget)} of results: {reference.text()} lost{tail}")
+            f"{format_size(reference.budget)} of results: {reference.text()}{tail}")
 
 
 __all__ = ["METHOD", "Demand", "ReferenceOutcome", "clairvoyant", "demands_from_trace", "gap",
-           "reference_line"]
+           "lower_bound", "reference_line"]
 

@@ -261,7 +261,7 @@ class _Run:
         reference = None
         if config.guard:  # a baseline evicts nothing: no floor to compare with
             horizon = config.minutes * 60.0
-            reference = clairvoyant(_demands(self.plans, horizon), self.held_peak)
+            reference = clairvoyant(_demands(self.plans, horizon), self.held_peak, bound=True)
         return StressResult(
             guard=config.guard,
             params={

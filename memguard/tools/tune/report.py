@@ -20,7 +20,7 @@ def table(result: TuneResult, *, top: int = 15) -> str:
     lines = [head]
     if result.reference is not None:
         lines.append(f"clairvoyant reference ({METHOD}) at the whole budget: "
-                     f"{result.reference.text()} lost")
+                     f"{result.reference.text()}")
     lines.append(f"  {'candidate':<28} {'peak':>9}  {'lost':>13}  {'reference':>13}  "
                  f"{'gap':>6}  fits")
     shown = list(result.rows[:top])

@@ -185,7 +185,7 @@ def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] =
                       rows=tuple(r for r in map(referenced, rows) if r is not None),
                       best=referenced(best) if best is not None and best.fits else None,
                       current=referenced(current_row),
-                      reference=clairvoyant(demands, max(0, budget - trace.base)),
+                      reference=clairvoyant(demands, max(0, budget - trace.base), bound=True),
                       emergency=emergency, check=check, rejected=tuple(rejected))
 
 
