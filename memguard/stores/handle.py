@@ -262,9 +262,12 @@ class LocalHandle(StoreHandle):
         return events[0] if events else None
 
     def cleanup(self, *, now: Optional[float] = None) -> CleanupReport:
-        """Run one periodic pass of this store's pipeline and report it."""
+        """Run one periodic pass of this store's pipeline and report it (soft bounds are
+        enforced when the manager says memory is at or above `warning`)."""
         start = self.manager.clock() if now is None else now
-        events = self.run_pass(Pass(now=start, order=self.plan.order))
+        under_pressure = getattr(self.manager, "under_pressure", None)
+        pressure = bool(under_pressure is not None and under_pressure())
+        events = self.run_pass(Pass(now=start, order=self.plan.order, pressure=pressure))
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:

@@ -234,3 +234,15 @@ def test_the_write_that_crosses_warning_cuts_and_gives_back_at_once() -> None:
     for key in "ef":
         store[key] = done()
     assert sorted(store) == ["c", "d", "e", "f"]
+
+
+def test_a_store_cleanup_enforces_soft_bounds_only_under_pressure() -> None:
+    manager, _, probe, monitor = guarded()
+    store = store_of(manager, max_jobs=1)
+    for key in "ab":
+        store[key] = done()
+    assert handle(store).cleanup().evicted == 0
+    probe.set("450MB")
+    monitor.tick()
+    assert handle(store).cleanup().by_cause == {"count": 1}
+    assert list(store) == ["b"]
