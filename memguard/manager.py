@@ -22,6 +22,7 @@ from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
+from memguard.monitor.levels import rank
 from memguard.monitor.readings import MemoryStats
 from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
@@ -56,6 +57,9 @@ class MemoryManager:
         self._plain: dict[int, LocalHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
+        # `under_pressure(fresh=True)`: when memory was last read for it, and what it said.
+        self._fresh_at: Optional[float] = None
+        self._fresh_pressed = False
         self.policy_error: Optional[PolicyError] = None
         self._started_in: Optional[int] = None  # the pid that announced its start
         #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
@@ -232,16 +236,47 @@ class MemoryManager:
     # -- cleanups -------------------------------------------------------------------------------
 
     def run_cleanup(self) -> CleanupReport:
-        """One periodic pass over every store, synchronously."""
+        """One periodic pass over every store, synchronously. Soft bounds (`bounds = "soft"`)
+        are enforced by it only under memory pressure: the monitor's level at or above
+        `warning` (`under_pressure`)."""
         start = self.clock()
+        pressure = self.under_pressure()
         events: list[EvictionEvent] = []
         for store in self.handles():
-            events += _isolated(store, Pass(now=start, order=store.policy.order))
+            events += _isolated(store, Pass(now=start, order=store.policy.order,
+                                            pressure=pressure))
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
         if report.evicted:  # announced: the seed's runbook greps for these lines
             announce(logging.INFO, "Memory cleanup: %s", report.summary())
         return report
+
+    def under_pressure(self, *, fresh: bool = False) -> bool:
+        """Whether memory is at or above `warning`: the monitor's level (False without a
+        monitor, or before its first sample); when a pass enforces soft bounds.
+
+        With `fresh` (a write into a soft-bounded store asks), a last sample within
+        `NEAR_WARNING` of `warning` is not trusted: memory is read again (at most every
+        `FRESH_EVERY` seconds of the clock), so the write that crosses `warning` cuts its
+        store back at once instead of at the monitor's next sample.
+        """
+        monitor = self.monitor
+        if monitor is None:
+            return False
+        if rank(monitor.level) >= rank("warning"):
+            return True
+        last = monitor.last_sample
+        if not fresh or last is None:
+            return False
+        warning = monitor.thresholds(last).warning
+        if warning is None or last.usage < warning * (1 - NEAR_WARNING):
+            return False
+        now = self.clock()
+        if self._fresh_at is not None and now - self._fresh_at < FRESH_EVERY:
+            return self._fresh_pressed
+        self._fresh_at = now
+        self._fresh_pressed = monitor.probe().usage >= warning
+        return self._fresh_pressed
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
         """Run every store's pipeline with an emergency budget of `amount` bytes.
@@ -396,6 +431,13 @@ class MemoryManager:
                     callback(event)
                 except Exception:
                     logger.exception("memguard: on_evict callback %r failed", callback)
+
+
+#: A write into a soft-bounded store reads memory afresh when the monitor's last sample is
+#: within this share of `warning` (`MemoryManager.under_pressure`).
+NEAR_WARNING = 0.03
+#: ... at most this often (seconds of the manager's clock).
+FRESH_EVERY = 0.05
 
 
 def all_managers() -> list[MemoryManager]:

@@ -180,6 +180,23 @@ def test_stress_case() -> None:
         "seed 1: guarded peak / limit", "seed 1: baseline peak / limit"]
 
 
+def test_results_case() -> None:
+    from benchmarks import bench_results
+
+    result = bench_results.run(True, minutes=10, seeds=(1,))
+    assert_well_formed(result, "results")
+    assert [line["name"] for line in result["rows"]] == [
+        "default, seed 1: results lost (memguard)",
+        "default, seed 1: results lost (clairvoyant reference)",
+        "soft, seed 1: results lost (memguard)",
+        "soft, seed 1: results lost (clairvoyant reference)",
+        "seed 1: clairvoyant reference at 25 MiB of results",
+        "seed 1: clairvoyant reference at 50 MiB of results",
+        "seed 1: clairvoyant reference at 100 MiB of results"]
+    assert "gap" in result["rows"][1]["note"]
+    assert "LP bound" in result["rows"][-1]["note"]
+
+
 def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     def fake_run(quick: bool) -> dict[str, Any]:

@@ -37,6 +37,8 @@ from memguard.policy.units import (
 DEFAULT_ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "processing", "in_progress"})
 #: Eviction orders a store (or the emergency rule) may use.
 ORDERS = ("lru", "oldest", "largest", "delivered")
+#: What a store's bounds are (`bounds = "soft"` turns them into priorities, DESIGN section 10).
+BOUNDS = ("hard", "soft")
 #: Rule names `[pipeline] rules` may list, in the order a pass runs them.
 RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")
 
@@ -129,6 +131,14 @@ def _choice(value: object, options: tuple[str, ...], what: str) -> str:
 def _order(value: object) -> str:
     """An eviction order."""
     return _choice(value, ORDERS, "an eviction order")
+
+
+def _bounds(value: object) -> str:
+    """What a store's max_age, max_idle, max_jobs and max_bytes are: "hard" deadlines (the
+    seed's behaviour) or "soft" priorities (a job past one is evicted first, under memory
+    pressure only)."""
+    return _choice(value, BOUNDS, 'a kind of bounds ("hard": deadlines; "soft": priorities, '
+                                  'enforced at or above warning or in an emergency)')
 
 
 def _scope(value: object) -> str:
@@ -318,6 +328,11 @@ class StorePolicy:
     release: tuple[str, ...] = option(_release, default=("result",))
     size: Optional[Callable[[Any], int]] = option(_size, default=None, optional=True)
     order: str = option(_order, default="lru")
+    #: "hard" (default): the bounds above are deadlines. "soft": they are priorities; a job
+    #: past one is evicted first, at a pass at or above `warning` or in an emergency.
+    bounds: str = option(_bounds, default="hard")
+    #: A deadline that stays one when `bounds = "soft"`: data that must not outlive it.
+    max_age_hard: Optional[float] = option(positive_duration, default=None, optional=True)
 
     def __attrs_post_init__(self) -> None:
         problem = _idle_problem(self.max_age, self.max_idle)

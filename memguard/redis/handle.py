@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import attrs
 
 from memguard._logging import logger
-from memguard.errors import RedisStoreError, StoreDefinitionError
+from memguard.errors import PolicyError, RedisStoreError, StoreDefinitionError
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
@@ -159,8 +159,20 @@ class RedisHandle(StoreHandle):
     # -- policy ----------------------------------------------------------------------------
 
     def effective_policy(self, policy: Policy) -> StorePolicy:
-        """What `policy` makes of this store, given its decorator arguments (may raise)."""
-        return policy.store_policy(self.name, self._declared)
+        """What `policy` makes of this store, given its decorator arguments (may raise).
+
+        `bounds = "soft"` is refused with a PolicyError for now: the Redis scripts enforce
+        bounds as deadlines, and soft bounds need the monitor's pressure level inside them
+        (docs/redis.md)."""
+        effective = policy.store_policy(self.name, self._declared)
+        if effective.bounds == "soft":
+            origin = policy.explain(self.name, self._declared)["bounds"][1]
+            raise PolicyError(
+                'bounds = "soft" is not supported on Redis stores yet (set by '
+                f'{origin}); expected bounds = "hard" for Redis store {self.name!r}, or '
+                "keep soft bounds for in-process stores only ([stores.NAME] sections)",
+                source=policy.source, key=f"stores.{self.name}.bounds")
+        return effective
 
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once: its plan gives the parameters of every script from

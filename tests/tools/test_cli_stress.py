@@ -251,7 +251,7 @@ def test_missing_policy_file() -> None:
     assert result.stderr.strip() == (
         "memguard: no-such-policy.toml: cannot read the policy: No such file or directory; "
         "expected a TOML policy file or the name of a bundled policy: container, default, "
-        "small-dyno")
+        "small-dyno, soft")
 
 
 def test_invalid_policy_file(tmp_path: Path) -> None:
