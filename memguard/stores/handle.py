@@ -265,8 +265,7 @@ class LocalHandle(StoreHandle):
         """Run one periodic pass of this store's pipeline and report it (soft bounds are
         enforced when the manager says memory is at or above `warning`)."""
         start = self.manager.clock() if now is None else now
-        under_pressure = getattr(self.manager, "under_pressure", None)
-        pressure = bool(under_pressure is not None and under_pressure())
+        pressure = self.manager.under_pressure()
         events = self.run_pass(Pass(now=start, order=self.plan.order, pressure=pressure))
         return CleanupReport.from_events("periodic", events, started_at=start)
 
@@ -345,8 +344,7 @@ class LocalHandle(StoreHandle):
 
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
-        under_pressure = getattr(self.manager, "under_pressure", None)
-        return bool(under_pressure is not None and under_pressure(fresh=True))
+        return self.manager.under_pressure(fresh=True)
 
     def _soft_cut(self, key: Key, now: float) -> list[_Victim]:
         """A write under memory pressure into a soft-bounded store: evict what is past its
