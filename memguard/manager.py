@@ -304,9 +304,14 @@ class MemoryManager:
                 self.monitor = Monitor(self)
             return self.monitor
 
-    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Monitor:
+    def setup_memory_monitoring(self, interval: Union[float, str, None] = None, *,
+                                announce: bool = True) -> Monitor:
         """Start the background monitor: it samples every `sample_interval` and runs the
         periodic pass every `interval` (default the policy's check_interval).
+
+        `announce=False` leaves the start-up line to a later `announce_start()`: a server
+        hook that starts monitoring before the app (and its stores) is loaded uses it, so the
+        line can name the stores.
 
         Raises the environment's `PolicyError` if the default policy could not be loaded.
         """
@@ -317,15 +322,24 @@ class MemoryManager:
             monitor.set_interval(interval)
         monitor.start()
         self._update_companions()
-        if self._started_in != os.getpid():  # once per process (a forked worker says it too)
-            self._started_in = os.getpid()
-            self._announce_start(monitor)
+        if announce:
+            self.announce_start()
         return monitor
+
+    def announce_start(self) -> None:
+        """Log the start-up line (policy, limit, scope, thresholds, stores) once per process
+        (a forked worker says it too), when monitoring is on; later calls do nothing."""
+        monitor = self.monitor
+        if monitor is None or self._started_in == os.getpid():
+            return
+        self._started_in = os.getpid()
+        self._announce_start(monitor)
 
     def _announce_start(self, monitor: Monitor) -> None:
         """One line when monitoring starts: the policy, the limit and where it comes from (or
-        how to give one when none is known), the scope and the thresholds in bytes. Reads
-        no sample (a probe may be slow): the limit is the policy's or the container's."""
+        how to give one when none is known), the scope, the thresholds in bytes and the
+        stores registered so far. Reads no sample (a probe may be slow): the limit is the
+        policy's or the container's."""
         memory = self._policy.memory
         scope = memory.scope
         if isinstance(memory.limit, int):
@@ -345,8 +359,12 @@ class MemoryManager:
         levels = ", ".join(f"{name} {format_size(value)}" for name in
                            ("warning", "emergency", "critical")
                            if (value := getattr(thresholds, name)) is not None)
-        announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s",
-                 os.getpid(), self._policy.source, said, scope, levels or "no thresholds")
+        with self._lock:
+            names = sorted(self._handles)
+        stores = f"stores {', '.join(names)}" if names else "no store registered yet"
+        announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s; %s",
+                 os.getpid(), self._policy.source, said, scope, levels or "no thresholds",
+                 stores)
 
     def _update_companions(self) -> None:
         """Start or stop, as the policy says, the threads that run beside a started monitor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable, Mapping
 from typing import Final, Optional, Protocol
@@ -179,7 +178,8 @@ def heroku_line(sample: MemorySample, level: str) -> str:
     ``source=web.1.pid1234 sample#memguard.rss=431.70MB sample#memguard.utilization=0.84
     sample#memguard.level=0`` (the level as its rank: ok 0, warning 1, emergency 2,
     critical 3). The source is the dyno (``DYNO``) or the host name, plus the pid."""
-    origin = os.environ.get("DYNO") or socket.gethostname() or "memguard"
+    # os.uname().nodename is socket.gethostname() on POSIX, without importing socket
+    origin = os.environ.get("DYNO") or os.uname().nodename or "memguard"
     parts = [f"source={origin}.pid{os.getpid()}",
              f"sample#memguard.usage={_mb(sample.usage)}",
              f"sample#memguard.rss={_mb(sample.rss)}"]

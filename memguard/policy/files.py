@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -136,6 +135,8 @@ def _bundled_hint(path: str) -> str:
     if not names:
         return "the name of a bundled policy (none found)"
     stem = Path(path).stem
+    import difflib  # error paths only: not loaded by `import memguard`
+
     close = stem if stem in names else next(iter(difflib.get_close_matches(stem, names, 1)), "")
     return (f"the name of a bundled policy: {', '.join(names)}"
             + (f' (did you mean "{close}"?)' if close else ""))

@@ -10,7 +10,6 @@ the names these options take: orders, rule names, active statuses, environment k
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -80,6 +79,8 @@ SCOPES: Final = ("process", "cgroup", "auto")
 
 def _suggest(word: str, options: Iterable[str]) -> str:
     """`' did you mean "x"?'` when `word` is close to one of `options`, else `''`."""
+    import difflib  # error paths only: not loaded by `import memguard`
+
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f' did you mean "{close[0]}"?' if close else ""
 

@@ -35,6 +35,7 @@ from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
+from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
@@ -178,6 +179,7 @@ class RedisHandle(StoreHandle):
         """Switch to `policy` at once: its plan gives the parameters of every script from
         the next call on (the insert bounds included, in every process that applied it)."""
         store_policy = effective or self.effective_policy(policy)
+        say_overrides(self.name, policy, self._declared)
         plan = plan_for(store_policy, policy.rules,
                         emergency_order=policy.memory.emergency_order)
         with self.lock:

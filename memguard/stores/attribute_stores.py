@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import operator
 import types
 from collections.abc import Mapping
@@ -141,6 +140,8 @@ def _mapping_attributes(owner: Any, attribute: str) -> str:
     if not names:
         return ("the instance has no attribute holding a mapping; mapping= names the dict "
                 "attribute __init__ assigns (self.jobs = {} for mapping='jobs')")
+    import difflib  # error paths only: not loaded by `import memguard`
+
     close = difflib.get_close_matches(attribute, names, n=1, cutoff=0.5)
     hint = f" (did you mean mapping={close[0]!r}?)" if close else ""
     return ("the attributes holding a mapping are: "

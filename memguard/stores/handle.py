@@ -34,6 +34,7 @@ from memguard.index.job_index import (
 )
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
+from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class LocalHandle(StoreHandle):
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once; the next write and the next pass use it."""
         store_policy = effective or self.effective_policy(policy)
+        say_overrides(self.name, policy, self._declared)
         with self.lock:  # extra_rules is read here, under the lock add_rule takes too
             plan = plan_for(store_policy, policy.rules,
                             emergency_order=policy.memory.emergency_order,

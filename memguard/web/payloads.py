@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 import attrs
 
 from memguard.monitor.levels import LEVEL_STATUS, LEVELS
+from memguard.policy.units import format_size
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
@@ -109,8 +110,9 @@ def _check(status: str, output: Optional[str] = None, **fields: Any) -> dict[str
     return check
 
 
-def _fmt_mib(size: Optional[int]) -> str:
-    return "unknown" if size is None else f"{size / 2**20:.1f}MB"
+def _fmt_size(size: Optional[int]) -> str:
+    """Sizes as every other surface writes them (`format_size`: 512.0MB, 4.0GB)."""
+    return "unknown" if size is None else format_size(size)
 
 
 def live_payload(manager: Optional[MemoryManager] = None, *,
@@ -157,8 +159,8 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
 
     status = LEVEL_STATUS.get(level, "warn")
     utilization = sample.utilization
-    summary = (f"level {level}: usage {_fmt_mib(sample.usage)} of limit "
-               f"{_fmt_mib(sample.limit)} ({sample.scope})")
+    summary = (f"level {level}: usage {_fmt_size(sample.usage)} of limit "
+               f"{_fmt_size(sample.limit)}, scope {sample.scope}")
     limit_note = _limit_note(sample.limit, thresholds.get("limit"))
     monitor_note = monitor_problem(manager)
     unreachable = _store_reachability(manager)
@@ -172,7 +174,8 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
             observedValue=None if utilization is None else round(utilization * 100, 2),
             observedUnit="percent", time=now, level=level)],
         "memory:usage": [_check(status, componentType="system", observedValue=sample.usage,
-                                observedUnit="bytes", time=now, thresholds=thresholds)],
+                                observedUnit="bytes", time=now, thresholds=thresholds,
+                                scope=sample.scope)],
         "memguard:monitor": [_check(
             "warn" if monitor_note else "pass", monitor_note, componentType="component",
             observedValue=monitor_note is None, time=now)],
@@ -477,4 +480,5 @@ class _StatsCollector:
         freed = totals.get("freed_estimate_bytes")
         if isinstance(freed, (int, float)):
             yield counter("memguard_freed_estimate_bytes",
-                          "Estimated bytes of the jobs cleanups evicted.", value=float(freed))
+                          "Estimated bytes of the jobs evicted from this process's stores, "
+                          "by any bound, pass or emergency.", value=float(freed))

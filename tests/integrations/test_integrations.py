@@ -293,7 +293,7 @@ def test_gunicorn_module_hooks_use_the_default_manager(monkeypatch: pytest.Monke
 
     started: list[str] = []
     monkeypatch.setattr(memguard.manager, "setup_memory_monitoring",
-                        lambda interval=None: started.append("start"))
+                        lambda interval=None, announce=True: started.append("start"))
     monkeypatch.setattr(memguard.manager, "stop", lambda: started.append("stop"))
     gunicorn.post_fork(None, SimpleNamespace(alive=True))
     gunicorn.worker_exit(None, SimpleNamespace(alive=True))

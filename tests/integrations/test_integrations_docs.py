@@ -82,14 +82,16 @@ def test_python_blocks_run(doc: str, index: int, code: str,
 
         assert namespace["post_fork"] is gunicorn.post_fork
         assert namespace["worker_exit"] is gunicorn.worker_exit
+        assert namespace["post_worker_init"] is gunicorn.post_worker_init
         assert namespace["workers"] >= 2
 
 
 def test_the_pages_have_the_snippets_the_issue_asks_for() -> None:
     text = INTEGRATIONS.read_text()
     assert len(blocks(INTEGRATIONS, "python")) >= 5
-    for needle in ("init_app(app", "include_router(router()", "post_fork, worker_exit",
-                   "MALLOC_ARENA_MAX=2", "log-runtime-metrics", "web: gunicorn"):
+    for needle in ("init_app(app", "include_router(router()",
+                   "post_fork, post_worker_init, worker_exit", "MALLOC_ARENA_MAX=2",
+                   "log-runtime-metrics", "web: gunicorn"):
         assert needle in text, needle
     policy = re.search(r"MEMGUARD_POLICY=(\S+)", text)
     assert policy is not None and policy.group(1) in bundled_policy_names()

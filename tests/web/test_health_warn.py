@@ -180,7 +180,7 @@ def test_limit_auto_without_a_container_limit_knows_no_limit(tmp_path: Path) -> 
                   if "Memory guard started" in line]  # one start-up line, saying what to set
     assert "policy <built-in>, no memory limit known" in started
     assert "set [memory] limit or MEMGUARD_MEMORY_LIMIT" in started
-    assert started.endswith("scope process; no thresholds")
+    assert started.endswith("scope process; no thresholds; no store registered yet")
 
 
 @pytest.mark.usefixtures("no_container_limit")

@@ -342,14 +342,18 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
     usage = usage_check.get("observedValue")
     if usage is None:
         raise ValueError("no usage")
+    notes = [str(note) for note in data.get("notes") or ()]
     return Reading(
-        target=_answered_by(endpoint, data), scope="remote", usage=int(usage),
-        limit=_int_or_none(thresholds.get("limit")), level=level,
+        # the scope the app measured (an app that predates the field: "remote")
+        target=_answered_by(endpoint, data), scope=str(usage_check.get("scope") or "remote"),
+        usage=int(usage), limit=_int_or_none(thresholds.get("limit")), level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        status=status, note=str(data.get("output") or " ".join(data.get("notes") or ())),
+        # the notes are the level's line, which the summary already says in this format, and
+        # the warnings, printed one a line; an output without notes is a failure's own text
+        status=status, note="" if notes else str(data.get("output") or ""),
         # notes: the level's line, then each reason the status is not pass besides the level
-        warnings=tuple(str(note) for note in (data.get("notes") or ())[1:]),
+        warnings=tuple(notes[1:]),
     )
 
 

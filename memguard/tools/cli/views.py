@@ -1,10 +1,10 @@
 """What the `memguard` command shows: readings, the live monitor view, stress tables, plots.
 
 Kept apart from `memguard.tools.cli` so that ``memguard --help`` imports none of it. Everything here
-works without rich (plain text, aligned columns) and uses rich when it is installed: rich,
-matplotlib and httpx belong to the optional ``cli`` extra, and the demo must run on a fresh
-virtualenv that may lack them. rich and matplotlib are imported inside the functions that
-draw with them.
+works without rich (plain text, aligned columns) and uses rich when it is installed: rich
+belongs to the optional ``cli`` extra and matplotlib to the ``plot`` extra, and the demo must
+run on a fresh virtualenv that may lack them. rich and matplotlib are imported inside the
+functions that draw with them.
 """
 
 from __future__ import annotations
