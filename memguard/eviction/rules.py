@@ -27,11 +27,17 @@ class Budget:
 
 @attrs.define
 class Pass:
-    """What one run of the pipeline knows: the time, the store's order, an emergency budget."""
+    """What one run of the pipeline knows: the time, the store's order, an emergency budget.
+
+    `store_emergency` False: the store's own `Emergency` rule stands aside, because the
+    manager spends the budget across all stores in the global order (`memguard.eviction.
+    tiers`); the rest of the pass (bounds, and the re-check of every active job that an
+    emergency makes) still runs."""
 
     now: float
     order: str = "lru"
     budget: Optional[Budget] = None
+    store_emergency: bool = True
 
 
 Eviction = tuple[Key, Cause]
@@ -124,7 +130,7 @@ class Emergency(_Composable):
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         budget = ctx.budget
-        if budget is None or budget.remaining <= 0:
+        if budget is None or budget.remaining <= 0 or not ctx.store_emergency:
             return
         for key in index.candidates(self.order or ctx.order):
             yield key, Cause.EMERGENCY

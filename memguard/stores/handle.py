@@ -29,6 +29,7 @@ from memguard.index.job_index import (
     RECHECK_MOST_PER_INSERT,
     RECHECK_PER_INSERT,
     RECHECK_PER_PASS,
+    RECHECK_PER_SAMPLE,
     JobIndex,
     Key,
 )
@@ -407,6 +408,17 @@ class LocalHandle(StoreHandle):
             self.reconcile()
         emergency = ctx is not None and ctx.budget is not None
         self.index.recheck(None if emergency else RECHECK_PER_PASS)
+
+    def notice_finished(self) -> None:
+        """Look again at a batch of the jobs seen active (`RECHECK_PER_SAMPLE` still
+        running at most, any number found finished), so the index learns soon that a job
+        stored running was completed in place: its finish is dated then, and a read after
+        it counts as its delivery. The monitor calls this at each sample; without known
+        active jobs it costs a truth test."""
+        index = self.index
+        if index.activity.rotation:
+            with self.lock:
+                index.recheck(RECHECK_PER_SAMPLE)
 
     def reconcile(self) -> None:
         """Make the index match the store's keys after writes it could not see: plain dicts,
