@@ -413,11 +413,13 @@ class LocalHandle(StoreHandle):
         """Look again at a batch of the jobs seen active (`RECHECK_PER_SAMPLE` still
         running at most, any number found finished), so the index learns soon that a job
         stored running was completed in place: its finish is dated then, and a read after
-        it counts as its delivery. The monitor calls this at each sample; without known
-        active jobs it costs a truth test."""
+        it counts as its delivery. The reads since the last drain are drained first (a
+        delivery is dated at its drain: this bounds how late). The monitor calls this at
+        each sample; without reads or known active jobs it costs two truth tests."""
         index = self.index
-        if index.activity.rotation:
+        if index.activity.rotation or index.reads:
             with self.lock:
+                index.drain_reads()  # deliveries dated within a sample of the read
                 index.recheck(RECHECK_PER_SAMPLE)
 
     def reconcile(self) -> None:
