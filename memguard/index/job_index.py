@@ -224,7 +224,7 @@ class JobIndex:
         if key in self.orders.parked:
             self._returning(key)
             self.orders.unpark(key)
-        self.orders.undeliver(key)  # another job under the key: not delivered yet
+        self.orders.unfinish(key)  # another job under the key: finished and read anew
         self.total_bytes += self.sizes.forget(key)
         self._weigh_or_defer(key, job)
 
@@ -597,10 +597,9 @@ class JobIndex:
                 self.known_active.pop(key, None)
             self.total_bytes += self.sizes.store(key, job)
             if orders.tracks_delivered:  # `Orders.finish`, inlined: every insert's path
-                finished = orders.finished
-                if finished and finished.pop(key, _ABSENT) is not _ABSENT:
-                    orders.finished_churn += 1
-                finished[key] = _stamp()
+                # (a key stored before was taken out by `rewritten` or `reweigh` first,
+                # so this lands at the recent end)
+                orders.finished[key] = _stamp()
 
 
 # -- fork safety ----------------------------------------------------------------------------

@@ -171,7 +171,7 @@ class Orders:
             self.lru_churn += 1
             if self.lru_churn > self.bound:
                 self.churned()
-        self.undeliver(key)
+        self.unfinish(key)  # the write that follows says whether it is finished
 
     def finish(self, key: Key) -> None:
         """`key` was seen finished now (written finished, or found finished in place): it
