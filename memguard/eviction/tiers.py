@@ -6,10 +6,12 @@ results of a large store before results nobody had read for minutes in a smaller
 takes its victims from all of them, tier by tier, in `TIERS` order:
 
 1. `delivered`: results read after they finished, oldest delivery first;
-2. `expired`: jobs past a soft bound (`bounds = "soft"`, DESIGN section 10), the most
-   overdue first. No store marks jobs expired yet, so this tier is empty today: it is the
-   place the soft bounds fill (an index method `tier("expired", ...)` returning stamped
-   candidates is all it takes; `EXPIRED_TIER_READY` then turns it on);
+2. `expired`: jobs past a soft bound (`bounds = "soft"`, DESIGN section 10). No store
+   marks jobs expired yet, so this tier is empty today: it is the place the soft bounds
+   fill. A tier is read from the index's `Orders` table of the same name (a dict of key ->
+   stamp in stamp order); `Orders` has no `expired` table yet, so `JobIndex.tier` finds it
+   empty. Adding that table (fed where a soft bound is found passed, emptied like
+   `finished`) is all the tier needs;
 3. `finished`: results not delivered yet, oldest finished first.
 
 Active jobs are in no tier: never evicted. Within a tier, each store's candidates come in
@@ -31,8 +33,6 @@ from memguard.eviction.runner import EvictionTarget
 
 #: The tiers of the global order, first evicted first.
 TIERS: tuple[str, ...] = ("delivered", "expired", "finished")
-#: Whether the `expired` tier has candidates to give (the soft bounds set it when they land).
-EXPIRED_TIER_READY = False
 #: Candidates taken from a store at a time.
 BATCH = 32
 
@@ -47,8 +47,6 @@ def evict_in_global_order(targets: Sequence[EvictionTarget], budget: Budget, *,
     for tier in TIERS:
         if budget.remaining <= 0:
             break
-        if tier == "expired" and not EXPIRED_TIER_READY:
-            continue
         _evict_tier(tier, targets, budget, victims, batch)
     return victims
 

@@ -310,8 +310,9 @@ class JobIndex:
     def in_tier(self, name: str, key: Key, stamp: int) -> bool:
         """Whether `key` is still in tier `name` with `stamp` (not read, written, evicted
         or seen running since `tier` named it) and evictable (lock held)."""
-        table: dict[Key, int] = getattr(self.orders, name)
-        return table.get(key) == stamp and self._look(key, False) is EVICTABLE
+        table: Optional[dict[Key, int]] = getattr(self.orders, name, None)
+        return (table is not None and table.get(key) == stamp
+                and self._look(key, False) is EVICTABLE)
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass; see

@@ -394,7 +394,8 @@ class Orders:
         first, with their stamps, without evicting them: `delivered` (oldest delivery
         first) or `finished` (undelivered, oldest finished first).
 
-        A job found active again leaves the tier (its next result is neither delivered nor
+        A tier with no table of its name here is empty: `expired` (jobs past a soft bound)
+        until the soft bounds give it one. A job found active again leaves the tier (its next result is neither delivered nor
         finished yet); pinned jobs and the job being written stay in place and are stepped
         over. The walk reads the tier in chunks and looks it up by name at each chunk: a
         look may forget a job gone behind the index's back, which compacts nothing but
@@ -404,7 +405,9 @@ class Orders:
         kept = 0
         size = min(max(limit, 8), _CHUNK)
         while len(found) < limit:
-            table: dict[Key, int] = getattr(self, name)
+            table: Optional[dict[Key, int]] = getattr(self, name, None)
+            if table is None:  # a tier without a table here (`expired`, for now): empty
+                break
             chunk = list(islice(table.items(), kept, kept + size))
             size = min(size * 4, _CHUNK)
             if not chunk:
