@@ -397,9 +397,9 @@ class Orders:
         A tier with no table of its name here is empty: `expired` (jobs past a soft bound)
         until the soft bounds give it one. A job found active again leaves the tier (its
         next result is neither delivered nor finished yet); pinned jobs and the job being
-        written stay in place and are stepped over. The walk reads the tier in chunks and looks it up by name at each chunk: a
-        look may forget a job gone behind the index's back, which compacts nothing but
-        changes the dict.
+        written stay in place and are stepped over. The walk reads the tier in chunks and
+        looks it up by name at each chunk: a look may forget a job gone behind the index's
+        back, and a removal may compact the table into a new dict.
         """
         found: list[tuple[int, Key]] = []
         kept = 0
