@@ -8,6 +8,8 @@ the re-check that finds it so, and delivered by a read after that.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -218,3 +220,63 @@ def test_deliveries_are_dated_when_their_store_drains_its_reads(
     b["y"]
     b["z"] = done()  # a write to "b" drains its reads: "y" is delivered now, "x" later
     assert evicted(manager, 100) == ["y"]
+
+
+def test_emergencies_in_the_global_order_race_writers_and_readers_safely() -> None:
+    """Real threads: writers store running jobs and complete them in place, readers poll,
+    another thread re-checks and runs emergencies in the global order. No running job is
+    ever evicted, nothing raises, and each index ends with exactly its store's keys in
+    disjoint tiers."""
+    manager = MemoryManager(Policy(), probe=FakeProbe("100MB", "512MB"))
+    stores = [sized(manager, "t1"), sized(manager, "t2"), mapped(manager, "t3").jobs]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    evicted_running: list[str] = []
+
+    def guard(work: Any) -> Any:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:
+                errors.append(error)
+        return run
+
+    def writer(at: int) -> None:
+        store, n = stores[at], 0
+        while not stop.is_set():
+            key = f"w{at}-{n}"
+            job = running(50)
+            store[key] = job
+            time.sleep(0.0005)  # the "work": emergencies run meanwhile
+            if key not in store:  # only emergencies remove jobs here
+                evicted_running.append(key)
+            job["status"] = "done"  # in place
+            n += 1
+
+    def reader() -> None:
+        while not stop.is_set():
+            for store in stores:
+                for key in list(store)[-5:]:
+                    store.get(key)
+
+    def emergencies() -> None:
+        while not stop.is_set():
+            manager.notice_finished()
+            manager.evict_bytes(2_000)
+
+    threads = [threading.Thread(target=guard(lambda at=at: writer(at))) for at in range(3)]
+    threads += [threading.Thread(target=guard(reader)), threading.Thread(target=guard(emergencies))]
+    for thread in threads:
+        thread.start()
+    stop.wait(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert not errors, errors
+    assert not evicted_running
+    for store in stores:
+        index = handle(store).index
+        with index.lock:
+            assert set(index.created) == set(store)
+            assert not set(index.orders.delivered) & set(index.orders.finished)
+            assert set(index.orders.delivered) | set(index.orders.finished) <= set(store)
