@@ -204,13 +204,18 @@ class Orders:
             self.aged.pop(key, None)
             self.lru_churn += 1
             self.aged_churn += 1
-        if self.finished and self.finished.pop(key, _ABSENT) is not _ABSENT:
+        # A job is in at most one tier; most removals find it in `finished` (evictions of
+        # unread results, deletes) or in neither (the tables are empty when not tracked).
+        finished = self.finished
+        if finished and finished.pop(key, _ABSENT) is not _ABSENT:
             self.finished_churn += 1
-        elif self.delivered and self.delivered.pop(key, _ABSENT) is not _ABSENT:
-            self.delivered_churn += 1
+        else:
+            delivered = self.delivered
+            if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
+                self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if (self.lru_churn > bound or self.aged_churn > bound or self.delivered_churn > bound
-                or self.finished_churn > bound):
+        if (self.lru_churn > bound or self.aged_churn > bound or self.finished_churn > bound
+                or self.delivered_churn > bound):
             self.churned()
         return size
 
