@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from memguard._logging import announce, logger
 from memguard.errors import PolicyError
 from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
+from memguard.eviction.tiers import evict_in_global_order
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.levels import rank
@@ -279,18 +281,46 @@ class MemoryManager:
         return self._fresh_pressed
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
-        """Run every store's pipeline with an emergency budget of `amount` bytes.
+        """Free about `amount` bytes (by estimate) from the stores: an emergency budget.
 
-        Stores are visited largest first (by weighed bytes), so the budget is spent where
-        the memory is; within a store the emergency order applies.
+        With `[memory] emergency_order = "delivered"` (the default) the victims come from all
+        stores in one order (`memguard.eviction.tiers`): each store's own bounds first (what
+        its next pass would evict anyway), then delivered results, oldest delivery first,
+        then jobs past a soft bound, then undelivered results, oldest finished first; active
+        jobs never. With `lru`, `oldest` or `largest`, stores are visited largest first (by
+        weighed bytes), each evicting in that order until the budget is spent. Redis stores
+        run their own emergency, on Redis' memory, either way.
         """
         budget = Budget(amount)
         now = self.clock()
         events: list[EvictionEvent] = []
         stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
+        if self.policy.memory.emergency_order == "delivered":
+            local = [h for h in stores if isinstance(h, LocalHandle)
+                     and h.plan.emergency and h.plan.emergency_order == "delivered"]
+            for one in local:  # bounds first, and every active job looked at again
+                events += _isolated(one, Pass(now=now, order=one.policy.order,
+                                              budget=budget, store_emergency=False))
+            if budget.remaining > 0 and local:
+                events += _global_order(local, budget, now)
+            # Then each store's own emergency rule: Redis stores' (on Redis' memory), and
+            # in-process ones only if budget is left (what no tier holds: none, as a rule).
+            stores = [h for h in stores
+                      if budget.remaining > 0 or not isinstance(h, LocalHandle)]
         for store in stores:
             events += _isolated(store, Pass(now=now, order=store.policy.order, budget=budget))
         return events
+
+    def notice_finished(self) -> None:
+        """Let every in-process store look again at a batch of its running jobs (the
+        monitor does this at each sample: `LocalHandle.notice_finished`)."""
+        for store in self.handles():
+            if isinstance(store, LocalHandle):
+                try:
+                    store.notice_finished()
+                except Exception:
+                    logger.exception("memguard: re-checking the running jobs of store %s "
+                                     "failed", store.name)
 
     def emergency_cleanup(self) -> CleanupReport:
         """Evict until usage is down to the emergency target, then reclaim and re-sample."""
@@ -470,6 +500,21 @@ def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
     except Exception:
         logger.exception("memguard: the pass over store %s failed", store.name)
         return []
+
+
+def _global_order(stores: list[LocalHandle], budget: Budget, now: float) -> list[EvictionEvent]:
+    """Spend `budget` across `stores` in the global order; a failure is logged (the stores'
+    own emergency rules then take over)."""
+    try:
+        victims = evict_in_global_order(stores, budget, now=now)
+    except Exception:
+        logger.exception("memguard: the emergency in the global order failed")
+        return []
+    events: list[EvictionEvent] = []
+    for at, run in itertools.groupby(victims, key=lambda pair: pair[0]):
+        # each run of one store's victims at once: listeners hear them in eviction order
+        events += stores[at].finish_evictions([victim for _, victim in run])
+    return events
 
 
 def _setup_error(error: Exception, name: str) -> PolicyError:

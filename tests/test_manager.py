@@ -48,8 +48,9 @@ def test_listeners_are_called_once_per_eviction_and_can_be_removed(
     assert [(e.key, e.cause.value) for e in seen] == [("a", "count")]
 
 
-def test_evict_bytes_spends_the_budget_on_the_largest_store_first(
-        manager: MemoryManager) -> None:
+def test_an_explicit_store_order_spends_the_budget_on_the_largest_store_first() -> None:
+    manager = MemoryManager(Policy.from_toml('[memory]\nemergency_order = "lru"\n'),
+                            clock=FakeClock(0.0), probe=FakeProbe("100MB", "512MB"))
     big = store_named(manager, "big", size=lambda job: job["size"])
     small = store_named(manager, "small", size=lambda job: job["size"])
     for i in range(10):

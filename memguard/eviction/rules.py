@@ -29,12 +29,18 @@ class Budget:
 class Pass:
     """What one run of the pipeline knows: the time, the store's order, an emergency budget,
     and whether memory is under pressure (`pressure`: the monitor's level was at or above
-    `warning` when the pass started), which is when soft bounds are enforced."""
+    `warning` when the pass started), which is when soft bounds are enforced.
+
+    `store_emergency` False: the store's own `Emergency` rule stands aside, because the
+    manager spends the budget across all stores in the global order (`memguard.eviction.
+    tiers`); the rest of the pass (bounds, and the re-check of every active job that an
+    emergency makes) still runs."""
 
     now: float
     order: str = "lru"
     budget: Optional[Budget] = None
     pressure: bool = False
+    store_emergency: bool = True
 
 
 Eviction = tuple[Key, Cause]
@@ -127,7 +133,7 @@ class Emergency(_Composable):
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         budget = ctx.budget
-        if budget is None or budget.remaining <= 0:
+        if budget is None or budget.remaining <= 0 or not ctx.store_emergency:
             return
         for key in index.candidates(self.order or ctx.order):
             yield key, Cause.EMERGENCY
@@ -140,13 +146,16 @@ class Soft(_Composable):
     """A bound made a priority (`bounds = "soft"`, DESIGN section 10): `rule` names what is
     past the bound, but only under memory pressure (`ctx.pressure`) or in an emergency
     (`ctx.budget`); with room to spare it names nothing and the jobs stay. In an emergency it
-    stops once the budget is spent, so it never evicts more than the emergency asked for."""
+    stops once the budget is spent, so it never evicts more than the emergency asked for. In
+    an emergency spent in the global order (`ctx.store_emergency` False) it stands aside:
+    the jobs past a soft bound are that order's middle tier (`memguard.eviction.tiers`),
+    after the delivered results of every store."""
 
     rule: Rule
 
     def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
         budget = ctx.budget
-        if not ctx.pressure and budget is None:
+        if not ctx.pressure and (budget is None or not ctx.store_emergency):
             return
         if budget is not None and budget.remaining <= 0:
             return

@@ -12,6 +12,7 @@ operations), so this layer never imports the store classes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Optional, Protocol
 
 from memguard._logging import logger
@@ -35,6 +36,8 @@ class EvictionTarget(Protocol):
     def prepare_pass(self, ctx: Optional[Pass] = None) -> None: ...
 
     def evict_locked(self, key: Key, cause: Cause) -> Optional[Any]: ...
+
+    def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]: ...
 
     def finish_evictions(self, victims: list[Any]) -> list[EvictionEvent]: ...
 

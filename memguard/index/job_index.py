@@ -31,6 +31,11 @@ per job. Its own structures:
   known finished (weighed); reads still pending when a job is seen finished are taken as
   reads of the running job, so a poll that found the job running never counts as its
   delivery. A write takes the job out (a new value is undelivered until read again).
+- `finished` (in `Orders`): the finished jobs not delivered yet, stamped when the index
+  learned they finished: at their write, or, for a job stored running and completed in
+  place (the store never sees that write), at the re-check that found it finished (a few
+  at each insert over a bound, a batch at each monitor sample and pass, all of them at an
+  emergency). `tier` walks these two for the global emergency order.
 - `observer`: None, or what a trace recorder listens with (`IndexObserver`): told of
   writes, finishes, drained reads and removals, never on the read path itself.
 
@@ -55,7 +60,7 @@ from typing import Any, Callable, Optional, Protocol
 from memguard._logging import logger
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
-from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, Epoch, Orders
+from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, STAMPS, Epoch, Orders
 from memguard.index.sizes import Sizes
 
 Key = Hashable
@@ -68,6 +73,11 @@ PARK_AFTER = 16
 RECHECK_PER_INSERT = 2
 RECHECK_MOST_PER_INSERT = 16
 RECHECK_PER_PASS = 256
+#: Known-active jobs the monitor looks at again at each sample (at most this many still
+#: active, any number of finished ones): the index learns within about a sample that a job
+#: stored running finished in place, so a client's read after that counts as its delivery.
+RECHECK_PER_SAMPLE = 64
+_stamp = STAMPS.__next__
 
 
 class IndexObserver(Protocol):
@@ -214,6 +224,7 @@ class JobIndex:
         if key in self.orders.parked:
             self._returning(key)
             self.orders.unpark(key)
+        self.orders.unfinish(key)  # another job under the key: finished and read anew
         self.total_bytes += self.sizes.forget(key)
         self._weigh_or_defer(key, job)
 
@@ -279,6 +290,7 @@ class JobIndex:
         self.orders.tracks_delivered = on
         if not on:
             self.orders.delivered.clear()
+            self.orders.finished.clear()
 
     def recheck(self, active: Optional[int] = None, *, most: Optional[int] = None) -> None:
         """Look again at known-active jobs, round robin (`ActiveJobs.recheck`): those that
@@ -287,6 +299,20 @@ class JobIndex:
             self.activity.recheck(self._job_or_forget, self.is_active, self._turned_inactive,
                                   active, most)
 
+
+    def tier(self, name: str, limit: int) -> list[tuple[int, Key]]:
+        """Up to `limit` evictable jobs of a tier of the global emergency order, with their
+        stamps, front first, none evicted (lock held): `delivered` (oldest delivery first),
+        `finished` (undelivered, oldest finished first). See `Orders.tier`."""
+        self.drain_reads()
+        return self.orders.tier(name, self._look, limit)
+
+    def in_tier(self, name: str, key: Key, stamp: int) -> bool:
+        """Whether `key` is still in tier `name` with `stamp` (not read, written, evicted
+        or seen running since `tier` named it) and evictable (lock held)."""
+        table: Optional[dict[Key, int]] = getattr(self.orders, name, None)
+        return (table is not None and table.get(key) == stamp
+                and self._look(key, False) is EVICTABLE)
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass; see
@@ -490,8 +516,8 @@ class JobIndex:
         self.writing = NOTHING
         created, orders, unweighed = self.created, self.orders, self.unweighed
         lru, aged, parked = orders.lru, orders.aged, orders.parked
-        for table in (lru, aged, parked, orders.delivered, unweighed, self.failed,
-                      self.known_active):
+        for table in (lru, aged, parked, orders.delivered, orders.finished, unweighed,
+                      self.failed, self.known_active):
             for key in [k for k in table if not isinstance(k, Epoch) and k not in created]:
                 del table[key]
         laid = set(orders.epochs)
@@ -548,6 +574,8 @@ class JobIndex:
                 self.observer.finished(key, self.size_of(key) or 0)
         elif orders.largest is not None:
             orders.weighed(key, orders.lru.get(key) or 0)
+        if key not in orders.finished:  # finished now, as far as the index can tell
+            orders.finish(key)
 
     def _job_or_forget(self, key: Key) -> Any:
         try:
@@ -557,15 +585,22 @@ class JobIndex:
             return _ABSENT
 
     def _weigh_or_defer(self, key: Key, job: Any) -> None:
+        orders = self.orders
         if self.is_active(key, job):
             self.unweighed[key] = None
             self.activity.mark(key)
+            if orders.finished:
+                orders.unfinish(key)  # written running again: not finished
         else:
             if self.unweighed:
                 self.unweighed.pop(key, None)
             if self.known_active:
                 self.known_active.pop(key, None)
             self.total_bytes += self.sizes.store(key, job)
+            if orders.tracks_delivered:  # `Orders.finish`, inlined: every insert's path
+                # (a key stored before was taken out by `rewritten` or `reweigh` first,
+                # so this lands at the recent end)
+                orders.finished[key] = _stamp()
 
 
 # -- fork safety ----------------------------------------------------------------------------

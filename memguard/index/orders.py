@@ -7,7 +7,12 @@
   idle expiry needs. It is also where the sizes live: one dict, not two, per job.
 - `aged`: the age order the age scans walk (all jobs but parked ones, in creation order).
 - `delivered`: finished jobs read at least once since they were seen finished, least
-  recently read first: what `order = "delivered"` evicts first.
+  recently read first, each with the stamp of its delivery: what `order = "delivered"`
+  and the global emergency order (`memguard.eviction.tiers`) evict first.
+- `finished`: finished jobs not delivered yet, in the order they were seen finished (at
+  their write, or when a re-check found a job stored running finished in place), each with
+  the stamp of that moment: the last tier of the global emergency order, oldest first.
+  A job is in at most one of `delivered` and `finished`; active jobs are in neither.
 - `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
   step over too many active jobs: the scans then stay amortized O(1) per eviction however
   many jobs are active. A parked job seen finished goes back at the recent end of both.
@@ -38,6 +43,12 @@ Look = Callable[[Key, bool], object]
 MAX_EPOCHS = 64
 _CHUNK = 256
 _ABSENT: Any = object()
+
+#: Stamps of deliveries and finishes, one counter for every store of the process, so the
+#: global emergency order can compare them across stores without reading the clock. A
+#: stamp dates the moment the index learned of the event (a drain, a write, a re-check).
+STAMPS = itertools.count(1)
+_stamp = STAMPS.__next__
 
 
 class Epoch:
@@ -87,31 +98,35 @@ class Orders:
     """The recency, age, delivery and size orders of one store's jobs, and their scans."""
 
     __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
-                 "largest", "lru", "lru_churn", "park_after", "parked", "tracks_delivered")
+                 "finished", "finished_churn", "largest", "lru", "lru_churn", "park_after",
+                 "parked", "tracks_delivered")
 
     def __init__(self, *, park_after: int) -> None:
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
         self.park_after = park_after
         self.lru: dict[Key, Optional[int]] = {}
         self.aged: dict[Key, None] = {}
-        self.delivered: dict[Key, None] = {}
+        self.delivered: dict[Key, int] = {}
+        self.finished: dict[Key, int] = {}
         # Only a store that evicts in the delivered order (or whose emergencies do) needs
-        # `delivered` fed; the others' drained reads skip that work (`JobIndex.track_deliveries`).
+        # `delivered` and `finished` fed; the others' drained reads and inserts skip that
+        # work (`JobIndex.track_deliveries`).
         self.tracks_delivered = True
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
         self.largest: Optional[LargestFirst] = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = 0
+        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
 
     def clear(self) -> None:
         self.lru.clear()
         self.aged.clear()
         self.delivered.clear()
+        self.finished.clear()
         self.parked.clear()
         self.epochs.clear()
         self.largest = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = 0
+        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
 
     # -- upkeep --------------------------------------------------------------------------
 
@@ -129,8 +144,8 @@ class Orders:
                 batch.append(reads.popitem()[0])
         except KeyError:
             pass
-        lru, delivered = self.lru, self.delivered
-        moved = 0
+        lru, delivered, finished = self.lru, self.delivered, self.finished
+        moved = left = 0
         tracks = self.tracks_delivered
         for key in reversed(batch):  # least recently read first
             size = lru.pop(key, _ABSENT)
@@ -139,8 +154,10 @@ class Orders:
                 if tracks and key not in unweighed:  # known finished: a delivery
                     if delivered.pop(key, _ABSENT) is not _ABSENT:
                         moved += 1
-                    delivered[key] = None
-        self.churned(lru=len(batch), delivered=moved)
+                    elif finished.pop(key, _ABSENT) is not _ABSENT:
+                        left += 1
+                    delivered[key] = _stamp()
+        self.churned(lru=len(batch), delivered=moved, finished=left)
         return batch
 
     def rewritten(self, key: Key) -> None:
@@ -154,7 +171,22 @@ class Orders:
             self.lru_churn += 1
             if self.lru_churn > self.bound:
                 self.churned()
+        self.unfinish(key)  # the write that follows says whether it is finished
+
+    def finish(self, key: Key) -> None:
+        """`key` was seen finished now (written finished, or found finished in place): it
+        goes to the recent end of `finished` with a new stamp, unless already delivered."""
+        if self.tracks_delivered and key not in self.delivered:
+            finished = self.finished
+            if finished.pop(key, _ABSENT) is not _ABSENT:
+                self.finished_churn += 1
+            finished[key] = _stamp()
+
+    def unfinish(self, key: Key) -> None:
+        """`key` is active again (or written again): out of `delivered` and `finished`."""
         self.undeliver(key)
+        if self.finished.pop(key, _ABSENT) is not _ABSENT:
+            self.churned(finished=1)
 
     def moved(self, key: Key) -> None:
         """`key` was read: to the recent end of `lru` (no delivery)."""
@@ -172,16 +204,24 @@ class Orders:
             self.aged.pop(key, None)
             self.lru_churn += 1
             self.aged_churn += 1
-        if self.delivered and self.delivered.pop(key, _ABSENT) is not _ABSENT:
-            self.delivered_churn += 1
+        # A job is in at most one tier; most removals find it in `finished` (evictions of
+        # unread results, deletes) or in neither (the tables are empty when not tracked).
+        finished = self.finished
+        if finished and finished.pop(key, _ABSENT) is not _ABSENT:
+            self.finished_churn += 1
+        else:
+            delivered = self.delivered
+            if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
+                self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if self.lru_churn > bound or self.aged_churn > bound or self.delivered_churn > bound:
+        if (self.lru_churn > bound or self.aged_churn > bound or self.finished_churn > bound
+                or self.delivered_churn > bound):
             self.churned()
         return size
 
     def park(self, key: Key) -> None:
         """Take active `key` out of the orders the scans walk (it keeps its size)."""
-        self.undeliver(key)
+        self.unfinish(key)
         self.parked[key] = self.lru.pop(key, None)
         self.aged.pop(key, None)
         self.churned(lru=1, aged=1)
@@ -213,8 +253,10 @@ class Orders:
         yield from self.lru.items()
         yield from self.parked.items()
 
-    def churned(self, *, lru: int = 0, aged: int = 0, delivered: int = 0) -> None:
-        """Count deletions from `lru`, `aged` and `delivered`, and compact each now and then.
+    def churned(self, *, lru: int = 0, aged: int = 0, delivered: int = 0,
+                finished: int = 0) -> None:
+        """Count deletions from `lru`, `aged`, `delivered` and `finished`, and compact each
+        now and then.
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
@@ -226,9 +268,13 @@ class Orders:
         self.lru_churn += lru
         self.aged_churn += aged
         self.delivered_churn += delivered
+        self.finished_churn += finished
         if self.delivered_churn > bound:
             self.delivered_churn = 0
             self.delivered = dict(self.delivered)
+        if self.finished_churn > bound:
+            self.finished_churn = 0
+            self.finished = dict(self.finished)
         if self.lru_churn > bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
@@ -278,7 +324,7 @@ class Orders:
         return self.scan("lru", look, until=target)
 
     def scan(self, order: str, look: Look, *, until: Optional[Epoch] = None,
-             weighed_only: bool = False, skip: Optional[dict[Key, None]] = None
+             weighed_only: bool = False, skip: Optional[dict[Key, int]] = None
              ) -> Iterator[Key]:
         """Evictable keys of `order` ("lru" or "aged"), front first, up to the epoch `until`.
 
@@ -347,6 +393,42 @@ class Orders:
                 elif verdict is not GONE:
                     kept += 1
         yield from self.scan("lru", look, weighed_only=weighed_only, skip=self.delivered)
+
+    def tier(self, name: str, look: Look, limit: int) -> list[tuple[int, Key]]:
+        """Up to `limit` evictable jobs of one tier of the global emergency order, front
+        first, with their stamps, without evicting them: `delivered` (oldest delivery
+        first) or `finished` (undelivered, oldest finished first).
+
+        A tier with no table of its name here is empty: `expired` (jobs past a soft bound)
+        until the soft bounds give it one. A job found active again leaves the tier (its
+        next result is neither delivered nor finished yet); pinned jobs and the job being
+        written stay in place and are stepped over. The walk reads the tier in chunks and
+        looks it up by name at each chunk: a look may forget a job gone behind the index's
+        back, and a removal may compact the table into a new dict.
+        """
+        found: list[tuple[int, Key]] = []
+        kept = 0
+        size = min(max(limit, 8), _CHUNK)
+        while len(found) < limit:
+            table: Optional[dict[Key, int]] = getattr(self, name, None)
+            if table is None:  # a tier without a table here (`expired`, for now): empty
+                break
+            chunk = list(islice(table.items(), kept, kept + size))
+            size = min(size * 4, _CHUNK)
+            if not chunk:
+                break
+            for key, stamp in chunk:
+                verdict = look(key, False)
+                if verdict is EVICTABLE:
+                    found.append((stamp, key))
+                    kept += 1
+                    if len(found) >= limit:
+                        break
+                elif verdict is ACTIVE:
+                    self.unfinish(key)
+                elif verdict is not GONE:
+                    kept += 1
+        return found
 
     def largest_first(self, look: Look, weighed_only: bool) -> Iterator[Key]:
         """Weighed jobs, largest first (O(log n) a victim, amortized); then, unless

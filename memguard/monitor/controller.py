@@ -97,8 +97,9 @@ class EmergencyController:
 
     def decide(self, now: float, sample: MemorySample, thresholds: Thresholds, *,
                growth: Optional[float], horizon: float) -> Decision:
-        """Act on `sample` or not. `growth` is bytes per second over the recent samples,
-        `horizon` the seconds until the next sample."""
+        """Act on `sample` or not. `growth` is bytes per second over the recent samples
+        (since the last cleanup), `horizon` the seconds until the next sample. A predicted
+        crossing acts only at or above the cleanup target (``emergency_target``)."""
         usage = sample.usage
         if thresholds.critical is not None and usage >= thresholds.critical:
             return self._remember(Decision(True, "critical"))
@@ -109,7 +110,13 @@ class EmergencyController:
         if usage >= emergency:
             return self._remember(Decision(False, reason=held) if held
                                   else Decision(True, "threshold"))
-        if growth is not None and growth > 0 and usage + growth * horizon >= emergency:
+        # Predicted: usage would cross `emergency` before the next sample (`horizon` is the
+        # wait until then, not a fixed second). Never below the target: a cleanup from there
+        # would evict for a crossing that the next sample can still catch, and a quiet
+        # process would be cleaned sample after sample.
+        target = target_of(thresholds)
+        if (growth is not None and growth > 0 and usage + growth * horizon >= emergency
+                and (target is None or usage >= target)):
             return self._remember(Decision(False, reason=held) if held
                                   else Decision(True, "predicted"))
         return self._remember(Decision(False))

@@ -29,7 +29,6 @@ class Readings:
         """(time, usage) of recent samples, oldest first."""
         self.lock = threading.Lock()  # guards the history against the thread
         self.fit_from: Optional[float] = None
-        self.growth_before: Optional[float] = None  # bytes/s when the last cleanup began
         self._own_probe: Optional[Probe] = None
         self._auto_limit: Optional[int] = -1  # -1: not read yet
         self._thresholds: Optional[Thresholds] = None
@@ -99,26 +98,28 @@ class Readings:
         return [(t, u) for t, u in reversed(newest) if since is None or t >= since]
 
     def growth(self) -> Optional[float]:
-        """Bytes per second over the recent samples; right after a cleanup (too few samples
-        since), the growth measured before it: the app is likely still growing as fast.
-        Reads only the samples the fit uses: it runs before every wait of the thread."""
-        growth = recent_growth(self.since_cleanup(GROWTH_SAMPLES))
-        return self.growth_before if growth is None else growth
+        """Bytes per second over the recent samples since the last cleanup; None until two
+        samples were taken after it. Nothing is carried across a cleanup: a burst that set
+        one off says nothing of the quiet that may follow, and a growth carried from it
+        would predict emergencies sample after sample in a process that no longer grows
+        (docs/decisions.md). Reads only the samples the fit uses: it runs before every wait
+        of the thread."""
+        return recent_growth(self.since_cleanup(GROWTH_SAMPLES))
 
     def cleanup_began(self) -> Optional[float]:
-        """Remember the growth as a cleanup starts; returns it."""
-        self.growth_before = self.growth()
-        return self.growth_before
+        """The growth as a cleanup starts (what the app goes on allocating while the
+        cleanup runs, which that cleanup allows for); not kept beyond it."""
+        return self.growth()
 
     def cleanup_ended(self, at: float) -> None:
-        """Fit growth only to the samples after `at` from now on."""
+        """Fit growth only to the samples after `at` from now on (a fresh fit)."""
         self.fit_from = at
 
     def forget(self) -> None:
         """In a forked child: the parent's samples say nothing of the child's growth."""
         self.lock = threading.Lock()
         self.history.clear()
-        self.fit_from = self.growth_before = None
+        self.fit_from = None
 
 
 def _close(probe: Probe) -> None:

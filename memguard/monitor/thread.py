@@ -123,7 +123,7 @@ class Monitor:
         self._signals = SignalTrigger(self._wants_signal)  # SIGUSR1
         self._ticker = Ticker(manager, self.readings, self.schedule, self.record, self.cleanups,
                               recycler, self._signals, reclaim=self._reclaim,
-                              horizon=lambda: self.sample_interval, wake=lambda: self._loop.wake())
+                              horizon=self._wait_seconds, wake=lambda: self._loop.wake())
         self._work = ForkSafeLock()  # serializes ticks
         self._loop = DaemonLoop(THREAD_NAME, step=self.tick, interval=self._wait_seconds,
                                 polling=lambda: self._signals.installed,

@@ -305,6 +305,9 @@ class Ticker:
         if sample is not None:
             self.take(now, sample)
         cleanup, collected, sample = self._periodic(errors, now, sample)
+        # Jobs completed in place since the last sample: dated finished now, so a read
+        # from here on is their delivery and the emergency order knows them.
+        self.guard(errors, "recheck", self.manager.notice_finished)
         emergency, held_back = self._emergency(errors, now, sample)
         recycled = False
         if self.recycler.due(self.lines.level, self.policy.recycle):

@@ -395,7 +395,7 @@ class MemoryPolicy:
     check_interval: float = option(positive_duration, default=120.0)
     sample_interval: float = option(positive_duration, default=1.0)
     gc_interval: float = option(positive_duration, default=300.0)
-    emergency_order: str = option(_order, default="lru")
+    emergency_order: str = option(_order, default="delivered")
     cooldown: float = option(_any_duration, default=30.0)
     recycle: bool = option(_boolean, default=False)
     signal_cleanup: bool = option(_boolean, default=False)

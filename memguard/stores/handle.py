@@ -29,6 +29,7 @@ from memguard.index.job_index import (
     RECHECK_MOST_PER_INSERT,
     RECHECK_PER_INSERT,
     RECHECK_PER_PASS,
+    RECHECK_PER_SAMPLE,
     JobIndex,
     Key,
 )
@@ -464,6 +465,19 @@ class LocalHandle(StoreHandle):
             self.reconcile()
         emergency = ctx is not None and ctx.budget is not None
         self.index.recheck(None if emergency else RECHECK_PER_PASS)
+
+    def notice_finished(self) -> None:
+        """Look again at a batch of the jobs seen active (`RECHECK_PER_SAMPLE` still
+        running at most, any number found finished), so the index learns soon that a job
+        stored running was completed in place: its finish is dated then, and a read after
+        it counts as its delivery. The reads since the last drain are drained first (a
+        delivery is dated at its drain: this bounds how late). The monitor calls this at
+        each sample; without reads or known active jobs it costs two truth tests."""
+        index = self.index
+        if index.activity.rotation or index.reads:
+            with self.lock:
+                index.drain_reads()  # deliveries dated within a sample of the read
+                index.recheck(RECHECK_PER_SAMPLE)
 
     def reconcile(self) -> None:
         """Make the index match the store's keys after writes it could not see: plain dicts,

@@ -190,7 +190,8 @@ def test_the_emergency_order_takes_delivered_results_first() -> None:
 
 
 def test_a_store_that_does_not_evict_in_delivered_order_keeps_no_delivered_set() -> None:
-    manager = MemoryManager(clock=FakeClock(0.0))
+    policy = Policy.from_toml('[memory]\nemergency_order = "lru"\n')
+    manager = MemoryManager(policy, clock=FakeClock(0.0))
     jobs = stored(manager, "lru", max_jobs=10)
     for key in ("a", "b"):
         jobs[key] = {"status": "done", "result": key}
@@ -200,7 +201,8 @@ def test_a_store_that_does_not_evict_in_delivered_order_keeps_no_delivered_set()
 
 
 def test_an_added_rule_in_delivered_order_has_deliveries_to_take() -> None:
-    manager = MemoryManager(clock=FakeClock(0.0))
+    policy = Policy.from_toml('[memory]\nemergency_order = "lru"\n')  # no deliveries kept
+    manager = MemoryManager(policy, clock=FakeClock(0.0))
     jobs = stored(manager, "lru")
     handle(jobs).add_rule(Emergency("delivered"))
     for key in ("a", "b", "c"):
@@ -211,7 +213,8 @@ def test_an_added_rule_in_delivered_order_has_deliveries_to_take() -> None:
 
 
 def test_a_user_rule_asking_for_the_delivered_order_gets_deliveries_from_then_on() -> None:
-    manager = MemoryManager(clock=FakeClock(0.0))
+    policy = Policy.from_toml('[memory]\nemergency_order = "lru"\n')  # no deliveries kept
+    manager = MemoryManager(policy, clock=FakeClock(0.0))
     jobs = stored(manager, "lru")
     asked: list[Any] = []
 
