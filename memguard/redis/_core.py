@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
-from memguard.errors import RedisStoreError
+from memguard.errors import RedisConfigError, RedisStoreError, RedisUnavailable
 from memguard.eviction.plan import EvictionPlan
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
@@ -46,6 +46,22 @@ def victims(reply: Sequence[_Raw]) -> list[Victim]:
             for i in range(0, len(reply), 3)]
 
 
+#: `maxmemory-policy` values under which Redis may delete memguard's keys by itself. The
+#: `volatile-*` policies evict only keys with a TTL, and no key of a store has one.
+EVICTING_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+def require_no_eviction(policy: str, where: str) -> None:
+    """Raise RedisConfigError when Redis' `maxmemory-policy` lets it evict any key."""
+    if policy.startswith("allkeys-") or policy in EVICTING_POLICIES:
+        raise RedisConfigError(
+            f"Redis at {where} has maxmemory-policy {policy}: at its maxmemory it deletes "
+            "keys of its own choosing, running jobs and half of a job's keys included. Set "
+            "maxmemory-policy to noeviction (or a volatile-* policy: memguard's keys have no "
+            "TTL) and let memguard evict, or pass allow_redis_eviction=True to RedisStore to "
+            "accept losing jobs")
+
+
 def require_redis_7(version: str, where: str) -> None:
     """Raise RedisStoreError when `version` (INFO's redis_version) is below 7.0."""
     try:
@@ -62,7 +78,7 @@ class RedisCore:
     """Keys, scripts and operations of store `name` under `prefix` on `client`."""
 
     def __init__(self, client: Any, *, name: str, prefix: str, codec: Codec,
-                 where: str) -> None:
+                 where: str, allow_eviction: bool = False) -> None:
         if "{" in name or "}" in name:
             raise ValueError(f"store name {name!r}: braces are reserved for the hash tag")
         self.client = client
@@ -78,7 +94,8 @@ class RedisCore:
         self.on_evicted: Optional[Callable[[list[Victim]], object]] = None
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
         self._active_cache: tuple[Any, list[Any]] = (None, [])
-        self._version_checked = False
+        self.allow_eviction = allow_eviction
+        self._server_checked = False
         #: When (time.monotonic) a script last got an answer: Redis is reachable again.
         self.answered_at = float("-inf")
         #: When (time.monotonic) an operation last found Redis unreachable, and its error.
@@ -92,11 +109,19 @@ class RedisCore:
 
     def _unavailable(self, error: str) -> None:
         self.unavailable = (time.monotonic(), error)
+        self._server_checked = False  # a Redis that comes back may be another one
+
+    def connect(self) -> None:
+        """Check the server now if it can be reached (at construction): a misconfigured
+        Redis is refused before the first job is stored; an unreachable one is checked at
+        the first operation that reaches it."""
+        with contextlib.suppress(RedisUnavailable):
+            self.check_server()
 
     def run(self, script: str, *args: Any, operation: str) -> Any:
         """Run script `script` with the index keys and this store's prefix first."""
-        if not self._version_checked:
-            self.check_version()
+        if not self._server_checked:
+            self.check_server(operation)
         if self.before_call is not None:
             self.before_call()
         with self.translated(operation):
@@ -104,14 +129,19 @@ class RedisCore:
         self.answered_at = time.monotonic()
         return reply
 
-    def check_version(self) -> None:
-        """Refuse a Redis older than 7.0 (the scripts use its flags) once, clearly; a
-        server that does not say its version (a proxy, a fake) is taken at its word."""
-        with self.translated("INFO server"):
-            info = self.client.info("server")
-        found = str(info.get("redis_version", "")) if isinstance(info, Mapping) else ""
+    def check_server(self, operation: str = "connect") -> None:
+        """Refuse, clearly, a Redis older than 7.0 (the scripts use its flags) and one whose
+        `maxmemory-policy` evicts any key (unless `allow_eviction`); checked at connect and
+        again after Redis was unreachable. A server that does not say (a proxy, a fake) is
+        taken at its word."""
+        with self.translated(operation):
+            server = self.client.info("server")
+            memory = self.client.info("memory")
+        found = str(server.get("redis_version", "")) if isinstance(server, Mapping) else ""
         require_redis_7(found, self.where)
-        self._version_checked = True
+        if not self.allow_eviction and isinstance(memory, Mapping):
+            require_no_eviction(str(memory.get("maxmemory_policy", "noeviction")), self.where)
+        self._server_checked = True
 
     def release_key(self, job_id: str) -> str:
         return f"{self.base}r:{job_id}"

@@ -249,7 +249,10 @@ end
 if max_age then expire(K_CREATED, now - max_age, 'age') end
 if max_idle then expire(K_RECENCY, now - max_idle, 'idle') end
 enforce(order, now, '', max_jobs, max_bytes, out, limit)
-redis.call('ZREMRANGEBYSCORE', K_PINS, '-inf', '(' .. now)
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_PINS, '-inf', '(' .. now, 'LIMIT', 0, limit)) do
+  redis.call('DEL', pkey(id))  -- no TTL on any key: a volatile-* maxmemory-policy spares them
+  redis.call('ZREM', K_PINS, id)
+end
 return {out, {redis.call('ZCARD', K_CREATED), tonumber(redis.call('HGET', K_META, 'bytes') or 0)}}
 """
 
@@ -274,7 +277,6 @@ local now = clock()
 for i = argi + 1, #ARGV do
   local id = ARGV[i]
   redis.call('HSET', pkey(id), holder, now + lease)
-  redis.call('PEXPIRE', pkey(id), math.ceil(lease * 1000))
   redis.call('ZADD', K_PINS, 'GT', now + lease, id)
 end
 return 1

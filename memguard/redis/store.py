@@ -88,7 +88,8 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
     _memguard: Optional[RedisHandle]
 
     def __init__(self, url: Optional[str] = None, *, client: Any = None,
-                 prefix: str = "memguard", serializer: str = "json") -> None:
+                 prefix: str = "memguard", serializer: str = "json",
+                 allow_redis_eviction: bool = False) -> None:
         try:
             chosen = codec(serializer)
         except ValueError as error:
@@ -109,9 +110,14 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         name = spec.name if spec is not None else snake_case(type(self).__name__)
         try:
             self._core = RedisCore(client, name=name, prefix=prefix, codec=chosen,
-                                   where=_where(client))
+                                   where=_where(client),
+                                   allow_eviction=allow_redis_eviction is True)
         except ValueError as error:
             raise RedisConfigError(f"RedisStore: {error}") from None
+        if not isinstance(allow_redis_eviction, bool):
+            raise RedisConfigError(f"RedisStore allow_redis_eviction: expected True or False; "
+                                   f"got {allow_redis_eviction!r}")
+        self._core.connect()
         self._memguard = None
         if spec is not None:
             from memguard.redis.handle import RedisHandle
