@@ -21,7 +21,16 @@ from typing import Optional
 
 import attrs
 
-from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxIdle, MaxJobs, Pipeline, Rule
+from memguard.eviction.rules import (
+    Emergency,
+    MaxAge,
+    MaxBytes,
+    MaxIdle,
+    MaxJobs,
+    MaxRunning,
+    Pipeline,
+    Rule,
+)
 from memguard.policy.options import RULE_NAMES, StorePolicy
 
 
@@ -45,6 +54,8 @@ class EvictionPlan:
     max_idle: Optional[float] = None
     max_jobs: Optional[int] = None
     max_bytes: Optional[int] = None
+    #: Active jobs not written for this long are evicted as abandoned (None: never).
+    max_running: Optional[float] = None
     order: str = "lru"
     emergency_order: str = "lru"
     emergency: bool = False
@@ -94,6 +105,8 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
     if max_bytes is not None:
         insert.append(MaxBytes(max_bytes))
     rules: list[Rule] = []
+    if policy.max_running is not None:  # not a pipeline rule name: set, it always runs
+        rules.append(MaxRunning(policy.max_running))
     if max_age is not None:
         rules.append(MaxAge(max_age))
     if max_idle is not None:
@@ -105,7 +118,8 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
         rules.append(Emergency(emergency_order))
     return EvictionPlan(
         pipeline=Pipeline(tuple(rules)), insert_rules=tuple(insert), max_age=max_age,
-        max_idle=max_idle, max_jobs=max_jobs, max_bytes=max_bytes, order=policy.order,
+        max_idle=max_idle, max_jobs=max_jobs, max_bytes=max_bytes,
+        max_running=policy.max_running, order=policy.order,
         emergency_order=emergency_order or policy.order, emergency=emergency,
         release=policy.release,
         tracks_deliveries=("delivered" in (policy.order, emergency_order)

@@ -87,7 +87,7 @@ class RedisCore:
         self.where = where
         self.base = f"{prefix}:{{{name}}}:"
         self.keys = [self.base + suffix for suffix in
-                     ("created", "recency", "sizes", "active", "meta", "pins")]
+                     ("created", "recency", "sizes", "running", "meta", "pins", "aged")]
         self.scripts = Scripts(client)
         self.policy = StorePolicy()
         self.plan = EvictionPlan()  # its max_jobs and max_bytes are enforced at insert
@@ -293,8 +293,13 @@ class RedisCore:
             return self.client.zscore(self.keys[0], job_id) is not None
 
     def recency(self) -> list[str]:
+        """Ids least recently used first; active jobs (out of the order) last, by write."""
         with self.translated("listing jobs"):
-            return [text(job_id) for job_id in self.client.zrange(self.keys[1], 0, -1)]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zrange(self.keys[1], 0, -1)
+            pipe.zrange(self.keys[3], 0, -1)
+            inactive, active = pipe.execute()
+        return [text(job_id) for job_id in (*inactive, *active)]
 
     # -- passes, pins, figures ----------------------------------------------------------
 
@@ -307,7 +312,9 @@ class RedisCore:
                 "" if plan.max_jobs is None else plan.max_jobs,
                 "" if plan.max_bytes is None else plan.max_bytes, plan.order)
         while True:
-            evicted, (jobs, size) = self.run("pass", *args, PASS_BATCH, operation="pass")
+            evicted, (jobs, size) = self.run(
+                "pass", *args, PASS_BATCH,
+                "" if plan.max_running is None else repr(plan.max_running), operation="pass")
             batch = victims(evicted)
             found += batch
             if len(batch) < PASS_BATCH:

@@ -5,7 +5,7 @@ evict the same job twice (the second finds it gone), and the count bound is chec
 same step as the insert that could break it. Each script is registered once per client
 (redis-py's `register_script`) and run with EVALSHA, loaded again after a server restart.
 
-Every script takes the same six index keys (`Layout.index_keys`) and the key prefix of the
+Every script takes the same seven index keys (`RedisCore.keys`) and the key prefix of the
 store as ARGV[1]; job keys are that prefix plus `j:ID` (small fields), `r:ID` (release
 fields) and `p:ID` (pins), so all keys of a store share its `{name}` hash tag. Scripts that
 may add data carry the `#!lua` shebang without `allow-oom`: a full Redis refuses them before
@@ -22,7 +22,7 @@ RELEASED_MARK = b"\x00r"
 
 _PRELUDE = r"""
 local K_CREATED, K_RECENCY, K_SIZES = KEYS[1], KEYS[2], KEYS[3]
-local K_ACTIVE, K_META, K_PINS = KEYS[4], KEYS[5], KEYS[6]
+local K_RUNNING, K_META, K_PINS, K_AGED = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local BASE = ARGV[1]
 local MARK = '\0r'
 local argi = 1
@@ -41,7 +41,7 @@ local function pinned(id, now)
 end
 local function evictable(id, now, exempt)
   if id == exempt then return false end
-  if redis.call('SISMEMBER', K_ACTIVE, id) == 1 then return false end
+  if redis.call('ZSCORE', K_RUNNING, id) ~= false then return false end
   return not pinned(id, now)
 end
 local function fsize(key, f)
@@ -55,7 +55,8 @@ local function remove(id)
   redis.call('ZREM', K_CREATED, id)
   redis.call('ZREM', K_RECENCY, id)
   redis.call('ZREM', K_SIZES, id)
-  redis.call('SREM', K_ACTIVE, id)
+  redis.call('ZREM', K_AGED, id)
+  redis.call('ZREM', K_RUNNING, id)
   redis.call('HINCRBY', K_META, 'bytes', 0 - size)  -- never -0: not an integer to Redis
   return size
 end
@@ -65,16 +66,31 @@ local function read_active()
   for _ = 1, tonumber(arg()) do act.values[arg()] = true end
   return act
 end
-local function apply_active(id, act, written)
+-- After a write of `written` (a field, or true: the whole job) at `now`: decide whether the
+-- job is active (when the write can change it), then date the write. An active job is in
+-- K_RUNNING, scored by its last write (max_running), and out of the eviction orders
+-- K_RECENCY and K_AGED, so no insert or pass walks past it; an inactive one is in both.
+local function apply_active(id, act, written, now, touch)
   local yes
   if act.mode == 'f' then
-    if written ~= true and written ~= act.field then return end
-    local v = redis.call('HGET', jkey(id), act.field)
-    yes = v ~= false and act.values[v] == true
+    if written == true or written == act.field then
+      local v = redis.call('HGET', jkey(id), act.field)
+      yes = v ~= false and act.values[v] == true
+    end
   elseif act.mode == 'a' then yes = true
-  elseif act.mode == 'i' then yes = false
-  else return end
-  if yes then redis.call('SADD', K_ACTIVE, id) else redis.call('SREM', K_ACTIVE, id) end
+  elseif act.mode == 'i' then yes = false end
+  if yes == nil then yes = redis.call('ZSCORE', K_RUNNING, id) ~= false end
+  if yes then
+    redis.call('ZADD', K_RUNNING, now, id)
+    redis.call('ZREM', K_RECENCY, id)
+    redis.call('ZREM', K_AGED, id)
+  else
+    -- a job that finishes comes back at the recent end; a deleted field is no use of it
+    if redis.call('ZREM', K_RUNNING, id) == 1 or touch then
+      redis.call('ZADD', K_RECENCY, now, id)
+    end
+    redis.call('ZADD', K_AGED, 'NX', redis.call('ZSCORE', K_CREATED, id), id)
+  end
 end
 local function push(out, id, size, cause)
   out[#out + 1] = id; out[#out + 1] = tostring(size); out[#out + 1] = cause
@@ -82,7 +98,7 @@ end
 -- evict evictable jobs in `order` while more() says so, at most `limit` victims in `out`
 local function evict_ordered(order, now, exempt, cause, out, limit, more)
   local zkey, rev = K_RECENCY, false
-  if order == 'oldest' then zkey = K_CREATED elseif order == 'largest' then
+  if order == 'oldest' then zkey = K_AGED elseif order == 'largest' then
     zkey = K_SIZES; rev = true end
   local skipped = 0
   while #out < limit * 3 and more() do
@@ -137,10 +153,9 @@ for _ = 1, tonumber(arg()) do
   redis.call('HSET', rkey(id), f, v)
   size = size + #f + #v
 end
-redis.call('ZADD', K_RECENCY, now, id)
 redis.call('ZADD', K_SIZES, size, id)
 redis.call('HINCRBY', K_META, 'bytes', size - old)
-apply_active(id, act, true)
+apply_active(id, act, true, now, true)
 local out = {}
 enforce(order, now, id, max_jobs, max_bytes, out, 1000000000)
 return out
@@ -164,8 +179,7 @@ end
 local delta = fsize(j, f) + fsize(r, f) - old
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-redis.call('ZADD', K_RECENCY, clock(), id)
-apply_active(id, act, f)
+apply_active(id, act, f, clock(), true)
 return 1
 """
 
@@ -180,7 +194,7 @@ redis.call('HDEL', j, f)
 redis.call('HDEL', r, f)
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-apply_active(id, act, f)
+apply_active(id, act, f, clock(), false)
 return 1
 """
 
@@ -231,22 +245,24 @@ return #ids
 PASS = """#!lua flags=allow-oom
 local max_age, max_idle = tonumber(arg()), tonumber(arg())
 local max_jobs, max_bytes, order = tonumber(arg()), tonumber(arg()), arg()
-local limit = tonumber(arg())
+local limit, max_running = tonumber(arg()), tonumber(arg())
 local now = clock()
 local out = {}
-local function expire(zkey, cutoff, cause)
+local function expire(zkey, cutoff, cause, running)
   local skipped = 0
   while #out < limit * 3 do
     local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. cutoff, 'LIMIT', skipped, 100)
     if #ids == 0 then return end
     for _, id in ipairs(ids) do
       if #out >= limit * 3 then return end
-      if evictable(id, now, '') then push(out, id, remove(id), cause)
+      if (running and not pinned(id, now)) or evictable(id, now, '') then
+        push(out, id, remove(id), cause)
       else skipped = skipped + 1 end
     end
   end
 end
-if max_age then expire(K_CREATED, now - max_age, 'age') end
+if max_running then expire(K_RUNNING, now - max_running, 'abandoned', true) end
+if max_age then expire(K_AGED, now - max_age, 'age') end
 if max_idle then expire(K_RECENCY, now - max_idle, 'idle') end
 enforce(order, now, '', max_jobs, max_bytes, out, limit)
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_PINS, '-inf', '(' .. now, 'LIMIT', 0, limit)) do
@@ -299,7 +315,7 @@ return 1
 #: {jobs, active, bytes, pinned, server time}: what `stats()` reports, read in one step.
 STATS = """#!lua flags=no-writes
 local now = clock()
-return {redis.call('ZCARD', K_CREATED), redis.call('SCARD', K_ACTIVE),
+return {redis.call('ZCARD', K_CREATED), redis.call('ZCARD', K_RUNNING),
         tonumber(redis.call('HGET', K_META, 'bytes') or 0),
         redis.call('ZCOUNT', K_PINS, '(' .. now, '+inf'), tostring(now)}
 """

@@ -31,6 +31,7 @@ from memguard.errors import RedisStoreError, StoreDefinitionError
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
+from memguard.eviction.runner import log_abandoned
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
@@ -331,6 +332,9 @@ class RedisHandle(StoreHandle):
         """Count evictions (id, size, cause) and tell the listeners, in this process."""
         events = [EvictionEvent(self.name, key, Cause(cause), size)
                   for key, size, cause in victims]
+        for event in events:
+            if event.cause is Cause.ABANDONED:  # once per job: the script removed it
+                log_abandoned(self.name, event.key)
         if events:
             with self.lock:
                 for event in events:

@@ -99,7 +99,8 @@ def _policy_show(args: argparse.Namespace) -> int:
 OTHER_STORES = "*"
 
 _DURATIONS = frozenset(
-    {"max_age", "max_idle", "check_interval", "gc_interval", "cooldown", "summary_interval"}
+    {"max_age", "max_idle", "max_running", "check_interval", "gc_interval", "cooldown",
+     "summary_interval"}
 )
 _SIZES = frozenset(
     {"max_bytes", "limit", "warning", "warning_heap", "emergency", "emergency_target", "critical"}
