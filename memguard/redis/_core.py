@@ -19,7 +19,7 @@ from memguard.eviction.plan import EvictionPlan
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
 from memguard.redis._errors import translated
-from memguard.redis._scripts import RELEASED_MARK, Scripts
+from memguard.redis._scripts import GEN_FIELD, RELEASED_MARK, Scripts
 
 #: Stands, in a job's local snapshot, for a release field whose value stays in Redis until read.
 IN_RELEASE: Any = type("InRelease", (), {"__repr__": lambda self: "<in release>"})()
@@ -72,6 +72,19 @@ def require_redis_7(version: str, where: str) -> None:
         raise RedisStoreError(
             f"Redis at {where} runs {version}; memguard.redis needs Redis >= 7.0 (its scripts "
             "use script flags, so that a full Redis refuses a write before it starts)")
+
+
+def check_field(job_id: str, field: object) -> None:
+    """Raise TypeError unless `field` can name a field of a stored job."""
+    if not isinstance(field, str):
+        raise TypeError(f"job {job_id!r}: field names are strings; got {field!r}")
+    if field.startswith("\x00"):
+        raise ValueError(f"job {job_id!r}: field names starting with NUL are reserved for "
+                         f"memguard; got {field!r}")
+
+
+def _writing(items: Sequence[tuple[str, Any]]) -> str:
+    return f"write of field(s) {', '.join(repr(field) for field, _value in items)}"
 
 
 class RedisCore:
@@ -177,11 +190,17 @@ class RedisCore:
                    if self.codec.name == "json" else "")) from None
 
     def decode_fields(self, flat: Sequence[_Raw]) -> dict[str, Any]:
+        """A job's fields from HGETALL's flat reply; its generation, if any, under
+        GEN_FIELD (as text: `RedisJob` takes it out)."""
         fields: dict[str, Any] = {}
         for i in range(0, len(flat), 2):
-            value = raw(flat[i + 1])
-            fields[text(flat[i])] = (IN_RELEASE if value == RELEASED_MARK
-                                     else self.codec.loads(value))
+            name, value = text(flat[i]), raw(flat[i + 1])
+            if value == RELEASED_MARK:
+                fields[name] = IN_RELEASE
+            elif name == GEN_FIELD:
+                fields[name] = text(value)
+            else:
+                fields[name] = self.codec.loads(value)
         return fields
 
     def evicted(self, found: list[Victim]) -> None:
@@ -190,16 +209,15 @@ class RedisCore:
 
     # -- jobs ---------------------------------------------------------------------------
 
-    def put(self, job_id: str, job: Mapping[str, Any], *, nx: bool = False) -> bool:
-        """Store `job` whole (keeping the age of a job it replaces); False if `nx` and the id
-        exists. Evictions by the insert-time bounds are reported to `on_evicted`."""
+    def put(self, job_id: str, job: Mapping[str, Any], *, nx: bool = False) -> Optional[str]:
+        """Store `job` whole (keeping the age of a job it replaces) and return its new
+        generation; None if `nx` and the id exists. Evictions by the insert-time bounds are
+        reported to `on_evicted`."""
         release = self.policy.release
         small: list[Any] = []
         released: list[Any] = []
         for field, value in job.items():
-            if not isinstance(field, str):
-                raise TypeError(f"store {self.name!r}, job {job_id!r}: field names are "
-                                f"strings; got {field!r}")
+            check_field(job_id, field)
             data = self.dumps(job_id, field, value)
             if field in release:
                 small.extend((field, RELEASED_MARK))
@@ -213,20 +231,28 @@ class RedisCore:
             "" if plan.max_bytes is None else plan.max_bytes, plan.order,
             len(small) // 2, *small, len(released) // 2, *released, operation="insert")
         if reply is None:
-            return False
-        self.evicted(victims(reply))
-        return True
+            return None
+        self.evicted(victims(reply[1:]))
+        return text(reply[0])
 
-    def set_field(self, job_id: str, field: str, value: Any,
-                  job: Optional[Mapping[str, Any]]) -> bool:
-        data = self.dumps(job_id, field, value)
-        release = "1" if field in self.policy.release else "0"
-        return bool(self.run("set_field", job_id, field, data, release, *self.active_args(job),
-                             operation=f"write of field {field!r}"))
+    def set_fields(self, job_id: str, gen: str, items: Sequence[tuple[str, Any]],
+                   job: Optional[Mapping[str, Any]]) -> bool:
+        """Write `items` (field, value) into job `job_id` of generation `gen` in one script:
+        no reader sees some written and not others. False (nothing written) when the job
+        is gone or its id now holds another job."""
+        release = self.policy.release
+        args: list[Any] = []
+        for field, value in items:
+            args += (field, self.dumps(job_id, field, value), "1" if field in release else "0")
+        return bool(self.run("set_fields", job_id, gen, len(items), *args,
+                             *self.active_args(job), operation=_writing(items)))
 
-    def del_field(self, job_id: str, field: str, job: Optional[Mapping[str, Any]]) -> bool:
-        return bool(self.run("del_field", job_id, field, *self.active_args(job),
-                             operation=f"delete of field {field!r}"))
+    def del_fields(self, job_id: str, gen: str, fields: Sequence[str],
+                   job: Optional[Mapping[str, Any]]) -> bool:
+        """Delete `fields` of job `job_id` of generation `gen` in one script; as set_fields."""
+        return bool(self.run("del_fields", job_id, gen, len(fields), *fields,
+                             *self.active_args(job),
+                             operation=f"delete of field(s) {', '.join(map(repr, fields))}"))
 
     def get(self, job_id: str, *, touch: bool) -> Optional[dict[str, Any]]:
         """The job's small fields (release fields as IN_RELEASE), or None if absent."""
@@ -257,6 +283,7 @@ class RedisCore:
             return None
         small, released, _size = reply
         job = self.decode_fields(small)
+        job.pop(GEN_FIELD, None)
         job.update(self.decode_fields(released))
         return {k: (None if v is IN_RELEASE else v) for k, v in job.items()}
 

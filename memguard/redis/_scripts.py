@@ -19,12 +19,15 @@ from typing import Any
 
 #: Marks, in a job's small-field hash, a field whose value lives in its release hash.
 RELEASED_MARK = b"\x00r"
+#: The field of a job's small-field hash that holds its generation (never a user field).
+GEN_FIELD = "\x00g"
 
 _PRELUDE = r"""
 local K_CREATED, K_RECENCY, K_SIZES = KEYS[1], KEYS[2], KEYS[3]
 local K_RUNNING, K_META, K_PINS, K_AGED = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local BASE = ARGV[1]
 local MARK = '\0r'
+local GEN = '\0g'  -- in a job's small-field hash: its generation, new at each put
 local argi = 1
 local function arg() argi = argi + 1; return ARGV[argi] end
 local function clock()
@@ -73,7 +76,7 @@ end
 local function apply_active(id, act, written, now, touch)
   local yes
   if act.mode == 'f' then
-    if written == true or written == act.field then
+    if written == true then
       local v = redis.call('HGET', jkey(id), act.field)
       yes = v ~= false and act.values[v] == true
     end
@@ -142,6 +145,8 @@ if exists(id) then
 else
   redis.call('ZADD', K_CREATED, now, id)
 end
+local gen = redis.call('HINCRBY', K_META, 'gen', 1)
+redis.call('HSET', jkey(id), GEN, gen)
 local size = 0
 for _ = 1, tonumber(arg()) do
   local f, v = arg(), arg()
@@ -156,45 +161,62 @@ end
 redis.call('ZADD', K_SIZES, size, id)
 redis.call('HINCRBY', K_META, 'bytes', size - old)
 apply_active(id, act, true, now, true)
-local out = {}
+local out = {tostring(gen)}
 enforce(order, now, id, max_jobs, max_bytes, out, 1000000000)
 return out
 """
 
-#: Write one field of a stored job (a live job's `job[field] = value`); a write is a touch.
-#: Returns 1, or 0 when the job is gone (evicted or deleted): it is not brought back.
-SET_FIELD = """
-local id, f, v, rel = arg(), arg(), arg(), arg()
+#: Write fields of a stored job at once (`job[f] = v`, `job.update(...)`): (field, value,
+#: release?) triples, then what decides activeness, then the generation the writer read
+#: ('' = any). A write is a touch. Returns 1, or 0 when the job is gone (evicted, deleted)
+#: or is another job now (its id deleted and reused): nothing is written, nor brought back.
+SET_FIELDS = """
+local id, gen, n = arg(), arg(), tonumber(arg())
+local items = {}
+for i = 1, n do items[i] = {arg(), arg(), arg()} end
 local act = read_active()
 if not exists(id) then return 0 end
 local j, r = jkey(id), rkey(id)
-local old = fsize(j, f) + fsize(r, f)
-if rel == '1' then
-  redis.call('HSET', r, f, v)
-  redis.call('HSET', j, f, MARK)
-else
-  redis.call('HSET', j, f, v)
-  redis.call('HDEL', r, f)
+if gen ~= '' and redis.call('HGET', j, GEN) ~= gen then return 0 end
+local delta, hit = 0, false
+for _, item in ipairs(items) do
+  local f, v, rel = item[1], item[2], item[3]
+  local old = fsize(j, f) + fsize(r, f)
+  if rel == '1' then
+    redis.call('HSET', r, f, v)
+    redis.call('HSET', j, f, MARK)
+  else
+    redis.call('HSET', j, f, v)
+    redis.call('HDEL', r, f)
+  end
+  delta = delta + fsize(j, f) + fsize(r, f) - old
+  if f == act.field then hit = true end
 end
-local delta = fsize(j, f) + fsize(r, f) - old
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-apply_active(id, act, f, clock(), true)
+apply_active(id, act, hit, clock(), true)
 return 1
 """
 
-#: Delete one field of a stored job; 1, or 0 when the job is gone.
-DEL_FIELD = """#!lua flags=allow-oom
-local id, f = arg(), arg()
+#: Delete fields of a stored job at once (`del job[f]`, `job.clear()`); 1, or 0 as above.
+DEL_FIELDS = """#!lua flags=allow-oom
+local id, gen, n = arg(), arg(), tonumber(arg())
+local fields = {}
+for i = 1, n do fields[i] = arg() end
 local act = read_active()
 if not exists(id) then return 0 end
 local j, r = jkey(id), rkey(id)
-local delta = 0 - (fsize(j, f) + fsize(r, f))
-redis.call('HDEL', j, f)
-redis.call('HDEL', r, f)
+if gen ~= '' and redis.call('HGET', j, GEN) ~= gen then return 0 end
+local delta, hit = 0, false
+for _, f in ipairs(fields) do
+  delta = delta - (fsize(j, f) + fsize(r, f))
+  redis.call('HDEL', j, f)
+  redis.call('HDEL', r, f)
+  if f == act.field then hit = true end
+end
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-apply_active(id, act, f, clock(), false)
+apply_active(id, act, hit, clock(), false)
 return 1
 """
 
@@ -321,7 +343,7 @@ return {redis.call('ZCARD', K_CREATED), redis.call('ZCARD', K_RUNNING),
 """
 
 SOURCES: dict[str, str] = {
-    "put": PUT, "set_field": SET_FIELD, "del_field": DEL_FIELD, "get": GET, "touch": TOUCH,
+    "put": PUT, "set_fields": SET_FIELDS, "del_fields": DEL_FIELDS, "get": GET, "touch": TOUCH,
     "delete": DELETE, "take": TAKE, "clear": CLEAR, "pass": PASS, "evict_bytes": EVICT_BYTES,
     "pin": PIN, "unpin": UNPIN, "stats": STATS,
 }

@@ -189,7 +189,9 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         return default if fields is None else RedisJob(self._core, key, fields)
 
     def __setitem__(self, key: str, value: Mapping[str, Any]) -> None:
-        self._core.put(self._check_key(key), _job_fields(key, value))
+        gen = self._core.put(self._check_key(key), _job_fields(key, value))
+        if isinstance(value, RedisJob) and value._core is self._core and value._id == key:
+            value._gen = gen or ""  # stored back under its own id: it stays live
 
     def __delitem__(self, key: str) -> None:
         if not isinstance(key, str) or self._core.delete(key) is None:
@@ -232,7 +234,7 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         """The job at `key`, or store `default` there atomically (one worker wins)."""
         fields = _job_fields(key, {} if default is None else default)
         while True:
-            if self._core.put(self._check_key(key), fields, nx=True):
+            if self._core.put(self._check_key(key), fields, nx=True) is not None:
                 return self.peek(key, default)
             found = self.get(key, _MISSING)
             if found is not _MISSING:
