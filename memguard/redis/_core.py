@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
-from memguard.errors import RedisConfigError, RedisStoreError, RedisUnavailable
+from memguard.errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
 from memguard.eviction.plan import EvictionPlan
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.redis._codec import Codec
@@ -106,6 +106,9 @@ class RedisCore:
         self.plan = EvictionPlan()  # its max_jobs and max_bytes are enforced at insert
         self.on_evicted: Optional[Callable[[list[Victim]], object]] = None
         self.before_call: Optional[Callable[[], object]] = None  # flushes batched reads
+        #: Called when Redis refused a write as full: frees finished jobs at once (the
+        #: emergency rule) and says how many went; the write is then tried again.
+        self.on_full: Optional[Callable[[], int]] = None
         self._active_cache: tuple[Any, list[Any]] = (None, [])
         self.allow_eviction = allow_eviction
         self._server_checked = False
@@ -131,14 +134,34 @@ class RedisCore:
         with contextlib.suppress(RedisUnavailable):
             self.check_server()
 
-    def run(self, script: str, *args: Any, operation: str) -> Any:
-        """Run script `script` with the index keys and this store's prefix first."""
+    def run(self, script: str, *args: Any, operation: str,
+            finishing: Optional[str] = None) -> Any:
+        """Run script `script` with the index keys and this store's prefix first.
+
+        When a full Redis refuses it (RedisFull), `on_full` frees finished jobs and the
+        script runs again; if nothing could be freed and the write finishes a job, its
+        `finishing` variant (allowed on a full Redis) runs instead.
+        """
         if not self._server_checked:
             self.check_server(operation)
         if self.before_call is not None:
             self.before_call()
-        with self.translated(operation):
-            reply = getattr(self.scripts, script)(keys=self.keys, args=(self.base, *args))
+        call_args = (self.base, *args)
+        try:
+            with self.translated(operation):
+                reply = getattr(self.scripts, script)(keys=self.keys, args=call_args)
+        except RedisFull:
+            if self.on_full is not None and self.on_full():
+                with contextlib.suppress(RedisFull), self.translated(operation):
+                    return self._answered(
+                        getattr(self.scripts, script)(keys=self.keys, args=call_args))
+            if finishing is None:
+                raise
+            with self.translated(operation):
+                reply = getattr(self.scripts, finishing)(keys=self.keys, args=call_args)
+        return self._answered(reply)
+
+    def _answered(self, reply: Any) -> Any:
         self.answered_at = time.monotonic()
         return reply
 
@@ -244,8 +267,23 @@ class RedisCore:
         args: list[Any] = []
         for field, value in items:
             args += (field, self.dumps(job_id, field, value), "1" if field in release else "0")
+        finishing = "finish_fields" if self.finishes(items, job) else None
         return bool(self.run("set_fields", job_id, gen, len(items), *args,
-                             *self.active_args(job), operation=_writing(items)))
+                             *self.active_args(job), operation=_writing(items),
+                             finishing=finishing))
+
+    def finishes(self, items: Sequence[tuple[str, Any]],
+                 job: Optional[Mapping[str, Any]]) -> bool:
+        """Whether writing `items` leaves the job inactive by the policy's `active` (its
+        field written with a status not in its values; a callable false on `job`)."""
+        active = self.policy.active
+        if isinstance(active, ActiveWhen):
+            return any(field == active.field and not active({field: value})
+                       for field, value in items)
+        try:
+            return job is not None and not active(job)
+        except Exception:
+            return False
 
     def del_fields(self, job_id: str, gen: str, fields: Sequence[str],
                    job: Optional[Mapping[str, Any]]) -> bool:

@@ -342,7 +342,12 @@ return {redis.call('ZCARD', K_CREATED), redis.call('ZCARD', K_RUNNING),
         redis.call('ZCOUNT', K_PINS, '(' .. now, '+inf'), tostring(now)}
 """
 
+#: `set_fields` for a write that finishes a job (turns it inactive): allowed on a full Redis,
+#: so a full Redis holding running jobs is never wedged (the write frees a job for eviction).
+FINISH_FIELDS = "#!lua flags=allow-oom\n" + SET_FIELDS.lstrip("\n")
+
 SOURCES: dict[str, str] = {
+    "finish_fields": FINISH_FIELDS,
     "put": PUT, "set_fields": SET_FIELDS, "del_fields": DEL_FIELDS, "get": GET, "touch": TOUCH,
     "delete": DELETE, "take": TAKE, "clear": CLEAR, "pass": PASS, "evict_bytes": EVICT_BYTES,
     "pin": PIN, "unpin": UNPIN, "stats": STATS,

@@ -132,6 +132,8 @@ class RedisHandle(StoreHandle):
         self._last: Optional[RedisStoreStats] = None
         core.on_evicted = self._evicted
         core.before_call = self._flush_reads
+        core.on_full = self._on_full
+        self._freeing = threading.Lock()
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -266,13 +268,31 @@ class RedisHandle(StoreHandle):
             raise
         return self._finish_evictions(found)
 
-    def _redis_emergency(self) -> list[Victim]:
-        """Evict (in the emergency order) while Redis' memory is past its emergency share."""
-        used, limit = self.core.memory()
-        limit = self.redis_limit or self.policy_redis_limit or limit
-        if not limit or used < EMERGENCY_SHARE * limit:
+    def _on_full(self) -> int:
+        """Redis refused a write as full: run the emergency rule now, without waiting for
+        a pass, down to its target share of the server's `maxmemory`; how many jobs went.
+        Nothing when the plan has no emergency rule, or another thread is freeing already."""
+        if not self.plan.emergency or not self._freeing.acquire(blocking=False):
+            return 0
+        try:
+            found = self._redis_emergency(full=True)
+        except RedisStoreError:
+            return 0
+        finally:
+            self._freeing.release()
+        self._finish_evictions(found)
+        return len(found)
+
+    def _redis_emergency(self, *, full: bool = False) -> list[Victim]:
+        """Evict (in the emergency order) while Redis' memory is past its emergency share;
+        `full`: Redis just refused a write, so its own `maxmemory` is the limit that holds."""
+        used, maxmemory = self.core.memory()
+        limit = self.redis_limit or self.policy_redis_limit or maxmemory
+        if full and maxmemory:
+            limit = min(limit, maxmemory)
+        if not limit or (used < EMERGENCY_SHARE * limit and not full):
             return []
-        need = int(used - TARGET_SHARE * limit)
+        need = max(int(used - TARGET_SHARE * limit), 1)
         found = self.core.evict_bytes(self.plan.emergency_order, need)
         logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
                        format_size(used), format_size(limit), len(found), self.name)

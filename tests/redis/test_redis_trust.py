@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import redis
 
-from memguard import MemoryManager, Policy, managed_store
-from memguard.redis import RedisConfigError, RedisStore, RedisUnavailable
-from memguard.testing import FakeProbe
+from memguard import Cause, MemoryManager, Policy, managed_store
+from memguard.redis import RedisConfigError, RedisFull, RedisStore, RedisUnavailable
+from memguard.testing import FakeProbe, capture_evictions
 from tests.redis.conftest import RedisServer
 
 
@@ -78,3 +78,46 @@ def test_policy_changed_while_unreachable_is_checked_again(own_redis: RedisServe
     own_redis.start()
     with pytest.raises(RedisConfigError, match="maxmemory-policy allkeys-random"):
         store["b"] = {"status": "done"}
+
+
+# -- 5. a full Redis ------------------------------------------------------------------------
+
+FULL = ("--maxmemory", "3mb", "--maxmemory-policy", "noeviction")
+
+
+@pytest.mark.parametrize("own_redis", [FULL], indirect=True)
+def test_full_redis_of_running_jobs_still_accepts_finishing_writes(
+        own_redis: RedisServer, manager: MemoryManager) -> None:
+    store = make_store(manager, own_redis.url)
+    big = "x" * 100_000
+    with pytest.raises(RedisFull):
+        for i in range(200):
+            store[f"j{i}"] = {"status": "running", "result": big}
+    stored = list(store)
+    assert len(stored) > 5
+    with pytest.raises(RedisFull):  # a write that does not finish a job is refused
+        store[stored[0]]["note"] = big
+    with capture_evictions(manager) as events:
+        for key in stored:  # every worker marks its job done: none is refused
+            store[key].update(status="done", progress=100)
+    # on a full Redis a finished job is what the emergency rule frees first, at once
+    assert {event.cause for event in events} <= {Cause.EMERGENCY}
+    assert sorted(list(store) + [event.key for event in events]) == sorted(stored)
+    assert all(job["status"] == "done" for job in store.values())
+    store["next"] = {"status": "running", "result": big}  # finished jobs make room for it
+    assert "next" in store and len(store) < len(stored) + 1
+
+
+@pytest.mark.parametrize("own_redis", [FULL], indirect=True)
+def test_redis_full_frees_finished_jobs_at_once(own_redis: RedisServer,
+                                                manager: MemoryManager) -> None:
+    store = make_store(manager, own_redis.url)
+    big = "x" * 100_000
+    with capture_evictions(manager) as events:
+        for i in range(100):  # ~10 MB into a 3 MB Redis, no pass ever run
+            store[f"j{i}"] = {"status": "done", "result": big}
+            if i % 10 == 0:
+                store[f"r{i}"] = {"status": "running", "result": None}
+    assert "j99" in store and all(f"r{i}" in store for i in range(0, 100, 10))
+    assert events and {event.cause for event in events} == {Cause.EMERGENCY}
+    assert all(event.key.startswith("j") for event in events)
