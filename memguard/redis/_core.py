@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
@@ -26,6 +27,9 @@ IN_RELEASE: Any = type("InRelease", (), {"__repr__": lambda self: "<in release>"
 
 #: An eviction as a script reports it: job id, stored bytes, cause name.
 Victim = tuple[str, int, str]
+
+#: Seconds Redis keeps the copy of a taken (popped) job, for a pop whose reply was lost.
+TAKEN_TTL = 600.0
 
 #: Most victims a pass script evicts per call, so that one call never blocks Redis for long.
 PASS_BATCH = 500
@@ -78,9 +82,9 @@ def check_field(job_id: str, field: object) -> None:
     """Raise TypeError unless `field` can name a field of a stored job."""
     if not isinstance(field, str):
         raise TypeError(f"job {job_id!r}: field names are strings; got {field!r}")
-    if field.startswith("\x00"):
-        raise ValueError(f"job {job_id!r}: field names starting with NUL are reserved for "
-                         f"memguard; got {field!r}")
+    if field == GEN_FIELD:
+        raise ValueError(f"job {job_id!r}: field name {field!r} is reserved for memguard (the "
+                         "job's generation); any other string is allowed")
 
 
 def _writing(items: Sequence[tuple[str, Any]]) -> str:
@@ -111,6 +115,8 @@ class RedisCore:
         self.on_full: Optional[Callable[[], int]] = None
         self._active_cache: tuple[Any, list[Any]] = (None, [])
         self.allow_eviction = allow_eviction
+        self._pending_takes: dict[str, str] = {}  # id -> token of a take whose reply was lost
+        self._last_take = ""  # the token whose kept copy the next take deletes
         self._server_checked = False
         #: When (time.monotonic) a script last got an answer: Redis is reachable again.
         self.answered_at = float("-inf")
@@ -315,8 +321,23 @@ class RedisCore:
         return None if value is None else self.codec.loads(raw(value))
 
     def take(self, job_id: str) -> Optional[dict[str, Any]]:
-        """Remove the job and return it whole, release fields included; None if absent."""
-        reply = self.run("take", job_id, operation="pop")
+        """Remove the job and return it whole, release fields included; None if absent.
+
+        A take whose reply was lost (RedisUnavailable: a timeout, a dropped connection) may
+        have been applied; its token is kept, and the next take of that id by this store
+        sends it again, which returns the job taken then (kept in Redis TAKEN_TTL seconds).
+        """
+        token = self._pending_takes.get(job_id) or uuid.uuid4().hex
+        try:
+            reply = self.run("take", job_id, token, self._last_take, int(TAKEN_TTL * 1000),
+                             operation="pop")
+        except RedisUnavailable as error:
+            self._pending_takes[job_id] = token
+            raise RedisUnavailable(
+                f"{error}; the pop may have been applied: pop({job_id!r}) on this store "
+                f"again returns the job if so (kept in Redis {TAKEN_TTL:g} s)") from error
+        self._pending_takes.pop(job_id, None)
+        self._last_take = token
         if reply is None:
             return None
         small, released, _size = reply
@@ -368,10 +389,10 @@ class RedisCore:
 
     # -- passes, pins, figures ----------------------------------------------------------
 
-    def run_pass(self, plan: EvictionPlan) -> tuple[list[Victim], tuple[int, int]]:
-        """What one pass of `plan`'s age, idle, count and byte rules evicted, and the
-        store's (jobs, bytes) after it."""
-        found: list[Victim] = []
+    def run_pass(self, plan: EvictionPlan, found: list[Victim]) -> tuple[int, int]:
+        """Run one pass of `plan`'s abandoned, age, idle, count and byte rules, appending
+        what each batch evicted to `found` as it comes (a later batch that fails leaves the
+        earlier ones there); the store's (jobs, bytes) after it."""
         args = ("" if plan.max_age is None else repr(plan.max_age),
                 "" if plan.max_idle is None else repr(plan.max_idle),
                 "" if plan.max_jobs is None else plan.max_jobs,
@@ -383,11 +404,11 @@ class RedisCore:
             batch = victims(evicted)
             found += batch
             if len(batch) < PASS_BATCH:
-                return found, (int(jobs), int(size))
+                return int(jobs), int(size)
 
-    def evict_bytes(self, order: str, need: int) -> list[Victim]:
-        """Evict in `order` until `need` stored bytes went (or nothing evictable is left)."""
-        found: list[Victim] = []
+    def evict_bytes(self, order: str, need: int, found: list[Victim]) -> None:
+        """Evict in `order` until `need` stored bytes went (or nothing evictable is left),
+        appending each batch's victims to `found` as it comes."""
         while need > 0:
             batch = victims(self.run("evict_bytes", order, need, PASS_BATCH,
                                      operation="emergency"))
@@ -395,7 +416,6 @@ class RedisCore:
             need -= sum(size for _key, size, _cause in batch)
             if len(batch) < PASS_BATCH:
                 break
-        return found
 
     def pin(self, job_ids: Sequence[str], holder: str, lease: float) -> None:
         self.run("pin", holder, repr(lease), *job_ids, operation="pin")

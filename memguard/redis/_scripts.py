@@ -245,12 +245,24 @@ return remove(id)
 """
 
 #: Remove a job and return it whole: {small fields, release fields, size}; false if absent.
+#: The job's hashes are renamed to `t:TOKEN:j` / `t:TOKEN:r` (kept TAKEN_TTL ms, deleted by
+#: the store's next take through `prev`), so a take whose reply was lost, sent again with
+#: the same token, returns the job instead of finding it gone.
 TAKE = """#!lua flags=allow-oom
-local id = arg()
+local id, token, prev, ttl = arg(), arg(), arg(), tonumber(arg())
+if prev ~= '' then redis.call('DEL', BASE .. 't:' .. prev .. ':j', BASE .. 't:' .. prev .. ':r') end
+local tj, tr = BASE .. 't:' .. token .. ':j', BASE .. 't:' .. token .. ':r'
+if redis.call('EXISTS', tj) == 1 then  -- taken by this very call before: its reply was lost
+  return {redis.call('HGETALL', tj), redis.call('HGETALL', tr), 0}
+end
 if not exists(id) then return false end
-local small = redis.call('HGETALL', jkey(id))
-local released = redis.call('HGETALL', rkey(id))
-return {small, released, remove(id)}
+redis.call('RENAME', jkey(id), tj)
+redis.call('PEXPIRE', tj, ttl)
+if redis.call('EXISTS', rkey(id)) == 1 then
+  redis.call('RENAME', rkey(id), tr)
+  redis.call('PEXPIRE', tr, ttl)
+end
+return {redis.call('HGETALL', tj), redis.call('HGETALL', tr), remove(id)}
 """
 
 #: Remove up to `limit` jobs; how many it removed (0 once the store is empty).

@@ -250,22 +250,30 @@ class RedisHandle(StoreHandle):
         """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
         fails (the manager isolates it, and `stats()` reports the store unreachable).
 
+        A pass runs in batches (at most PASS_BATCH victims per script call): when a later
+        batch fails, what the earlier ones evicted is still reported (listeners, counts,
+        the returned events) and the failure is logged instead of raised.
+
         A pass carrying an emergency budget is the worker's emergency: Redis jobs do not use
         the worker's memory, so it evicts nothing here.
         """
         if ctx.budget is not None:
             return []
         plan = self.plan
+        found: list[Victim] = []
         try:
-            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(plan)
+            self.index.jobs, self.index.total_bytes = self.core.run_pass(plan, found)
             if plan.emergency:
-                emergency = self._redis_emergency()
-                if emergency:
-                    found += emergency
+                before = len(found)
+                self._redis_emergency(found=found)
+                if len(found) > before:
                     self.refresh()
         except RedisStoreError as error:
             self.last_error = str(error)
-            raise
+            if not found:
+                raise
+            logger.warning("memguard: pass of Redis store %s failed after evicting %d "
+                           "job(s), reported: %s", self.name, len(found), error)
         return self._finish_evictions(found)
 
     def _on_full(self) -> int:
@@ -283,7 +291,8 @@ class RedisHandle(StoreHandle):
         self._finish_evictions(found)
         return len(found)
 
-    def _redis_emergency(self, *, full: bool = False) -> list[Victim]:
+    def _redis_emergency(self, *, full: bool = False,
+                         found: Optional[list[Victim]] = None) -> list[Victim]:
         """Evict (in the emergency order) while Redis' memory is past its emergency share;
         `full`: Redis just refused a write, so its own `maxmemory` is the limit that holds."""
         used, maxmemory = self.core.memory()
@@ -293,9 +302,11 @@ class RedisHandle(StoreHandle):
         if not limit or (used < EMERGENCY_SHARE * limit and not full):
             return []
         need = max(int(used - TARGET_SHARE * limit), 1)
-        found = self.core.evict_bytes(self.plan.emergency_order, need)
+        found = [] if found is None else found
+        before = len(found)
+        self.core.evict_bytes(self.plan.emergency_order, need, found)
         logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
-                       format_size(used), format_size(limit), len(found), self.name)
+                       format_size(used), format_size(limit), len(found) - before, self.name)
         return found
 
     def stats(self) -> RedisStoreStats:

@@ -4,6 +4,7 @@ the user's side."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -121,3 +122,78 @@ def test_redis_full_frees_finished_jobs_at_once(own_redis: RedisServer,
     assert "j99" in store and all(f"r{i}" in store for i in range(0, 100, 10))
     assert events and {event.cause for event in events} == {Cause.EMERGENCY}
     assert all(event.key.startswith("j") for event in events)
+
+
+# -- 6. an operation whose reply was lost ---------------------------------------------------
+
+def test_pop_whose_reply_was_lost_returns_the_job_next_time(own_redis: RedisServer,
+                                                            manager: MemoryManager) -> None:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    @managed_store(name="jobs", manager=manager)
+    class Jobs(RedisStore):
+        pass
+
+    client = redis.Redis(port=own_redis.port, socket_timeout=0.3, retry=Retry(NoBackoff(), 0))
+    store = Jobs(client=client)
+    store["a"] = {"status": "done", "result": {"text": "the only copy"}}
+    assert store.pop("absent", None) is None  # the pop script is loaded: EVALSHA runs it
+    own_redis.pause()
+    try:
+        with pytest.raises(RedisUnavailable, match=r"pop may have been applied.*'a'"):
+            store.pop("a")
+    finally:
+        own_redis.resume()  # the pop sent before the freeze runs now: the job is taken
+    with redis.Redis(port=own_redis.port) as other:
+        deadline = time.monotonic() + 5
+        while other.zscore("memguard:{jobs}:created", "a") is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert "a" not in store
+    assert store.pop("a") == {"status": "done", "result": {"text": "the only copy"}}
+    assert store.pop("a", None) is None  # once only
+    store["b"] = {"status": "done"}
+    assert store.pop("b") == {"status": "done"}
+    with redis.Redis(port=own_redis.port) as other:  # the kept copy of "a" went with it
+        assert other.keys("memguard:{jobs}:t:*") and len(other.keys("memguard:{jobs}:t:*")) == 1
+
+
+# -- 7. a pass whose later batch fails -------------------------------------------------------
+
+class StopsAfterFirstPassBatch(redis.Redis):
+    """A real client that kills the real server right after the first pass batch answered
+    (the fault lands between two batches of one pass, every time)."""
+
+    server: RedisServer
+    pass_sha = ""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = super().execute_command(*args, **options)
+        if args[0] == "EVALSHA" and args[1] == self.pass_sha:
+            self.server.stop()
+        return reply
+
+
+def test_pass_failing_in_a_later_batch_reports_what_earlier_batches_evicted(
+        own_redis: RedisServer, manager: MemoryManager,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from memguard import handle
+    from memguard.redis._core import PASS_BATCH
+
+    @managed_store(name="jobs", manager=manager, max_age=0.2)
+    class Jobs(RedisStore):
+        pass
+
+    client = StopsAfterFirstPassBatch(port=own_redis.port, socket_timeout=1)
+    client.server = own_redis
+    store = Jobs(client=client)
+    for i in range(PASS_BATCH * 2 + 100):
+        store[f"j{i}"] = {"status": "done"}
+    time.sleep(0.3)
+    client.pass_sha = store._core.scripts.__dict__["pass"].sha
+    with capture_evictions(manager) as events:
+        report = handle(store).cleanup()
+    assert len(events) == PASS_BATCH and report.evicted == PASS_BATCH
+    assert handle(store).stats().evictions == {"age": PASS_BATCH}
+    assert "failed after evicting 500 job(s)" in caplog.text
