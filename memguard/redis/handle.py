@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
@@ -53,6 +53,55 @@ PIN_LEASE = 30.0
 #: without asking Redis again: a host that drops packets costs the connect timeout (2 s) per
 #: try, which `/memory` and `/metrics` would otherwise pay at every request, per store.
 UNREACHABLE_RETRY = 5.0
+#: Seconds `stats()` and a pass started by the manager (the monitor's thread) wait for Redis:
+#: a frozen Redis answers nothing until the socket timeout (5 s), and the monitor samples
+#: memory on the thread that runs the passes. Past the bound the call goes on in the
+#: background (a pass still reports its evictions to listeners and counts when it ends).
+WAIT_BOUND = 1.0
+
+_PENDING: Any = type("Pending", (), {"__repr__": lambda self: "<pending>"})()
+
+
+class _Offloaded:
+    """One call at a time on a daemon thread of its own, waited for at most a bound: what
+    keeps a frozen Redis from stalling the monitor. A call made while the previous one is
+    still running is not started (`_PENDING` at once)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._busy_in: Optional[int] = None  # the pid whose thread runs a call
+
+    def call(self, function: Callable[[], Any], wait: float) -> Any:
+        """`function()`'s result (or its exception) if it ends within `wait` seconds, else
+        `_PENDING`, the call going on in the background."""
+        with self._lock:
+            if self._busy_in == os.getpid():  # (a forked child inherits no thread)
+                return _PENDING
+            self._busy_in = os.getpid()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                box["value"] = function()
+            except BaseException as error:  # handed to the caller, or logged if it left
+                box["error"] = error
+            finally:
+                with self._lock:
+                    self._busy_in = None
+                done.set()
+                if box.get("late") and "error" in box:
+                    logger.warning("memguard: %s failed after its caller stopped waiting: %s",
+                                   self.name, box["error"])
+
+        threading.Thread(target=run, name=self.name, daemon=True).start()
+        if not done.wait(wait):
+            box["late"] = True
+            return _PENDING
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
 
 @attrs.frozen
@@ -134,6 +183,9 @@ class RedisHandle(StoreHandle):
         core.before_call = self._flush_reads
         core.on_full = self._on_full
         self._freeing = threading.Lock()
+        self.wait_bound = WAIT_BOUND
+        self._passes = _Offloaded(f"memguard-redis-pass-{name}")
+        self._stats = _Offloaded(f"memguard-redis-stats-{name}")
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -243,10 +295,31 @@ class RedisHandle(StoreHandle):
         (the manager's clock by default) dates the report only: Redis stores age their
         jobs by the server's time."""
         start = self.manager.clock() if now is None else now
-        events = self.run_pass(Pass(now=start, order=self.plan.order))
+        events = self._pass_now()
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
+        """The manager's pass over this store (see `_pass_now`), waited for at most
+        `wait_bound` seconds, and not at all while Redis is known unreachable: past that it
+        goes on in the background and this returns no events (its evictions still reach
+        the listeners and counts when it ends). A worker's emergency evicts nothing here."""
+        if ctx.budget is not None:
+            return []
+        wait = 0.0 if self._known_unreachable() else self.wait_bound
+        outcome = self._passes.call(self._pass_now, wait)
+        return [] if outcome is _PENDING else list(outcome)
+
+    def _known_unreachable(self) -> Optional[float]:
+        """Seconds since an operation found Redis unreachable, if none got an answer since
+        and that was less than `unreachable_retry` ago; else None."""
+        failed = self.core.unavailable
+        if failed is not None and self.core.answered_at < failed[0]:
+            age = time.monotonic() - failed[0]
+            if 0 <= age < self.unreachable_retry:
+                return age
+        return None
+
+    def _pass_now(self) -> list[EvictionEvent]:
         """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
         fails (the manager isolates it, and `stats()` reports the store unreachable).
 
@@ -254,11 +327,9 @@ class RedisHandle(StoreHandle):
         batch fails, what the earlier ones evicted is still reported (listeners, counts,
         the returned events) and the failure is logged instead of raised.
 
-        A pass carrying an emergency budget is the worker's emergency: Redis jobs do not use
-        the worker's memory, so it evicts nothing here.
+        The worker's emergency (a pass with a budget) never gets here: Redis jobs do not
+        use the worker's memory.
         """
-        if ctx.budget is not None:
-            return []
         plan = self.plan
         found: list[Victim] = []
         try:
@@ -318,18 +389,25 @@ class RedisHandle(StoreHandle):
         read, a write, a pass) got an answer since: the store is reported unreachable at
         once, with that error and its age.
         """
+        age = self._known_unreachable()
         failed = self.core.unavailable
-        if failed is not None and self.core.answered_at < failed[0]:
-            age = time.monotonic() - failed[0]
-            if 0 <= age < self.unreachable_retry:
-                return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
-                                         f"{self.unreachable_retry:g} s after a failure)")
+        if age is not None and failed is not None:
+            return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
+                                     f"{self.unreachable_retry:g} s after a failure)")
         try:
-            jobs, active, size, pinned = self.core.figures()
-            used, limit = self.core.memory()
+            read = self._stats.call(self._read_stats, self.wait_bound)
         except RedisStoreError as error:
             self.last_error = str(error)  # an unreachable Redis: remembered by the core
             return self._unreachable(str(error))
+        if read is _PENDING:
+            return self._unreachable(f"Redis at {self.core.where} did not answer stats within "
+                                     f"{self.wait_bound:g} s (the last figures read)")
+        return read  # type: ignore[no-any-return]
+
+    def _read_stats(self) -> RedisStoreStats:
+        """`stats()` as Redis answers it now (may raise RedisStoreError)."""
+        jobs, active, size, pinned = self.core.figures()
+        used, limit = self.core.memory()
         self.last_error = None
         self.index.jobs, self.index.total_bytes = jobs, size
         stats = RedisStoreStats(
@@ -340,11 +418,12 @@ class RedisHandle(StoreHandle):
         return stats
 
     def _unreachable(self, error: str) -> RedisStoreStats:
-        """Stats of a store Redis did not answer for: the last counts read (zeros if none)."""
+        """Stats of a store Redis did not answer for: the last figures read (by a stats
+        call or a pass; zeros if none)."""
         last = self._last
         return RedisStoreStats(
-            name=self.name, jobs=last.jobs if last else 0, active=last.active if last else 0,
-            pinned=last.pinned if last else 0, bytes=last.bytes if last else 0,
+            name=self.name, jobs=self.index.jobs, active=last.active if last else 0,
+            pinned=last.pinned if last else 0, bytes=self.index.total_bytes,
             unweighed=0, evictions=dict(self.evictions), reachable=False,
             error=error, redis=self.core.where)
 

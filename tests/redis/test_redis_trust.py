@@ -197,3 +197,42 @@ def test_pass_failing_in_a_later_batch_reports_what_earlier_batches_evicted(
     assert len(events) == PASS_BATCH and report.evicted == PASS_BATCH
     assert handle(store).stats().evictions == {"age": PASS_BATCH}
     assert "failed after evicting 500 job(s)" in caplog.text
+
+
+# -- 8. a frozen Redis ----------------------------------------------------------------------
+
+def test_frozen_redis_never_stalls_the_sampler_or_stats(own_redis: RedisServer) -> None:
+    from memguard import handle
+
+    policy = Policy.from_toml("[memory]\nsample_interval = 0.1\ncheck_interval = 0.1\n",
+                              environ={})
+    manager = MemoryManager(policy, probe=FakeProbe("100MB"))
+
+    @managed_store(name="jobs", manager=manager, max_jobs=10)
+    class Jobs(RedisStore):
+        pass
+
+    store = Jobs(own_redis.url)  # a 5 s socket timeout, as built from a URL
+    store["a"] = {"status": "done"}
+    monitor = manager.setup_memory_monitoring()
+    try:
+        time.sleep(0.5)
+        own_redis.pause()
+        before = monitor.ticks
+        start = time.monotonic()
+        stats = handle(store).stats()
+        took = time.monotonic() - start
+        assert took < 1.5 and stats.reachable is False and stats.jobs == 1, (took, stats)
+        start = time.monotonic()
+        stats = handle(store).stats()  # asked again at once: no wait at all
+        assert time.monotonic() - start < 0.2 and stats.reachable is False
+        time.sleep(4.0)
+        ticks = monitor.ticks - before
+        # 4 s at 0.1 s: ~40 samples; the passes over the frozen Redis cost at most one
+        # wait bound (1 s) between them
+        assert ticks >= 20, ticks
+    finally:
+        own_redis.resume()
+        monitor.stop()
+    assert handle(store).cleanup() is not None
+    assert handle(store).stats().reachable is True
