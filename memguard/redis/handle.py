@@ -300,12 +300,14 @@ class RedisHandle(StoreHandle):
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
         """The manager's pass over this store (see `_pass_now`), waited for at most
-        `wait_bound` seconds, and not at all while Redis is known unreachable: past that it
+        `wait_bound` seconds, and 50 ms while Redis is known unreachable: past that it
         goes on in the background and this returns no events (its evictions still reach
         the listeners and counts when it ends). A worker's emergency evicts nothing here."""
         if ctx.budget is not None:
             return []
-        wait = 0.0 if self._known_unreachable() else self.wait_bound
+        # known unreachable: a refused connection still fails here at once; a frozen one
+        # is not waited for
+        wait = min(0.05, self.wait_bound) if self._known_unreachable() else self.wait_bound
         outcome = self._passes.call(self._pass_now, wait)
         return [] if outcome is _PENDING else list(outcome)
 
