@@ -15,10 +15,11 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, Optional, Union
 
+from memguard._logging import logger
 from memguard.errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
 from memguard.eviction.plan import EvictionPlan
 from memguard.policy.options import ActiveWhen, StorePolicy
-from memguard.redis._codec import Codec
+from memguard.redis._codec import Codec, UnreadableValue
 from memguard.redis._errors import translated
 from memguard.redis._scripts import GEN_FIELD, RELEASED_MARK, Scripts
 
@@ -215,13 +216,16 @@ class RedisCore:
             raise TypeError(
                 f"store {self.name!r}, job {job_id!r}, field {field!r}: cannot store "
                 f"{type(value).__name__} with serializer {self.codec.name!r} ({error})"
-                + ("; store JSON values or use serializer='pickle'"
+                + ("; store lists, dicts with string keys and JSON scalars, or use "
+                   "serializer='pickle'"
                    if self.codec.name == "json" else "")) from None
 
-    def decode_fields(self, flat: Sequence[_Raw]) -> dict[str, Any]:
+    def decode_fields(self, flat: Sequence[_Raw], job_id: str) -> dict[str, Any]:
         """A job's fields from HGETALL's flat reply; its generation, if any, under
-        GEN_FIELD (as text: `RedisJob` takes it out)."""
+        GEN_FIELD (as text: `RedisJob` takes it out). A value the codec cannot read raises
+        RedisStoreError naming the job, the field and the Redis key."""
         fields: dict[str, Any] = {}
+        loads = self.codec.loads
         for i in range(0, len(flat), 2):
             name, value = text(flat[i]), raw(flat[i + 1])
             if value == RELEASED_MARK:
@@ -229,8 +233,17 @@ class RedisCore:
             elif name == GEN_FIELD:
                 fields[name] = text(value)
             else:
-                fields[name] = self.codec.loads(value)
+                try:
+                    fields[name] = loads(value)
+                except UnreadableValue as error:
+                    raise self.unreadable(job_id, name, error) from None
         return fields
+
+    def unreadable(self, job_id: str, field: str, error: Exception) -> RedisStoreError:
+        return RedisStoreError(
+            f"store {self.name!r}: job {job_id!r} (keys {self.base}j:{job_id} / "
+            f"{self.base}r:{job_id}) cannot be read: field {field!r} with serializer "
+            f"{self.codec.name!r}: {error}")
 
     def evicted(self, found: list[Victim]) -> None:
         if found and self.on_evicted is not None:
@@ -301,24 +314,39 @@ class RedisCore:
     def get(self, job_id: str, *, touch: bool) -> Optional[dict[str, Any]]:
         """The job's small fields (release fields as IN_RELEASE), or None if absent."""
         reply = self.run("get", job_id, "1" if touch else "0", operation="read")
-        return None if reply is None else self.decode_fields(reply)
+        return None if reply is None else self.decode_fields(reply, job_id)
 
-    def get_many(self, job_ids: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, small fields) of the ids still present, without touching, pipelined."""
+    def get_many(self, job_ids: Sequence[str], *, skip_unreadable: bool = False
+                 ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, small fields) of the ids still present, without touching, pipelined; with
+        `skip_unreadable`, a job that cannot be read is logged and left out."""
         with self.translated("read"):
             pipe = self.client.pipeline(transaction=False)
             for job_id in job_ids:
                 self.scripts.get(keys=self.keys, args=(self.base, job_id, "0"), client=pipe)
             replies = pipe.execute()
         for job_id, reply in zip(job_ids, replies):
-            if reply is not None:
-                yield job_id, self.decode_fields(reply)
+            if reply is None:
+                continue
+            try:
+                fields = self.decode_fields(reply, job_id)
+            except RedisStoreError as error:
+                if not skip_unreadable:
+                    raise
+                logger.warning("memguard: %s; skipped", error)
+                continue
+            yield job_id, fields
 
     def fetch_release(self, job_id: str, field: str) -> Any:
         """A release field's value, or None once the job has been evicted (released)."""
         with self.translated(f"read of field {field!r}"):
             value = self.client.hget(self.release_key(job_id), field)
-        return None if value is None else self.codec.loads(raw(value))
+        if value is None:
+            return None
+        try:
+            return self.codec.loads(raw(value))
+        except UnreadableValue as error:
+            raise self.unreadable(job_id, field, error) from None
 
     def take(self, job_id: str) -> Optional[dict[str, Any]]:
         """Remove the job and return it whole, release fields included; None if absent.
@@ -341,9 +369,9 @@ class RedisCore:
         if reply is None:
             return None
         small, released, _size = reply
-        job = self.decode_fields(small)
+        job = self.decode_fields(small, job_id)
         job.pop(GEN_FIELD, None)
-        job.update(self.decode_fields(released))
+        job.update(self.decode_fields(released, job_id))
         return {k: (None if v is IN_RELEASE else v) for k, v in job.items()}
 
     def delete(self, job_id: str, operation: str = "delete") -> Optional[int]:

@@ -89,9 +89,10 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
 
     def __init__(self, url: Optional[str] = None, *, client: Any = None,
                  prefix: str = "memguard", serializer: str = "json",
+                 pickle_key: Optional[bytes] = None, unsafe_pickle: bool = False,
                  allow_redis_eviction: bool = False) -> None:
         try:
-            chosen = codec(serializer)
+            chosen = codec(serializer, pickle_key=pickle_key, unsafe_pickle=unsafe_pickle)
         except ValueError as error:
             raise RedisConfigError(f"RedisStore {error}") from None
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
@@ -244,9 +245,12 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         self._core.clear()
 
     def _batches(self, size: int = 100) -> Iterator[tuple[str, RedisJob]]:
+        """Every readable job, `size` per round trip; a job that cannot be read (corrupt, or
+        a pickle signed with another key) is skipped with a warning naming its key: one bad
+        job never hides the others (`store[id]` on it raises the error)."""
         ids = self._core.ids()
         for start in range(0, len(ids), size):
-            for key, fields in self._core.get_many(ids[start:start + size]):
+            for key, fields in self._core.get_many(ids[start:start + size], skip_unreadable=True):
                 yield key, RedisJob(self._core, key, fields)
 
 
