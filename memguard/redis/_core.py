@@ -178,8 +178,8 @@ class RedisCore:
         again after Redis was unreachable. A server that does not say (a proxy, a fake) is
         taken at its word."""
         with self.translated(operation):
-            server = self.client.info("server")
-            memory = self.client.info("memory")
+            server = self.info("server")
+            memory = self.info("memory")
         found = str(server.get("redis_version", "")) if isinstance(server, Mapping) else ""
         require_redis_7(found, self.where)
         if not self.allow_eviction and isinstance(memory, Mapping):
@@ -320,14 +320,20 @@ class RedisCore:
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
         """(id, small fields) of the ids still present, without touching, pipelined; with
         `skip_unreadable`, a job that cannot be read is logged and left out."""
+        # Plain HGETALLs, no script: a job's small-field hash always holds its generation, so
+        # an empty reply is a job gone; and a cluster pipeline does not load scripts.
+        if not self._server_checked:
+            self.check_server("read")
         with self.translated("read"):
             pipe = self.client.pipeline(transaction=False)
             for job_id in job_ids:
-                self.scripts.get(keys=self.keys, args=(self.base, job_id, "0"), client=pipe)
+                pipe.hgetall(f"{self.base}j:{job_id}")
             replies = pipe.execute()
-        for job_id, reply in zip(job_ids, replies):
-            if reply is None:
+        self.answered_at = time.monotonic()
+        for job_id, found in zip(job_ids, replies):
+            if not found:
                 continue
+            reply = [item for pair in found.items() for item in pair]
             try:
                 fields = self.decode_fields(reply, job_id)
             except RedisStoreError as error:
@@ -459,8 +465,21 @@ class RedisCore:
     def memory(self) -> tuple[int, int]:
         """Redis' (used_memory, maxmemory); maxmemory 0 means no limit is set."""
         with self.translated("INFO memory"):
-            info = self.client.info("memory")
+            info = self.info("memory")
         return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
+    def info(self, section: str) -> Any:
+        """INFO `section` of the server holding this store's keys: on a Redis Cluster, the
+        node that serves the store's hash slot (not whichever node the client picks)."""
+        node_of = getattr(self.client, "get_node_from_key", None)
+        if node_of is None:
+            return self.client.info(section)
+        node = node_of(self.keys[0])
+        info = self.client.info(section, target_nodes=node)
+        if isinstance(info, Mapping) and node.name in info and isinstance(info[node.name],
+                                                                          Mapping):
+            return info[node.name]  # some clients key a targeted reply by node
+        return info
 
 
 __all__ = ["IN_RELEASE", "PASS_BATCH", "RedisCore", "RedisStoreError", "Victim"]

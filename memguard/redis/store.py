@@ -30,7 +30,14 @@ _MISSING: Any = object()
 
 
 def _where(client: Any) -> str:
-    """host:port/db of a redis-py client (no password), for error messages."""
+    """host:port/db of a redis-py client (no password), for error messages; a cluster's
+    nodes as `cluster host:port,...`."""
+    nodes = getattr(client, "get_nodes", None)
+    if nodes is not None:
+        try:
+            return "cluster " + ",".join(sorted(node.name for node in nodes()))
+        except Exception:  # a client that only looks like a cluster client
+            return repr(client)
     try:
         kwargs = client.connection_pool.connection_kwargs
     except AttributeError:
