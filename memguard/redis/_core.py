@@ -32,6 +32,13 @@ Victim = tuple[str, int, str]
 #: Seconds Redis keeps the copy of a taken (popped) job, for a pop whose reply was lost.
 TAKEN_TTL = 600.0
 
+#: Reads (`store[id]`, `get`) are one plain HGETALL; the recency updates they owe are batched
+#: (DESIGN section 8 allows it) and sent as one `touch` script once this many are pending,
+#: once the oldest is this many seconds old, and before anything that evicts by recency
+#: (an insert, a pass, the emergency rule) or lists it.
+READS_BATCH = 100
+READS_DELAY = 0.5
+
 #: Most victims a pass script evicts per call, so that one call never blocks Redis for long.
 PASS_BATCH = 500
 
@@ -116,6 +123,8 @@ class RedisCore:
         self.on_full: Optional[Callable[[], int]] = None
         self._active_cache: tuple[Any, list[Any]] = (None, [])
         self.allow_eviction = allow_eviction
+        self.reads: dict[str, None] = {}  # ids read since the last touch, oldest first
+        self._reads_since = 0.0
         self._pending_takes: dict[str, str] = {}  # id -> token of a take whose reply was lost
         self._last_take = ""  # the token whose kept copy the next take deletes
         self._server_checked = False
@@ -142,7 +151,7 @@ class RedisCore:
             self.check_server()
 
     def run(self, script: str, *args: Any, operation: str,
-            finishing: Optional[str] = None) -> Any:
+            finishing: Optional[str] = None, flush: bool = True) -> Any:
         """Run script `script` with the index keys and this store's prefix first.
 
         When a full Redis refuses it (RedisFull), `on_full` frees finished jobs and the
@@ -153,6 +162,8 @@ class RedisCore:
             self.check_server(operation)
         if self.before_call is not None:
             self.before_call()
+        if flush and self.reads:
+            self.flush_reads()
         call_args = (self.base, *args)
         try:
             with self.translated(operation):
@@ -289,7 +300,7 @@ class RedisCore:
         finishing = "finish_fields" if self.finishes(items, job) else None
         return bool(self.run("set_fields", job_id, gen, len(items), *args,
                              *self.active_args(job), operation=_writing(items),
-                             finishing=finishing))
+                             finishing=finishing, flush=False))
 
     def finishes(self, items: Sequence[tuple[str, Any]],
                  job: Optional[Mapping[str, Any]]) -> bool:
@@ -308,13 +319,35 @@ class RedisCore:
                    job: Optional[Mapping[str, Any]]) -> bool:
         """Delete `fields` of job `job_id` of generation `gen` in one script; as set_fields."""
         return bool(self.run("del_fields", job_id, gen, len(fields), *fields,
-                             *self.active_args(job),
+                             *self.active_args(job), flush=False,
                              operation=f"delete of field(s) {', '.join(map(repr, fields))}"))
 
     def get(self, job_id: str, *, touch: bool) -> Optional[dict[str, Any]]:
         """The job's small fields (release fields as IN_RELEASE), or None if absent."""
-        reply = self.run("get", job_id, "1" if touch else "0", operation="read")
-        return None if reply is None else self.decode_fields(reply, job_id)
+        if not self._server_checked:
+            self.check_server("read")
+        with self.translated("read"):
+            found = self.client.hgetall(f"{self.base}j:{job_id}")
+        self.answered_at = now = time.monotonic()
+        if not found:  # a stored job's hash holds at least its generation
+            return None
+        fields = self.decode_fields([item for pair in found.items() for item in pair], job_id)
+        if touch:
+            reads = self.reads
+            if reads:
+                reads.pop(job_id, None)
+            else:
+                self._reads_since = now
+            reads[job_id] = None
+            if len(reads) >= READS_BATCH or now - self._reads_since >= READS_DELAY:
+                self.flush_reads()
+        return fields
+
+    def flush_reads(self) -> None:
+        """Send the recency updates reads owe, as one `touch` script (oldest read first)."""
+        reads, self.reads = self.reads, {}
+        if reads:
+            self.touch(reads)
 
     def get_many(self, job_ids: Sequence[str], *, skip_unreadable: bool = False
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -414,6 +447,7 @@ class RedisCore:
 
     def recency(self) -> list[str]:
         """Ids least recently used first; active jobs (out of the order) last, by write."""
+        self.flush_reads()
         with self.translated("listing jobs"):
             pipe = self.client.pipeline(transaction=False)
             pipe.zrange(self.keys[1], 0, -1)

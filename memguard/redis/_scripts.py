@@ -220,19 +220,15 @@ apply_active(id, act, hit, clock(), false)
 return 1
 """
 
-#: A job's small fields (release fields show as MARK), touching it when asked; false if absent.
-GET = """#!lua flags=allow-oom
-local id, touch = arg(), arg()
-if not exists(id) then return false end
-if touch == '1' then redis.call('ZADD', K_RECENCY, 'XX', clock(), id) end
-return redis.call('HGETALL', jkey(id))
-"""
-
-#: Mark ids as just used (batched reads); unknown ids are ignored.
+#: Mark ids as just used (batched reads, oldest read first: each gets a score 1 us above
+#: the one before, the last one now); unknown ids and active jobs (not in the order) are
+#: ignored.
 TOUCH = """#!lua flags=allow-oom
 local now = clock()
 local args = {}
-for i = 2, #ARGV do args[#args + 1] = now; args[#args + 1] = ARGV[i] end
+for i = 2, #ARGV do
+  args[#args + 1] = now - (#ARGV - i) / 1000000; args[#args + 1] = ARGV[i]
+end
 if #args > 0 then redis.call('ZADD', K_RECENCY, 'XX', unpack(args)) end
 return #args / 2
 """
@@ -360,7 +356,7 @@ FINISH_FIELDS = "#!lua flags=allow-oom\n" + SET_FIELDS.lstrip("\n")
 
 SOURCES: dict[str, str] = {
     "finish_fields": FINISH_FIELDS,
-    "put": PUT, "set_fields": SET_FIELDS, "del_fields": DEL_FIELDS, "get": GET, "touch": TOUCH,
+    "put": PUT, "set_fields": SET_FIELDS, "del_fields": DEL_FIELDS, "touch": TOUCH,
     "delete": DELETE, "take": TAKE, "clear": CLEAR, "pass": PASS, "evict_bytes": EVICT_BYTES,
     "pin": PIN, "unpin": UNPIN, "stats": STATS,
 }
