@@ -10,7 +10,7 @@ $(BIN)/memguard: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-.PHONY: demo test lint bench docs docs-build
+.PHONY: demo test lint bench docs docs-build system-packages
 demo: $(BIN)/memguard
 	$(BIN)/python -m memguard.tools.demo --plot demo.png
 
@@ -18,8 +18,13 @@ lint: $(BIN)/memguard
 	$(BIN)/ruff check memguard tests benchmarks examples
 	$(BIN)/mypy --strict memguard
 
-test: $(BIN)/memguard lint docs-build
-	$(BIN)/python -m pytest -q
+# The tests marked slow (sustained load on real servers, real memory) run in .ci/run, after this.
+test: $(BIN)/memguard system-packages lint docs-build
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Installs what the tests drive for real (as root), else says in one line what to install.
+system-packages:
+	.ci/system-packages
 
 # The documentation site (mkdocs.yml): `make docs` serves it on 127.0.0.1:8000 with live
 # reload; `make test` (and so CI) builds it with --strict, so a broken link or reference fails.

@@ -44,6 +44,7 @@ CASES: dict[str, str] = {
     "monitor": "benchmarks.bench_monitor",
     "redis": "benchmarks.bench_redis",  # starts its own redis-server; skipped without one
     "guard": "benchmarks.bench_guard",  # real gunicorn under sustained load (issue 10)
+    "results": "benchmarks.bench_results",  # results lost vs the clairvoyant reference (21)
 }
 OPTIONAL = {"monitor"}
 
@@ -141,8 +142,11 @@ def environment() -> dict[str, Any]:
     """Where and with what the figures were taken."""
     from importlib.metadata import version
 
-    versions: dict[str, Optional[str]] = {}
-    for name in ("memguard", "cachetools", "cachebox", "pyperf", "psutil", "wrapt"):
+    import memguard
+
+    # memguard's own (its distribution is memguard-jobs; "memguard" on PyPI is another project)
+    versions: dict[str, Optional[str]] = {"memguard": memguard.__version__}
+    for name in ("cachetools", "cachebox", "pyperf", "psutil", "wrapt"):
         try:
             versions[name] = version(name)
         except Exception:  # not installed

@@ -301,7 +301,7 @@ def measure(contender: str, rate_mb: float, seconds: float, *,
         "lost_running": lost,
         "emergencies": None if memory is None else
         memory["totals"]["cleanups"].get("emergency", 0),
-        "cleanup_lines": log.count("Memory cleanup: cleaned"),
+        "cleanup_lines": log.count("Memory cleanup: Cleaned"),
         "max_requests": list(max_requests) if contender == "max_requests" else None,
     }
 

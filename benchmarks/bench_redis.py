@@ -238,7 +238,7 @@ def rq_missing() -> str:
     try:
         import rq  # noqa: F401
     except ImportError:
-        return "RQ is not installed (pip install 'memguard[bench]')"
+        return "RQ is not installed (pip install 'memguard-jobs[bench]')"
     return ""
 
 

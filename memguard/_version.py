@@ -7,7 +7,13 @@ construction, and ``import memguard`` reads no file to learn it.
 
 from __future__ import annotations
 
+from typing import Final
+
 __version__ = "0.1.0"
+
+DISTRIBUTION: Final = "memguard-jobs"
+"""The name pip installs (the import name is ``memguard``; ``memguard`` on the registry is
+another project)."""
 
 
 def version() -> str:

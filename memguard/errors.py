@@ -40,13 +40,15 @@ class PolicyError(MemguardError, ValueError):
 class StoreDefinitionError(MemguardError, TypeError):
     """`@managed_store` or `@touches` was applied where it cannot work.
 
-    Raised at decoration time, naming the class or function and the problem.
+    Raised at decoration time, naming the class or function and the problem; for a
+    `mapping=` store also when an instance is built (its `__init__` left the attribute unset,
+    or set it to something that is not a mapping), naming the attributes that hold one.
     """
 
 
 class MissingExtraError(MemguardError, ImportError):
     """An integration needs a package that is not installed; the message names the
-    ``pip install 'memguard[EXTRA]'`` that brings it in."""
+    ``pip install 'memguard-jobs[EXTRA]'`` that brings it in."""
 
 
 class RouteConflictError(MemguardError, ValueError):

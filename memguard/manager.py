@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -15,16 +16,18 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from memguard._logging import logger
+from memguard._logging import announce, logger
 from memguard.errors import PolicyError
 from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.eviction.rules import Budget, Pass
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
+from memguard.monitor.levels import rank
 from memguard.monitor.readings import MemoryStats
 from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
 from memguard.policy.policy import Policy
+from memguard.policy.units import format_size
 from memguard.stores import registry
 from memguard.stores.building import attach, handle
 from memguard.stores.handle import LocalHandle, _Backend
@@ -54,7 +57,11 @@ class MemoryManager:
         self._plain: dict[int, LocalHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
+        # `under_pressure(fresh=True)`: when memory was last read for it, and what it said.
+        self._fresh_at: Optional[float] = None
+        self._fresh_pressed = False
         self.policy_error: Optional[PolicyError] = None
+        self._started_in: Optional[int] = None  # the pid that announced its start
         #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
         #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
         #: Redis' memory). The monitor gives memory back when enough has been freed.
@@ -229,16 +236,47 @@ class MemoryManager:
     # -- cleanups -------------------------------------------------------------------------------
 
     def run_cleanup(self) -> CleanupReport:
-        """One periodic pass over every store, synchronously."""
+        """One periodic pass over every store, synchronously. Soft bounds (`bounds = "soft"`)
+        are enforced by it only under memory pressure: the monitor's level at or above
+        `warning` (`under_pressure`)."""
         start = self.clock()
+        pressure = self.under_pressure()
         events: list[EvictionEvent] = []
         for store in self.handles():
-            events += _isolated(store, Pass(now=start, order=store.policy.order))
+            events += _isolated(store, Pass(now=start, order=store.policy.order,
+                                            pressure=pressure))
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
-        if report.evicted:
-            logger.info("Memory cleanup: %s", report.summary())
+        if report.evicted:  # announced: the seed's runbook greps for these lines
+            announce(logging.INFO, "Memory cleanup: %s", report.summary())
         return report
+
+    def under_pressure(self, *, fresh: bool = False) -> bool:
+        """Whether memory is at or above `warning`: the monitor's level (False without a
+        monitor, or before its first sample); when a pass enforces soft bounds.
+
+        With `fresh` (a write into a soft-bounded store asks), a last sample within
+        `NEAR_WARNING` of `warning` is not trusted: memory is read again (at most every
+        `FRESH_EVERY` seconds of the clock), so the write that crosses `warning` cuts its
+        store back at once instead of at the monitor's next sample.
+        """
+        monitor = self.monitor
+        if monitor is None:
+            return False
+        if rank(monitor.level) >= rank("warning"):
+            return True
+        last = monitor.last_sample
+        if not fresh or last is None:
+            return False
+        warning = monitor.thresholds(last).warning
+        if warning is None or last.usage < warning * (1 - NEAR_WARNING):
+            return False
+        now = self.clock()
+        if self._fresh_at is not None and now - self._fresh_at < FRESH_EVERY:
+            return self._fresh_pressed
+        self._fresh_at = now
+        self._fresh_pressed = monitor.probe().usage >= warning
+        return self._fresh_pressed
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
         """Run every store's pipeline with an emergency budget of `amount` bytes.
@@ -266,9 +304,14 @@ class MemoryManager:
                 self.monitor = Monitor(self)
             return self.monitor
 
-    def setup_memory_monitoring(self, interval: Union[float, str, None] = None) -> Monitor:
+    def setup_memory_monitoring(self, interval: Union[float, str, None] = None, *,
+                                announce: bool = True) -> Monitor:
         """Start the background monitor: it samples every `sample_interval` and runs the
         periodic pass every `interval` (default the policy's check_interval).
+
+        `announce=False` leaves the start-up line to a later `announce_start()`: a server
+        hook that starts monitoring before the app (and its stores) is loaded uses it, so the
+        line can name the stores.
 
         Raises the environment's `PolicyError` if the default policy could not be loaded.
         """
@@ -279,7 +322,49 @@ class MemoryManager:
             monitor.set_interval(interval)
         monitor.start()
         self._update_companions()
+        if announce:
+            self.announce_start()
         return monitor
+
+    def announce_start(self) -> None:
+        """Log the start-up line (policy, limit, scope, thresholds, stores) once per process
+        (a forked worker says it too), when monitoring is on; later calls do nothing."""
+        monitor = self.monitor
+        if monitor is None or self._started_in == os.getpid():
+            return
+        self._started_in = os.getpid()
+        self._announce_start(monitor)
+
+    def _announce_start(self, monitor: Monitor) -> None:
+        """One line when monitoring starts: the policy, the limit and where it comes from (or
+        how to give one when none is known), the scope, the thresholds in bytes and the
+        stores registered so far. Reads no sample (a probe may be slow): the limit is the
+        policy's or the container's."""
+        memory = self._policy.memory
+        scope = memory.scope
+        if isinstance(memory.limit, int):
+            limit: Optional[int] = memory.limit
+            said = f"limit {format_size(memory.limit)} (the policy's)"
+        elif self.probe is not None:  # a probe of the app's own says what its limit is
+            limit, said = None, "limit as the manager's probe reports it"
+        else:
+            limit = monitor.readings.detected_limit() if memory.limit == "auto" else None
+            if scope == "auto":
+                scope = "cgroup" if limit is not None else "process"
+            said = (f"limit {format_size(limit)} (the container's)" if limit is not None else
+                    "no memory limit known (limit \"auto\" found no container limit): "
+                    "thresholds given as percentages are off; set [memory] limit or "
+                    "MEMGUARD_MEMORY_LIMIT")
+        thresholds = memory.resolve(limit)
+        levels = ", ".join(f"{name} {format_size(value)}" for name in
+                           ("warning", "emergency", "critical")
+                           if (value := getattr(thresholds, name)) is not None)
+        with self._lock:
+            names = sorted(self._handles)
+        stores = f"stores {', '.join(names)}" if names else "no store registered yet"
+        announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s; %s",
+                 os.getpid(), self._policy.source, said, scope, levels or "no thresholds",
+                 stores)
 
     def _update_companions(self) -> None:
         """Start or stop, as the policy says, the threads that run beside a started monitor:
@@ -364,6 +449,13 @@ class MemoryManager:
                     callback(event)
                 except Exception:
                     logger.exception("memguard: on_evict callback %r failed", callback)
+
+
+#: A write into a soft-bounded store reads memory afresh when the monitor's last sample is
+#: within this share of `warning` (`MemoryManager.under_pressure`).
+NEAR_WARNING = 0.03
+#: ... at most this often (seconds of the manager's clock).
+FRESH_EVERY = 0.05
 
 
 def all_managers() -> list[MemoryManager]:

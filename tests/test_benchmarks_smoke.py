@@ -109,6 +109,7 @@ def test_threads_case_counts_the_writer_and_the_readers() -> None:
     assert all(t["figure"] is not None for t in result["targets"])
 
 
+@pytest.mark.slow  # ~2-6 s: the whole bookkeeping case
 def test_bookkeeping_case() -> None:
     from benchmarks import bench_bookkeeping
 
@@ -141,6 +142,7 @@ def test_reclaim_clustered_survivors_are_created_together() -> None:
     assert [i for i, is_running in interleaved if is_running] == [0, 10]
 
 
+@pytest.mark.slow  # ~9 s: an interpreter per allocator and payload
 def test_reclaim_case_matrix_at_a_tiny_size() -> None:
     from benchmarks import bench_reclaim
 
@@ -178,6 +180,23 @@ def test_stress_case() -> None:
         "seed 1: guarded peak / limit", "seed 1: baseline peak / limit"]
 
 
+def test_results_case() -> None:
+    from benchmarks import bench_results
+
+    result = bench_results.run(True, minutes=10, seeds=(1,))
+    assert_well_formed(result, "results")
+    assert [line["name"] for line in result["rows"]] == [
+        "default, seed 1: results lost (memguard)",
+        "default, seed 1: results lost (clairvoyant reference)",
+        "soft, seed 1: results lost (memguard)",
+        "soft, seed 1: results lost (clairvoyant reference)",
+        "seed 1: clairvoyant reference at 25 MiB of results",
+        "seed 1: clairvoyant reference at 50 MiB of results",
+        "seed 1: clairvoyant reference at 100 MiB of results"]
+    assert "gap" in result["rows"][1]["note"]
+    assert "LP bound" in result["rows"][-1]["note"]
+
+
 def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     def fake_run(quick: bool) -> dict[str, Any]:
@@ -202,6 +221,7 @@ def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pyte
     assert "| thing | 100 ns |" in tables and "Skipped: failed: RuntimeError" in tables
 
 
+@pytest.mark.slow  # ~13 s: guarded and unguarded stress runs in subprocesses
 def test_guard_case() -> None:
     """One rate for 2 s per contender; recycling every few requests, so that the exit hook
     and the polling of several workers run too."""

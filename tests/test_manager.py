@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
-from memguard import MemoryManager, MemoryStats, Policy, managed_store
+from memguard import MemoryManager, MemoryStats, Policy, handle, managed_store
 from memguard.policy.files import load_policy
 from memguard.testing import FakeClock, FakeProbe
 
@@ -65,3 +66,35 @@ def test_the_monitor_facade_is_typed_and_lazy(manager: MemoryManager) -> None:
     assert isinstance(stats, MemoryStats) and stats.sample.usage == 100 * 2**20
     assert manager.monitor is not None and not manager.monitor.running
     assert manager.is_memory_high(50) and not manager.is_memory_high()
+
+
+# -- adopted plain dicts (issue 12, items 4 and 8) -------------------------------------------
+
+
+def test_stats_of_an_adopted_plain_dict_do_not_walk_it(manager: MemoryManager) -> None:
+    jobs: dict[str, Any] = {"a": {"status": "done"}}
+    store_handle = manager.setup_job_store_cleanup(jobs, "plain")
+    jobs.update({f"k{i}": {"status": "done"} for i in range(100)})
+    assert store_handle.stats().jobs == 101  # the dict's own length, no reconcile
+
+
+def test_forget_unregisters_an_adopted_dict(manager: MemoryManager) -> None:
+    jobs: dict[str, Any] = {}
+    manager.setup_job_store_cleanup(jobs, "plain")
+    assert [h.name for h in manager.handles()] == ["plain"]
+    assert manager.forget(jobs) is True
+    assert manager.handles() == [] and manager.stores == {}
+    assert manager.forget(jobs) is False
+    with pytest.raises(TypeError):
+        handle(jobs)
+
+
+def test_dropped_plain_dicts_do_not_pile_up(manager: MemoryManager) -> None:
+    for i in range(2000):
+        manager.setup_job_store_cleanup({"k": {"status": "done"}}, f"plain{i % 7}")
+    kept: dict[str, Any] = {}
+    manager.setup_job_store_cleanup(kept, "kept")
+    gc.collect()
+    manager.run_cleanup()
+    assert [h.name for h in manager.handles()] == ["kept"]
+    assert len(manager._plain) == 1

@@ -34,7 +34,7 @@ def pyproject_version() -> str:
 def test_version_is_the_installed_metadata() -> None:
     from importlib.metadata import version
 
-    assert memguard.__version__ == pyproject_version() == version("memguard")
+    assert memguard.__version__ == pyproject_version() == version("memguard-jobs")
     assert "__version__" in memguard.__all__
 
 
@@ -102,7 +102,7 @@ def test_a_missing_extra_names_the_pip_install(integration: str, blocked: str,
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert f"pip install 'memguard[{extra}]'" in result.stdout
+    assert f"pip install 'memguard-jobs[{extra}]'" in result.stdout
     assert f"memguard.integrations.{integration} needs '{blocked}'" in result.stdout
     assert issubclass(MissingExtraError, ImportError)
 
@@ -123,7 +123,7 @@ def wheel_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             "-w", str(out), str(ROOT)], capture_output=True, text=True,
                            timeout=300)
     assert build.returncode == 0, build.stderr
-    (wheel,) = out.glob("memguard-*.whl")
+    (wheel,) = out.glob("memguard_jobs-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "memguard/_policies/default.toml" in names
     assert any(n.endswith("licenses/LICENSE") for n in names)

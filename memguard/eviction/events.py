@@ -90,8 +90,9 @@ class CleanupReport:
         return self.usage_before - self.usage_after
 
     def summary(self) -> str:
-        """What the cleanup did, e.g. `cleaned 12 jobs from diagram (age=10 count=2), freed
-        ~35.2MB, usage 498.1MB -> 431.7MB`; logged after "Memory cleanup: " (DESIGN section 4).
+        """What the cleanup did, e.g. `Cleaned 12 jobs from diagram (age=10 count=2), freed
+        ~35.2MB, usage 498.1MB -> 431.7MB`; logged after "Memory cleanup: " (DESIGN section 4;
+        capitalised so that the seed's runbook ``grep "Cleaned.*jobs"`` finds it).
 
         Other kinds than periodic are named in brackets, with an emergency's trigger; "usage"
         is the probe's figure (RSS for the process scope, the container's usage for cgroup).
@@ -100,7 +101,7 @@ class CleanupReport:
             f"{name} ({' '.join(f'{cause}={n}' for cause, n in sorted(causes.items()))})"
             for name, causes in sorted(self.by_store.items()))
         count = self.evicted
-        text = f"cleaned {count} job{'' if count == 1 else 's'}"
+        text = f"Cleaned {count} job{'' if count == 1 else 's'}"
         text += f" from {stores}" if stores else ""
         if self.kind != "periodic":
             text += f" [{self.kind}: {self.trigger}]" if self.trigger else f" [{self.kind}]"

@@ -16,21 +16,25 @@ wherever it is asked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Optional
 
 import attrs
 
 from memguard.eviction.rules import (
     Emergency,
+    Eviction,
     MaxAge,
     MaxBytes,
     MaxIdle,
     MaxJobs,
     MaxRunning,
+    Pass,
     Pipeline,
     Rule,
+    Soft,
 )
+from memguard.index.job_index import JobIndex
 from memguard.policy.options import RULE_NAMES, StorePolicy
 
 
@@ -46,6 +50,11 @@ class EvictionPlan:
     plan is `delivered` (the index then keeps the delivered set, which costs every read).
     `fast_count` marks the common case, a count bound in `lru` order and nothing else
     enforced on insert, which the runner's `enforce_insert_bounds` takes a cheap path for.
+
+    `bounds` is "hard" or "soft" (DESIGN section 10). With "soft", the four bounds are
+    `Soft` rules in the pipeline (enforced at a pass under memory pressure, or in an
+    emergency), `insert_rules` is empty (an insert never evicts for them), and `soft_rules`
+    holds them for `soft_expired`. `max_age_hard` is a deadline either way.
     """
 
     pipeline: Pipeline = attrs.field(factory=Pipeline)
@@ -61,6 +70,25 @@ class EvictionPlan:
     emergency: bool = False
     release: tuple[str, ...] = ("result",)
     tracks_deliveries: bool = False
+    bounds: str = "hard"
+    max_age_hard: Optional[float] = None
+    soft_rules: tuple[Rule, ...] = ()
+
+    @property
+    def soft(self) -> bool:
+        """Whether the bounds are priorities rather than deadlines."""
+        return self.bounds == "soft"
+
+    def soft_expired(self, index: JobIndex, now: float) -> Iterator[Eviction]:
+        """The jobs past a soft bound at `now`, as `(key, cause)`: evictable ones only, the
+        bounds in pass order (age, idle, count, bytes), oldest expiry first within each
+        (age: oldest creation; idle: least recently used; count and bytes: the store's
+        order). Like `JobIndex.candidates`, the consumer (lock held) evicts each key before
+        asking for the next; a key it keeps ends that bound's scan. Nothing for hard bounds.
+        """
+        ctx = Pass(now=now, order=self.order, pressure=True)
+        for rule in self.soft_rules:
+            yield from rule(index, ctx)
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -75,10 +103,14 @@ class EvictionPlan:
     @property
     def fast_count(self) -> bool:
         """The common case: only a count bound on insert, in `lru` order."""
-        return self.max_jobs is not None and self.max_bytes is None and self.order == "lru"
+        return (self.max_jobs is not None and self.max_bytes is None and self.order == "lru"
+                and not self.soft)
 
     def over(self, jobs: int, weighed_bytes: int) -> bool:
-        """Whether a store holding `jobs` jobs of `weighed_bytes` bytes is over a bound."""
+        """Whether a store holding `jobs` jobs of `weighed_bytes` bytes is over a bound
+        enforced on insert (soft bounds never are)."""
+        if self.soft:
+            return False
         return ((self.max_jobs is not None and jobs > self.max_jobs)
                 or (self.max_bytes is not None and weighed_bytes > self.max_bytes))
 
@@ -95,7 +127,11 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
     pass order, with `extra_rules` (a handle's `add_rule`) run after the bounds and before
     the emergency rule."""
     names = frozenset(rule_names)
+    soft = policy.bounds == "soft"
+    max_age_hard = policy.max_age_hard if "age" in names else None
     max_age = policy.max_age if "age" in names else None
+    if not soft and max_age_hard is not None:  # two deadlines: the sooner one is the bound
+        max_age = max_age_hard if max_age is None else min(max_age, max_age_hard)
     max_idle = policy.max_idle if "idle" in names else None
     max_jobs = policy.max_jobs if "count" in names else None
     max_bytes = policy.max_bytes if "bytes" in names else None
@@ -104,14 +140,24 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
         insert.append(MaxJobs(max_jobs))
     if max_bytes is not None:
         insert.append(MaxBytes(max_bytes))
-    rules: list[Rule] = []
-    if policy.max_running is not None:  # not a pipeline rule name: set, it always runs
-        rules.append(MaxRunning(policy.max_running))
+    bounded: list[Rule] = []
     if max_age is not None:
-        rules.append(MaxAge(max_age))
+        bounded.append(MaxAge(max_age))
     if max_idle is not None:
-        rules.append(MaxIdle(max_idle))
-    rules += insert
+        bounded.append(MaxIdle(max_idle))
+    bounded += insert
+    soft_rules: tuple[Rule, ...] = ()
+    rules: list[Rule] = []
+    if policy.max_running is not None:  # not a pipeline rule name: set, it always runs first
+        rules.append(MaxRunning(policy.max_running))
+    if soft:
+        if max_age_hard is not None:
+            rules.append(MaxAge(max_age_hard))
+        soft_rules = tuple(bounded)
+        rules += [Soft(rule) for rule in bounded]
+        insert = []
+    else:
+        rules += bounded
     rules += extra_rules
     emergency = "emergency" in names
     if emergency:
@@ -121,7 +167,8 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
         max_idle=max_idle, max_jobs=max_jobs, max_bytes=max_bytes,
         max_running=policy.max_running, order=policy.order,
         emergency_order=emergency_order or policy.order, emergency=emergency,
-        release=policy.release,
+        release=policy.release, bounds=policy.bounds, max_age_hard=max_age_hard,
+        soft_rules=soft_rules,
         tracks_deliveries=("delivered" in (policy.order, emergency_order)
                            or _delivered(extra_rules)))
 

@@ -27,11 +27,14 @@ class Budget:
 
 @attrs.define
 class Pass:
-    """What one run of the pipeline knows: the time, the store's order, an emergency budget."""
+    """What one run of the pipeline knows: the time, the store's order, an emergency budget,
+    and whether memory is under pressure (`pressure`: the monitor's level was at or above
+    `warning` when the pass started), which is when soft bounds are enforced."""
 
     now: float
     order: str = "lru"
     budget: Optional[Budget] = None
+    pressure: bool = False
 
 
 Eviction = tuple[Key, Cause]
@@ -146,11 +149,32 @@ class Emergency(_Composable):
                 return
 
 
+@attrs.frozen
+class Soft(_Composable):
+    """A bound made a priority (`bounds = "soft"`, DESIGN section 10): `rule` names what is
+    past the bound, but only under memory pressure (`ctx.pressure`) or in an emergency
+    (`ctx.budget`); with room to spare it names nothing and the jobs stay. In an emergency it
+    stops once the budget is spent, so it never evicts more than the emergency asked for."""
+
+    rule: Rule
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        budget = ctx.budget
+        if not ctx.pressure and budget is None:
+            return
+        if budget is not None and budget.remaining <= 0:
+            return
+        for eviction in self.rule(index, ctx):
+            yield eviction
+            if budget is not None and not ctx.pressure and budget.remaining <= 0:
+                return
+
+
 #: The built-in rules. They name only keys the index's own scans found evictable, with the
 #: store's lock held, so the runner need not look again; any other rule (a subclass
 #: included) has each key it names checked.
 VETTED_RULES: frozenset[type] = frozenset({MaxAge, MaxIdle, MaxJobs, MaxBytes, Emergency,
-                                           MaxRunning})
+                                           MaxRunning, Soft})
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ from typing import Any, Optional, Protocol
 from memguard._logging import logger
 from memguard.eviction.events import Cause, EvictionEvent
 from memguard.eviction.plan import EvictionPlan
-from memguard.eviction.rules import VETTED_RULES, Pass, Pipeline, Rule
+from memguard.eviction.rules import VETTED_RULES, Pass, Pipeline, Rule, Soft
 from memguard.index.job_index import JobIndex, Key
 
 
@@ -54,7 +54,8 @@ def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]
     estimated size.
     """
     index = target.index
-    vetted = type(rule) in VETTED_RULES
+    vetted = type(rule) in VETTED_RULES or (type(rule) is Soft
+                                            and type(rule.rule) in VETTED_RULES)
     refused: set[Any] = set()
     for key, cause in rule(index, ctx):
         if not vetted and not index.evictable(key):
@@ -96,6 +97,16 @@ def enforce_insert_bounds(plan: EvictionPlan, target: EvictionTarget, now: float
         return
     ctx = Pass(now=now, order=plan.order)
     for rule in plan.insert_rules:
+        apply_rule(rule, target, ctx, victims)
+
+
+def enforce_soft_bounds(plan: EvictionPlan, target: EvictionTarget, now: float,
+                        victims: list[Any]) -> None:
+    """Evict what `plan`'s soft bounds name from `target` (lock held, memory under pressure),
+    appending to `victims`: a write into a soft-bounded store while the level is at or above
+    `warning` cuts that store back to its bounds at once, instead of at the next pass."""
+    ctx = Pass(now=now, order=plan.order, pressure=True)
+    for rule in plan.soft_rules:
         apply_rule(rule, target, ctx, victims)
 
 

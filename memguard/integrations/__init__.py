@@ -7,7 +7,7 @@ first reached, so both spellings work after a plain ``import memguard``::
     from memguard.integrations.flask import init_app
 
 An adapter whose framework is not installed raises `memguard.errors.MissingExtraError` (an
-``ImportError``) naming the ``pip install 'memguard[EXTRA]'`` to run.
+``ImportError``) naming the ``pip install 'memguard-jobs[EXTRA]'`` to run.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from memguard._version import DISTRIBUTION
 from memguard.errors import MissingExtraError
 
 __all__ = ["EXTRAS", "missing_extra"]
@@ -23,4 +24,4 @@ def missing_extra(integration: str, error: ImportError) -> MissingExtraError:
     missing = getattr(error, "name", None) or integration
     return MissingExtraError(
         f"memguard.integrations.{integration} needs {missing!r}, which is not installed: "
-        f"run pip install 'memguard[{extra}]'")
+        f"run pip install '{DISTRIBUTION}[{extra}]'")

@@ -15,7 +15,7 @@ from memguard._logging import logger
 from memguard.errors import ProbeError
 from memguard.memory.allocators import _HeapGauge
 from memguard.memory.files import _KeptFile, _parse_int, _parse_stat, _read
-from memguard.memory.heap import _physical_memory_cached, physical_memory
+from memguard.memory.heap import _physical_memory_cached
 from memguard.memory.samples import MemorySample, PathLike, Probe
 
 DEFAULT_CGROUP_ROOT: Final = "/sys/fs/cgroup"
@@ -130,8 +130,8 @@ class ProcessProbe:
     psutil ``memory_info().rss`` is used and swap reads as 0. Safe across ``fork``: the files
     are reopened in the child, which then reports its own memory.
 
-    `limit` is reported as given (None = unknown); it is not guessed. Use `detect_limit()` or
-    `physical_memory()` for a default. `heap=False` leaves `MemorySample.heap` as None.
+    `limit` is reported as given (None = unknown); it is not guessed (`detect_limit()` finds
+    a container's). `heap=False` leaves `MemorySample.heap` as None.
     `proc_root` is where procfs is mounted (tests point it elsewhere to force psutil).
     """
 
@@ -383,17 +383,22 @@ def make_probe(
     return ProcessProbe(limit)
 
 
-def detect_limit(cgroup_root: PathLike = DEFAULT_CGROUP_ROOT) -> int:
-    """``limit = "auto"``: the cgroup's memory limit when one is set, else physical RAM."""
+def detect_limit(cgroup_root: PathLike = DEFAULT_CGROUP_ROOT) -> Optional[int]:
+    """``limit = "auto"``: the cgroup's memory limit when one is set, else None (no limit
+    known).
+
+    Never the machine's RAM: a worker judged against all of it would pass every check while
+    the platform kills it, and each of several workers would count the whole machine as its
+    own. Without a limit, thresholds given as percentages stay off (DESIGN section 4).
+    """
     try:
         probe = CgroupProbe(cgroup_root, heap=False)
     except ValueError:
-        return physical_memory()
+        return None
     try:
-        limit = probe.read_limit()
+        return probe.read_limit()
     except ProbeError as exc:
-        logger.warning("limit auto: ignoring unreadable cgroup limit (%s); using physical RAM", exc)
-        limit = None
+        logger.warning("limit auto: ignoring unreadable cgroup limit (%s); no limit known", exc)
+        return None
     finally:
         probe.close()
-    return physical_memory() if limit is None else limit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import time
 from collections.abc import Iterable, Mapping
 from typing import Final, Optional, Protocol
 
@@ -25,6 +25,9 @@ LEVEL_STATUS: Final[Mapping[str, str]] = {
 """Health status per level (IETF health-check draft). Emergency is ``warn``, not ``fail``: the
 monitor is already cleaning up, and failing readiness then would only move traffic away from a
 worker that is recovering."""
+
+SAMPLE_LINE_INTERVAL: Final = 20.0
+"""Seconds between two ``log_samples`` lines: Heroku's log-runtime-metrics period."""
 
 HYSTERESIS: Final = 0.05
 """A level is left only when usage falls this share of its threshold below it (5%); the
@@ -93,6 +96,7 @@ class LevelLines:
         self.level = "ok"
         self._over_quota = False
         self._heap_high = False
+        self._next_sample_line = 0.0  # time.monotonic() of the next log_samples line
 
     def observe(self, sample: MemorySample, thresholds: Thresholds, *, heroku: bool = False,
                 extras: bool = True) -> str:
@@ -109,8 +113,10 @@ class LevelLines:
         self._check_quota(sample, thresholds)
         if extras:
             self._check_heap(sample, thresholds)
-            if heroku:
-                logger.info("%s", heroku_line(sample, self.level))
+            now = time.monotonic()
+            if heroku and now >= self._next_sample_line:  # visible like the other lines
+                self._next_sample_line = now + SAMPLE_LINE_INTERVAL
+                announce(logging.INFO, "%s", heroku_line(sample, self.level))
         return old
 
     def _check_quota(self, sample: MemorySample, thresholds: Thresholds) -> None:
@@ -133,13 +139,12 @@ class LevelLines:
             return
         if not self._heap_high and sample.heap >= bound:
             self._heap_high = True
-            logger.warning("memguard: heap %s >= warning_heap %s (rss %s)",
-                           format_size(sample.heap), format_size(bound),
-                           format_size(sample.rss))
+            announce(logging.WARNING, "Memory heap warning: heap %s >= warning_heap %s (rss %s)",
+                     format_size(sample.heap), format_size(bound), format_size(sample.rss))
         elif self._heap_high and sample.heap < bound * (1 - HYSTERESIS):
             self._heap_high = False
-            logger.info("memguard: heap %s back below warning_heap %s",
-                        format_size(sample.heap), format_size(bound))
+            announce(logging.INFO, "Memory heap back below warning_heap: heap %s < %s",
+                     format_size(sample.heap), format_size(bound))
 
     def summary(self, sample: MemorySample, stores: Iterable[tuple[str, int, int]]) -> None:
         """The periodic line: usage, level, and each store's jobs and bytes."""
@@ -170,10 +175,11 @@ def _log_level_change(old: str, new: str, sample: MemorySample, thresholds: Thre
 
 def heroku_line(sample: MemorySample, level: str) -> str:
     """A Heroku-style metrics line with numeric values and the worker as ``source``:
-    ``source=web.1.pid1234 sample#memguard.rss=431.7MB sample#memguard.utilization=0.84
+    ``source=web.1.pid1234 sample#memguard.rss=431.70MB sample#memguard.utilization=0.84
     sample#memguard.level=0`` (the level as its rank: ok 0, warning 1, emergency 2,
     critical 3). The source is the dyno (``DYNO``) or the host name, plus the pid."""
-    origin = os.environ.get("DYNO") or socket.gethostname() or "memguard"
+    # os.uname().nodename is socket.gethostname() on POSIX, without importing socket
+    origin = os.environ.get("DYNO") or os.uname().nodename or "memguard"
     parts = [f"source={origin}.pid{os.getpid()}",
              f"sample#memguard.usage={_mb(sample.usage)}",
              f"sample#memguard.rss={_mb(sample.rss)}"]
@@ -188,5 +194,6 @@ def heroku_line(sample: MemorySample, level: str) -> str:
 
 
 def _mb(size: int) -> str:
-    """Mebibytes with Heroku's unit suffix (numeric for its log parser)."""
-    return f"{size / 2**20:.1f}MB"
+    """Mebibytes with Heroku's unit suffix and two decimals, as its own lines
+    (``sample#memory_rss=431.70MB``)."""
+    return f"{size / 2**20:.2f}MB"

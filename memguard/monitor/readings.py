@@ -31,7 +31,7 @@ class Readings:
         self.fit_from: Optional[float] = None
         self.growth_before: Optional[float] = None  # bytes/s when the last cleanup began
         self._own_probe: Optional[Probe] = None
-        self._auto_limit: Optional[int] = None
+        self._auto_limit: Optional[int] = -1  # -1: not read yet
         self._thresholds: Optional[Thresholds] = None
         self._thresholds_limit: Optional[int] = -1
 
@@ -42,7 +42,7 @@ class Readings:
         if self._own_probe is not None:
             _close(self._own_probe)
         self._own_probe = None
-        self._auto_limit = None
+        self._auto_limit = -1
         self._thresholds = None
         self._thresholds_limit = -1
 
@@ -63,16 +63,16 @@ class Readings:
             self._own_probe = make_probe(memory.scope, limit=limit)
         return self._own_probe
 
-    def detected_limit(self) -> int:
-        """The cgroup's limit, else physical RAM (read once per policy)."""
-        if self._auto_limit is None:
+    def detected_limit(self) -> Optional[int]:
+        """The cgroup's limit, else None: no limit known (read once per policy)."""
+        if self._auto_limit == -1:
             self._auto_limit = detect_limit()
         return self._auto_limit
 
     def thresholds(self, sample: Optional[MemorySample] = None) -> Thresholds:
         """The policy's thresholds in bytes, percentages resolved against the known limit:
         the policy's when it is a size, else the sample's (the probe's), else, for ``limit =
-        "auto"``, the detected cgroup limit or physical RAM."""
+        "auto"``, the detected cgroup limit; with none, percentages stay off (None)."""
         memory = self._policy()
         limit = sample.limit if sample is not None else None
         if limit is None and memory.limit == "auto":

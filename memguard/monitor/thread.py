@@ -220,8 +220,10 @@ class Monitor:
     @property
     def totals(self) -> dict[str, Any]:
         """Running totals since start: cleanups by kind, bytes evicted (estimate) and given
-        back (measured, when positive): the Prometheus counters."""
-        return self.record.totals
+        back (measured, when positive): the Prometheus counters. The bytes evicted count
+        every eviction from this process's stores (inserts over a count or byte bound,
+        passes, emergencies), as the manager keeps them, not only the cleanups'."""
+        return {**self.record.totals, "freed_estimate_bytes": self.manager.evicted_bytes}
 
     @property
     def running(self) -> bool:
@@ -323,6 +325,7 @@ class Monitor:
         thresholds = self.thresholds(sample)
         level = next_level(self.level, sample.usage, thresholds)
         cleanups, totals = self.record.snapshot()
+        totals["freed_estimate_bytes"] = self.manager.evicted_bytes  # every eviction's
         recent = self.readings.since_cleanup()
         if not recent or recent[-1][0] < now:
             recent.append((now, sample.usage))

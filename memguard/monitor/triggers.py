@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 Handler = Callable[[int, Optional[FrameType]], None]
 
 
+def _owner(handler: object) -> str:
+    """Who holds a signal, for people: the top package of its handler ("gunicorn"), "the
+    application" for a handler of the main script, or how it is set when it is no function."""
+    if handler is signal.SIG_IGN:
+        return "no one (it is ignored)"
+    if handler is None:
+        return "a handler installed outside Python"
+    package = str(getattr(handler, "__module__", None) or "").split(".")[0]
+    return package if package and package != "__main__" else "the application"
+
+
 class SignalTrigger:
     """One process's SIGUSR1 handler for one monitor. `wanted()` says whether memguard still
     wants the signal; `pending` is set by the handler and taken by the monitor thread.
@@ -105,8 +116,11 @@ class SignalTrigger:
             owner.removal_queued = False
             current = signal.SIG_DFL
         if current is not signal.SIG_DFL:
-            logger.warning("memguard: signal_cleanup: SIGUSR1 already has a handler (%r); "
-                           "leaving it to its owner", current)
+            # Normal under gunicorn (each worker reopens its logs on SIGUSR1): a plain INFO
+            # line, not a warning with the handler's repr in every worker.
+            pid = os.getpid()
+            logger.info("memguard: SIGUSR1 stays with %s in pid %d; `memguard cleanup --pid "
+                        "%d` asks this process for a cleanup instead", _owner(current), pid, pid)
             return False
         handler = self.on_signal
         signal.signal(signal.SIGUSR1, handler)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional, Union
@@ -17,13 +16,6 @@ from memguard.policy.options import (
     _suggest,
 )
 from memguard.policy.policy import Policy
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - Python 3.9 and 3.10 only
-    pass
-
-
 
 
 def load_policy(
@@ -99,6 +91,12 @@ def _read(path: Path) -> str:
             "expected a UTF-8 TOML file",
             source=os.fspath(path),
         ) from None
+    except FileNotFoundError as error:
+        raise PolicyError(
+            f"cannot read the policy: {error.strerror or 'No such file'}; expected a TOML "
+            f"policy file or {_bundled_hint(os.fspath(path))}",
+            source=os.fspath(path),
+        ) from None
     except OSError as error:
         raise PolicyError(
             f"cannot read the policy: {error.strerror or error}; expected a readable TOML file",
@@ -121,11 +119,27 @@ def policy_from_environment(environ: Optional[Mapping[str, str]] = None) -> Poli
         return load_policy(path, environ=env)
     if not Path(path).is_file():
         raise PolicyError(
-            f"no policy file at {path!r}; expected the path of a TOML policy file",
+            f"no policy file at {path!r}; expected the path of a TOML policy file or "
+            f"{_bundled_hint(path)}",
             source=ENVIRONMENT,
             key=ENV_POLICY,
         )
     return load_policy(Path(path), environ=env)
+
+
+def _bundled_hint(path: str) -> str:
+    """`the name of a bundled policy: a, b, c (did you mean "b"?)`, naming the bundled policy
+    whose name is closest to `path`'s stem: a guide written against a checkout says
+    ``policies/small-dyno.toml``, a file an installed wheel does not hold."""
+    names = bundled_policy_names()
+    if not names:
+        return "the name of a bundled policy (none found)"
+    stem = Path(path).stem
+    import difflib  # error paths only: not loaded by `import memguard`
+
+    close = stem if stem in names else next(iter(difflib.get_close_matches(stem, names, 1)), "")
+    return (f"the name of a bundled policy: {', '.join(names)}"
+            + (f' (did you mean "{close}"?)' if close else ""))
 
 
 def _bundled_dirs() -> tuple[Path, ...]:

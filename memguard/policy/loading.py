@@ -28,10 +28,16 @@ from memguard.policy.provenance import _POSITION, _dotted, _KeyLines, _KeyPath, 
 from memguard.policy.schema import _SECTION_KEYS, _SECTIONS, _SECTIONS_HELP, _STORE_KEYS
 from memguard.policy.units import Percent, positive_duration, show_value
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.9 and 3.10 only
-    import tomli as tomllib
+
+def _toml() -> Any:
+    """The TOML parser, imported when a policy file is first read, not by `import memguard`
+    (tomllib and the datetime module it loads are about 0.8 MB that most processes, given
+    no policy file, never use)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9 and 3.10 only
+        import tomli as tomllib
+    return tomllib
 
 
 
@@ -100,13 +106,15 @@ class _Loader:
             path = self.where.key_at(line)
             raise PolicyError(message, source=self.source, line=line,
                               key=_dotted(path) if path else None)
+        tomllib = _toml()
         try:
-            return tomllib.loads(self.text)
+            table: dict[str, Any] = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as error:
             raise self.syntax_error(str(error)) from None
         except (ValueError, RecursionError) as error:  # not a TOMLDecodeError: no position
             raise PolicyError(f"not valid TOML: {error}; expected TOML such as max_age = "
                               '"20m"', source=self.source) from None
+        return table
 
     def syntax_error(self, reason: str) -> PolicyError:
         if reason.startswith("Cannot ") and self.where.duplicate is not None:

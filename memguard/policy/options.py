@@ -10,7 +10,6 @@ the names these options take: orders, rule names, active statuses, environment k
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -37,6 +36,8 @@ from memguard.policy.units import (
 DEFAULT_ACTIVE_STATUSES = frozenset({"pending", "queued", "running", "processing", "in_progress"})
 #: Eviction orders a store (or the emergency rule) may use.
 ORDERS = ("lru", "oldest", "largest", "delivered")
+#: What a store's bounds are (`bounds = "soft"` turns them into priorities, DESIGN section 10).
+BOUNDS = ("hard", "soft")
 #: Rule names `[pipeline] rules` may list, in the order a pass runs them.
 RULE_NAMES = ("age", "idle", "count", "bytes", "emergency")
 
@@ -78,6 +79,8 @@ SCOPES: Final = ("process", "cgroup", "auto")
 
 def _suggest(word: str, options: Iterable[str]) -> str:
     """`' did you mean "x"?'` when `word` is close to one of `options`, else `''`."""
+    import difflib  # error paths only: not loaded by `import memguard`
+
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f' did you mean "{close[0]}"?' if close else ""
 
@@ -104,7 +107,8 @@ def _threshold(value: object) -> Threshold:
 
 
 def _limit(value: object) -> Union[int, str, None]:
-    """The memory limit: `"auto"` (the cgroup limit, else physical RAM) or a size above zero."""
+    """The memory limit: `"auto"` (the container's limit, else none known) or a size above
+    zero."""
     if value is None:
         return None
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -112,7 +116,7 @@ def _limit(value: object) -> Union[int, str, None]:
     try:
         return positive_size(value)
     except ValueError as error:
-        raise ValueError(f'{error}; or "auto" (the container limit, else physical RAM)') from None
+        raise ValueError(f'{error}; or "auto" (the container limit, else none)') from None
 
 
 def _choice(value: object, options: tuple[str, ...], what: str) -> str:
@@ -128,6 +132,14 @@ def _choice(value: object, options: tuple[str, ...], what: str) -> str:
 def _order(value: object) -> str:
     """An eviction order."""
     return _choice(value, ORDERS, "an eviction order")
+
+
+def _bounds(value: object) -> str:
+    """What a store's max_age, max_idle, max_jobs and max_bytes are: "hard" deadlines (the
+    seed's behaviour) or "soft" priorities (a job past one is evicted first, under memory
+    pressure only)."""
+    return _choice(value, BOUNDS, 'a kind of bounds ("hard": deadlines; "soft": priorities, '
+                                  'enforced at or above warning or in an emergency)')
 
 
 def _scope(value: object) -> str:
@@ -319,6 +331,11 @@ class StorePolicy:
     release: tuple[str, ...] = option(_release, default=("result",))
     size: Optional[Callable[[Any], int]] = option(_size, default=None, optional=True)
     order: str = option(_order, default="lru")
+    #: "hard" (default): the bounds above are deadlines. "soft": they are priorities; a job
+    #: past one is evicted first, at a pass at or above `warning` or in an emergency.
+    bounds: str = option(_bounds, default="hard")
+    #: A deadline that stays one when `bounds = "soft"`: data that must not outlive it.
+    max_age_hard: Optional[float] = option(positive_duration, default=None, optional=True)
 
     def __attrs_post_init__(self) -> None:
         problem = _idle_problem(self.max_age, self.max_idle)

@@ -125,6 +125,30 @@ class Policy:
         effective = StorePolicy(**values)
         return {key: (getattr(effective, key), origins[key]) for key in STORE_FIELDS}
 
+    def overridden(
+        self, name: str, declared: Optional[Mapping[str, Any]] = None
+    ) -> list[tuple[str, Any, Any, str]]:
+        """The decorator arguments of store `name` that this policy overrides with another
+        value: (key, the decorator's value, the effective value, where that came from), both
+        values as the policy holds them (seconds, bytes). Empty unless `[stores.NAME]` or an
+        override sets something: only those rank above the decorator."""
+        given = {key: value for key, value in (declared or {}).items() if value is not None}
+        if not given or not (self.stores.get(name) or self.overrides):
+            return []
+        explained = self.explain(name, given)
+        found = []
+        for key, value in given.items():
+            effective, origin = explained[key]
+            if origin == DECORATOR:
+                continue
+            try:
+                mine = getattr(StorePolicy(**{key: value}), key)
+            except (TypeError, ValueError):
+                mine = value
+            if mine != effective:
+                found.append((key, mine, effective, origin))
+        return found
+
     def explain_memory(self) -> dict[str, tuple[Any, str]]:
         """Each MemoryPolicy field, and `rules`, -> (value, where it came from)."""
         built_in = MemoryPolicy()

@@ -9,6 +9,7 @@ from memguard.policy.options import (
     _active,
     _any_duration,
     _boolean,
+    _bounds,
     _limit,
     _order,
     _release,
@@ -52,6 +53,8 @@ _STORE_KEYS: dict[str, Callable[[object], Any]] = {
     "active": _active,
     "release": _release,
     "order": _order,
+    "bounds": _bounds,
+    "max_age_hard": positive_duration,
 }
 _PIPELINE_KEYS: dict[str, Callable[[object], Any]] = {"rules": _rules}
 

@@ -1,6 +1,6 @@
 """Shared job stores on Redis (DESIGN section 8): `RedisStore` under `@managed_store`.
 
-Needs redis-py: `pip install 'memguard[redis]'`.
+Needs redis-py: `pip install 'memguard-jobs[redis]'`.
 """
 
 from memguard.errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable

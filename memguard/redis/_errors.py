@@ -16,7 +16,8 @@ from memguard.errors import RedisFull, RedisStoreError, RedisUnavailable
 try:
     import redis.exceptions
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("memguard.redis needs redis-py: pip install 'memguard[redis]'") from error
+    raise ImportError(
+        "memguard.redis needs redis-py: pip install 'memguard-jobs[redis]'") from error
 
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import attrs
 
 from memguard._logging import logger
-from memguard.errors import RedisStoreError, StoreDefinitionError
+from memguard.errors import PolicyError, RedisStoreError, StoreDefinitionError
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
@@ -36,6 +36,7 @@ from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
+from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
@@ -214,13 +215,26 @@ class RedisHandle(StoreHandle):
     # -- policy ----------------------------------------------------------------------------
 
     def effective_policy(self, policy: Policy) -> StorePolicy:
-        """What `policy` makes of this store, given its decorator arguments (may raise)."""
-        return policy.store_policy(self.name, self._declared)
+        """What `policy` makes of this store, given its decorator arguments (may raise).
+
+        `bounds = "soft"` is refused with a PolicyError for now: the Redis scripts enforce
+        bounds as deadlines, and soft bounds need the monitor's pressure level inside them
+        (docs/redis.md)."""
+        effective = policy.store_policy(self.name, self._declared)
+        if effective.bounds == "soft":
+            origin = policy.explain(self.name, self._declared)["bounds"][1]
+            raise PolicyError(
+                'bounds = "soft" is not supported on Redis stores yet (set by '
+                f'{origin}); expected bounds = "hard" for Redis store {self.name!r}, or '
+                "keep soft bounds for in-process stores only ([stores.NAME] sections)",
+                source=policy.source, key=f"stores.{self.name}.bounds")
+        return effective
 
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once: its plan gives the parameters of every script from
         the next call on (the insert bounds included, in every process that applied it)."""
         store_policy = effective or self.effective_policy(policy)
+        say_overrides(self.name, policy, self._declared)
         plan = plan_for(store_policy, policy.rules,
                         emergency_order=policy.memory.emergency_order)
         with self.lock:

@@ -66,9 +66,10 @@ class _MappingAttribute(property):
     def __set__(self, owner: Any, value: Any) -> None:
         """Adopt `value`: jobs it keeps keep their age and pins; the old dict is detached."""
         if not isinstance(value, Mapping):
-            raise TypeError(
+            raise StoreDefinitionError(
                 f"{type(owner).__qualname__}.{self.attribute} holds the jobs of store "
-                f"{self.spec.name!r} and must be a dict; got {type(value).__name__}")
+                f"{self.spec.name!r} (mapping={self.attribute!r}) and must be a dict; got "
+                f"{type(value).__name__}; {_mapping_attributes(owner, self.attribute)}")
         handle = _owner_handle(owner, self)
         jobs = ManagedDict()
         attach(jobs, handle)
@@ -118,12 +119,33 @@ def _with_mapping_attribute(cls: Any, attribute: str, spec: _Spec) -> type:
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         base_init(self, *args, **kwargs)
+        if descriptor.holder not in self.__dict__:  # __init__ never set the job mapping
+            raise StoreDefinitionError(
+                f"@managed_store on {cls.__qualname__}: mapping={attribute!r} names no "
+                f"attribute the instance has after __init__; "
+                f"{_mapping_attributes(self, attribute)}")
         handle = _owner_handle(self, descriptor)
         handle.manager.register(handle, self)
 
     namespace = {attribute: descriptor, "__init__": __init__,
                  **_plain_readers(cls, attribute)}
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
+
+
+def _mapping_attributes(owner: Any, attribute: str) -> str:
+    """What to write instead of `attribute`: the instance's attributes that hold a mapping
+    (memguard's own excepted), with the closest one suggested."""
+    names = sorted(name for name, value in vars(owner).items()
+                   if isinstance(value, Mapping) and not name.startswith("_memguard"))
+    if not names:
+        return ("the instance has no attribute holding a mapping; mapping= names the dict "
+                "attribute __init__ assigns (self.jobs = {} for mapping='jobs')")
+    import difflib  # error paths only: not loaded by `import memguard`
+
+    close = difflib.get_close_matches(attribute, names, n=1, cutoff=0.5)
+    hint = f" (did you mean mapping={close[0]!r}?)" if close else ""
+    return ("the attributes holding a mapping are: "
+            f"{', '.join(repr(n) for n in names)}{hint}")
 
 
 def _plain_readers(cls: type, attribute: str) -> dict[str, Any]:

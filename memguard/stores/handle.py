@@ -22,7 +22,7 @@ from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Pipeline, Rule
-from memguard.eviction.runner import enforce_insert_bounds, run_pass
+from memguard.eviction.runner import enforce_insert_bounds, enforce_soft_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
     NOTHING,
@@ -34,6 +34,7 @@ from memguard.index.job_index import (
 )
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
+from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
@@ -140,6 +141,8 @@ class LocalHandle(StoreHandle):
         # The plan's insert bounds, copied for the write path (every write reads them).
         self._max_jobs: Optional[int] = None
         self._max_bytes: Optional[int] = None
+        self._soft = False
+        self._give_back = False  # a write-time soft cut evicted: reclaim after the insert
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
@@ -168,6 +171,7 @@ class LocalHandle(StoreHandle):
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once; the next write and the next pass use it."""
         store_policy = effective or self.effective_policy(policy)
+        say_overrides(self.name, policy, self._declared)
         with self.lock:  # extra_rules is read here, under the lock add_rule takes too
             plan = plan_for(store_policy, policy.rules,
                             emergency_order=policy.memory.emergency_order,
@@ -182,8 +186,10 @@ class LocalHandle(StoreHandle):
         """Enforce `plan` from now on (lock held)."""
         self.plan = plan
         self.index.track_deliveries(plan.tracks_deliveries)
-        self._max_jobs = plan.max_jobs
-        self._max_bytes = plan.max_bytes
+        # Soft bounds are never enforced on insert (plan.insert_rules is empty then).
+        self._soft = plan.soft and bool(plan.soft_rules)
+        self._max_jobs = None if plan.soft else plan.max_jobs
+        self._max_bytes = None if plan.soft else plan.max_bytes
 
     @property
     def pipeline(self) -> Pipeline:
@@ -258,14 +264,31 @@ class LocalHandle(StoreHandle):
         return events[0] if events else None
 
     def cleanup(self, *, now: Optional[float] = None) -> CleanupReport:
-        """Run one periodic pass of this store's pipeline and report it."""
+        """Run one periodic pass of this store's pipeline and report it (soft bounds are
+        enforced when the manager says memory is at or above `warning`)."""
         start = self.manager.clock() if now is None else now
-        events = self.run_pass(Pass(now=start, order=self.plan.order))
+        pressure = self.manager.under_pressure()
+        events = self.run_pass(Pass(now=start, order=self.plan.order, pressure=pressure))
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
         """One pass of the plan's pipeline (an emergency when `ctx` carries a budget)."""
         return run_pass(self.plan.pipeline, self, ctx)
+
+    def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]:
+        """The jobs of this store past a soft bound at `now` (`bounds = "soft"`), as
+        `(key, cause)`, oldest expiry first within each bound (`EvictionPlan.soft_expired`
+        says the order); nothing when the bounds are hard.
+
+        The source of the middle tier of the global emergency order (DESIGN section 10).
+        The caller holds `lock` for the whole iteration and evicts each key it is given
+        (`evict_locked(key, cause)`) before asking for the next, as with
+        `JobIndex.candidates`; stopping early is fine. Active jobs are never yielded.
+        """
+        if not self.plan.soft:
+            return iter(())
+        self.index.drain_reads()
+        return self.plan.soft_expired(self.index, now)
 
     def stats(self) -> StoreStats:
         """Jobs, active jobs, pins, weighed bytes and evictions by cause, in O(1).
@@ -305,6 +328,8 @@ class LocalHandle(StoreHandle):
         now = self.manager.clock()
         index = self.index
         index.add(key, job, now)
+        if self._soft and self._pressed():
+            return self._soft_cut(key, now)
         if not (  # over a bound of the plan? (inline: every write asks)
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
@@ -317,6 +342,26 @@ class LocalHandle(StoreHandle):
             enforce_insert_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
+        return victims
+
+    def _pressed(self) -> bool:
+        """Whether the manager says memory is under pressure (level at or above warning)."""
+        return self.manager.under_pressure(fresh=True)
+
+    def _soft_cut(self, key: Key, now: float) -> list[_Victim]:
+        """A write under memory pressure into a soft-bounded store: evict what is past its
+        soft bounds now (the job written stays)."""
+        victims: list[_Victim] = []
+        index = self.index
+        if index.known_active:
+            index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        index.writing = key
+        try:
+            enforce_soft_bounds(self.plan, self, now, victims)
+        finally:
+            index.writing = NOTHING
+        if victims:
+            self._give_back = True
         return victims
 
     def follow_locked(self, cls: type, key: Key, value: Any) -> list[_Victim]:
@@ -373,6 +418,18 @@ class LocalHandle(StoreHandle):
             for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
                 freed += victim.size or 0
             self.manager.count_freed(freed)
+        if self._give_back:
+            # A write under pressure cut a soft store back: hand the memory to the system
+            # now (the allocator keeps freed results otherwise until the monitor's next
+            # reclaim, and usage would sit above `warning` until then). Rare: one per cut.
+            self._give_back = False
+            reclaim = getattr(self.manager, "reclaim", None)
+            if reclaim is not None:
+                try:
+                    reclaim(full=False)
+                except Exception:  # giving back is best effort; the monitor's will follow
+                    logger.exception("memguard: reclaim after a soft cut of %s failed",
+                                     self.name)
 
     def _released(self, victims: list[_Victim]) -> list[_Victim]:
         """`victims`, each with the policy's release fields set to None."""

@@ -59,6 +59,8 @@ def managed_store(
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
     order: str = "lru",
+    bounds: Optional[str] = None,
+    max_age_hard: Union[float, str, None] = None,
     manager: Optional[StoreHost] = None,
 ) -> Callable[[C], C]: ...
 def managed_store(
@@ -75,6 +77,8 @@ def managed_store(
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
     order: str = "lru",
+    bounds: Optional[str] = None,
+    max_age_hard: Union[float, str, None] = None,
     manager: Optional[StoreHost] = None,
 ) -> Union[C, Callable[[C], C]]:
     """Manage the jobs of a store class: bounded by the given rules and the policy.
@@ -85,7 +89,7 @@ def managed_store(
     """
     given = {"max_age": max_age, "max_idle": max_idle, "max_jobs": max_jobs,
              "max_bytes": max_bytes, "max_running": max_running, "active": active,
-             "size": size}
+             "size": size, "bounds": bounds, "max_age_hard": max_age_hard}
     declared: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     releases = (release,) if isinstance(release, str) else release
     if releases is not None and tuple(releases) != ("result",):

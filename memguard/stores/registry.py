@@ -39,6 +39,11 @@ class StoreHost(Protocol):
 
     def plain_handle(self, store: Any) -> Optional[Any]: ...
 
+    def under_pressure(self, *, fresh: bool = False) -> bool:
+        """Whether memory is at or above `warning` (soft bounds are enforced only then);
+        `fresh` reads memory again when the last sample was close to it."""
+        ...
+
 
 _hosts: weakref.WeakSet[Any] = weakref.WeakSet()
 _default: list[StoreHost] = []

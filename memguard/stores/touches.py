@@ -3,7 +3,8 @@
 A Python function (method, classmethod, staticmethod, sync or async) is wrapped by a function
 generated with its own parameters, which touches after the call (`_generated`). Anything else
 (a callable object, a job id taken through `**kwargs`) goes through wrapt, whose wrapper sees
-`(wrapped, instance, args, kwargs)` with `self`/`cls` already split off into `instance`.
+`(wrapped, instance, args, kwargs)` with `self`/`cls` already split off into `instance`;
+wrapt is imported only then.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import types
 import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, NoReturn, Optional, TypeVar, Union, overload
-
-import wrapt
 
 from memguard.errors import StoreDefinitionError
 from memguard.stores import registry
@@ -54,6 +53,11 @@ def touches(wrapped: Optional[F] = None, *, key: KeySpec = None,
     fast = _generated(wrapped, key, store is None, find_store)
     if fast is not None:
         return fast  # type: ignore[no-any-return]
+
+    # Imported here, at the first accessor the generated function cannot serve: importing
+    # wrapt loads asyncio, ssl, socket, email and zipfile (about 10 MB), which an app that
+    # never needs it should not carry (`import memguard` stays light).
+    import wrapt
 
     if inspect.iscoroutinefunction(_function(wrapped)):
         @wrapt.decorator

@@ -168,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             plot_stress([guarded, baseline], args.plot)
             print(f"chart: {Path(args.plot).resolve()}")
         except ImportError:
-            print("memguard demo: --plot needs matplotlib: pip install 'memguard[cli]'",
+            print("memguard demo: --plot needs matplotlib: pip install 'memguard-jobs[plot]'",
                   file=sys.stderr)
         except OSError as error:
             print(f"memguard demo: cannot write {args.plot}: {error}", file=sys.stderr)

@@ -6,12 +6,13 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 import attrs
 
 from memguard.monitor.levels import LEVEL_STATUS, LEVELS
+from memguard.policy.units import format_size
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
@@ -36,8 +37,6 @@ ROUTES: Final[Mapping[str, tuple[str, ...]]] = {
 
 WallClock = Callable[[], float]
 Headers = tuple[tuple[str, str], ...]
-
-
 
 
 def _default_manager(manager: Optional[MemoryManager]) -> MemoryManager:
@@ -90,15 +89,15 @@ def _identity() -> dict[str, Any]:
     return {"version": version(), "serviceId": f"{where}:{pid}", "pid": pid}
 
 
-def _health_json(status: str, description: str, output: Optional[str],
+def _health_json(status: str, description: str, notes: list[str],
                  checks: dict[str, Any]) -> dict[str, Any]:
-    """A draft health payload: ``output`` only when not ``pass`` (the draft: omit it on pass);
-    the same text, always, in ``notes``."""
+    """A draft health payload: `notes` one line each, always; ``output`` (them joined by
+    ``; ``) only when not ``pass``, as the draft says."""
     payload: dict[str, Any] = {"status": status, **_identity(), "description": description}
-    if output is not None:
+    if notes:
         if status != "pass":
-            payload["output"] = output
-        payload["notes"] = [output]
+            payload["output"] = "; ".join(notes)
+        payload["notes"] = notes
     payload["checks"] = checks
     return payload
 
@@ -111,8 +110,9 @@ def _check(status: str, output: Optional[str] = None, **fields: Any) -> dict[str
     return check
 
 
-def _fmt_mib(size: Optional[int]) -> str:
-    return "unknown" if size is None else f"{size / 2**20:.1f}MB"
+def _fmt_size(size: Optional[int]) -> str:
+    """Sizes as every other surface writes them (`format_size`: 512.0MB, 4.0GB)."""
+    return "unknown" if size is None else format_size(size)
 
 
 def live_payload(manager: Optional[MemoryManager] = None, *,
@@ -130,7 +130,7 @@ def live_payload(manager: Optional[MemoryManager] = None, *,
         status, output = "pass", "monitor not started"
     checks = {"memguard:monitor": [_check(status, output, componentType="component",
                                           observedValue=running, time=_iso(wall_clock))]}
-    payload = _health_json(status, "memguard liveness", output, checks)
+    payload = _health_json(status, "memguard liveness", [output], checks)
     return (503 if status == "fail" else 200), payload
 
 
@@ -138,11 +138,13 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
                    wall_clock: WallClock = time.time) -> tuple[int, dict[str, Any]]:
     """Readiness in the IETF health-check draft format: (status code, payload).
 
-    ``status`` follows the memory level (`LEVEL_STATUS`); the ``memory:utilization`` check
-    reports usage as a percentage of the limit (``observedValue`` is null when no limit is
-    known), and ``memory:usage`` the usage in bytes. A probe that fails makes the check
-    ``fail`` (503) with the error in ``output``. A monitor that was started and stopped
-    running adds a ``warn``.
+    ``status`` follows the memory level (`LEVEL_STATUS`), and is never ``pass`` while
+    something makes the reading untrustworthy (DESIGN section 4): the monitor is not running
+    (``memguard:monitor``), a store cannot be reached (``memguard:stores``, Redis stores), or
+    no memory limit is known (``memory:utilization``). Each such case is a ``warn`` with a
+    note saying which. The ``memory:utilization`` check reports usage as a percentage of the
+    limit (``observedValue`` is null when no limit is known), and ``memory:usage`` the usage
+    in bytes. A probe that fails makes the check ``fail`` (503) with the error in ``output``.
     """
     manager = _default_manager(manager)
     now = _iso(wall_clock)
@@ -153,30 +155,127 @@ def health_payload(manager: Optional[MemoryManager] = None, *,
         failed = {"memory:utilization": [_check(
             "fail", output, componentType="system", observedValue=None,
             observedUnit="percent", time=now)]}
-        return 503, _health_json("fail", "memguard memory health", output, failed)
+        return 503, _health_json("fail", "memguard memory health", [output], failed)
 
     status = LEVEL_STATUS.get(level, "warn")
     utilization = sample.utilization
-    output = (f"level {level}: usage {_fmt_mib(sample.usage)} of limit "
-              f"{_fmt_mib(sample.limit)} ({sample.scope})")
+    summary = (f"level {level}: usage {_fmt_size(sample.usage)} of limit "
+               f"{_fmt_size(sample.limit)}, scope {sample.scope}")
+    limit_note = _limit_note(sample.limit, thresholds.get("limit"))
+    monitor_note = monitor_problem(manager)
+    unreachable = _store_reachability(manager)
+    store_notes = [f"store {name!r} unreachable: {error}" for name, error in unreachable
+                   if error is not None]
+    utilization_status = _worst(status, "warn") if limit_note else status
     checks: dict[str, list[dict[str, Any]]] = {
         "memory:utilization": [_check(
-            status, output, componentType="system",
+            utilization_status, "; ".join([summary, *([limit_note] if limit_note else [])]),
+            componentType="system",
             observedValue=None if utilization is None else round(utilization * 100, 2),
             observedUnit="percent", time=now, level=level)],
         "memory:usage": [_check(status, componentType="system", observedValue=sample.usage,
-                                observedUnit="bytes", time=now, thresholds=thresholds)],
+                                observedUnit="bytes", time=now, thresholds=thresholds,
+                                scope=sample.scope)],
+        "memguard:monitor": [_check(
+            "warn" if monitor_note else "pass", monitor_note, componentType="component",
+            observedValue=monitor_note is None, time=now)],
     }
-    started, running = _monitor_state(manager)
-    monitor_status = "warn" if started and not running else "pass"
-    checks["memguard:monitor"] = [_check(
-        monitor_status, "monitor was started and is no longer running",
-        componentType="component", observedValue=running, time=now)]
-    if monitor_status == "warn" and status == "pass":
-        status = "warn"
-        output = f"{output}; the monitor was started and is no longer running"
-    payload = _health_json(status, "memguard memory health", output, checks)
+    if unreachable:
+        checks["memguard:stores"] = [_check(
+            "pass" if error is None else "warn", None if error is None else f"unreachable: {error}",
+            componentId=name, componentType="datastore", observedValue=error is None, time=now)
+            for name, error in unreachable]
+    notes = [note for note in (limit_note, monitor_note, *store_notes) if note]
+    if notes:
+        status = _worst(status, "warn")
+    payload = _health_json(status, "memguard memory health", [summary, *notes], checks)
     return (503 if status == "fail" else 200), _json_safe(payload)
+
+
+_STATUS_ORDER: Final = ("pass", "warn", "fail")
+
+
+def _worst(*statuses: str) -> str:
+    return max(statuses, key=lambda s: _STATUS_ORDER.index(s) if s in _STATUS_ORDER else 1)
+
+
+NO_LIMIT_NOTE: Final = ("no memory limit known: no container limit was found for limit "
+                        "\"auto\", so thresholds given as percentages are off; set [memory] "
+                        "limit in the policy or MEMGUARD_MEMORY_LIMIT")
+
+
+def _limit_note(*limits: Optional[int]) -> Optional[str]:
+    """`NO_LIMIT_NOTE` when none of `limits` (the sample's, the thresholds') is known."""
+    return None if any(limit is not None for limit in limits) else NO_LIMIT_NOTE
+
+
+def monitor_problem(manager: MemoryManager) -> Optional[str]:
+    """Why the manager's monitor is not running, or None while it runs."""
+    started, running = _monitor_state(manager)
+    if running:
+        return None
+    if started:
+        return "monitor not running: it was started and is no longer running (its thread died)"
+    monitor = manager.monitor
+    if monitor is None or not getattr(monitor, "ticks", 0):
+        return ("monitor not running: never started (memguard.manager.start(), "
+                "init_app(app), or the gunicorn post_fork hook start it)")
+    return "monitor not running: stopped"
+
+
+def _store_reachability(manager: MemoryManager,
+                        stores: Optional[Iterable[Any]] = None) -> list[tuple[str, Optional[str]]]:
+    """(name, error or None) of each store that reports whether it can be reached (Redis
+    stores: `reachable` in their stats); in-process stores are always reachable and not
+    listed. Without `stores`, reads the stats of the other stores only (a Redis store asks
+    Redis, or answers at once for a few seconds after a failure)."""
+    if stores is None:
+        stores = _all_store_stats(manager)
+    found: list[tuple[str, Optional[str]]] = []
+    for store in stores:
+        reachable = getattr(store, "reachable", None)
+        if reachable is None:
+            continue
+        error = None if reachable else str(getattr(store, "error", None) or "no answer")
+        found.append((str(store.name), error))
+    return found
+
+
+def _all_store_stats(manager: MemoryManager) -> list[Any]:
+    """The stats of every store that could be unreachable: in-process stores (a
+    `LocalHandle`) always answer, and are skipped (a health check reads no store of them)."""
+    from memguard.stores.handle import LocalHandle
+
+    stats: list[Any] = []
+    for handle in manager.handles():
+        if isinstance(handle, LocalHandle):
+            continue
+        try:
+            stats.append(handle.stats())
+        except Exception as error:  # a store whose stats raise: unreachable, as far as we know
+            stats.append(_Unreadable(handle.name, f"{type(error).__name__}: {error}"))
+    return stats
+
+
+@attrs.frozen
+class _Unreadable:
+    name: str
+    error: str
+    reachable: bool = False
+
+
+def health_summary(manager: MemoryManager, stats: Any) -> dict[str, Any]:
+    """``{"status": "pass"|"warn"|"fail", "notes": [...]}`` for `/memory` and the dashboard:
+    the level's status, lifted to ``warn`` for the same reasons `/health` gives."""
+    sample = stats.sample
+    thresholds = _thresholds_dict(stats)
+    notes = [note for note in (_limit_note(sample.limit, thresholds.get("limit")),
+                               monitor_problem(manager)) if note]
+    notes += [f"store {name!r} unreachable: {error}"
+              for name, error in _store_reachability(manager, stats.stores)
+              if error is not None]
+    status = LEVEL_STATUS.get(str(stats.level), "warn")
+    return {"status": _worst(status, "warn") if notes else status, "notes": notes}
 
 
 def _reading(manager: MemoryManager) -> tuple[Any, str, dict[str, Any]]:
@@ -219,7 +318,8 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
 
     Everything comes from `MemoryStats.to_dict()`: counts and sizes in bytes, never a job; and
     ``allocator``, `memguard.memory.allocators.detect_allocator()` (who serves small objects,
-    which malloc, which hook reclaim calls).
+    which malloc, which hook reclaim calls); ``health``, `health_summary` (what `/health`
+    would say and why).
     """
     manager = _default_manager(manager)
     stats = manager.get_memory_stats()
@@ -232,6 +332,7 @@ def memory_payload(manager: Optional[MemoryManager] = None, *,
     from memguard.memory.allocators import detect_allocator
 
     payload["allocator"] = detect_allocator().to_dict()  # what reclaim() can give back
+    payload["health"] = health_summary(manager, stats)  # what /health would say, and why
     result: dict[str, Any] = _json_safe(payload)
     return result
 
@@ -335,8 +436,13 @@ class _StatsCollector:
                   ("unweighed", "memguard_store_unweighed_jobs", "Jobs not yet weighed."))
         totals: dict[str, dict[str, float]] = {}
         evictions: dict[tuple[str, str], float] = {}
+        up: dict[str, float] = {}
         for store in getattr(self.stats, "stores", ()):
             name = str(store.name)
+            # 0 when any instance of the name cannot be reached (a Redis store whose server
+            # is down); in-process stores are always up
+            reachable = getattr(store, "reachable", True) is not False
+            up[name] = min(up.get(name, 1.0), 1.0 if reachable else 0.0)
             row = totals.setdefault(name, dict.fromkeys([f[0] for f in fields], 0.0))
             for field, _, _ in fields:
                 row[field] += float(getattr(store, field, 0) or 0)
@@ -348,6 +454,11 @@ class _StatsCollector:
             for name, row in sorted(totals.items()):
                 family.add_metric([name], row[field])
             yield family
+        family = gauge("memguard_store_up", "1 while the store can be reached (a Redis "
+                       "store's server answers), 0 when it cannot.", labels=["store"])
+        for name, value in sorted(up.items()):
+            family.add_metric([name], value)
+        yield family
         family = counter("memguard_evictions", "Jobs evicted, by store and cause.",
                          labels=["store", "cause"])
         for (name, cause), count in sorted(evictions.items()):
@@ -369,4 +480,5 @@ class _StatsCollector:
         freed = totals.get("freed_estimate_bytes")
         if isinstance(freed, (int, float)):
             yield counter("memguard_freed_estimate_bytes",
-                          "Estimated bytes of the jobs cleanups evicted.", value=float(freed))
+                          "Estimated bytes of the jobs evicted from this process's stores, "
+                          "by any bound, pass or emergency.", value=float(freed))

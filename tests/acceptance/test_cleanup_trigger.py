@@ -15,8 +15,6 @@ import psutil
 import pytest
 from test_servers import ROOT, TOKEN, free_port, gunicorn_argv, serve
 
-pytestmark = pytest.mark.slow
-
 POLICY = """
 [memory]
 limit = "8GB"
@@ -55,6 +53,7 @@ def workers_of(pid: int, count: int) -> list[int]:
     raise AssertionError(f"expected {count} workers of {pid}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preload", [False, True], ids=["per-worker", "preload"])
 def test_cleanup_by_pid_reaches_each_gunicorn_worker(tmp_path: Path, preload: bool) -> None:
     """With ``--preload`` the listener starts in the master and restarts in each forked
@@ -85,7 +84,8 @@ def test_cleanup_by_pid_reaches_each_gunicorn_worker(tmp_path: Path, preload: bo
         assert f"cleanup requested by `memguard cleanup --pid {worker}`" in log
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# One uvicorn process stays in `make test`: the fast real-server case of `cleanup --pid`.
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_cleanup_by_pid_reaches_uvicorn(tmp_path: Path, workers: int) -> None:
     """One uvicorn process, or uvicorn's own supervisor with two worker processes."""
     env = dict(environment(tmp_path), WEB_CONCURRENCY=str(workers))
@@ -103,6 +103,7 @@ def test_cleanup_by_pid_reaches_uvicorn(tmp_path: Path, workers: int) -> None:
             assert json.loads(result.stdout)["kind"] == "emergency"
 
 
+@pytest.mark.slow
 def test_cleanup_by_pid_reaches_uvicorn_workers_under_gunicorn(tmp_path: Path) -> None:
     env = environment(tmp_path)
     port = free_port()

@@ -132,7 +132,7 @@ def test_peak_stays_within_emergency_plus_10pct_of_limit(
     assert set(result["statuses"]) == {202}, report("statuses", result)
     assert result["stats"]["lost_running"] == 0, report("lost", result)
     assert result["peak"] <= BOUND, report("peak", result) + "\n" + log
-    assert "Memory cleanup: cleaned" in log  # the emergency lines reach the server's stderr
+    assert "Memory cleanup: Cleaned" in log  # the emergency lines reach the server's stderr
 
 
 def test_json_results_under_pymalloc_stay_under_the_limit_and_say_why(
@@ -148,7 +148,7 @@ def test_json_results_under_pymalloc_stay_under_the_limit_and_say_why(
     assert result["peak"] < LIMIT, report("peak", result) + "\n" + log
     assert result["stats"]["lost_running"] == 0, report("lost", result)
     assert set(result["statuses"]) == {202}, report("statuses", result)
-    assert "Memory cleanup: cleaned" in log
+    assert "Memory cleanup: Cleaned" in log
 
 
 def test_the_bundled_default_policy_stays_under_critical(tmp_path: Path) -> None:
@@ -165,4 +165,4 @@ def test_the_bundled_default_policy_stays_under_critical(tmp_path: Path) -> None
              if re.search(r"(Memory|R14|quota|exceeded)", line)]  # the seed's runbook grep
     assert any("Memory level ok -> warning" in line or "Memory level warning -> emergency"
                in line for line in lines), log
-    assert any("Memory cleanup: cleaned" in line for line in lines), log
+    assert any("Memory cleanup: Cleaned" in line for line in lines), log

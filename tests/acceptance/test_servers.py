@@ -31,8 +31,6 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "acceptance-token-5b1e"
 SECRET = "SeCrEt-PLANTED-c0ffee-42"
@@ -406,6 +404,7 @@ async def _flood(url: str, *, requests: int, concurrency: int, path: str = "/hea
             "elapsed": elapsed}
 
 
+@pytest.mark.slow  # sustained: hundreds of requests against repeated cleanups
 def test_flood_of_health_checks_during_cleanups(server: Server) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as client:  # something to evict
         ids = [(segment, name, create_job(client, segment, name, "flood"))
@@ -441,6 +440,7 @@ def test_flood_of_health_checks_during_cleanups(server: Server) -> None:
     print(f"\n/health flood: {figures}")
 
 
+@pytest.mark.slow  # a server of its own, stopped under load
 def test_server_stops_gracefully(server_env: dict[str, str],
                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     """SIGTERM ends gunicorn (and its workers' monitors via worker_exit) within the bound."""
@@ -499,6 +499,7 @@ recycle = true
 """
 
 
+@pytest.mark.slow  # a server of its own, driven past critical
 def test_gunicorn_recycles_a_critical_worker_gracefully(
         server_env: dict[str, str], tmp_path: Path) -> None:
     """recycle = true: a worker past critical finishes its in-flight request and is replaced."""
@@ -542,6 +543,7 @@ def test_gunicorn_recycles_a_critical_worker_gracefully(
         assert server.process.poll() is None  # the arbiter itself carries on
 
 
+@pytest.mark.slow  # a server of its own
 def test_the_documented_procfile_serves(server_env: dict[str, str], tmp_path: Path) -> None:
     """docs/integrations.md's Procfile line, run as Heroku would (on loopback here)."""
     text = (ROOT / "docs" / "integrations.md").read_text()
@@ -549,6 +551,7 @@ def test_the_documented_procfile_serves(server_env: dict[str, str], tmp_path: Pa
     assert match is not None
     port = free_port()
     command = match.group(1).replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1")
+    command = command.replace(" app:app", " examples.flask_app:app")  # the user's app: ours
     argv = shlex.split(command)
     assert argv[0] == "gunicorn"
     env = dict(server_env, PORT=str(port), MALLOC_ARENA_MAX="2")

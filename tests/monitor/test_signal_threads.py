@@ -146,6 +146,7 @@ print("installed_by_main", signal.getsignal(signal.SIGUSR1) == ours, flush=True)
     assert "requested by SIGUSR1" in err, err
 
 
+@pytest.mark.slow  # ~10 s: WAIT_FOR_SIGNAL's time.sleep(10) runs to its end here
 def test_a_stopped_monitors_handler_is_taken_over_by_a_new_monitor() -> None:
     code, out, err = run_and_signal(
         """

@@ -2,8 +2,9 @@
 
 `redis_server` (one per session) is shared by most tests: `redis_url` flushes it first.
 `own_redis` starts a private server a test may kill and restart (the fault tests).
-A machine without `redis-server` on PATH fails these tests with what to install: they are
-part of the suite, and a skip would hide that CI never ran them.
+A machine without `redis-server` on PATH skips these tests, naming what to install; under
+.ci/run (MEMGUARD_REQUIRE_SYSTEM_PACKAGES=1) they fail instead, so CI never passes without
+them (tests/system_packages.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from system_packages import missing
 
 STARTUP_TIMEOUT = 15.0
 
@@ -94,9 +96,7 @@ class RedisServer:
 def _executable() -> str:
     found = shutil.which("redis-server")
     if found is None:
-        pytest.fail("the Redis store tests need redis-server on PATH (Debian/Ubuntu: "
-                    "apt-get install -y redis-server; .ci/run installs it) and found none",
-                    pytrace=False)
+        missing("redis-server (which the Redis store tests start on 127.0.0.1)", "redis-server")
     return found
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from benchmarks import Settings, bench_redis
 from benchmarks import __main__ as suite
 
 
+@pytest.mark.slow  # ~15 s: the whole Redis case, RQ's comparison included
 def test_bench_redis_runs(redis_url: str) -> None:
     assert bench_redis.rq_missing() == ""  # RQ is in the bench extra: its rows must run
     result = bench_redis.run(True, settings=Settings(rounds=2, sample_seconds=0.0002),

@@ -1,6 +1,6 @@
 """A RedisStore and a plain model driven side by side by hypothesis.
 
-The Redis version of tests/test_store_state_machine.py, where the semantics are the same:
+The Redis version of tests/stores/test_store_state_machine.py, where the semantics are the same:
 writes, reads, live field writes, pins, explicit evictions, passes and the count bound at
 insert. Time rules are left out (Redis' clock is real: tests/redis/test_redis_store.py
 covers age and idle). After every step the store must equal the model, its recency order

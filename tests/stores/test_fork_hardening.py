@@ -181,6 +181,7 @@ def test_a_fork_during_a_slow_size_function_leaves_the_child_a_working_store(
     assert len(child["keys"]) == 3
 
 
+@pytest.mark.slow  # ~4.5 s of held locks; the size-function case stays in make test
 def test_a_fork_during_a_slow_predicate_in_an_insert_over_its_bound(tmp_path: Path) -> None:
     child, _ = run_case(tmp_path, "predicate")
     assert child["write_seconds"] < 1
@@ -193,6 +194,7 @@ def test_a_fork_during_a_slow_predicate_in_an_insert_over_its_bound(tmp_path: Pa
     assert child["keys"] == ["more2", "more3", "more4"]
 
 
+@pytest.mark.slow  # ~4.5 s of held locks; the size-function case stays in make test
 def test_a_fork_during_a_slow_rule_leaves_the_child_a_working_store(tmp_path: Path) -> None:
     child, _ = run_case(tmp_path, "rule")
     assert child["fork_seconds"] < 3
@@ -257,6 +259,7 @@ OTHER_LOCKS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~4.5 s of held locks; the size-function case stays in make test
 def test_a_fork_while_the_trace_and_cleanup_endpoint_locks_are_held(tmp_path: Path) -> None:
     script = tmp_path / "fork_other_locks.py"
     script.write_text(OTHER_LOCKS)

@@ -158,7 +158,13 @@ def _read_pid(pid: int, policy: Policy) -> Any:
     limit = policy.memory.limit if isinstance(policy.memory.limit, int) else detect_limit()
     level, thresholds = _judge(policy, rss, limit)
     return Reading(target=f"pid {pid} ({name})", scope="process", usage=rss, rss=rss,
-                   limit=limit, level=level, thresholds=thresholds)
+                   limit=limit, level=level, thresholds=thresholds,
+                   warnings=() if limit is not None else (_NO_LIMIT,))
+
+
+_NO_LIMIT = ("no memory limit known: the policy's limit is \"auto\" and no container limit "
+             "was found, so thresholds given as percentages are off; give --policy a limit, "
+             "or set MEMGUARD_MEMORY_LIMIT")
 
 
 def _read_machine(policy: Policy) -> Any:
@@ -275,18 +281,37 @@ def _memory_reading(endpoint: str, data: dict[str, Any]) -> Any:
     stores = tuple(dict(store) for store in data.get("stores") or () if isinstance(store, dict))
     growth = data.get("growth_per_minute")
     ttl = data.get("time_to_limit")
+    status, warnings = _memory_health(data, level, limit, stores)
     return Reading(
         target=_answered_by(endpoint, data), scope=str(sample.get("scope", "remote")),
         usage=int(sample["usage"]),
         rss=_int_or_none(sample.get("rss")), limit=limit, level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        stores=stores, status=LEVEL_STATUS.get(level, ""),
+        stores=stores, status=status,
         growth_per_minute=None if growth is None else float(growth),
         time_to_limit=None if ttl is None else float(ttl),
         monitoring=data.get("monitoring"),
-        note=_allocator_note(data.get("allocator")),
+        note=_allocator_note(data.get("allocator")), warnings=warnings,
     )
+
+
+def _memory_health(data: dict[str, Any], level: str, limit: Optional[int],
+                   stores: tuple[dict[str, Any], ...]) -> tuple[str, tuple[str, ...]]:
+    """(status, warnings) of a ``/memory`` payload: its ``health`` section, or, from an app
+    that predates it, the same judgement made here from the fields it has."""
+    health = data.get("health")
+    if isinstance(health, dict) and isinstance(health.get("status"), str):
+        return health["status"], tuple(str(note) for note in health.get("notes") or ())
+    warnings: list[str] = []
+    if limit is None:
+        warnings.append("no memory limit known")
+    if data.get("monitoring") is False:
+        warnings.append("monitor not running")
+    warnings += [f"store {store.get('name')!r} unreachable: {store.get('error')}"
+                 for store in stores if store.get("reachable") is False]
+    status = LEVEL_STATUS.get(level, "")
+    return ("warn" if warnings and status == "pass" else status), tuple(warnings)
 
 
 def _answered_by(endpoint: str, data: dict[str, Any]) -> str:
@@ -317,12 +342,18 @@ def _health_reading(endpoint: str, data: dict[str, Any]) -> Any:
     usage = usage_check.get("observedValue")
     if usage is None:
         raise ValueError("no usage")
+    notes = [str(note) for note in data.get("notes") or ()]
     return Reading(
-        target=_answered_by(endpoint, data), scope="remote", usage=int(usage),
-        limit=_int_or_none(thresholds.get("limit")), level=level,
+        # the scope the app measured (an app that predates the field: "remote")
+        target=_answered_by(endpoint, data), scope=str(usage_check.get("scope") or "remote"),
+        usage=int(usage), limit=_int_or_none(thresholds.get("limit")), level=level,
         thresholds={name: _int_or_none(thresholds.get(name))
                     for name in ("warning", "emergency", "emergency_target", "critical")},
-        status=status, note=str(data.get("output") or " ".join(data.get("notes") or ())),
+        # the notes are the level's line, which the summary already says in this format, and
+        # the warnings, printed one a line; an output without notes is a failure's own text
+        status=status, note="" if notes else str(data.get("output") or ""),
+        # notes: the level's line, then each reason the status is not pass besides the level
+        warnings=tuple(notes[1:]),
     )
 
 

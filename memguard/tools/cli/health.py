@@ -14,12 +14,14 @@ def add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     health = commands.add_parser(
         "health",
         help="one memory check of this machine, a process, or a running app (exit 1 at "
-             "emergency or critical)",
+             "emergency or critical, or when the app reports fail)",
         description=(
             "Check memory once and print the level (ok, warning, emergency, critical). Without "
             "--pid or --url, checks this machine: the container's cgroup when it has a memory "
             "limit, else the whole RAM. Exit 0 ok or warning, 1 at emergency or critical, when "
-            "the app reports fail, or when the target cannot be read, 2 on usage errors."
+            "the app reports fail, or when the target cannot be read, 2 on usage errors. A "
+            "warn (the app's monitor not running, a store unreachable, no memory limit known) "
+            "is printed as 'warn: ...' lines and exits 0."
         ),
     )
     add_target_options(health)

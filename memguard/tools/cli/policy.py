@@ -14,9 +14,10 @@ from memguard.policy.files import (
     load_policy,
     policy_from_environment,
 )
-from memguard.policy.options import STORE_FIELDS, ActiveWhen
+from memguard.policy.options import STORE_FIELDS, ActiveWhen, _any_duration
 from memguard.policy.policy import Policy
-from memguard.policy.units import Percent, format_duration, format_size
+from memguard.policy.schema import _MEMORY_KEYS, _STORE_KEYS
+from memguard.policy.units import Percent, format_duration, format_size, positive_duration
 from memguard.tools.cli.common import EXIT_FAILED, EXIT_OK, one_line, policy_file, usage_error
 
 
@@ -98,10 +99,11 @@ def _policy_show(args: argparse.Namespace) -> int:
 #: The name under which `policy show` lists what a store not named in the file gets.
 OTHER_STORES = "*"
 
+#: Keys shown as durations (`1s`, `2m`): every key the schema reads as one, so no interval
+#: prints as a bare number beside the others.
 _DURATIONS = frozenset(
-    {"max_age", "max_idle", "max_running", "check_interval", "gc_interval", "cooldown",
-     "summary_interval"}
-)
+    key for keys in (_MEMORY_KEYS, _STORE_KEYS) for key, parse in keys.items()
+    if parse in (positive_duration, _any_duration))
 _SIZES = frozenset(
     {"max_bytes", "limit", "warning", "warning_heap", "emergency", "emergency_target", "critical"}
 )

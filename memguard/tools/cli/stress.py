@@ -92,7 +92,7 @@ def _stress(args: argparse.Namespace) -> int:
 
         # Found, not imported: importing it here would add ~30MB to the memory measured.
         if importlib.util.find_spec("matplotlib") is None:
-            return usage_error(parser, "--plot needs matplotlib: pip install 'memguard[cli]'")
+            return usage_error(parser, "--plot needs matplotlib: pip install 'memguard-jobs[plot]'")
     policy = None if args.policy is None else load_policy(policy_file(args.policy))
     try:
         config = simulate.StressConfig(

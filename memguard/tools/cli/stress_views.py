@@ -37,6 +37,11 @@ def stress_rows(results: Sequence[StressResult]) -> list[tuple[str, list[str]]]:
     row("active jobs lost", lambda r: str(r.active_lost))
     row("results lost", lambda r: f"{r.results_lost} of {r.results_wanted}"
         f"{_share(r.results_lost, r.results_wanted)}")
+    row("clairvoyant reference", lambda r: "-" if r.reference is None else (
+        f"{r.reference.lost} of {r.reference.wanted}"
+        f"{_share(r.reference.lost, r.reference.wanted)} at "
+        f"{format_size(r.reference.budget)} of results, gap {r.reference_gap:g} points"
+        if r.reference_gap is not None else f"{r.reference.lost} of {r.reference.wanted}"))
     row("jobs held at end", lambda r: f"{r.jobs.get('held', 0)} of {r.jobs.get('submitted', 0)}")
     row("came back, found result", lambda r: (
         f"{r.jobs.get('return_hits', 0)} of "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 from memguard.errors import CheckFailed, TraceError
@@ -35,6 +37,9 @@ def add_tune_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
     tune.add_argument("--top", type=int, default=15, metavar="N",
                       help="candidates shown (default 15)")
     tune.add_argument("--write", metavar="FILE", help="write the recommended policy as TOML")
+    tune.add_argument("--json", metavar="FILE",
+                      help="write the candidates, the recommendation and the clairvoyant "
+                           "reference as JSON; - for stdout (the table then goes to stderr)")
     tune.set_defaults(run=_tune, parser=tune)
 
 
@@ -51,8 +56,9 @@ def _tune(args: argparse.Namespace) -> int:
         return usage_error(parser, f"--jobs/--ages: {one_line(str(error))}")
     if any(j is not None and j < 1 for j in jobs):
         return usage_error(parser, f"--jobs: counts must be 1 or more; got {args.jobs!r}")
-    if args.write is not None and not Path(args.write).resolve().parent.is_dir():
-        return usage_error(parser, f"--write: no directory for {args.write!r}")
+    for option, value in (("--write", args.write), ("--json", args.json)):
+        if value not in (None, "-") and not Path(value).resolve().parent.is_dir():
+            return usage_error(parser, f"{option}: no directory for {value!r}")
     base = default_policy() if args.policy is None else load_policy(policy_file(args.policy))
     policy = scaled_policy(base, args.limit)
     budget = args.budget or policy.memory.resolve(args.limit).emergency or args.limit
@@ -60,11 +66,24 @@ def _tune(args: argparse.Namespace) -> int:
         trace = tune.read_trace(args.trace)
     except TraceError as error:
         raise CheckFailed(one_line(str(error))) from None
+    thresholds = policy.memory.resolve(args.limit)
+    emergency = None
+    if thresholds.emergency is not None:
+        target = thresholds.emergency_target or int(thresholds.emergency * 0.8)
+        emergency = tune.EmergencyModel(thresholds.emergency, target,
+                                        policy.memory.emergency_order)
     result = tune.tune(trace, budget, current=tune.current_bounds(policy, trace.stores),
-                       jobs_grid=jobs, age_grid=ages)
+                       jobs_grid=jobs, age_grid=ages, emergency=emergency)
+    out = sys.stderr if args.json == "-" else sys.stdout
     print(f"trace {args.trace}: {len(trace.records)} events, {len(trace.stores)} stores, "
-          f"{trace.duration / 60:.0f} minutes")
-    print(tune.table(result, top=args.top))
+          f"{trace.duration / 60:.0f} minutes", file=out)
+    print(tune.table(result, top=args.top), file=out)
+    if args.json is not None:
+        text = json.dumps(tune.to_json(result), indent=None if args.json == "-" else 1)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
     if result.best is None:
         return EXIT_FAILED
     if args.write is not None:

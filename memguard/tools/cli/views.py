@@ -1,10 +1,10 @@
 """What the `memguard` command shows: readings, the live monitor view, stress tables, plots.
 
 Kept apart from `memguard.tools.cli` so that ``memguard --help`` imports none of it. Everything here
-works without rich (plain text, aligned columns) and uses rich when it is installed: rich,
-matplotlib and httpx belong to the optional ``cli`` extra, and the demo must run on a fresh
-virtualenv that may lack them. rich and matplotlib are imported inside the functions that
-draw with them.
+works without rich (plain text, aligned columns) and uses rich when it is installed: rich
+belongs to the optional ``cli`` extra and matplotlib to the ``plot`` extra, and the demo must
+run on a fresh virtualenv that may lack them. rich and matplotlib are imported inside the
+functions that draw with them.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class Reading:
     level (``unknown`` when no threshold applies); `thresholds` are bytes by name
     (``warning``, ``emergency``, ``emergency_target``, ``critical``); `stores` holds the
     per-store counts an app's ``/memory`` reports (empty for other targets); `status` the
-    health status (``pass``/``warn``/``fail``).
+    health status (``pass``/``warn``/``fail``); `warnings` what keeps it from ``pass`` besides
+    the level (the app's monitor not running, a store unreachable, no memory limit known).
     """
 
     target: str
@@ -71,6 +72,7 @@ class Reading:
     time_to_limit: Optional[float] = None
     monitoring: Optional[bool] = None
     note: str = ""
+    warnings: tuple[str, ...] = ()
     at: float = attrs.field(factory=time.time)
 
     @property
@@ -101,14 +103,18 @@ class Reading:
             "time_to_limit": self.time_to_limit,
             "monitoring": self.monitoring,
             "note": self.note,
+            "warnings": list(self.warnings),
             "time": _iso(self.at),
         }
 
     def summary(self) -> str:
-        """One line for people: ``ok: this machine uses 3.1GB of 23.5GB (13%)``."""
+        """One line for people: ``ok: this machine uses 3.1GB of 23.5GB (13%)``, or
+        ``warn (level ok): ...`` when `warnings` keep the check from passing."""
         share = "" if self.utilization is None else f" ({self.utilization:.0%})"
         limit = "" if self.limit is None else f" of {format_size(self.limit)}"
-        return (f"{self.level}: {self.target} uses {format_size(self.usage)}{limit}{share}"
+        head = (f"warn (level {self.level})" if self.warnings and not self.failing
+                else self.level)
+        return (f"{head}: {self.target} uses {format_size(self.usage)}{limit}{share}"
                 f" [{self.scope}]")
 
 
@@ -151,6 +157,7 @@ def health_lines(reading: Reading) -> list[str]:
                      f"{store.get('active', 0)} active, {format_size(store.get('bytes') or 0)}")
     if reading.note:
         lines.append(reading.note)
+    lines += [f"warn: {warning}" for warning in reading.warnings]
     return lines
 
 

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import attrs
 
 from memguard.policy.units import format_size
+from memguard.tools.reference import ReferenceOutcome, gap, reference_line
 
 
 @attrs.frozen
@@ -83,6 +84,16 @@ class StressResult:
     samples: tuple[Sample, ...]
     wall_seconds: float
     marks: tuple[Mark, ...] = ()
+    #: The clairvoyant reference (`memguard.tools.reference`) on the same traffic, given as
+    #: many bytes of results as this run held at its peak; None for a baseline.
+    reference: Optional[ReferenceOutcome] = None
+
+    @property
+    def reference_gap(self) -> Optional[float]:
+        """Points between this run's lost share and the reference's (None: no figure)."""
+        if self.reference is None:
+            return None
+        return gap(self.lost_share, self.reference)
 
     @property
     def results_lost(self) -> int:
@@ -124,9 +135,11 @@ class StressResult:
         """One line for people: what happened against the limit."""
         peak = f"peak {format_size(self.peak_usage)} of {format_size(self.limit)} limit"
         name = "guarded" if self.guard else "baseline (no guard)"
+        floor = ("" if self.reference is None
+                 else "; " + reference_line(self.lost_share, self.reference))
         if self.passed:
             return (f"PASS {name}: {peak}, {self.active_lost} active jobs lost, "
-                    f"{self.lost_text()}")
+                    f"{self.lost_text()}{floor}")
         reasons = []
         if not self.under_limit:
             over = next((s for s in self.samples if s.usage >= self.limit), None)
@@ -134,7 +147,7 @@ class StressResult:
             reasons.append(f"{peak}: over the limit{when}")
         if self.active_lost:
             reasons.append(f"{self.active_lost} active jobs lost")
-        return f"FAIL {name}: " + "; ".join(reasons) + f"; {self.lost_text()}"
+        return f"FAIL {name}: " + "; ".join(reasons) + f"; {self.lost_text()}{floor}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: every field, the samples as a list of dicts, and the verdict."""
@@ -159,6 +172,8 @@ class StressResult:
             "results_lost": self.results_lost,
             "results_wanted": self.results_wanted,
             "lost_share": self.lost_share,
+            "reference": None if self.reference is None else self.reference.to_dict(),
+            "reference_gap": self.reference_gap,
             "samples": [sample.to_dict() for sample in self.samples],
             "marks": [mark.to_dict() for mark in self.marks],
             "wall_seconds": self.wall_seconds,
@@ -190,4 +205,6 @@ class StressResult:
             marks=tuple(Mark(float(m["t"]), str(m["kind"]), int(m["evicted"]),
                              None if m.get("reclaimed") is None else int(m["reclaimed"]))
                         for m in data.get("marks", ())),
+            reference=(None if data.get("reference") is None
+                       else ReferenceOutcome.from_dict(data["reference"])),
         )

@@ -19,11 +19,12 @@ from memguard.monitor.thread import Monitor
 from memguard.policy.options import MemoryPolicy
 from memguard.stores.trace import Recorder
 from memguard.testing import FakeClock
+from memguard.tools.reference import clairvoyant
 from memguard.tools.stress.config import _ACTIVE, SEED_STORES, StressConfig
 from memguard.tools.stress.payloads import _result
 from memguard.tools.stress.results import Mark, Sample, StressResult
 from memguard.tools.stress.stores import _Bound, _build_stores
-from memguard.tools.stress.traffic import _Plan, _plan_traffic
+from memguard.tools.stress.traffic import _demands, _Plan, _plan_traffic
 
 _ARRIVE, _START, _FINISH, _POLL, _RETURN, _TICK, _SAMPLE = range(7)
 
@@ -62,6 +63,11 @@ class _Run:
         self.events: list[tuple[float, int, int, int]] = []
         self._seq = 0
         self.recorder: Optional[Recorder] = None
+        #: Nominal result bytes of the finished jobs the stores hold (plan sizes), and their
+        #: peak: the budget the clairvoyant reference gets ("at the same peak").
+        self.held_results: dict[str, int] = {}
+        self.held_bytes = 0
+        self.held_peak = 0
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class _Run:
         self.evicted_since_sample += 1
         if self.state.get(str(event.key)) in _ACTIVE:
             self.lost.add(str(event.key))
+        self.held_bytes -= self.held_results.pop(str(event.key), 0)
 
     def _at(self, when: float, kind: int, job: int = -1) -> None:
         self._seq += 1
@@ -166,6 +173,10 @@ class _Run:
                        progress=100, finished_at=self.clock.now)
             self.counts["completed"] += 1
         self.state[plan.id] = str(job["status"])
+        size = 0 if plan.fails else plan.size
+        self.held_results[plan.id] = size
+        self.held_bytes += size
+        self.held_peak = max(self.held_peak, self.held_bytes)
         _, jobs, _ = self.stores[plan.store]
         jobs[plan.id] = job  # stored again with its result, as the seed's workers did
         for when in plan.returns:
@@ -247,6 +258,10 @@ class _Run:
         # monitor totals them; none in a baseline run.
         reclaimed = 0 if self.monitor is None else int(self.monitor.totals["reclaimed_bytes"])
         config = self.config
+        reference = None
+        if config.guard:  # a baseline evicts nothing: no floor to compare with
+            horizon = config.minutes * 60.0
+            reference = clairvoyant(_demands(self.plans, horizon), self.held_peak, bound=True)
         return StressResult(
             guard=config.guard,
             params={
@@ -277,6 +292,7 @@ class _Run:
             samples=tuple(samples),
             wall_seconds=round(wall, 3),
             marks=tuple(self.marks),
+            reference=reference,
         )
 
 

@@ -6,6 +6,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, Callable, Optional
 
 from memguard.manager import MemoryManager
+from memguard.stores.managed import managed_store
+from memguard.stores.touches import touches
 from memguard.tools.stress.config import StoreProfile
 
 
@@ -30,8 +32,6 @@ def _build_stores(profiles: Iterable[StoreProfile],
     Each guarded run declares fresh classes bound to its own manager, so runs never share a
     registry, and the classes go away with the run.
     """
-    from memguard import managed_store, touches
-
     out: list[_Bound] = []
     for profile in profiles:
         store: Any

@@ -7,6 +7,7 @@ import random
 
 import attrs
 
+from memguard.tools.reference import Demand
 from memguard.tools.stress.config import (
     KB,
     MAX_RESULT,
@@ -80,3 +81,26 @@ def _plan_traffic(config: StressConfig, profiles: tuple[StoreProfile, ...]) -> l
                 content_seed=rng.getrandbits(32),
                 polled=polled,
             ))
+
+
+def _demands(plans: list[_Plan], horizon: float) -> list[Demand]:
+    """What the clients of `plans` ask of the stores up to `horizon`, for the clairvoyant
+    reference (`memguard.tools.reference`): each finished job's result (its nominal size;
+    a failed job's holds nothing), read by the poll that first sees it finished (when its
+    client polls) and at each later visit; a later visit makes it wanted, as the run counts."""
+    out = []
+    for plan in plans:
+        if plan.finish > horizon:
+            continue
+        reads = []
+        if plan.polled:
+            poll = plan.arrive + plan.poll_every
+            while poll < plan.finish:  # the run's polls of the active job, to the one after
+                poll += plan.poll_every
+            if poll <= horizon:
+                reads.append(poll)
+        visits = [when for when in plan.returns if when <= horizon]
+        reads += visits
+        out.append(Demand(key=plan.id, ready=plan.finish, size=0 if plan.fails else plan.size,
+                          reads=tuple(sorted(reads)), wanted=bool(visits)))
+    return out

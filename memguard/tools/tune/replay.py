@@ -108,8 +108,9 @@ class _Store:
                 return
             self.evict(victim)
 
-    def victims(self, writing: str) -> Iterator[str]:
-        if self.bounds.order == "delivered":
+    def victims(self, writing: str, order: Optional[str] = None) -> Iterator[str]:
+        """Finished results in `order` (default: the bounds' order), `writing` left out."""
+        if (order or self.bounds.order) == "delivered":
             for key in self.delivered:
                 if key != writing:
                     yield key
@@ -129,29 +130,34 @@ class _Store:
             self.evict(key)
 
 
-def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
-                  check_interval: float) -> tuple[_Store, int, int, list[tuple[int, int]]]:
-    """Replay one store's records; returns the state, wanted, lost and its held curve."""
-    store = _Store(bounds)
-    ready: dict[str, float] = {}  # when each result was first seen finished
-    read_once: set[str] = set()
-    window = DELIVERY_WINDOW + check_interval  # a read is dated one pass late at most
-    wanted: set[str] = set()
-    lost: set[str] = set()
-    curve: list[tuple[int, int]] = []
-    next_pass = check_interval
-    for seq, record in records:
+class _Replayer:
+    """One store's replay, record by record: its simulated state (`store`), the results
+    wanted and lost, and its held-bytes curve."""
+
+    def __init__(self, bounds: Bounds, check_interval: float) -> None:
+        self.store = _Store(bounds)
+        self.ready: dict[str, float] = {}  # when each result was first seen finished
+        self.read_once: set[str] = set()
+        self.window = DELIVERY_WINDOW + check_interval  # a read is dated one pass late at most
+        self.wanted: set[str] = set()
+        self.lost: set[str] = set()
+        self.curve: list[tuple[int, int]] = []
+        self.check_interval = check_interval
+        self.next_pass = check_interval
+
+    def step(self, seq: int, record: Record) -> None:
+        store = self.store
         kind, now, key = record[0], float(record[1]), record[3]
-        while next_pass <= now:
-            store.enforce_age(next_pass)
-            next_pass += check_interval
+        while self.next_pass <= now:
+            store.enforce_age(self.next_pass)
+            self.next_pass += self.check_interval
         if kind in ("i", "w"):
             if record[4] is not None:
-                ready.setdefault(key, now)
-            read_once.discard(key)
+                self.ready.setdefault(key, now)
+            self.read_once.discard(key)
             store.put(key, now, record[4], new=kind == "i")
         elif kind == "f":
-            ready.setdefault(key, now)
+            self.ready.setdefault(key, now)
             if key in store.created:
                 store.set_size(key, record[4])
         elif kind in ("r", "m"):
@@ -161,17 +167,29 @@ def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
                 if key in store.finished:
                     store.delivered.pop(key, None)
                     store.delivered[key] = None
-                    if key in read_once or now - ready.get(key, now) > window:
-                        wanted.add(key)
-                    read_once.add(key)
-            elif key in ready:
-                wanted.add(key)
-                lost.add(key)
+                    if key in self.read_once or now - self.ready.get(key, now) > self.window:
+                        self.wanted.add(key)
+                    self.read_once.add(key)
+            elif key in self.ready:
+                self.wanted.add(key)
+                self.lost.add(key)
         elif kind == "d":  # the application deleted it
             store.drop(key)
-        if not curve or curve[-1][1] != store.held:
-            curve.append((seq, store.held))
-    return store, len(wanted), len(lost), curve
+        self.note(seq)
+
+    def note(self, seq: int) -> None:
+        """Add the held bytes after record `seq` to the curve (when they changed)."""
+        if not self.curve or self.curve[-1][1] != self.store.held:
+            self.curve.append((seq, self.store.held))
+
+
+def _replay_store(records: Iterable[tuple[int, Record]], bounds: Bounds,
+                  check_interval: float) -> tuple[_Store, int, int, list[tuple[int, int]]]:
+    """Replay one store's records; returns the state, wanted, lost and its held curve."""
+    replayer = _Replayer(bounds, check_interval)
+    for seq, record in records:
+        replayer.step(seq, record)
+    return replayer.store, len(replayer.wanted), len(replayer.lost), replayer.curve
 
 
 def _peak(curves: Sequence[Sequence[tuple[int, int]]]) -> int:
@@ -209,3 +227,92 @@ def replay(trace: Trace, bounds: Mapping[str, Bounds]) -> Outcome:
         wanted, lost, evicted = wanted + w, lost + n_lost, evicted + store.evicted
         curves.append(curve)
     return Outcome(peak=trace.base + _peak(curves), wanted=wanted, lost=lost, evicted=evicted)
+
+
+@attrs.frozen
+class EmergencyModel:
+    """The emergency rule as a replay models it: once usage (`base` plus the results held)
+    reaches `threshold`, evict finished results until it is down to `target`, stores
+    largest first and each in `order` (as `MemoryManager.evict_bytes` does)."""
+
+    threshold: int
+    target: int
+    order: str = "lru"
+
+
+@attrs.frozen
+class CheckedOutcome:
+    """A whole replay with the emergency rule modelled: the outcome, and how many
+    emergencies the rule ran (0 when its bounds alone held the budget)."""
+
+    outcome: Outcome
+    emergencies: int
+    times: int = 1
+
+
+def replay_checked(trace: Trace, bounds: Mapping[str, Bounds], emergency: EmergencyModel, *,
+                   times: int = 1) -> CheckedOutcome:
+    """Replay `trace` (repeated `times` over, one copy after the other, each with keys of
+    its own) with `bounds` per store name and the emergency rule modelled: the stores are
+    replayed together, in record order, so the rule sees their sum. The peak is that of the
+    modelled usage, which an emergency cuts back to its target."""
+    names = trace.stores
+    replayers = [_Replayer(bounds.get(name, Bounds()), trace.check_interval) for name in names]
+    base = trace.base
+    total = peak = emergencies = 0
+    for seq, record in enumerate(_looped(trace, times)):
+        if record[0] == "E":
+            continue
+        replayer = replayers[record[2]]
+        before = replayer.store.held
+        replayer.step(seq, record)
+        total += replayer.store.held - before  # a record changes its own store only
+        if base + total >= emergency.threshold:
+            peak = max(peak, base + total)
+            emergencies += 1
+            need = base + total - emergency.target
+            for victim_store in sorted(replayers, key=lambda r: r.store.held, reverse=True):
+                need = _evict_bytes(victim_store, need, emergency.order)
+                victim_store.note(seq)
+                if need <= 0:
+                    break
+            total = sum(r.store.held for r in replayers)
+        peak = max(peak, base + total)
+    wanted = sum(len(r.wanted) for r in replayers)
+    lost = sum(len(r.lost) for r in replayers)
+    evicted = sum(r.store.evicted for r in replayers)
+    return CheckedOutcome(Outcome(peak=peak, wanted=wanted, lost=lost, evicted=evicted),
+                          emergencies=emergencies, times=times)
+
+
+def _evict_bytes(replayer: _Replayer, need: int, order: str) -> int:
+    """Evict finished results of one store in `order` until `need` bytes are freed; returns
+    what is still needed."""
+    store = replayer.store
+    if order == "largest":
+        victims: Iterable[str] = sorted((k for k in store.created if k in store.finished),
+                                        key=lambda k: store.size.get(k, 0), reverse=True)
+    elif order == "oldest":
+        victims = [k for k in store.created if k in store.finished]
+    else:
+        victims = list(store.victims("", "delivered" if order == "delivered" else "lru"))
+    for key in victims:
+        if need <= 0:
+            break
+        need -= store.size.get(key, 0)
+        store.evict(key)
+    return need
+
+
+def _looped(trace: Trace, times: int) -> Iterator[Record]:
+    """The records of `trace`, `times` over: copy k shifted by k times its length (plus one
+    pass), its keys suffixed with k so the copies are distinct jobs."""
+    span = trace.duration + trace.check_interval
+    for k in range(times):
+        shift = k * span
+        for record in trace.records:
+            if k == 0:
+                yield record
+            else:
+                yield (record[0], float(record[1]) + shift, record[2], f"{record[3]}#{k}",
+                       *record[4:])

@@ -26,14 +26,27 @@ What the replay models, and what it does not (see docs/tune.md):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 import attrs
 
 from memguard.eviction.plan import plan_for
+from memguard.monitor.levels import HYSTERESIS
 from memguard.policy.policy import Policy
-from memguard.tools.tune.replay import Bounds, Outcome, _by_store, _peak, _replay_store, replay
+from memguard.tools.reference import ReferenceOutcome, clairvoyant, demands_from_trace
+from memguard.tools.tune.replay import (
+    Bounds,
+    CheckedOutcome,
+    EmergencyModel,
+    Outcome,
+    _by_store,
+    _peak,
+    _replay_store,
+    replay,
+    replay_checked,
+)
 from memguard.tools.tune.trace import Trace
 
 #: `max_jobs` values tried for every store (None: no count bound).
@@ -42,6 +55,12 @@ JOBS_GRID: tuple[Optional[int], ...] = (10, 20, 30, 50, 100, 200, None)
 AGE_GRID: tuple[Optional[float], ...] = (600.0, 1200.0, 1800.0, 3600.0, None)
 #: Orders tried.
 ORDERS: tuple[str, ...] = ("lru", "delivered")
+#: The self-check replays a pick this many times as long as the trace.
+CHECK_TIMES = 4
+#: ... and, when it fails, aims the greedy this share of the budget lower each try,
+CHECK_STEP = 0.05
+#: ... this many times (down to 55% of the budget) before trying the uniform candidates.
+CHECK_TRIES = 10
 
 
 
@@ -54,6 +73,8 @@ class Row:
     bounds: Mapping[str, Bounds]
     outcome: Outcome
     fits: bool
+    #: The clairvoyant reference at this candidate's modelled peak (its results' bytes).
+    reference: Optional[ReferenceOutcome] = None
 
 
 @attrs.frozen
@@ -65,18 +86,32 @@ class TuneResult:
     rows: tuple[Row, ...]
     best: Optional[Row]
     current: Optional[Row]
+    #: The clairvoyant reference at the whole budget (what any policy could do at best).
+    reference: Optional[ReferenceOutcome] = None
+    #: The emergency rule the self-check modelled (None: no check asked for), the check of
+    #: the recommendation, and the picks it rejected (at most three) with their checks.
+    emergency: Optional[EmergencyModel] = None
+    check: Optional[CheckedOutcome] = None
+    rejected: tuple[tuple[Row, CheckedOutcome], ...] = ()
 
 
 def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] = None,
          jobs_grid: Sequence[Optional[int]] = JOBS_GRID,
          age_grid: Sequence[Optional[float]] = AGE_GRID,
-         orders: Sequence[str] = ORDERS) -> TuneResult:
+         orders: Sequence[str] = ORDERS,
+         emergency: Optional[EmergencyModel] = None) -> TuneResult:
     """Search per-store bounds and the order for the fewest lost results under `budget`.
 
     Every store's grid (jobs x ages) is replayed on its own, per order. The table lists the
     uniform candidates (the same bounds for every store); the recommendation starts each store
     at its least-losing bounds and, while the combined peak is over the budget, moves the
     store whose next tighter bounds cost the fewest lost results per byte of its peak saved.
+
+    With `emergency` (the policy's emergency rule), the recommendation checks itself first:
+    replayed `CHECK_TIMES` as long with the rule modelled (`replay_checked`), it must never
+    need the rule and its peak must leave the hysteresis margin under the threshold
+    (`emergency_ceiling`). A pick that fails is not recommended: the greedy aims lower, in
+    steps of `CHECK_STEP` of the budget, then the uniform candidates are tried best first.
     """
     by_store = _by_store(trace)
     names = trace.stores
@@ -99,21 +134,65 @@ def tune(trace: Trace, budget: int, *, current: Optional[Mapping[str, Bounds]] =
             picks = [options[(order, i)][k] for i in range(len(names))]
             rows.append(_row(trace, budget, f"{order} {picks[0][0].text()}" if picks else order,
                              {names[i]: p[0] for i, p in enumerate(picks)}, picks))
-    best: Optional[Row] = None
-    for order in orders:
-        row = _greedy(trace, budget, order, names, [options[(order, i)] for i in range(len(names))])
-        if row is not None and (best is None or _rank(row) < _rank(best)):
-            best = row
-    if best is not None:  # replayed whole: the figures printed are those of the real thing
-        outcome = replay(trace, best.bounds)
-        best = attrs.evolve(best, outcome=outcome, fits=outcome.peak < budget)
+    def pick(at: int) -> Optional[Row]:
+        """The greedy's best recommendation for a peak under `at`, replayed whole (the
+        figures printed are those of the real thing), or None when none fits."""
+        chosen: Optional[Row] = None
+        for order in orders:
+            row = _greedy(trace, at, order, names,
+                          [options[(order, i)] for i in range(len(names))])
+            if row is not None and (chosen is None or _rank(row) < _rank(chosen)):
+                chosen = row
+        if chosen is None:
+            return None
+        outcome = replay(trace, chosen.bounds)
+        return attrs.evolve(chosen, outcome=outcome, fits=outcome.peak < budget)
+
+    best = pick(budget)
+    check: Optional[CheckedOutcome] = None
+    rejected: list[tuple[Row, CheckedOutcome]] = []
+    if emergency is not None and best is not None:
+        # The self-check: the pick, replayed CHECK_TIMES as long with the emergency rule
+        # modelled, must never need the rule and must leave the hysteresis margin under
+        # `emergency`. Else aim the greedy lower, then fall back to the uniform rows.
+        ceiling = emergency_ceiling(emergency)
+        lower = (pick(int(budget * (1 - CHECK_STEP * k))) for k in range(1, CHECK_TRIES))
+        ranked = (row for row in sorted(rows, key=_rank) if row.fits)
+        first, best = best, None
+        for row in itertools.chain((first,), lower, ranked):
+            if row is None or not row.fits:
+                continue
+            checked = replay_checked(trace, row.bounds, emergency, times=CHECK_TIMES)
+            if checked.emergencies == 0 and checked.outcome.peak <= ceiling:
+                best, check = row, checked
+                break
+            if len(rejected) < 3:
+                rejected.append((row, checked))
     current_row = None
     if current is not None:
         outcome = replay(trace, current)
         current_row = Row("current policy", current, outcome, outcome.peak < budget)
     rows.sort(key=_rank)
-    return TuneResult(budget=budget, base=trace.base, rows=tuple(rows),
-                      best=best if best is not None and best.fits else None, current=current_row)
+    demands = demands_from_trace(trace)
+
+    def referenced(row: Optional[Row]) -> Optional[Row]:
+        if row is None:
+            return None
+        at = clairvoyant(demands, max(0, row.outcome.peak - trace.base))
+        return attrs.evolve(row, reference=at)
+
+    return TuneResult(budget=budget, base=trace.base,
+                      rows=tuple(r for r in map(referenced, rows) if r is not None),
+                      best=referenced(best) if best is not None and best.fits else None,
+                      current=referenced(current_row),
+                      reference=clairvoyant(demands, max(0, budget - trace.base), bound=True),
+                      emergency=emergency, check=check, rejected=tuple(rejected))
+
+
+def emergency_ceiling(emergency: EmergencyModel) -> int:
+    """The highest modelled peak the self-check accepts: the hysteresis margin under
+    `emergency` (the monitor leaves a level only that far below its threshold)."""
+    return int(emergency.threshold * (1 - HYSTERESIS))
 
 
 def _rank(row: Row) -> tuple[bool, float, int, int]:
