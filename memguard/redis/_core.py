@@ -298,9 +298,23 @@ class RedisCore:
         for field, value in items:
             args += (field, self.dumps(job_id, field, value), "1" if field in release else "0")
         finishing = "finish_fields" if self.finishes(items, job) else None
-        return bool(self.run("set_fields", job_id, gen, len(items), *args,
-                             *self.active_args(job), operation=_writing(items),
-                             finishing=finishing, flush=False))
+        return self.wrote(self.run("set_fields", job_id, gen, len(items), *args,
+                                   *self.active_args(job), *self.bound_args(),
+                                   operation=_writing(items), finishing=finishing,
+                                   flush=not finishing))
+
+    def bound_args(self) -> tuple[Any, Any, str]:
+        """The plan's insert bounds, as the write scripts take them."""
+        plan = self.plan
+        return ("" if plan.max_jobs is None else plan.max_jobs,
+                "" if plan.max_bytes is None else plan.max_bytes, plan.order)
+
+    def wrote(self, reply: Any) -> bool:
+        """Whether a write script wrote; the evictions it made are reported."""
+        if not reply:
+            return False
+        self.evicted(victims(reply[1:]))
+        return True
 
     def finishes(self, items: Sequence[tuple[str, Any]],
                  job: Optional[Mapping[str, Any]]) -> bool:
@@ -318,9 +332,10 @@ class RedisCore:
     def del_fields(self, job_id: str, gen: str, fields: Sequence[str],
                    job: Optional[Mapping[str, Any]]) -> bool:
         """Delete `fields` of job `job_id` of generation `gen` in one script; as set_fields."""
-        return bool(self.run("del_fields", job_id, gen, len(fields), *fields,
-                             *self.active_args(job), flush=False,
-                             operation=f"delete of field(s) {', '.join(map(repr, fields))}"))
+        return self.wrote(self.run("del_fields", job_id, gen, len(fields), *fields,
+                                   *self.active_args(job), *self.bound_args(),
+                                   operation=f"delete of field(s) "
+                                             f"{', '.join(map(repr, fields))}"))
 
     def get(self, job_id: str, *, touch: bool) -> Optional[dict[str, Any]]:
         """The job's small fields (release fields as IN_RELEASE), or None if absent."""

@@ -73,6 +73,7 @@ end
 -- job is active (when the write can change it), then date the write. An active job is in
 -- K_RUNNING, scored by its last write (max_running), and out of the eviction orders
 -- K_RECENCY and K_AGED, so no insert or pass walks past it; an inactive one is in both.
+-- Returns true when the job just finished (was active, is not any more).
 local function apply_active(id, act, written, now, touch)
   local yes
   if act.mode == 'f' then
@@ -89,11 +90,12 @@ local function apply_active(id, act, written, now, touch)
     redis.call('ZREM', K_AGED, id)
   else
     -- a job that finishes comes back at the recent end; a deleted field is no use of it
-    if redis.call('ZREM', K_RUNNING, id) == 1 or touch then
-      redis.call('ZADD', K_RECENCY, now, id)
-    end
+    local finished = redis.call('ZREM', K_RUNNING, id) == 1
+    if finished or touch then redis.call('ZADD', K_RECENCY, now, id) end
     redis.call('ZADD', K_AGED, 'NX', redis.call('ZSCORE', K_CREATED, id), id)
+    return finished
   end
+  return false
 end
 local function push(out, id, size, cause)
   out[#out + 1] = id; out[#out + 1] = tostring(size); out[#out + 1] = cause
@@ -168,13 +170,17 @@ return out
 
 #: Write fields of a stored job at once (`job[f] = v`, `job.update(...)`): (field, value,
 #: release?) triples, then what decides activeness, then the generation the writer read
-#: ('' = any). A write is a touch. Returns 1, or 0 when the job is gone (evicted, deleted)
-#: or is another job now (its id deleted and reused): nothing is written, nor brought back.
+#: ('' = any), then the insert bounds (max_jobs, max_bytes, order). A write is a touch.
+#: Returns {1, victims...}: a write that finishes a job enforces the count and byte bounds
+#: as an insert does (the job itself never the victim); or 0 when the job is gone (evicted,
+#: deleted) or is another job now (its id deleted and reused): nothing written, nor brought
+#: back.
 SET_FIELDS = """
 local id, gen, n = arg(), arg(), tonumber(arg())
 local items = {}
 for i = 1, n do items[i] = {arg(), arg(), arg()} end
 local act = read_active()
+local max_jobs, max_bytes, order = tonumber(arg()), tonumber(arg()), arg()
 if not exists(id) then return 0 end
 local j, r = jkey(id), rkey(id)
 if gen ~= '' and redis.call('HGET', j, GEN) ~= gen then return 0 end
@@ -194,8 +200,13 @@ for _, item in ipairs(items) do
 end
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-apply_active(id, act, hit, clock(), true)
-return 1
+local now = clock()
+local out = {1}
+-- a job that finishes counts toward the bounds again: enforce them now, as an insert does
+if apply_active(id, act, hit, now, true) then
+  enforce(order, now, id, max_jobs, max_bytes, out, 1000000000)
+end
+return out
 """
 
 #: Delete fields of a stored job at once (`del job[f]`, `job.clear()`); 1, or 0 as above.
@@ -204,6 +215,7 @@ local id, gen, n = arg(), arg(), tonumber(arg())
 local fields = {}
 for i = 1, n do fields[i] = arg() end
 local act = read_active()
+local max_jobs, max_bytes, order = tonumber(arg()), tonumber(arg()), arg()
 if not exists(id) then return 0 end
 local j, r = jkey(id), rkey(id)
 if gen ~= '' and redis.call('HGET', j, GEN) ~= gen then return 0 end
@@ -216,8 +228,12 @@ for _, f in ipairs(fields) do
 end
 redis.call('ZINCRBY', K_SIZES, delta, id)
 redis.call('HINCRBY', K_META, 'bytes', delta)
-apply_active(id, act, hit, clock(), false)
-return 1
+local now = clock()
+local out = {1}
+if apply_active(id, act, hit, now, false) then
+  enforce(order, now, id, max_jobs, max_bytes, out, 1000000000)
+end
+return out
 """
 
 #: Mark ids as just used (batched reads, oldest read first: each gets a score 1 us above

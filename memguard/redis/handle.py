@@ -32,6 +32,7 @@ from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
 from memguard.eviction.runner import log_abandoned
+from memguard.monitor.thread import THREAD_NAME as MONITOR_THREAD
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
@@ -66,22 +67,30 @@ _PENDING: Any = type("Pending", (), {"__repr__": lambda self: "<pending>"})()
 class _Offloaded:
     """One call at a time on a daemon thread of its own, waited for at most a bound: what
     keeps a frozen Redis from stalling the monitor. A call made while the previous one is
-    still running is not started (`_PENDING` at once)."""
+    still running joins it (`join`: waits for its result, up to the bound) or is not
+    started (`_PENDING` at once)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, join: bool = False) -> None:
         self.name = name
+        self.join = join
         self._lock = threading.Lock()
-        self._busy_in: Optional[int] = None  # the pid whose thread runs a call
+        #: The call in flight: (its result box, its end), and the pid running it (a forked
+        #: child inherits no thread, so a call of its parent's is none of its own).
+        self._current: Optional[tuple[dict[str, Any], threading.Event]] = None
+        self._current_in = 0
 
     def call(self, function: Callable[[], Any], wait: float) -> Any:
         """`function()`'s result (or its exception) if it ends within `wait` seconds, else
         `_PENDING`, the call going on in the background."""
+        start = False
         with self._lock:
-            if self._busy_in == os.getpid():  # (a forked child inherits no thread)
+            current = self._current if self._current_in == os.getpid() else None
+            if current is None:
+                current = ({}, threading.Event())
+                self._current, self._current_in, start = current, os.getpid(), True
+            elif not self.join:
                 return _PENDING
-            self._busy_in = os.getpid()
-        box: dict[str, Any] = {}
-        done = threading.Event()
+        box, done = current
 
         def run() -> None:
             try:
@@ -90,13 +99,14 @@ class _Offloaded:
                 box["error"] = error
             finally:
                 with self._lock:
-                    self._busy_in = None
+                    self._current = None
                 done.set()
                 if box.get("late") and "error" in box:
                     logger.warning("memguard: %s failed after its caller stopped waiting: %s",
                                    self.name, box["error"])
 
-        threading.Thread(target=run, name=self.name, daemon=True).start()
+        if start:
+            threading.Thread(target=run, name=self.name, daemon=True).start()
         if not done.wait(wait):
             box["late"] = True
             return _PENDING
@@ -186,7 +196,7 @@ class RedisHandle(StoreHandle):
         self._freeing = threading.Lock()
         self.wait_bound = WAIT_BOUND
         self._passes = _Offloaded(f"memguard-redis-pass-{name}")
-        self._stats = _Offloaded(f"memguard-redis-stats-{name}")
+        self._stats = _Offloaded(f"memguard-redis-stats-{name}", join=True)
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -313,15 +323,18 @@ class RedisHandle(StoreHandle):
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
-        """The manager's pass over this store (see `_pass_now`), waited for at most
-        `wait_bound` seconds, and 50 ms while Redis is known unreachable: past that it
+        """The manager's pass over this store (see `_pass_now`). On the monitor's thread,
+        which also samples memory, it is waited for at most `wait_bound` seconds, and a
+        quarter of it while Redis is known unreachable: past that it
         goes on in the background and this returns no events (its evictions still reach
         the listeners and counts when it ends). A worker's emergency evicts nothing here."""
         if ctx.budget is not None:
             return []
+        if threading.current_thread().name != MONITOR_THREAD:
+            return self._pass_now()  # a cleanup asked for (run_cleanup, SIGUSR1, /cleanup)
         # known unreachable: a refused connection still fails here at once; a frozen one
         # is not waited for
-        wait = min(0.05, self.wait_bound) if self._known_unreachable() else self.wait_bound
+        wait = self.wait_bound / 4 if self._known_unreachable() else self.wait_bound
         outcome = self._passes.call(self._pass_now, wait)
         return [] if outcome is _PENDING else list(outcome)
 

@@ -224,8 +224,8 @@ def test_frozen_redis_never_stalls_the_sampler_or_stats(own_redis: RedisServer) 
         took = time.monotonic() - start
         assert took < 1.5 and stats.reachable is False and stats.jobs == 1, (took, stats)
         start = time.monotonic()
-        stats = handle(store).stats()  # asked again at once: no wait at all
-        assert time.monotonic() - start < 0.2 and stats.reachable is False
+        stats = handle(store).stats()  # asked again: joins the call in flight, same bound
+        assert time.monotonic() - start < 1.5 and stats.reachable is False
         time.sleep(4.0)
         ticks = monitor.ticks - before
         # 4 s at 0.1 s: ~40 samples; the passes over the frozen Redis cost at most one
@@ -235,4 +235,24 @@ def test_frozen_redis_never_stalls_the_sampler_or_stats(own_redis: RedisServer) 
         own_redis.resume()
         monitor.stop()
     assert handle(store).cleanup() is not None
-    assert handle(store).stats().reachable is True
+    assert handle(store).stats().reachable is True  # joins the call the freeze held, if any
+
+
+# -- 9. never more than max_jobs finished jobs ----------------------------------------------
+
+def test_jobs_that_finish_are_bounded_at_once(redis_url: str, manager: MemoryManager) -> None:
+    store = make_store(manager, redis_url, max_jobs=10)
+    for i in range(10):
+        store[f"r{i}"] = {"status": "running", "result": None}
+    for i in range(10):  # each insert evicts the finished job before it: one stays, over
+        store[f"d{i}"] = {"status": "done", "result": i}
+    assert len(store) == 11
+
+    def finished() -> int:
+        return sum(job["status"] != "running" for job in store.values())
+
+    with capture_evictions(manager) as events:
+        for i in range(10):  # the running jobs finish: the first write brings it back to 10
+            store[f"r{i}"].update(status="done", result=i)
+            assert len(store) == 10 and finished() == i + 1
+    assert [(event.key, event.cause) for event in events] == [("d9", Cause.COUNT)]
