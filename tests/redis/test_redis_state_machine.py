@@ -80,6 +80,15 @@ class RedisStoreMachine(RuleBasedStateMachine):
     def active(self, key: str) -> bool:
         return key in self.pins or self.model[key].get("status") in ("running", "pending")
 
+    def running(self, key: str) -> bool:
+        return key in self.model and self.model[key].get("status") in ("running", "pending")
+
+    def after_write(self, key: str, was_running: bool) -> None:
+        """A write that finishes a job enforces the count bound, as an insert does."""
+        if was_running and not self.running(key):
+            self.absorb_evictions(just_written=key)
+            self.check_count_bound(just_written=key)
+
     def touch(self, key: str) -> None:
         self.recency.remove(key)
         self.recency.append(key)
@@ -169,10 +178,12 @@ class RedisStoreMachine(RuleBasedStateMachine):
         if key not in self.model:
             assert job is None
             return
+        was_running = self.running(key)
         job["result"] = result
         job["status"] = status
         self.model[key].update(status=status, result=result)
         self.touch(key)
+        self.after_write(key, was_running)
 
     @rule(key=KEYS, status=STATUS, result=RESULT, note=NOTE)
     def update_fields(self, key: str, status: str, result: Any, note: str) -> None:
@@ -181,9 +192,11 @@ class RedisStoreMachine(RuleBasedStateMachine):
         if key not in self.model:
             assert job is None
             return
+        was_running = self.running(key)
         job.update(status=status, result=result, note=note)
         self.model[key].update(status=status, result=result, note=note)
         self.touch(key)
+        self.after_write(key, was_running)
 
     @precondition(lambda self: len(self.model) > 0)
     @rule(data=st.data())
@@ -209,10 +222,12 @@ class RedisStoreMachine(RuleBasedStateMachine):
         under its id since (deleted and reused, or replaced)."""
         key = data.draw(st.sampled_from(sorted(self.held)))
         job, generation = self.held[key]
+        was_running = self.running(key)
         job.update(status=status, note=note)
         if key in self.model and self.generation[key] == generation:
             self.model[key].update(status=status, note=note)
             self.touch(key)
+            self.after_write(key, was_running)
 
     @rule(key=KEYS)
     def delete_field(self, key: str) -> None:
@@ -223,6 +238,7 @@ class RedisStoreMachine(RuleBasedStateMachine):
             del self.model[key]["status"]
             if running:  # a job that finishes comes back at the recent end, as in-process
                 self.touch(key)
+            self.after_write(key, running)
 
     @rule(key=KEYS)
     def pin(self, key: str) -> None:
