@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
@@ -60,6 +61,10 @@ UNREACHABLE_RETRY = 5.0
 #: memory on the thread that runs the passes. Past the bound the call goes on in the
 #: background (a pass still reports its evictions to listeners and counts when it ends).
 WAIT_BOUND = 1.0
+
+#: Every Redis store handle of this process: a full Redis frees the finished jobs of all
+#: of them that live on it (`RedisHandle._on_full`).
+_live_handles: weakref.WeakSet[RedisHandle] = weakref.WeakSet()
 
 _PENDING: Any = type("Pending", (), {"__repr__": lambda self: "<pending>"})()
 
@@ -193,6 +198,7 @@ class RedisHandle(StoreHandle):
         core.on_evicted = self._evicted
         core.before_call = self._flush_reads
         core.on_full = self._on_full
+        _live_handles.add(self)
         self._freeing = threading.Lock()
         self.wait_bound = WAIT_BOUND
         self._passes = _Offloaded(f"memguard-redis-pass-{name}")
@@ -378,8 +384,19 @@ class RedisHandle(StoreHandle):
 
     def _on_full(self) -> int:
         """Redis refused a write as full: run the emergency rule now, without waiting for
-        a pass, down to its target share of the server's `maxmemory`; how many jobs went.
-        Nothing when the plan has no emergency rule, or another thread is freeing already."""
+        a pass, down to its target share of the server's `maxmemory`: this store's first,
+        then the other Redis stores of this process on the same server while Redis is
+        still past it. How many jobs went."""
+        peers = [self] + [other for other in list(_live_handles)
+                          if other is not self and other.core.where == self.core.where]
+        freed = 0
+        for store in peers:
+            freed += store._free_now()
+        return freed
+
+    def _free_now(self) -> int:
+        """This store's emergency rule now (see `_on_full`); nothing when its plan has no
+        emergency rule, or another thread is freeing it already."""
         if not self.plan.emergency or not self._freeing.acquire(blocking=False):
             return 0
         try:
@@ -399,7 +416,7 @@ class RedisHandle(StoreHandle):
         limit = self.redis_limit or self.policy_redis_limit or maxmemory
         if full and maxmemory:
             limit = min(limit, maxmemory)
-        if not limit or (used < EMERGENCY_SHARE * limit and not full):
+        if not limit or used < (TARGET_SHARE if full else EMERGENCY_SHARE) * limit:
             return []
         need = max(int(used - TARGET_SHARE * limit), 1)
         found = [] if found is None else found

@@ -256,3 +256,22 @@ def test_jobs_that_finish_are_bounded_at_once(redis_url: str, manager: MemoryMan
             store[f"r{i}"].update(status="done", result=i)
             assert len(store) == 10 and finished() == i + 1
     assert [(event.key, event.cause) for event in events] == [("d9", Cause.COUNT)]
+
+
+@pytest.mark.parametrize("own_redis", [FULL], indirect=True)
+def test_redis_full_frees_finished_jobs_of_every_store_on_that_redis(
+        own_redis: RedisServer, manager: MemoryManager) -> None:
+    @managed_store(name="results", manager=manager)
+    class Results(RedisStore):
+        pass
+
+    results = Results(own_redis.url)
+    running = make_store(manager, own_redis.url)  # store "jobs": running jobs only
+    big = "x" * 100_000
+    for i in range(20):  # ~2 MB of finished results in the other store
+        results[f"r{i}"] = {"status": "done", "result": big}
+    with capture_evictions(manager) as events:
+        for i in range(8):  # this store has nothing to free: the other one gives way
+            running[f"j{i}"] = {"status": "running", "result": big}
+    assert len(running) == 8 and len(results) < 20
+    assert events and {(e.store, e.cause) for e in events} == {("results", Cause.EMERGENCY)}
