@@ -23,6 +23,7 @@ class Cause(str, enum.Enum):
     BYTES = "bytes"
     EMERGENCY = "emergency"
     EXPLICIT = "explicit"
+    ABANDONED = "abandoned"  # active longer than `max_running` since last written
 
     def __str__(self) -> str:
         return self.value

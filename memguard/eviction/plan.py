@@ -28,6 +28,7 @@ from memguard.eviction.rules import (
     MaxBytes,
     MaxIdle,
     MaxJobs,
+    MaxRunning,
     Pass,
     Pipeline,
     Rule,
@@ -62,6 +63,8 @@ class EvictionPlan:
     max_idle: Optional[float] = None
     max_jobs: Optional[int] = None
     max_bytes: Optional[int] = None
+    #: Active jobs not written for this long are evicted as abandoned (None: never).
+    max_running: Optional[float] = None
     order: str = "lru"
     emergency_order: str = "lru"
     emergency: bool = False
@@ -145,6 +148,8 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
     bounded += insert
     soft_rules: tuple[Rule, ...] = ()
     rules: list[Rule] = []
+    if policy.max_running is not None:  # not a pipeline rule name: set, it always runs first
+        rules.append(MaxRunning(policy.max_running))
     if soft:
         if max_age_hard is not None:
             rules.append(MaxAge(max_age_hard))
@@ -159,7 +164,8 @@ def plan_for(policy: StorePolicy, rule_names: Iterable[str] = RULE_NAMES, *,
         rules.append(Emergency(emergency_order))
     return EvictionPlan(
         pipeline=Pipeline(tuple(rules)), insert_rules=tuple(insert), max_age=max_age,
-        max_idle=max_idle, max_jobs=max_jobs, max_bytes=max_bytes, order=policy.order,
+        max_idle=max_idle, max_jobs=max_jobs, max_bytes=max_bytes,
+        max_running=policy.max_running, order=policy.order,
         emergency_order=emergency_order or policy.order, emergency=emergency,
         release=policy.release, bounds=policy.bounds, max_age_hard=max_age_hard,
         soft_rules=soft_rules,

@@ -93,6 +93,20 @@ class MaxIdle(_Composable):
 
 
 @attrs.frozen
+class MaxRunning(_Composable):
+    """Evict active jobs not written (stored) for `seconds`: their worker died or never
+    wrote the end of the job. Cause `abandoned`, logged once per job. Runs first in a pass,
+    walking jobs in write order from the oldest, so it touches only what it evicts and
+    the finished jobs it drops from the watch."""
+
+    seconds: float = attrs.field(converter=positive_duration)
+
+    def __call__(self, index: JobIndex, ctx: Pass) -> Iterator[Eviction]:
+        for key in index.written_before(ctx.now - self.seconds):
+            yield key, Cause.ABANDONED
+
+
+@attrs.frozen
 class MaxJobs(_Composable):
     """Keep at most `count` jobs, evicting in the store's order (active jobs stay)."""
 
@@ -169,7 +183,7 @@ class Soft(_Composable):
 #: store's lock held, so the runner need not look again; any other rule (a subclass
 #: included) has each key it names checked.
 VETTED_RULES: frozenset[type] = frozenset({MaxAge, MaxIdle, MaxJobs, MaxBytes, Emergency,
-                                           Soft})
+                                           MaxRunning, Soft})
 
 
 @attrs.frozen

@@ -42,6 +42,12 @@ class EvictionTarget(Protocol):
     def finish_evictions(self, victims: list[Any]) -> list[EvictionEvent]: ...
 
 
+def log_abandoned(store: str, key: Any) -> None:
+    """The one warning of a job evicted as abandoned (`max_running`)."""
+    logger.warning("memguard: job %r of store %s stayed active without a write for longer "
+                   "than max_running (its worker died?): evicted as abandoned", key, store)
+
+
 def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]) -> None:
     """Evict what `rule` names from `target`, lock held, appending to `victims`.
 
@@ -66,6 +72,8 @@ def apply_rule(rule: Rule, target: EvictionTarget, ctx: Pass, victims: list[Any]
         victim = target.evict_locked(key, cause)
         if victim is not None:
             victims.append(victim)
+            if cause is Cause.ABANDONED:  # once per job: it is gone now
+                log_abandoned(target.name, key)
             if ctx.budget is not None:
                 ctx.budget.remaining -= victim.size or 0
 

@@ -113,7 +113,7 @@ class JobIndex:
     __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
                  "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
                  "reads", "resync", "returned", "returned_seq", "sizes", "total_bytes",
-                 "unweighed", "writing")
+                 "unweighed", "writing", "written")
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -143,6 +143,8 @@ class JobIndex:
         self.job_of = job_of
         self.active = active
         self.created: dict[Key, float] = {}
+        #: Key -> when it was last stored, oldest write first: the `max_running` watch.
+        self.written: dict[Key, float] = {}
         self.reads: dict[Key, None] = {}
         self.failed: dict[Key, None] = {}
         self.orders = Orders(park_after=PARK_AFTER)
@@ -201,6 +203,9 @@ class JobIndex:
         if self.reads:
             self.drain_reads()  # reads before this write stay before it in the order
         new = key not in self.created
+        written = self.written
+        written.pop(key, None)
+        written[key] = now
         if new:
             self.created[key] = now
             orders = self.orders
@@ -233,6 +238,7 @@ class JobIndex:
         if self.created.pop(key, _ABSENT) is _ABSENT:
             return None
         size = self.orders.discard(key)
+        self.written.pop(key, None)
         # Truth tests before pops: these tables are empty most of the time, and a test costs
         # less than a method call (this runs at every eviction).
         if self.unweighed:
@@ -256,6 +262,7 @@ class JobIndex:
     def clear(self) -> None:
         self.reads.clear()
         self.created.clear()
+        self.written.clear()
         self.unweighed.clear()
         self.failed.clear()
         self.orders.clear()
@@ -394,6 +401,32 @@ class JobIndex:
             if self.created[key] > cutoff:
                 return
             yield key
+
+    def written_before(self, cutoff: float) -> Iterator[Key]:
+        """Active jobs last stored at or before `cutoff`, oldest write first (`max_running`).
+
+        Jobs met that are no longer active leave the watch (a job set back to running in
+        place, without a store write, is not watched again); pinned ones stay, checked again
+        at the next pass. The consumer removes each yielded key before asking for the next;
+        one it keeps ends the iteration.
+        """
+        written, seen = self.written, set()
+        while written:
+            key = next(iter(written))
+            if written[key] > cutoff or key in seen:
+                return
+            job = self._job_or_forget(key)
+            if job is _ABSENT:
+                written.pop(key, None)
+            elif key in self.pins:
+                seen.add(key)
+                written[key] = written.pop(key)  # to the end, its time kept
+            elif not self.is_active(key, job):
+                written.pop(key, None)
+            else:
+                yield key
+                if key in written:
+                    return
 
     def evictable(self, key: Key, weighed_only: bool = False) -> bool:
         """Stored and not active (and, if asked, of known size); a key gone from a plain dict

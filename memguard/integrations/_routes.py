@@ -31,3 +31,14 @@ def check_routes(framework: str, prefix: str, existing: Iterable[tuple[str, str]
             f"{framework}: the app already serves {listed}; memguard will not shadow it. "
             f"Mount memguard's endpoints under a prefix, e.g. prefix={suggestion!r} "
             f"(serving {suggestion}/health, {suggestion}/memory, ...)")
+
+
+#: Seconds a client is told to wait (`Retry-After`) when a Redis store is unreachable: about
+#: how long a Redis restart or failover takes, and the store's retry window for `stats()`.
+REDIS_RETRY_AFTER = 5
+
+
+def redis_unavailable_body(error: BaseException) -> dict[str, str]:
+    """The JSON body of the 503 an app answers when a Redis store could not be reached."""
+    return {"error": "service unavailable", "reason": "redis unavailable",
+            "detail": str(error)}

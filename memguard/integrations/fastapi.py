@@ -14,10 +14,16 @@ Starlette's thread pool so the event loop keeps serving. A plain Starlette app c
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional
 
+from memguard.errors import RedisUnavailable
 from memguard.integrations._extras import missing_extra
-from memguard.integrations._routes import check_routes
+from memguard.integrations._routes import (
+    REDIS_RETRY_AFTER,
+    check_routes,
+    redis_unavailable_body,
+)
 
 try:
     from fastapi import APIRouter, FastAPI, Request
@@ -32,7 +38,7 @@ from memguard.web.payloads import MAX_BODY_BYTES, ROUTES
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
 
-__all__ = ["init_app", "router"]
+__all__ = ["init_app", "redis_unavailable_handler", "router"]
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -72,9 +78,16 @@ def router(manager: Optional[MemoryManager] = None, *, token: Optional[str] = No
 
 
 def init_app(app: FastAPI, manager: Optional[MemoryManager] = None, *, prefix: str = "",
-             token: Optional[str] = None, start: bool = True) -> APIRouter:
+             token: Optional[str] = None, start: bool = True,
+             redis_errors: bool = True) -> APIRouter:
     """``app.include_router(router(...), prefix=prefix)``, after checking that no route of
     `app` is at one of memguard's paths.
+
+    Unless `redis_errors=False` (or the app has its own handler for it), a
+    `memguard.errors.RedisUnavailable` raised by any endpoint of the app answers 503 with
+    ``Retry-After`` and a JSON body, not a 500. (A router alone cannot register exception
+    handlers: with ``include_router(router())`` add
+    ``app.add_exception_handler(RedisUnavailable, redis_unavailable_handler)``.)
 
     Raises `memguard.errors.RouteConflictError` naming the app's route and suggesting a
     `prefix` (``include_router`` itself would add the duplicate silently and the first route
@@ -86,7 +99,16 @@ def init_app(app: FastAPI, manager: Optional[MemoryManager] = None, *, prefix: s
                                    for route in app.routes))
     api = router(manager, token=token, start=start)
     app.include_router(api, prefix=base)
+    if redis_errors and RedisUnavailable not in app.exception_handlers:
+        app.add_exception_handler(RedisUnavailable, redis_unavailable_handler)
     return api
+
+
+async def redis_unavailable_handler(request: Request, error: Exception) -> StarletteResponse:
+    """503 with ``Retry-After`` for a Redis store that could not be reached."""
+    return StarletteResponse(json.dumps(redis_unavailable_body(error)), status_code=503,
+                             headers={"Retry-After": str(REDIS_RETRY_AFTER)},
+                             media_type="application/json")
 
 
 def _endpoint(endpoints: Endpoints, route: str) -> Endpoint:

@@ -14,10 +14,16 @@ imports the app after the fork, or the `memguard.integrations.gunicorn` hooks st
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
+from memguard.errors import RedisUnavailable
 from memguard.integrations._extras import missing_extra
-from memguard.integrations._routes import check_routes
+from memguard.integrations._routes import (
+    REDIS_RETRY_AFTER,
+    check_routes,
+    redis_unavailable_body,
+)
 
 try:
     from flask import Blueprint, Flask, request
@@ -31,7 +37,7 @@ from memguard.web.payloads import MAX_BODY_BYTES, ROUTES
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
 
-__all__ = ["EXTENSION_KEY", "init_app"]
+__all__ = ["EXTENSION_KEY", "init_app", "redis_unavailable_handler"]
 
 EXTENSION_KEY: Final = "memguard"
 """``app.extensions[EXTENSION_KEY]`` holds the `memguard.web.endpoints.Endpoints` serving
@@ -41,12 +47,17 @@ ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def init_app(app: Flask, manager: Optional[MemoryManager] = None, *, prefix: str = "",
-             token: Optional[str] = None, start: bool = True) -> Blueprint:
+             token: Optional[str] = None, start: bool = True,
+             redis_errors: bool = True) -> Blueprint:
     """Serve the memguard endpoints from `app` under `prefix` and start the monitor.
 
     `token` (default: ``MEMGUARD_TOKEN``) enables ``POST /memory/cleanup``; `start=False`
     leaves the monitor to you (for example to the gunicorn hooks). Returns the registered
     Blueprint, named ``memguard``.
+
+    Unless `redis_errors=False` (or the app has its own handler for it), a
+    `memguard.errors.RedisUnavailable` raised by any view of the app (a Redis store that
+    cannot be reached) answers 503 with ``Retry-After`` and a JSON body, not a 500.
 
     Raises `memguard.errors.RouteConflictError` when the app already has a route at one of
     memguard's paths (its own ``/health``): pass a `prefix` then. Call it after the app's
@@ -62,6 +73,9 @@ def init_app(app: Flask, manager: Optional[MemoryManager] = None, *, prefix: str
                                methods=list(ALL_METHODS), provide_automatic_options=False)
     app.register_blueprint(blueprint)
     app.extensions[EXTENSION_KEY] = endpoints
+    handlers = app.error_handler_spec.get(None, {}).get(None, {})
+    if redis_errors and RedisUnavailable not in handlers:
+        app.register_error_handler(RedisUnavailable, redis_unavailable_handler)
     if start:
         endpoints.manager.start()
     return blueprint
@@ -81,6 +95,13 @@ def _view(endpoints: Endpoints, route: str) -> Callable[[], FlaskResponse]:
 
     view.__name__ = f"memguard_{route.strip('/').replace('/', '_')}"
     return view
+
+
+def redis_unavailable_handler(error: Exception) -> FlaskResponse:
+    """503 with ``Retry-After`` for a Redis store that could not be reached."""
+    return FlaskResponse(json.dumps(redis_unavailable_body(error)), status=503,
+                         headers={"Retry-After": str(REDIS_RETRY_AFTER)},
+                         mimetype="application/json")
 
 
 def _to_flask(response: Response) -> FlaskResponse:

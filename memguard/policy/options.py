@@ -325,6 +325,8 @@ class StorePolicy:
     max_idle: Optional[float] = option(positive_duration, default=None, optional=True)
     max_jobs: Optional[int] = option(positive_count, default=None, optional=True)
     max_bytes: Optional[int] = option(positive_size, default=None, optional=True)
+    #: An active job not written for this long is abandoned (its worker died): evictable.
+    max_running: Optional[float] = option(positive_duration, default=None, optional=True)
     active: Callable[[Any], bool] = option(_active, default=attrs.Factory(ActiveWhen))
     release: tuple[str, ...] = option(_release, default=("result",))
     size: Optional[Callable[[Any], int]] = option(_size, default=None, optional=True)

@@ -49,6 +49,7 @@ _STORE_KEYS: dict[str, Callable[[object], Any]] = {
     "max_idle": positive_duration,
     "max_jobs": positive_count,
     "max_bytes": positive_size,
+    "max_running": positive_duration,
     "active": _active,
     "release": _release,
     "order": _order,

@@ -20,8 +20,9 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 import attrs
@@ -31,6 +32,8 @@ from memguard.errors import PolicyError, RedisStoreError, StoreDefinitionError
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
 from memguard.eviction.rules import Pass, Rule
+from memguard.eviction.runner import log_abandoned
+from memguard.monitor.thread import THREAD_NAME as MONITOR_THREAD
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
@@ -53,6 +56,68 @@ PIN_LEASE = 30.0
 #: without asking Redis again: a host that drops packets costs the connect timeout (2 s) per
 #: try, which `/memory` and `/metrics` would otherwise pay at every request, per store.
 UNREACHABLE_RETRY = 5.0
+#: Seconds `stats()` and a pass started by the manager (the monitor's thread) wait for Redis:
+#: a frozen Redis answers nothing until the socket timeout (5 s), and the monitor samples
+#: memory on the thread that runs the passes. Past the bound the call goes on in the
+#: background (a pass still reports its evictions to listeners and counts when it ends).
+WAIT_BOUND = 1.0
+
+#: Every Redis store handle of this process: a full Redis frees the finished jobs of all
+#: of them that live on it (`RedisHandle._on_full`).
+_live_handles: weakref.WeakSet[RedisHandle] = weakref.WeakSet()
+
+_PENDING: Any = type("Pending", (), {"__repr__": lambda self: "<pending>"})()
+
+
+class _Offloaded:
+    """One call at a time on a daemon thread of its own, waited for at most a bound: what
+    keeps a frozen Redis from stalling the monitor. A call made while the previous one is
+    still running joins it (`join`: waits for its result, up to the bound) or is not
+    started (`_PENDING` at once)."""
+
+    def __init__(self, name: str, *, join: bool = False) -> None:
+        self.name = name
+        self.join = join
+        self._lock = threading.Lock()
+        #: The call in flight: (its result box, its end), and the pid running it (a forked
+        #: child inherits no thread, so a call of its parent's is none of its own).
+        self._current: Optional[tuple[dict[str, Any], threading.Event]] = None
+        self._current_in = 0
+
+    def call(self, function: Callable[[], Any], wait: float) -> Any:
+        """`function()`'s result (or its exception) if it ends within `wait` seconds, else
+        `_PENDING`, the call going on in the background."""
+        start = False
+        with self._lock:
+            current = self._current if self._current_in == os.getpid() else None
+            if current is None:
+                current = ({}, threading.Event())
+                self._current, self._current_in, start = current, os.getpid(), True
+            elif not self.join:
+                return _PENDING
+        box, done = current
+
+        def run() -> None:
+            try:
+                box["value"] = function()
+            except BaseException as error:  # handed to the caller, or logged if it left
+                box["error"] = error
+            finally:
+                with self._lock:
+                    self._current = None
+                done.set()
+                if box.get("late") and "error" in box:
+                    logger.warning("memguard: %s failed after its caller stopped waiting: %s",
+                                   self.name, box["error"])
+
+        if start:
+            threading.Thread(target=run, name=self.name, daemon=True).start()
+        if not done.wait(wait):
+            box["late"] = True
+            return _PENDING
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
 
 @attrs.frozen
@@ -132,6 +197,12 @@ class RedisHandle(StoreHandle):
         self._last: Optional[RedisStoreStats] = None
         core.on_evicted = self._evicted
         core.before_call = self._flush_reads
+        core.on_full = self._on_full
+        _live_handles.add(self)
+        self._freeing = threading.Lock()
+        self.wait_bound = WAIT_BOUND
+        self._passes = _Offloaded(f"memguard-redis-pass-{name}")
+        self._stats = _Offloaded(f"memguard-redis-stats-{name}", join=True)
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -254,41 +325,105 @@ class RedisHandle(StoreHandle):
         (the manager's clock by default) dates the report only: Redis stores age their
         jobs by the server's time."""
         start = self.manager.clock() if now is None else now
-        events = self.run_pass(Pass(now=start, order=self.plan.order))
+        events = self._pass_now()
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
+        """The manager's pass over this store (see `_pass_now`). On the monitor's thread,
+        which also samples memory, it is waited for at most `wait_bound` seconds, and a
+        quarter of it while Redis is known unreachable: past that it
+        goes on in the background and this returns no events (its evictions still reach
+        the listeners and counts when it ends). A worker's emergency evicts nothing here."""
+        if ctx.budget is not None:
+            return []
+        if threading.current_thread().name != MONITOR_THREAD:
+            return self._pass_now()  # a cleanup asked for (run_cleanup, SIGUSR1, /cleanup)
+        # known unreachable: a refused connection still fails here at once; a frozen one
+        # is not waited for
+        wait = self.wait_bound / 4 if self._known_unreachable() else self.wait_bound
+        outcome = self._passes.call(self._pass_now, wait)
+        return [] if outcome is _PENDING else list(outcome)
+
+    def _known_unreachable(self) -> Optional[float]:
+        """Seconds since an operation found Redis unreachable, if none got an answer since
+        and that was less than `unreachable_retry` ago; else None."""
+        failed = self.core.unavailable
+        if failed is not None and self.core.answered_at < failed[0]:
+            age = time.monotonic() - failed[0]
+            if 0 <= age < self.unreachable_retry:
+                return age
+        return None
+
+    def _pass_now(self) -> list[EvictionEvent]:
         """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
         fails (the manager isolates it, and `stats()` reports the store unreachable).
 
-        A pass carrying an emergency budget is the worker's emergency: Redis jobs do not use
-        the worker's memory, so it evicts nothing here.
+        A pass runs in batches (at most PASS_BATCH victims per script call): when a later
+        batch fails, what the earlier ones evicted is still reported (listeners, counts,
+        the returned events) and the failure is logged instead of raised.
+
+        The worker's emergency (a pass with a budget) never gets here: Redis jobs do not
+        use the worker's memory.
         """
-        if ctx.budget is not None:
-            return []
         plan = self.plan
+        found: list[Victim] = []
         try:
-            found, (self.index.jobs, self.index.total_bytes) = self.core.run_pass(plan)
+            self.index.jobs, self.index.total_bytes = self.core.run_pass(plan, found)
             if plan.emergency:
-                emergency = self._redis_emergency()
-                if emergency:
-                    found += emergency
+                before = len(found)
+                self._redis_emergency(found=found)
+                if len(found) > before:
                     self.refresh()
         except RedisStoreError as error:
             self.last_error = str(error)
-            raise
+            if not found:
+                raise
+            logger.warning("memguard: pass of Redis store %s failed after evicting %d "
+                           "job(s), reported: %s", self.name, len(found), error)
         return self._finish_evictions(found)
 
-    def _redis_emergency(self) -> list[Victim]:
-        """Evict (in the emergency order) while Redis' memory is past its emergency share."""
-        used, limit = self.core.memory()
-        limit = self.redis_limit or self.policy_redis_limit or limit
-        if not limit or used < EMERGENCY_SHARE * limit:
+    def _on_full(self) -> int:
+        """Redis refused a write as full: run the emergency rule now, without waiting for
+        a pass, down to its target share of the server's `maxmemory`: this store's first,
+        then the other Redis stores of this process on the same server while Redis is
+        still past it. How many jobs went."""
+        peers = [self] + [other for other in list(_live_handles)
+                          if other is not self and other.core.where == self.core.where]
+        freed = 0
+        for store in peers:
+            freed += store._free_now()
+        return freed
+
+    def _free_now(self) -> int:
+        """This store's emergency rule now (see `_on_full`); nothing when its plan has no
+        emergency rule, or another thread is freeing it already."""
+        if not self.plan.emergency or not self._freeing.acquire(blocking=False):
+            return 0
+        try:
+            found = self._redis_emergency(full=True)
+        except RedisStoreError:
+            return 0
+        finally:
+            self._freeing.release()
+        self._finish_evictions(found)
+        return len(found)
+
+    def _redis_emergency(self, *, full: bool = False,
+                         found: Optional[list[Victim]] = None) -> list[Victim]:
+        """Evict (in the emergency order) while Redis' memory is past its emergency share;
+        `full`: Redis just refused a write, so its own `maxmemory` is the limit that holds."""
+        used, maxmemory = self.core.memory()
+        limit = self.redis_limit or self.policy_redis_limit or maxmemory
+        if full and maxmemory:
+            limit = min(limit, maxmemory)
+        if not limit or used < (TARGET_SHARE if full else EMERGENCY_SHARE) * limit:
             return []
-        need = int(used - TARGET_SHARE * limit)
-        found = self.core.evict_bytes(self.plan.emergency_order, need)
+        need = max(int(used - TARGET_SHARE * limit), 1)
+        found = [] if found is None else found
+        before = len(found)
+        self.core.evict_bytes(self.plan.emergency_order, need, found)
         logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
-                       format_size(used), format_size(limit), len(found), self.name)
+                       format_size(used), format_size(limit), len(found) - before, self.name)
         return found
 
     def stats(self) -> RedisStoreStats:
@@ -300,18 +435,25 @@ class RedisHandle(StoreHandle):
         read, a write, a pass) got an answer since: the store is reported unreachable at
         once, with that error and its age.
         """
+        age = self._known_unreachable()
         failed = self.core.unavailable
-        if failed is not None and self.core.answered_at < failed[0]:
-            age = time.monotonic() - failed[0]
-            if 0 <= age < self.unreachable_retry:
-                return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
-                                         f"{self.unreachable_retry:g} s after a failure)")
+        if age is not None and failed is not None:
+            return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
+                                     f"{self.unreachable_retry:g} s after a failure)")
         try:
-            jobs, active, size, pinned = self.core.figures()
-            used, limit = self.core.memory()
+            read = self._stats.call(self._read_stats, self.wait_bound)
         except RedisStoreError as error:
             self.last_error = str(error)  # an unreachable Redis: remembered by the core
             return self._unreachable(str(error))
+        if read is _PENDING:
+            return self._unreachable(f"Redis at {self.core.where} did not answer stats within "
+                                     f"{self.wait_bound:g} s (the last figures read)")
+        return read  # type: ignore[no-any-return]
+
+    def _read_stats(self) -> RedisStoreStats:
+        """`stats()` as Redis answers it now (may raise RedisStoreError)."""
+        jobs, active, size, pinned = self.core.figures()
+        used, limit = self.core.memory()
         self.last_error = None
         self.index.jobs, self.index.total_bytes = jobs, size
         stats = RedisStoreStats(
@@ -322,11 +464,12 @@ class RedisHandle(StoreHandle):
         return stats
 
     def _unreachable(self, error: str) -> RedisStoreStats:
-        """Stats of a store Redis did not answer for: the last counts read (zeros if none)."""
+        """Stats of a store Redis did not answer for: the last figures read (by a stats
+        call or a pass; zeros if none)."""
         last = self._last
         return RedisStoreStats(
-            name=self.name, jobs=last.jobs if last else 0, active=last.active if last else 0,
-            pinned=last.pinned if last else 0, bytes=last.bytes if last else 0,
+            name=self.name, jobs=self.index.jobs, active=last.active if last else 0,
+            pinned=last.pinned if last else 0, bytes=self.index.total_bytes,
             unweighed=0, evictions=dict(self.evictions), reachable=False,
             error=error, redis=self.core.where)
 
@@ -345,6 +488,9 @@ class RedisHandle(StoreHandle):
         """Count evictions (id, size, cause) and tell the listeners, in this process."""
         events = [EvictionEvent(self.name, key, Cause(cause), size)
                   for key, size, cause in victims]
+        for event in events:
+            if event.cause is Cause.ABANDONED:  # once per job: the script removed it
+                log_abandoned(self.name, event.key)
         if events:
             with self.lock:
                 for event in events:

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from memguard.redis._core import IN_RELEASE
+from memguard.redis._core import IN_RELEASE, check_field
+from memguard.redis._scripts import GEN_FIELD
 
 if TYPE_CHECKING:
     from memguard.redis._core import RedisCore
@@ -25,14 +26,18 @@ _MISSING: Any = object()
 class RedisJob(dict):  # type: ignore[type-arg]
     """A live job of a Redis store (a dict whose writes go to Redis)."""
 
-    __slots__ = ("_core", "_id", "_stored")
+    __slots__ = ("_core", "_gen", "_id", "_stored")
 
     def __init__(self, core: RedisCore, job_id: str, fields: Mapping[str, Any]) -> None:
         # The dict itself holds the small fields, and None for each release field (what
         # C-level readers that bypass these methods see: a released field).
-        super().__init__({k: (None if v is IN_RELEASE else v) for k, v in fields.items()})
+        super().__init__({k: (None if v is IN_RELEASE else v) for k, v in fields.items()
+                          if k != GEN_FIELD})
         self._core = core
         self._id = job_id
+        #: The generation of the job read: writes reach that job only, never a job stored
+        #: later under the same id ('' for a job stored before generations: unchecked).
+        self._gen: str = fields.get(GEN_FIELD, "")
         self._stored = {k for k, v in fields.items() if v is IN_RELEASE}
 
     @property
@@ -86,11 +91,14 @@ class RedisJob(dict):  # type: ignore[type-arg]
         return (dict, (self.copy(),))
 
     def refresh(self) -> RedisJob:
-        """Read the small fields again (another worker may have written them); self."""
+        """Read the small fields again (another worker may have written them); self. A job
+        whose id now holds another job (deleted and stored again) is left as it was: read
+        `store[id]` for the new one."""
         fields = self._core.get(self._id, touch=False)
-        if fields is not None:
+        if fields is not None and fields.get(GEN_FIELD, "") == self._gen:
             dict.clear(self)
-            dict.update(self, {k: (None if v is IN_RELEASE else v) for k, v in fields.items()})
+            dict.update(self, {k: (None if v is IN_RELEASE else v) for k, v in fields.items()
+                               if k != GEN_FIELD})
             self._stored = {k for k, v in fields.items() if v is IN_RELEASE}
         return self
 
@@ -104,9 +112,8 @@ class RedisJob(dict):  # type: ignore[type-arg]
         return view
 
     def __setitem__(self, field: str, value: Any) -> None:
-        if not isinstance(field, str):
-            raise TypeError(f"job {self._id!r}: field names are strings; got {field!r}")
-        self._core.set_field(self._id, field, value, self._view(field, value))
+        check_field(self._id, field)
+        self._core.set_fields(self._id, self._gen, ((field, value),), self._view(field, value))
         self._set_local(field, value)
 
     def _set_local(self, field: str, value: Any) -> None:
@@ -122,13 +129,23 @@ class RedisJob(dict):  # type: ignore[type-arg]
             raise KeyError(field)
         view = dict(dict.items(self))
         del view[field]
-        self._core.del_field(self._id, field, view)
+        self._core.del_fields(self._id, self._gen, (field,), view)
         dict.__delitem__(self, field)
         self._stored.discard(field)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        for field, value in dict(*args, **kwargs).items():
-            self[field] = value
+        """Write every field given in one script: no reader sees some of them written and
+        not the others (a poll never sees `status == "done"` with `result` still None)."""
+        items = dict(*args, **kwargs)
+        if not items:
+            return
+        for field in items:
+            check_field(self._id, field)
+        view = dict(dict.items(self))
+        view.update(items)
+        self._core.set_fields(self._id, self._gen, list(items.items()), view)
+        for field, value in items.items():
+            self._set_local(field, value)
 
     def setdefault(self, field: str, default: Any = None) -> Any:
         if dict.__contains__(self, field):
@@ -152,8 +169,12 @@ class RedisJob(dict):  # type: ignore[type-arg]
         return field, self.pop(field)
 
     def clear(self) -> None:
-        for field in list(dict.keys(self)):
-            del self[field]
+        """Delete every field in one script."""
+        fields = list(dict.keys(self))
+        if fields:
+            self._core.del_fields(self._id, self._gen, fields, {})
+            dict.clear(self)
+            self._stored.clear()
 
     def __ior__(self, other: Any) -> RedisJob:  # type: ignore[misc]
         self.update(other)

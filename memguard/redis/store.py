@@ -30,7 +30,14 @@ _MISSING: Any = object()
 
 
 def _where(client: Any) -> str:
-    """host:port/db of a redis-py client (no password), for error messages."""
+    """host:port/db of a redis-py client (no password), for error messages; a cluster's
+    nodes as `cluster host:port,...`."""
+    nodes = getattr(client, "get_nodes", None)
+    if nodes is not None:
+        try:
+            return "cluster " + ",".join(sorted(node.name for node in nodes()))
+        except Exception:  # a client that only looks like a cluster client
+            return repr(client)
     try:
         kwargs = client.connection_pool.connection_kwargs
     except AttributeError:
@@ -88,9 +95,11 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
     _memguard: Optional[RedisHandle]
 
     def __init__(self, url: Optional[str] = None, *, client: Any = None,
-                 prefix: str = "memguard", serializer: str = "json") -> None:
+                 prefix: str = "memguard", serializer: str = "json",
+                 pickle_key: Optional[bytes] = None, unsafe_pickle: bool = False,
+                 allow_redis_eviction: bool = False) -> None:
         try:
-            chosen = codec(serializer)
+            chosen = codec(serializer, pickle_key=pickle_key, unsafe_pickle=unsafe_pickle)
         except ValueError as error:
             raise RedisConfigError(f"RedisStore {error}") from None
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
@@ -109,9 +118,14 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         name = spec.name if spec is not None else snake_case(type(self).__name__)
         try:
             self._core = RedisCore(client, name=name, prefix=prefix, codec=chosen,
-                                   where=_where(client))
+                                   where=_where(client),
+                                   allow_eviction=allow_redis_eviction is True)
         except ValueError as error:
             raise RedisConfigError(f"RedisStore: {error}") from None
+        if not isinstance(allow_redis_eviction, bool):
+            raise RedisConfigError(f"RedisStore allow_redis_eviction: expected True or False; "
+                                   f"got {allow_redis_eviction!r}")
+        self._core.connect()
         self._memguard = None
         if spec is not None:
             from memguard.redis.handle import RedisHandle
@@ -183,7 +197,9 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         return default if fields is None else RedisJob(self._core, key, fields)
 
     def __setitem__(self, key: str, value: Mapping[str, Any]) -> None:
-        self._core.put(self._check_key(key), _job_fields(key, value))
+        gen = self._core.put(self._check_key(key), _job_fields(key, value))
+        if isinstance(value, RedisJob) and value._core is self._core and value._id == key:
+            value._gen = gen or ""  # stored back under its own id: it stays live
 
     def __delitem__(self, key: str) -> None:
         if not isinstance(key, str) or self._core.delete(key) is None:
@@ -226,7 +242,7 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         """The job at `key`, or store `default` there atomically (one worker wins)."""
         fields = _job_fields(key, {} if default is None else default)
         while True:
-            if self._core.put(self._check_key(key), fields, nx=True):
+            if self._core.put(self._check_key(key), fields, nx=True) is not None:
                 return self.peek(key, default)
             found = self.get(key, _MISSING)
             if found is not _MISSING:
@@ -236,9 +252,12 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         self._core.clear()
 
     def _batches(self, size: int = 100) -> Iterator[tuple[str, RedisJob]]:
+        """Every readable job, `size` per round trip; a job that cannot be read (corrupt, or
+        a pickle signed with another key) is skipped with a warning naming its key: one bad
+        job never hides the others (`store[id]` on it raises the error)."""
         ids = self._core.ids()
         for start in range(0, len(ids), size):
-            for key, fields in self._core.get_many(ids[start:start + size]):
+            for key, fields in self._core.get_many(ids[start:start + size], skip_unreadable=True):
                 yield key, RedisJob(self._core, key, fields)
 
 

@@ -54,6 +54,7 @@ def managed_store(
     max_idle: Union[float, str, None] = None,
     max_jobs: Optional[int] = None,
     max_bytes: Union[int, str, None] = None,
+    max_running: Union[float, str, None] = None,
     active: Optional[Callable[[Any], bool]] = None,
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
@@ -71,6 +72,7 @@ def managed_store(
     max_idle: Union[float, str, None] = None,
     max_jobs: Optional[int] = None,
     max_bytes: Union[int, str, None] = None,
+    max_running: Union[float, str, None] = None,
     active: Optional[Callable[[Any], bool]] = None,
     release: tuple[str, ...] = ("result",),
     size: Optional[Callable[[Any], int]] = None,
@@ -86,8 +88,8 @@ def managed_store(
     on a class it cannot manage or on contradictory options.
     """
     given = {"max_age": max_age, "max_idle": max_idle, "max_jobs": max_jobs,
-             "max_bytes": max_bytes, "active": active, "size": size, "bounds": bounds,
-             "max_age_hard": max_age_hard}
+             "max_bytes": max_bytes, "max_running": max_running, "active": active,
+             "size": size, "bounds": bounds, "max_age_hard": max_age_hard}
     declared: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     releases = (release,) if isinstance(release, str) else release
     if releases is not None and tuple(releases) != ("result",):

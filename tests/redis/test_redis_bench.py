@@ -21,6 +21,11 @@ def test_bench_redis_runs(redis_url: str) -> None:
     assert result["id"] == "redis" and not result["skipped"]
     names = [line["name"] for line in result["rows"]]
     assert "store[k]" in names and "store[new] = job at max_jobs" in names
+    for op in ("store[k]", 'store[k]["result"]', 'job["status"] = ...',
+               "store[new] = job at max_jobs", "HGETALL"):
+        assert f"Redis time: {op}" in names  # INFO commandstats, per call
+    assert [t["name"] for t in result["targets"]] == [
+        "store[k] / pipelined HGETALL + ZADD XX", "Redis time of store[k] / HGETALL's"]
     for line in result["rows"]:
         assert line["unit"] in ("s", "bytes", "jobs") and math.isfinite(line["value"])
         assert line["value"] > 0 or line["unit"] == "bytes"  # RSS can even shrink

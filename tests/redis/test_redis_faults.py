@@ -127,8 +127,8 @@ def test_full_redis_refuses_whole_writes_and_still_evicts(own_redis: RedisServer
     big = "x" * 200_000
     written = []
     with pytest.raises(RedisFull, match=r"full.*nothing was written") as raised:
-        for i in range(100):
-            store[f"j{i}"] = {"status": "done", "result": big, "note": "n"}
+        for i in range(100):  # running jobs: nothing the emergency rule may free
+            store[f"j{i}"] = {"status": "running", "result": big, "note": "n"}
             written.append(f"j{i}")
     assert isinstance(raised.value, MemguardError) and isinstance(raised.value, MemoryError)
     refused = f"j{len(written)}"
@@ -136,7 +136,7 @@ def test_full_redis_refuses_whole_writes_and_still_evicts(own_redis: RedisServer
     assert not client.exists(f"memguard:{{jobs}}:j:{refused}", f"memguard:{{jobs}}:r:{refused}")
     assert list(store) == written
     assert handle(store).stats().bytes == sum(
-        len("status") + len('"done"') + 2 * len("result") + 2 + len(big) + 2 + len("note") + 3
+        len("status") + len('"running"') + 2 * len("result") + 2 + len(big) + 2 + len("note") + 3
         for _ in written)
     assert store[written[0]]["result"] == big  # reads work on a full Redis
     assert handle(store).evict(written[0]) is not None  # so do evictions and deletes

@@ -123,7 +123,7 @@ def test_two_workers_share_redis_stores(redis_url: str, tmp_path: Path) -> None:
         while not stop.is_set():
             pipe = client.pipeline(transaction=True)
             pipe.zcard("memguard:{diagram}:created")
-            pipe.scard("memguard:{diagram}:active")
+            pipe.zcard("memguard:{diagram}:running")
             stored, active = pipe.execute()
             finished.append(stored - active)
             time.sleep(0.005)

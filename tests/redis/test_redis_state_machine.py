@@ -30,6 +30,7 @@ from memguard.testing import capture_evictions
 
 KEYS = st.sampled_from([f"job{i}" for i in range(10)])
 STATUS = st.sampled_from(["done", "done", "failed", "running", "pending"])
+NOTE = st.sampled_from(["", "n", "é" * 3])
 RESULT = st.sampled_from([None, "", "x" * 100, {"text": "é" * 7}, [1, 2.5, True]])
 MAX_JOBS = 5
 _names = itertools.count()
@@ -61,6 +62,11 @@ class RedisStoreMachine(RuleBasedStateMachine):
         self.model: dict[str, dict[str, Any]] = {}
         self.recency: list[str] = []
         self.pins: dict[str, int] = {}
+        #: key -> the generation of the job stored there (a new one at every store[key] =)
+        self.generation: dict[str, int] = {}
+        self.generations = itertools.count()
+        #: key -> (a live job some worker read, the generation it read)
+        self.held: dict[str, tuple[Any, int]] = {}
         self.events_cm = capture_evictions(self.manager)
         self.events = self.events_cm.__enter__()
         self.checked = 0
@@ -73,6 +79,15 @@ class RedisStoreMachine(RuleBasedStateMachine):
 
     def active(self, key: str) -> bool:
         return key in self.pins or self.model[key].get("status") in ("running", "pending")
+
+    def running(self, key: str) -> bool:
+        return key in self.model and self.model[key].get("status") in ("running", "pending")
+
+    def after_write(self, key: str, was_running: bool) -> None:
+        """A write that finishes a job enforces the count bound, as an insert does."""
+        if was_running and not self.running(key):
+            self.absorb_evictions(just_written=key)
+            self.check_count_bound(just_written=key)
 
     def touch(self, key: str) -> None:
         self.recency.remove(key)
@@ -112,6 +127,7 @@ class RedisStoreMachine(RuleBasedStateMachine):
         else:
             self.recency.append(key)
         self.model[key] = dict(job)
+        self.generation[key] = next(self.generations)
         self.absorb_evictions(just_written=key)
         self.check_count_bound(just_written=key)
 
@@ -162,17 +178,67 @@ class RedisStoreMachine(RuleBasedStateMachine):
         if key not in self.model:
             assert job is None
             return
+        was_running = self.running(key)
         job["result"] = result
         job["status"] = status
         self.model[key].update(status=status, result=result)
         self.touch(key)
+        self.after_write(key, was_running)
+
+    @rule(key=KEYS, status=STATUS, result=RESULT, note=NOTE)
+    def update_fields(self, key: str, status: str, result: Any, note: str) -> None:
+        """`job.update(...)`: several fields in one atomic write."""
+        job = self.store.peek(key)
+        if key not in self.model:
+            assert job is None
+            return
+        was_running = self.running(key)
+        job.update(status=status, result=result, note=note)
+        self.model[key].update(status=status, result=result, note=note)
+        self.touch(key)
+        self.after_write(key, was_running)
+
+    @precondition(lambda self: len(self.model) > 0)
+    @rule(data=st.data())
+    def hold(self, data: st.DataObject) -> None:
+        """A worker keeps the live job it read (its id may be deleted and reused later)."""
+        key = data.draw(st.sampled_from(sorted(self.model)))
+        self.held[key] = (self.store.peek(key), self.generation[key])
+
+    @precondition(lambda self: len(self.held) > 0)
+    @rule(data=st.data(), status=STATUS)
+    def reuse_held_id(self, data: st.DataObject, status: str) -> None:
+        """Another worker deletes a held job's id (if still there) and stores a new job
+        under it."""
+        key = data.draw(st.sampled_from(sorted(self.held)))
+        if key in self.model:
+            self.delete(key)
+        self.insert(key, status, None)
+
+    @precondition(lambda self: len(self.held) > 0)
+    @rule(data=st.data(), status=STATUS, note=NOTE)
+    def write_held(self, data: st.DataObject, status: str, note: str) -> None:
+        """The held job written: it reaches the job it was read from, never a job stored
+        under its id since (deleted and reused, or replaced)."""
+        key = data.draw(st.sampled_from(sorted(self.held)))
+        job, generation = self.held[key]
+        was_running = self.running(key)
+        job.update(status=status, note=note)
+        if key in self.model and self.generation[key] == generation:
+            self.model[key].update(status=status, note=note)
+            self.touch(key)
+            self.after_write(key, was_running)
 
     @rule(key=KEYS)
     def delete_field(self, key: str) -> None:
         job = self.store.peek(key)
         if key in self.model and "status" in self.model[key]:
+            running = self.model[key]["status"] in ("running", "pending")
             del job["status"]
             del self.model[key]["status"]
+            if running:  # a job that finishes comes back at the recent end, as in-process
+                self.touch(key)
+            self.after_write(key, running)
 
     @rule(key=KEYS)
     def pin(self, key: str) -> None:
@@ -206,7 +272,14 @@ class RedisStoreMachine(RuleBasedStateMachine):
     @invariant()
     def store_is_the_model(self) -> None:
         assert {key: job.copy() for key, job in self.store.items()} == self.model
-        assert self.handle.recency() == self.recency
+        # Running jobs are out of the recency order (no insert walks past them) and come
+        # last, by their last write; the others are in exact recency order.
+        running = [k for k in self.recency
+                   if self.model[k].get("status") in ("running", "pending")]
+        found = self.handle.recency()
+        done = len(self.recency) - len(running)
+        assert found[:done] == [k for k in self.recency if k not in running]
+        assert sorted(found[done:]) == sorted(running)
         assert self.handle.index.pins == self.pins
 
     @invariant()

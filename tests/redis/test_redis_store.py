@@ -132,7 +132,8 @@ def test_url_from_environment(redis_url: str, manager: MemoryManager,
 
 def test_pickle_serializer_and_client_argument(redis_url: str, manager: MemoryManager) -> None:
     client = redis.Redis.from_url(redis_url)
-    store = store_class(manager)(client=client, prefix="app", serializer="pickle")
+    store = store_class(manager)(client=client, prefix="app", serializer="pickle",
+                                 unsafe_pickle=True)
     when = {1, 2, 3}
     store["a"] = {"status": "running", "result": when}
     assert store["a"]["result"] == when
@@ -477,7 +478,9 @@ JSON = st.recursive(
 def test_any_job_round_trips_with_exact_sizes(redis_url: str, job: dict[str, Any],
                                              serializer: str) -> None:
     manager = MemoryManager(Policy())
-    store = store_class(manager, name=f"rt_{serializer}")(redis_url, serializer=serializer)
+    signing = {"pickle_key": b"k" * 32} if serializer == "pickle" else {}
+    store = store_class(manager, name=f"rt_{serializer}")(redis_url, serializer=serializer,
+                                                          **signing)
     store.clear()
     store["a"] = job
     assert store["a"] == job and store.peek("a").copy() == job
