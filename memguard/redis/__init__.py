@@ -4,7 +4,8 @@ Needs redis-py: `pip install 'memguard-jobs[redis]'`.
 """
 
 from memguard.errors import RedisConfigError, RedisFull, RedisStoreError, RedisUnavailable
-from memguard.redis.handle import RedisHandle, RedisStoreStats
+from memguard.redis.handle import RedisHandle
+from memguard.redis.index import RedisStoreStats
 from memguard.redis.job import RedisJob
 from memguard.redis.store import RedisStore
 

@@ -22,10 +22,8 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Optional
-
-import attrs
 
 from memguard._logging import logger
 from memguard.errors import PolicyError, RedisStoreError, StoreDefinitionError
@@ -38,8 +36,10 @@ from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 from memguard.redis._core import RedisCore, Victim
+from memguard.redis.index import RedisIndex, RedisStoreStats
+from memguard.redis.offload import PENDING, Offloaded
 from memguard.stores.overrides import say_overrides
-from memguard.stores.protocol import StoreHandle, StoreStats
+from memguard.stores.protocol import StoreHandle
 
 if TYPE_CHECKING:
     from memguard.stores.building import _Spec
@@ -66,104 +66,6 @@ WAIT_BOUND = 1.0
 #: of them that live on it (`RedisHandle._on_full`).
 _live_handles: weakref.WeakSet[RedisHandle] = weakref.WeakSet()
 
-_PENDING: Any = type("Pending", (), {"__repr__": lambda self: "<pending>"})()
-
-
-class _Offloaded:
-    """One call at a time on a daemon thread of its own, waited for at most a bound: what
-    keeps a frozen Redis from stalling the monitor. A call made while the previous one is
-    still running joins it (`join`: waits for its result, up to the bound) or is not
-    started (`_PENDING` at once)."""
-
-    def __init__(self, name: str, *, join: bool = False) -> None:
-        self.name = name
-        self.join = join
-        self._lock = threading.Lock()
-        #: The call in flight: (its result box, its end), and the pid running it (a forked
-        #: child inherits no thread, so a call of its parent's is none of its own).
-        self._current: Optional[tuple[dict[str, Any], threading.Event]] = None
-        self._current_in = 0
-
-    def call(self, function: Callable[[], Any], wait: float) -> Any:
-        """`function()`'s result (or its exception) if it ends within `wait` seconds, else
-        `_PENDING`, the call going on in the background."""
-        start = False
-        with self._lock:
-            current = self._current if self._current_in == os.getpid() else None
-            if current is None:
-                current = ({}, threading.Event())
-                self._current, self._current_in, start = current, os.getpid(), True
-            elif not self.join:
-                return _PENDING
-        box, done = current
-
-        def run() -> None:
-            try:
-                box["value"] = function()
-            except BaseException as error:  # handed to the caller, or logged if it left
-                box["error"] = error
-            finally:
-                with self._lock:
-                    self._current = None
-                done.set()
-                if box.get("late") and "error" in box:
-                    logger.warning("memguard: %s failed after its caller stopped waiting: %s",
-                                   self.name, box["error"])
-
-        if start:
-            threading.Thread(target=run, name=self.name, daemon=True).start()
-        if not done.wait(wait):
-            box["late"] = True
-            return _PENDING
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
-
-@attrs.frozen
-class RedisStoreStats(StoreStats):
-    """`StoreStats` of a Redis store, plus where it lives and whether it answered.
-
-    When Redis cannot be reached, `reachable` is False, `error` says why, and the counts are
-    the last ones read (zeros if none was).
-    """
-
-    backend: str = "redis"
-    reachable: bool = True
-    error: Optional[str] = None
-    redis: Optional[str] = None
-    redis_used_memory: Optional[int] = None
-    redis_limit: Optional[int] = None
-
-
-class _AnyKey:
-    """`key in index.created` for `@touches`: any id may be in Redis; unknown ones are
-    ignored when the batched reads are flushed."""
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str)
-
-
-class RedisIndex:
-    """What the manager and the monitor read of a handle's index: counts and bytes (as of
-    the last pass or stats call), the batched reads of `@touches`, and the lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.created = _AnyKey()
-        self.reads: dict[Any, None] = {}
-        self.pins: dict[str, int] = {}  # this process's pins: id -> nesting count
-        self.jobs = 0
-        self.total_bytes = 0
-
-    def __len__(self) -> int:
-        return self.jobs
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str)
-
-    def touch(self, key: Any) -> None:
-        self.reads[key] = None
 
 
 class RedisHandle(StoreHandle):
@@ -201,8 +103,8 @@ class RedisHandle(StoreHandle):
         _live_handles.add(self)
         self._freeing = threading.Lock()
         self.wait_bound = WAIT_BOUND
-        self._passes = _Offloaded(f"memguard-redis-pass-{name}")
-        self._stats = _Offloaded(f"memguard-redis-stats-{name}", join=True)
+        self._passes = Offloaded(f"memguard-redis-pass-{name}")
+        self._stats = Offloaded(f"memguard-redis-stats-{name}", join=True)
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -342,7 +244,7 @@ class RedisHandle(StoreHandle):
         # is not waited for
         wait = self.wait_bound / 4 if self._known_unreachable() else self.wait_bound
         outcome = self._passes.call(self._pass_now, wait)
-        return [] if outcome is _PENDING else list(outcome)
+        return [] if outcome is PENDING else list(outcome)
 
     def _known_unreachable(self) -> Optional[float]:
         """Seconds since an operation found Redis unreachable, if none got an answer since
@@ -445,7 +347,7 @@ class RedisHandle(StoreHandle):
         except RedisStoreError as error:
             self.last_error = str(error)  # an unreachable Redis: remembered by the core
             return self._unreachable(str(error))
-        if read is _PENDING:
+        if read is PENDING:
             return self._unreachable(f"Redis at {self.core.where} did not answer stats within "
                                      f"{self.wait_bound:g} s (the last figures read)")
         return read  # type: ignore[no-any-return]

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from memguard.redis._core import IN_RELEASE, check_field
+from memguard.redis._core import IN_RELEASE
 from memguard.redis._scripts import GEN_FIELD
+from memguard.redis.checks import check_field
 
 if TYPE_CHECKING:
     from memguard.redis._core import RedisCore

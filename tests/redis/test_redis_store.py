@@ -453,7 +453,7 @@ def test_redis_section_of_the_policy(redis_url: str, monkeypatch: pytest.MonkeyP
 
 def test_redis_older_than_7_is_refused_clearly() -> None:
     from memguard.errors import RedisStoreError
-    from memguard.redis._core import require_redis_7
+    from memguard.redis.checks import require_redis_7
 
     require_redis_7("7.0.15", "here")
     require_redis_7("8.2.1", "here")
