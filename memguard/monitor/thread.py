@@ -38,7 +38,7 @@ from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.controller import EmergencyController
 from memguard.monitor.daemon import DaemonLoop, ForkSafeLock, Recycler
 from memguard.monitor.levels import next_level, rank
-from memguard.monitor.readings import MemoryStats, Readings, growth_rate, time_to_limit
+from memguard.monitor.readings import MemoryStats, Readings, time_to_limit
 from memguard.monitor.tick import CleanupRecord, Cleanups, Schedule, Ticker, TickResult
 from memguard.monitor.triggers import SignalTrigger
 from memguard.policy.options import MemoryPolicy, Thresholds
@@ -326,10 +326,7 @@ class Monitor:
         level = next_level(self.level, sample.usage, thresholds)
         cleanups, totals = self.record.snapshot()
         totals["freed_estimate_bytes"] = self.manager.evicted_bytes  # every eviction's
-        recent = self.readings.since_cleanup()
-        if not recent or recent[-1][0] < now:
-            recent.append((now, sample.usage))
-        growth = growth_rate(recent)
+        growth = self.readings.shown_growth(now, sample.usage)
         limit = sample.limit if sample.limit is not None else thresholds.limit
         return MemoryStats(
             sample=sample, level=level, thresholds=thresholds,
