@@ -29,6 +29,9 @@ class Readings:
         """(time, usage) of recent samples, oldest first."""
         self.lock = threading.Lock()  # guards the history against the thread
         self.fit_from: Optional[float] = None
+        self.peak: Optional[int] = None
+        """The highest usage any recorded sample read, those taken inside a cleanup included
+        (None before the first)."""
         self._own_probe: Optional[Probe] = None
         self._auto_limit: Optional[int] = -1  # -1: not read yet
         self._thresholds: Optional[Thresholds] = None
@@ -86,8 +89,11 @@ class Readings:
     # -- history and growth --------------------------------------------------------------------
 
     def record(self, now: float, usage: int) -> None:
+        """Keep a sample (every one the monitor takes, between a cleanup's rounds too)."""
         with self.lock:
             self.history.append((now, usage))
+            if self.peak is None or usage > self.peak:
+                self.peak = usage
 
     def since_cleanup(self, last: Optional[int] = None) -> list[tuple[float, int]]:
         """The samples since the last cleanup (all of them when there was none), oldest
@@ -128,6 +134,7 @@ class Readings:
         self.lock = threading.Lock()
         self.history.clear()
         self.fit_from = None
+        self.peak = None
 
 
 def _close(probe: Probe) -> None:

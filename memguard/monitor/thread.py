@@ -326,6 +326,8 @@ class Monitor:
         level = next_level(self.level, sample.usage, thresholds)
         cleanups, totals = self.record.snapshot()
         totals["freed_estimate_bytes"] = self.manager.evicted_bytes  # every eviction's
+        peak = self.readings.peak
+        totals["peak_usage_bytes"] = sample.usage if peak is None else max(peak, sample.usage)
         growth = self.readings.shown_growth(now, sample.usage)
         limit = sample.limit if sample.limit is not None else thresholds.limit
         return MemoryStats(

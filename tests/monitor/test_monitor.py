@@ -701,7 +701,8 @@ def test_stats_growth_time_to_limit_and_json(
     assert set(data) == {"sample", "level", "thresholds", "stores", "recent_cleanups",
                          "growth_per_minute", "time_to_limit", "monitoring", "totals",
                          "controller"}
-    assert data["totals"] == {"cleanups": {}, "freed_estimate_bytes": 0, "reclaimed_bytes": 0}
+    assert data["totals"] == {"cleanups": {}, "freed_estimate_bytes": 0, "reclaimed_bytes": 0,
+                              "peak_usage_bytes": 350 * MB}
     assert manager.get_memory_stats().sample.usage == 350 * MB
     assert len(store) == 3
 
