@@ -1,8 +1,9 @@
 """The memory monitor: a daemon thread that samples memory and steps in before the limit.
 
-Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (1 s
-by default, four times as often at or above ``warning``, and sooner when usage grows fast
-enough to reach ``emergency`` before then: `Monitor.next_wait`): each sample moves the level
+Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (250 ms
+by default, four times as often at or above ``warning``, sooner when usage grows fast
+enough to reach ``emergency`` before then: `Monitor.next_wait`, and at once when the stores
+take in a burst: `memguard.stores.intake`): each sample moves the level
 (with hysteresis, each change logged once) and goes to the emergency controller
 (`memguard.monitor.controller`), which cleans up at ``emergency``, earlier when the recent
 growth says usage will cross it before the next sample, and always at ``critical``. The
@@ -265,6 +266,7 @@ class Monitor:
         """
         self._loop.wanted = False
         self._signals.remove()
+        self.manager.intake.disarm()
         return self._loop.stop(timeout)
 
     def next_wait(self) -> float:

@@ -205,10 +205,10 @@ def test_two_clocks_samples_every_tick_passes_every_check_interval(
         samples.append(monitor.tick().sample)
     assert all(sample is not None for sample in samples)
     assert calls == [1001, 1121, 1241]  # the pass: every check_interval (2m) only
-    assert monitor.sample_interval == 1.0
+    assert monitor.sample_interval == 0.25
     probe.set("420MB")  # at warning: four times as often
     monitor.tick()
-    assert monitor.level == "warning" and monitor.sample_interval == 0.25
+    assert monitor.level == "warning" and monitor.sample_interval == 0.0625
 
 
 def test_periodic_pass_evicts_expired_jobs_and_is_remembered(
