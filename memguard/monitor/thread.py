@@ -38,6 +38,7 @@ from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.controller import EmergencyController
 from memguard.monitor.daemon import DaemonLoop, ForkSafeLock, Recycler
+from memguard.monitor.kernel import KernelWake
 from memguard.monitor.levels import next_level, rank
 from memguard.monitor.readings import MemoryStats, Readings, time_to_limit
 from memguard.monitor.tick import CleanupRecord, Cleanups, Schedule, Ticker, TickResult
@@ -256,6 +257,8 @@ class Monitor:
             self._update_signal_handler()
             logger.debug("memguard: monitor starting: samples every %s, passes every %s",
                          format_duration(self.sample_interval), format_duration(self.interval))
+            if self._ticker.kernel is None:
+                self._ticker.kernel = KernelWake(self._loop.wake)
             self._loop.start()
 
     def stop(self, timeout: Optional[float] = 5.0) -> bool:
@@ -267,7 +270,11 @@ class Monitor:
         self._loop.wanted = False
         self._signals.remove()
         self.manager.intake.disarm()
-        return self._loop.stop(timeout)
+        stopped = self._loop.stop(timeout)
+        kernel, self._ticker.kernel = self._ticker.kernel, None
+        if kernel is not None:
+            kernel.close()
+        return stopped
 
     def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing

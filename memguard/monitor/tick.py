@@ -18,6 +18,7 @@ from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.controller import Decision, EmergencyController
 from memguard.monitor.daemon import ForkSafeLock, Recycler
+from memguard.monitor.kernel import KernelWake
 from memguard.monitor.levels import LevelLines, rank
 from memguard.monitor.readings import Readings
 from memguard.monitor.triggers import SignalTrigger
@@ -296,6 +297,8 @@ class Ticker:
         self.failures = 0
         """How many steps (probe, pipeline, gc, emergency, hooks) raised so far."""
         self.last_sample: Optional[MemorySample] = None
+        self.kernel: Optional[KernelWake] = None
+        """Kernel notifications that wake the monitor (set while its thread runs)."""
 
     @property
     def policy(self) -> MemoryPolicy:
@@ -363,6 +366,8 @@ class Ticker:
         largest = max((h.index.total_bytes for h in handles), default=0)
         self.manager.intake.arm(self.wake, jobs=self.manager.intake.jobs, store_bytes=largest,
                                 margin_jobs=WAKE_JOBS, margin_bytes=self.wake_bytes())
+        if self.kernel is not None:  # cgroup v1 thresholds, where the kernel offers them
+            self.kernel.ensure(self.readings.probe, self.readings.thresholds(self.last_sample))
 
     def wake_bytes(self) -> int:
         """The bytes a store may take in before it wakes the monitor: 1/64 of the limit (of
