@@ -11,7 +11,14 @@ gracefully; ``child_exit`` keeps /metrics right when ``PROMETHEUS_MULTIPROC_DIR`
 
 import os
 
-from memguard.integrations.gunicorn import child_exit, post_fork, post_worker_init, worker_exit
+from memguard.integrations.gunicorn import (  # noqa: F401
+    child_exit,
+    on_exit,
+    post_fork,
+    post_worker_init,
+    pre_fork,
+    worker_exit,
+)
 
 bind = f"127.0.0.1:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

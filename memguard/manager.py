@@ -33,6 +33,7 @@ from memguard.policy.units import format_size
 from memguard.stores import registry
 from memguard.stores.building import attach, handle
 from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores.intake import Intake
 from memguard.stores.protocol import StoreHandle, as_handle
 from memguard.stores.trace import Recorder
 
@@ -68,6 +69,7 @@ class MemoryManager:
         #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
         #: Redis' memory). The monitor gives memory back when enough has been freed.
         self.evicted_bytes = 0
+        self.intake = Intake()  # inserts counted: a burst wakes the monitor early
         self.recorders: tuple[Recorder, ...] = ()
         registry.add_host(self)
 

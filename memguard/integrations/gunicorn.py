@@ -7,10 +7,16 @@ setting), so an installed package is all a deployment needs::
 
 or, in a ``gunicorn.conf.py`` of your own::
 
-    from memguard.integrations.gunicorn import child_exit, post_fork, post_worker_init, worker_exit
+    from memguard.integrations.gunicorn import (
+        child_exit, on_exit, post_fork, post_worker_init, pre_fork, worker_exit)
 
-gunicorn picks the hooks up by name (``child_exit`` matters only with
-``PROMETHEUS_MULTIPROC_DIR``, see `memguard.web.prometheus`). ``post_fork`` runs in each
+gunicorn picks the hooks up by name. With more than one worker, ``/metrics`` aggregates every
+worker (prometheus-client's multiprocess mode, see `memguard.web.prometheus`): in the
+directory ``PROMETHEUS_MULTIPROC_DIR`` names, else in a run directory these hooks manage
+(``pre_fork`` makes it in the arbiter before a worker forks, ``post_fork`` makes sure each
+worker uses it, ``child_exit`` drops a dead worker's gauges, ``on_exit`` removes it; without
+``pre_fork`` and ``on_exit`` the directory is made by the first worker and removed when the
+arbiter exits). ``post_fork`` runs in each
 worker right after the fork and starts the monitor there (a monitor thread never survives a
 fork, and the arbiter itself holds no job stores, so it runs none); ``post_worker_init``, once
 the app is loaded, logs the start-up line naming its stores (without it, ``post_fork`` logs it,
@@ -42,7 +48,8 @@ from memguard._logging import announce, logger
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
 
-__all__ = ["GunicornHooks", "child_exit", "post_fork", "post_worker_init", "worker_exit"]
+__all__ = ["GunicornHooks", "child_exit", "on_exit", "post_fork", "post_worker_init",
+           "pre_fork", "worker_exit"]
 
 
 class GunicornHooks:
@@ -65,10 +72,22 @@ class GunicornHooks:
             return manager
         return self._manager
 
-    def post_fork(self, server: Any, worker: Any) -> None:
-        """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook."""
-        from memguard.web.prometheus import ensure_sync, multiprocess_mode
+    def pre_fork(self, server: Any, worker: Any) -> None:
+        """gunicorn ``pre_fork`` (runs in the arbiter before each worker forks): with more
+        than one worker and no ``PROMETHEUS_MULTIPROC_DIR``, make the run directory the
+        workers' metrics go to, and set the variable they inherit."""
+        path = _managed_directory(server, os.getpid())
+        if path is not None:
+            _adopt_in_arbiter(path)
 
+    def post_fork(self, server: Any, worker: Any) -> None:
+        """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook;
+        with more than one worker, write metrics where every worker's are aggregated."""
+        from memguard.web.prometheus import ensure_sync, multiprocess_mode, use_directory
+
+        path = _managed_directory(server, getattr(worker, "ppid", None) or os.getppid())
+        if path is not None:  # no pre_fork hook made it: the arbiter's pid names it
+            use_directory(path)
         # The app is not loaded yet (gunicorn loads it after post_fork): when our
         # post_worker_init is configured too, the start-up line waits for it, to name the
         # stores the app declares.
@@ -92,14 +111,23 @@ class GunicornHooks:
         self.manager.stop()
 
     def child_exit(self, server: Any, worker: Any) -> None:
-        """gunicorn ``child_exit`` (runs in the arbiter): with ``PROMETHEUS_MULTIPROC_DIR``,
-        drop the dead worker's gauges (``mark_process_dead``); its counters stay counted."""
-        from memguard.web.prometheus import MULTIPROC_ENV
+        """gunicorn ``child_exit`` (runs in the arbiter): in multiprocess mode, drop the dead
+        worker's gauges (``mark_process_dead``); its counters stay counted."""
+        from memguard.web.prometheus import MULTIPROC_ENV, run_directory
 
-        if os.environ.get(MULTIPROC_ENV):
-            from prometheus_client.multiprocess import mark_process_dead
+        path = os.environ.get(MULTIPROC_ENV)
+        if not path:  # the workers made the run directory (no pre_fork hook)
+            managed = run_directory(os.getpid())
+            if not os.path.isdir(managed):
+                return
+            path = _adopt_in_arbiter(managed)
+        from prometheus_client.multiprocess import mark_process_dead
 
-            mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
+
+    def on_exit(self, server: Any) -> None:
+        """gunicorn ``on_exit`` (the arbiter, last): remove the run directory memguard made."""
+        _remove_run_directory(os.getpid())
 
     def recycle(self, worker: Any) -> None:
         """Ask gunicorn to replace `worker` gracefully, once: it finishes in-flight requests,
@@ -116,6 +144,56 @@ class GunicornHooks:
 
 
 _default = GunicornHooks()
+_adopted: set[str] = set()
+
+
+def _managed_directory(server: Any, arbiter: int) -> Optional[str]:
+    """The run directory memguard manages for `arbiter`'s workers, or None: one worker (its
+    own figures are all there is), or ``PROMETHEUS_MULTIPROC_DIR`` set by the operator."""
+    from memguard.web.prometheus import MULTIPROC_ENV, run_directory
+
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    workers = getattr(getattr(server, "cfg", None), "workers", 1)
+    if not isinstance(workers, int) or workers < 2:
+        return None
+    return run_directory(arbiter)
+
+
+def _adopt_in_arbiter(path: str) -> str:
+    """Use `path` in the arbiter too (its workers inherit the variable) and remove it when the
+    arbiter exits (once per path)."""
+    import atexit
+
+    from memguard.web.prometheus import use_directory
+
+    use_directory(path)
+    if path not in _adopted:
+        _adopted.add(path)
+        atexit.register(_remove_run_directory, os.getpid())
+    return path
+
+
+def _remove_run_directory(arbiter: int) -> None:
+    """Remove the run directory of `arbiter` if memguard made one (only from the arbiter:
+    a worker exiting must not take its siblings' files)."""
+    import shutil
+
+    from memguard.web.prometheus import run_directory
+
+    if os.getpid() != arbiter:
+        return
+    shutil.rmtree(run_directory(arbiter), ignore_errors=True)
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """gunicorn ``pre_fork`` hook (see `GunicornHooks.pre_fork`)."""
+    _default.pre_fork(server, worker)
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn ``on_exit`` hook (see `GunicornHooks.on_exit`)."""
+    _default.on_exit(server)
 
 
 def _announces_later(server: Any) -> bool:

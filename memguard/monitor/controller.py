@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Optional
@@ -219,6 +220,7 @@ class EmergencyController:
         done.rounds += 1
         usage = done.usage
         heap_before = heap(done.sample) if heap is not None else done.sample.heap
+        blocks_before = pymalloc_blocks()
         began = clock()
         freed = self._evict(need, done.tally)
         done.freed += freed
@@ -239,7 +241,10 @@ class EmergencyController:
             return False
         if freed >= judged and fell < FRAGMENTATION_RATIO * freed:
             heap_after = heap(sample) if heap is not None else sample.heap
-            done.notes.append(diagnose(freed, fell, heap_before, heap_after))
+            blocks_after = pymalloc_blocks()
+            blocks_fell = (None if blocks_before is None or blocks_after is None
+                           else blocks_before - blocks_after)
+            done.notes.append(diagnose(freed, fell, heap_before, heap_after, blocks_fell))
             done.failed = done.fragmented = True
         if freed < need:  # the budget was not spent: every store ran out
             done.notes.append(f"nothing left to evict: {self._unevictable()}")
@@ -316,9 +321,28 @@ def _by_store(tally: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
     return stores
 
 
+PYMALLOC_MAX_BLOCK: Final = 512
+"""pymalloc serves objects of at most this many bytes; larger ones come from malloc."""
+
+
+def pymalloc_blocks() -> Optional[int]:
+    """Blocks pymalloc has handed out now (``sys.getallocatedblocks``), or None when small
+    objects do not come from pymalloc."""
+    if not _pymalloc():
+        return None
+    return sys.getallocatedblocks()
+
+
 def diagnose(estimate: int, fell: int, heap_before: Optional[int],
-             heap_after: Optional[int]) -> str:
-    """Why usage did not follow the evictions, from what the heap figure did."""
+             heap_after: Optional[int], blocks_fell: Optional[int] = None) -> str:
+    """Why usage did not follow the evictions, from what the heap figure did and, under
+    pymalloc, how many of its blocks were given up (`blocks_fell`).
+
+    Every byte the evicted results freed was either malloc's (the heap figure falls) or in
+    pymalloc blocks of at most `PYMALLOC_MAX_BLOCK` bytes (the block count falls): when both
+    together cannot account for half the estimate, the results were not freed, and no
+    allocator setting helps; when the blocks went but usage stayed, the arenas are to blame.
+    """
     text = (f"stopped: evicting ~{format_size(estimate)} lowered usage by only "
             f"{format_size(fell)} ({max(fell, 0) / estimate:.0%})")
     heap_fell = None
@@ -329,7 +353,19 @@ def diagnose(estimate: int, fell: int, heap_before: Optional[int],
         return text + (": the results were freed but malloc cannot return their pages "
                        "(fragmentation: live objects scattered among them); evicting more "
                        "would empty the stores for nothing")
+    if heap_fell is not None and blocks_fell is not None:
+        released = max(heap_fell, 0) + max(blocks_fell, 0) * PYMALLOC_MAX_BLOCK
+        if released < FRAGMENTATION_RATIO * estimate:
+            return text + (f"; pymalloc released {max(blocks_fell, 0)} blocks (at most "
+                           f"{format_size(max(blocks_fell, 0) * PYMALLOC_MAX_BLOCK)}): the "
+                           "evicted results were not freed, they are still referenced "
+                           "elsewhere (an app cache, a list of results, a response or a "
+                           "closure holding them); no allocator setting helps (not "
+                           "PYTHONMALLOC=malloc either); evicting more would empty the stores "
+                           "for nothing")
     if _pymalloc():  # pymalloc's arenas are not part of malloc's heap figure
+        if blocks_fell is not None and blocks_fell > 0:
+            text += f"; pymalloc released {blocks_fell} blocks"
         return text + (": fragmentation: the freed objects likely sit in pymalloc's arenas, "
                        "which go back to the system only when wholly empty (results of many small "
                        "objects, such as parsed JSON); the space is reused for new objects. "

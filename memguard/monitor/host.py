@@ -15,6 +15,7 @@ from memguard.eviction.events import CleanupReport, EvictionEvent
 from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.policy.policy import Policy
+from memguard.stores.intake import Intake
 from memguard.stores.protocol import StoreHandle
 
 
@@ -26,6 +27,8 @@ class MonitorHost(Protocol):
     reclaim: Callable[..., Reclaim]
     """Gives memory back to the OS (gc and the allocator's trim); injected like the clock."""
     evicted_bytes: int
+    intake: Intake
+    """Inserts counted by the stores; the monitor arms it at each sample to be woken early."""
     """Bytes evicted from this process's stores so far (the cue to give memory back)."""
 
     @property

@@ -29,6 +29,9 @@ class Readings:
         """(time, usage) of recent samples, oldest first."""
         self.lock = threading.Lock()  # guards the history against the thread
         self.fit_from: Optional[float] = None
+        self.peak: Optional[int] = None
+        """The highest usage any recorded sample read, those taken inside a cleanup included
+        (None before the first)."""
         self._own_probe: Optional[Probe] = None
         self._auto_limit: Optional[int] = -1  # -1: not read yet
         self._thresholds: Optional[Thresholds] = None
@@ -86,8 +89,11 @@ class Readings:
     # -- history and growth --------------------------------------------------------------------
 
     def record(self, now: float, usage: int) -> None:
+        """Keep a sample (every one the monitor takes, between a cleanup's rounds too)."""
         with self.lock:
             self.history.append((now, usage))
+            if self.peak is None or usage > self.peak:
+                self.peak = usage
 
     def since_cleanup(self, last: Optional[int] = None) -> list[tuple[float, int]]:
         """The samples since the last cleanup (all of them when there was none), oldest
@@ -115,11 +121,20 @@ class Readings:
         """Fit growth only to the samples after `at` from now on (a fresh fit)."""
         self.fit_from = at
 
+    def shown_growth(self, now: float, usage: int) -> Optional[float]:
+        """Bytes per minute over the last `SHOWN_WINDOW` seconds of samples since the last
+        cleanup, with `usage` read at `now` as the newest: what the surfaces show."""
+        points = self.since_cleanup()
+        if not points or points[-1][0] < now:
+            points.append((now, usage))
+        return window_growth(points, now)
+
     def forget(self) -> None:
         """In a forked child: the parent's samples say nothing of the child's growth."""
         self.lock = threading.Lock()
         self.history.clear()
         self.fit_from = None
+        self.peak = None
 
 
 def _close(probe: Probe) -> None:
@@ -139,9 +154,10 @@ class MemoryStats:
     `thresholds` the policy's thresholds in bytes for the detected limit (None when the policy
     cannot be resolved); `stores` counts and sizes per store, never job contents;
     `recent_cleanups` the latest emergency cleanups and periodic passes that evicted something,
-    oldest first. `growth_per_minute` is the least-squares slope of usage over the recent
-    samples (since the last emergency, which would otherwise read as shrinkage), in bytes per
-    minute; `time_to_limit` the seconds until usage reaches the limit at that rate (None when
+    oldest first. `growth_per_minute` is the least-squares slope of usage over the samples
+    of the last `SHOWN_WINDOW` seconds (none before the last cleanup, which would read as
+    shrinkage), in bytes per minute: None once fewer than two samples fall in it;
+    `time_to_limit` the seconds until usage reaches the limit at that rate (None when
     usage is not growing or there is no limit; 0 when already there). `monitoring` tells
     whether the monitor thread is running; `totals` are running totals since start (the
     Prometheus counters); `controller` says what the emergency controller did last and why it
@@ -183,6 +199,18 @@ def _store_dict(store: StoreStats) -> dict[str, Any]:
 
 GROWTH_SAMPLES: Final = 8
 """How many recent samples the predictive trigger fits its growth rate to."""
+
+SHOWN_WINDOW: Final = 5.0
+"""Seconds of samples behind the growth that /memory, the dashboard and `memguard monitor`
+show: a short window, so the figure falls back to nothing within seconds once growth stops
+(a long one kept a burst's rate on screen for minutes in an idle process)."""
+
+
+def window_growth(points: Sequence[tuple[float, int]], now: float,
+                  window: float = SHOWN_WINDOW) -> Optional[float]:
+    """Growth in bytes per minute over the `points` (time, usage) no older than `window`
+    seconds before `now`; None with fewer than two distinct instants in it."""
+    return growth_rate([(t, u) for t, u in points if now - window <= t <= now])
 
 
 def recent_growth(points: Sequence[tuple[float, int]]) -> Optional[float]:

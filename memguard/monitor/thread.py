@@ -1,8 +1,9 @@
 """The memory monitor: a daemon thread that samples memory and steps in before the limit.
 
-Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (1 s
-by default, four times as often at or above ``warning``, and sooner when usage grows fast
-enough to reach ``emergency`` before then: `Monitor.next_wait`): each sample moves the level
+Two clocks drive it (DESIGN section 4). Memory is **sampled** every ``sample_interval`` (250 ms
+by default, four times as often at or above ``warning``, sooner when usage grows fast
+enough to reach ``emergency`` before then: `Monitor.next_wait`, and at once when the stores
+take in a burst: `memguard.stores.intake`): each sample moves the level
 (with hysteresis, each change logged once) and goes to the emergency controller
 (`memguard.monitor.controller`), which cleans up at ``emergency``, earlier when the recent
 growth says usage will cross it before the next sample, and always at ``critical``. The
@@ -37,8 +38,9 @@ from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.controller import EmergencyController
 from memguard.monitor.daemon import DaemonLoop, ForkSafeLock, Recycler
+from memguard.monitor.kernel import KernelWake
 from memguard.monitor.levels import next_level, rank
-from memguard.monitor.readings import MemoryStats, Readings, growth_rate, time_to_limit
+from memguard.monitor.readings import MemoryStats, Readings, time_to_limit
 from memguard.monitor.tick import CleanupRecord, Cleanups, Schedule, Ticker, TickResult
 from memguard.monitor.triggers import SignalTrigger
 from memguard.policy.options import MemoryPolicy, Thresholds
@@ -255,6 +257,8 @@ class Monitor:
             self._update_signal_handler()
             logger.debug("memguard: monitor starting: samples every %s, passes every %s",
                          format_duration(self.sample_interval), format_duration(self.interval))
+            if self._ticker.kernel is None:
+                self._ticker.kernel = KernelWake(self._loop.wake)
             self._loop.start()
 
     def stop(self, timeout: Optional[float] = 5.0) -> bool:
@@ -265,7 +269,12 @@ class Monitor:
         """
         self._loop.wanted = False
         self._signals.remove()
-        return self._loop.stop(timeout)
+        self.manager.intake.disarm()
+        stopped = self._loop.stop(timeout)
+        kernel, self._ticker.kernel = self._ticker.kernel, None
+        if kernel is not None:
+            kernel.close()
+        return stopped
 
     def next_wait(self) -> float:
         """Seconds until the next sample: the sample interval, or less when usage is growing
@@ -326,10 +335,9 @@ class Monitor:
         level = next_level(self.level, sample.usage, thresholds)
         cleanups, totals = self.record.snapshot()
         totals["freed_estimate_bytes"] = self.manager.evicted_bytes  # every eviction's
-        recent = self.readings.since_cleanup()
-        if not recent or recent[-1][0] < now:
-            recent.append((now, sample.usage))
-        growth = growth_rate(recent)
+        peak = self.readings.peak
+        totals["peak_usage_bytes"] = sample.usage if peak is None else max(peak, sample.usage)
+        growth = self.readings.shown_growth(now, sample.usage)
         limit = sample.limit if sample.limit is not None else thresholds.limit
         return MemoryStats(
             sample=sample, level=level, thresholds=thresholds,

@@ -18,6 +18,7 @@ from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.controller import Decision, EmergencyController
 from memguard.monitor.daemon import ForkSafeLock, Recycler
+from memguard.monitor.kernel import KernelWake
 from memguard.monitor.levels import LevelLines, rank
 from memguard.monitor.readings import Readings
 from memguard.monitor.triggers import SignalTrigger
@@ -34,6 +35,12 @@ arenas and a guarded process creeps up between emergencies."""
 
 PRESSURE_SPEEDUP: Final = 4
 """At or above ``warning`` memory is sampled this many times as often."""
+
+WAKE_JOBS: Final = 256
+"""Jobs the stores may take in between two samples before they wake the monitor early."""
+
+MIN_WAKE_BYTES: Final = 4 * 2**20
+"""The fewest weighed bytes a store takes in before it wakes the monitor early."""
 
 MIN_WAIT: Final = 0.05
 """The shortest wait between two samples (seconds), however fast usage grows."""
@@ -290,6 +297,8 @@ class Ticker:
         self.failures = 0
         """How many steps (probe, pipeline, gc, emergency, hooks) raised so far."""
         self.last_sample: Optional[MemorySample] = None
+        self.kernel: Optional[KernelWake] = None
+        """Kernel notifications that wake the monitor (set while its thread runs)."""
 
     @property
     def policy(self) -> MemoryPolicy:
@@ -314,6 +323,7 @@ class Ticker:
             recycled = bool(self.guard(errors, "recycle", self.recycler.recycle))
         if sample is not None and self.schedule.summary_due(now):
             self.guard(errors, "summary", self._summary, self.last_sample or sample)
+        self.guard(errors, "intake", self.arm_intake)
         return TickResult(
             at=now, sample=sample, previous_level=previous, level=self.lines.level,
             cleanup=cleanup, gc_collected=collected, emergency=emergency, recycled=recycled,
@@ -348,6 +358,25 @@ class Ticker:
             self.recycler.level_changed(new)
             if rank(old) < rank("warning") <= rank(new):
                 self.wake()  # sample faster from now on
+
+    def arm_intake(self) -> None:
+        """Be woken before the next sample once the stores take in `WAKE_JOBS` jobs or a
+        store grows by `wake_bytes` (a burst between two samples: DESIGN section 4)."""
+        handles = self.manager.handles()
+        largest = max((h.index.total_bytes for h in handles), default=0)
+        self.manager.intake.arm(self.wake, jobs=self.manager.intake.jobs, store_bytes=largest,
+                                margin_jobs=WAKE_JOBS, margin_bytes=self.wake_bytes())
+        if self.kernel is not None:  # cgroup v1 thresholds, where the kernel offers them
+            self.kernel.ensure(self.readings.probe, self.readings.thresholds(self.last_sample))
+
+    def wake_bytes(self) -> int:
+        """The bytes a store may take in before it wakes the monitor: 1/64 of the limit (of
+        ``emergency`` without one), at least `MIN_WAKE_BYTES`."""
+        sample = self.last_sample
+        thresholds = self.readings.thresholds(sample)
+        scale = thresholds.limit or (sample.limit if sample is not None else None) \
+            or thresholds.emergency or 0
+        return max(MIN_WAKE_BYTES, scale // 64)
 
     def _periodic(self, errors: list[str], now: float, sample: Optional[MemorySample]
                   ) -> tuple[Optional[CleanupReport], Optional[int], Optional[MemorySample]]:

@@ -395,7 +395,7 @@ class MemoryPolicy:
     )
     critical: Optional[Threshold] = option(_threshold, default=Percent(1.0), optional=True)
     check_interval: float = option(positive_duration, default=120.0)
-    sample_interval: float = option(positive_duration, default=1.0)
+    sample_interval: float = option(positive_duration, default=0.25)
     gc_interval: float = option(positive_duration, default=300.0)
     emergency_order: str = option(_order, default="delivered")
     cooldown: float = option(_any_duration, default=30.0)

@@ -127,6 +127,11 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
                 victims = handle.stored_locked(key, stored)
             else:
                 victims = handle.follow_locked(type(self), key, value)
+            intake = handle.manager.intake  # a burst wakes the monitor (stores.intake)
+            intake.jobs += 1
+            if (intake.jobs >= intake.jobs_mark
+                    or handle.index.total_bytes >= intake.bytes_mark):
+                intake.trip()
         if victims:  # release and callbacks outside the lock
             handle.finish_insert(victims)
 

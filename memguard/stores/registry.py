@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 if TYPE_CHECKING:
     from memguard.eviction.events import EvictionEvent
     from memguard.policy.policy import Policy
+    from memguard.stores.intake import Intake
 
 
 class StoreHost(Protocol):
     """What a store needs of the manager it belongs to."""
 
     clock: Callable[[], float]
+    intake: Intake
+    """Counts inserts; wakes the monitor early after a burst of them (`memguard.stores.intake`)."""
 
     @property
     def policy(self) -> Policy: ...

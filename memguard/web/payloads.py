@@ -419,6 +419,11 @@ class _StatsCollector:
             yield GaugeMetricFamily("memguard_memory_time_to_limit_seconds",
                                     "Estimated time until usage reaches the limit at the "
                                     "recent growth rate.", value=time_to_limit)
+        peak = (getattr(stats, "totals", {}) or {}).get("peak_usage_bytes")
+        if isinstance(peak, (int, float)):
+            yield GaugeMetricFamily("memguard_memory_peak_bytes",
+                                    "Highest usage a sample read since start, samples taken "
+                                    "during cleanups included.", value=float(peak))
         _, running = _monitor_state(self.manager)
         yield GaugeMetricFamily("memguard_monitor_running",
                                 "1 while the background monitor thread runs.",

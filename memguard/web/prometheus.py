@@ -9,9 +9,13 @@ scrape lands on another worker. Two modes avoid that:
   worker lives; aggregate in queries (``sum by (store, cause) (rate(...))``). A scrape shows
   only the worker that answered; the others' series go stale until a scrape reaches them.
 - **prometheus-client's multiprocess mode**, when ``PROMETHEUS_MULTIPROC_DIR`` names a
-  directory (set before the server starts, empty at start): each process mirrors its figures
-  into its own files there (at each scrape it answers and every `SYNC_INTERVAL` seconds), and
-  the answering worker aggregates every process's files with a ``MultiProcessCollector``:
+  directory (set before the server starts, empty at start), and under gunicorn with more
+  than one worker even when it is not set: memguard's hooks then manage a run directory of
+  their own (`run_directory`: one per gunicorn arbiter, made before or as the workers fork,
+  removed when the arbiter exits), so any scrape shows every worker. Each process mirrors
+  its figures into its own files there (at start, at each scrape it answers and every
+  `SYNC_INTERVAL` seconds), and the answering worker aggregates every process's files with a
+  ``MultiProcessCollector``:
   counters are summed over all workers, dead ones included, so totals never go down; gauges
   carry a ``pid`` label (mode ``liveall``: the gunicorn ``child_exit`` hook in
   `memguard.integrations.gunicorn` drops a dead worker's gauges through
@@ -33,6 +37,40 @@ from memguard._logging import logger
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 SYNC_INTERVAL: Final = 5.0
 """Seconds between two mirrorings of a process's figures into its multiprocess files."""
+
+
+RUN_PREFIX: Final = "memguard-prometheus-"
+
+
+def run_directory(arbiter: int) -> str:
+    """The multiprocess directory memguard manages for the gunicorn arbiter of pid `arbiter`
+    when ``PROMETHEUS_MULTIPROC_DIR`` is not set: in the temporary directory, named by the
+    arbiter's pid and start time (a later process reusing the pid gets another one), so the
+    arbiter (``pre_fork``, ``child_exit``, ``on_exit``) and each worker (``post_fork``) find
+    the same path without passing it around."""
+    import tempfile
+
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        started = int(psutil.Process(arbiter).create_time() * 1000)
+    except psutil.Error:
+        started = 0
+    return os.path.join(tempfile.gettempdir(), f"{RUN_PREFIX}{arbiter}-{started}")
+
+
+def use_directory(path: str) -> None:
+    """Make `path` (created, private to this user) this process's ``PROMETHEUS_MULTIPROC_DIR``,
+    before any metric value is written: prometheus-client picks its value class when it is
+    first imported, so a client imported earlier (an app preloaded in the arbiter) is
+    switched over here."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.environ[MULTIPROC_ENV] = path
+    import sys
+
+    values: Any = sys.modules.get("prometheus_client.values")
+    if values is not None:
+        values.ValueClass = values.get_value_class()
 
 
 def multiprocess_mode() -> bool:
@@ -209,11 +247,13 @@ def _ensure_thread(snapshot: Snapshot) -> None:
 
 def _run(snapshot: Snapshot) -> None:
     stop = threading.Event()
-    while not stop.wait(SYNC_INTERVAL):  # daemon thread: ends with the process
-        try:
+    while True:  # at once (a scrape answered by a sibling shows this worker), then every
+        try:     # SYNC_INTERVAL; a daemon thread: ends with the process
             sync(snapshot)
         except Exception:  # never die silently: say why, and keep mirroring
             logger.exception("memguard: mirroring metrics to %s failed", MULTIPROC_ENV)
+        if stop.wait(SYNC_INTERVAL):
+            return
 
 
 def _after_fork_in_child() -> None:

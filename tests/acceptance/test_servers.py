@@ -198,10 +198,15 @@ def poll_until_done(client: httpx.Client, segment: str, name: str, job_id: str,
 
 
 def metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """(name, labels) -> value, without the ``pid`` label every series carries (one answer is
-    one process's: the labels say which)."""
+    """(name, labels) -> value of the answering process, without the ``pid`` label. With one
+    worker every series names it; with several (gunicorn: multiprocess mode) the gauges are
+    one series per worker and the counters are summed (no ``pid``): the answering worker is
+    the one its ``python_info`` names, and its gauges and the sums are kept."""
     samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
-    assert len({s.labels.get("pid") for s in samples}) == 1
+    answering = {s.labels.get("pid") for s in samples if s.name == "python_info"}
+    assert len(answering) == 1, answering
+    (pid,) = answering
+    samples = [s for s in samples if s.labels.get("pid") in (pid, None)]
     return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid"))): s.value
             for s in samples}
 

@@ -137,10 +137,10 @@ def endpoints() -> Iterator[Endpoints]:
     manager.monitor.tick()
     probe.set("520MB")
     manager.emergency_cleanup()
-    clock.advance(60)
+    clock.advance(1)
     probe.set("425MB")
     manager.monitor.tick()
-    clock.advance(60)
+    clock.advance(1)
     probe.set("430MB")
     manager.monitor.tick()  # growing since the cleanup: growth and time to the limit known
     # Then running, as in an app (/health warns otherwise): the thread's ticks come at the

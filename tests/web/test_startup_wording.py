@@ -142,4 +142,4 @@ def test_policy_show_writes_every_interval_as_a_duration() -> None:
                           "summary_interval", "cooldown"}, done.stdout
     assert all(re.fullmatch(r"(\d+(\.\d+)?(ms|s|m|h|d))+", value) for value in
                shown.values()), shown
-    assert shown["sample_interval"] == "1s"
+    assert shown["sample_interval"] == "250ms"

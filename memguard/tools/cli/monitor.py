@@ -95,7 +95,7 @@ def _monitor_live(args: argparse.Namespace, reading: Any, deadline: Optional[flo
     from rich.console import Console
     from rich.live import Live
 
-    from memguard.monitor.readings import growth_rate
+    from memguard.monitor.readings import window_growth
     from memguard.tools.cli.views import monitor_view
 
     console = Console()
@@ -105,7 +105,7 @@ def _monitor_live(args: argparse.Namespace, reading: Any, deadline: Optional[flo
         history.append((current.at, current.usage, current.level))
         del history[:-400]
         if current.growth_per_minute is None and current.level != "unknown":
-            growth = growth_rate([(t, u) for t, u, _ in history[-30:]])
+            growth = window_growth([(t, u) for t, u, _ in history], current.at)
             current = attrs.evolve(current, growth_per_minute=growth)
         return monitor_view(current, history, interval=args.interval, width=console.width)
 
