@@ -372,7 +372,7 @@ class MemoryManager:
         how to give one when none is known), the scope, the thresholds in bytes and the
         stores registered so far. Reads no sample (a probe may be slow): the limit is the
         policy's or the container's."""
-        memory = self._policy.memory
+        memory = self.policy.memory
         scope = memory.scope
         if isinstance(memory.limit, int):
             limit: Optional[int] = memory.limit
@@ -395,7 +395,7 @@ class MemoryManager:
             names = sorted(self._handles)
         stores = f"stores {', '.join(names)}" if names else "no store registered yet"
         announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s; %s",
-                 os.getpid(), self._policy.source, said, scope, levels or "no thresholds",
+                 os.getpid(), self.policy.source, said, scope, levels or "no thresholds",
                  stores)
 
     def _update_companions(self) -> None:
