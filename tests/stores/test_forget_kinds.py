@@ -165,4 +165,12 @@ def test_a_forgotten_adopted_dict_is_no_longer_referenced_by_the_manager(
 
 
 def held_by_a_backend(store: dict[str, Any]) -> bool:
-    return any(type(referrer) is _Backend for referrer in gc.get_referrers(store))
+    """Whether a `_Backend` references `store`: directly (Python 3.11+ keeps instance
+    attributes inline) or through its instance `__dict__` (Python 3.10 and older)."""
+    for referrer in gc.get_referrers(store):
+        if type(referrer) is _Backend:
+            return True
+        if type(referrer) is dict and any(type(owner) is _Backend and vars(owner) is referrer
+                                          for owner in gc.get_referrers(referrer)):
+            return True
+    return False
