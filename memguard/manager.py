@@ -294,6 +294,10 @@ class MemoryManager:
         budget = Budget(amount)
         now = self.clock()
         events: list[EvictionEvent] = []
+        for one in self.handles():  # sizes inserts left to weigh: the order goes by bytes
+            if isinstance(one, LocalHandle):
+                with one.lock:
+                    one.index.weigh_deferred()
         stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
         if self.policy.memory.emergency_order == "delivered":
             local = [h for h in stores if isinstance(h, LocalHandle)

@@ -110,10 +110,32 @@ NOTHING: Any = _Nothing()
 class JobIndex:
     """Creation order, recency, sizes and pins of the jobs of one store."""
 
-    __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
-                 "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
-                 "reads", "resync", "returned", "returned_seq", "sizes", "total_bytes",
-                 "unweighed", "writing")
+    __slots__ = (
+        "__weakref__",
+        "active",
+        "activity",
+        "created",
+        "created_churn",
+        "defer_weighing",
+        "deferred",
+        "failed",
+        "job_of",
+        "known_active",
+        "lock",
+        "mean_size",
+        "observer",
+        "orders",
+        "pin_table",
+        "pins",
+        "reads",
+        "resync",
+        "returned",
+        "returned_seq",
+        "sizes",
+        "total_bytes",
+        "unweighed",
+        "writing",
+    )
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -164,6 +186,13 @@ class JobIndex:
         self.resync = False
         self.total_bytes = 0
         self.created_churn = 0
+        #: Weigh finished jobs later, not at their insert (`defer`): the keys waiting, in a
+        #: list (stale entries of jobs evicted or re-weighed since are skipped), and the
+        #: mean weighed size at the last catch-up, which stands for the size of a victim
+        #: evicted before it was weighed.
+        self.defer_weighing = False
+        self.deferred: list[Key] = []
+        self.mean_size = 0
         _live_indexes.add(self)
 
     def __len__(self) -> int:
@@ -262,6 +291,7 @@ class JobIndex:
         self.activity.clear()
         self.pin_table.clear()
         self.returned.clear()
+        self.deferred = []
         self.total_bytes = self.created_churn = 0
 
     def pin(self, key: Key) -> None:
@@ -304,6 +334,7 @@ class JobIndex:
         """Up to `limit` evictable jobs of a tier of the global emergency order, with their
         stamps, front first, none evicted (lock held): `delivered` (oldest delivery first),
         `finished` (undelivered, oldest finished first). See `Orders.tier`."""
+        self.weigh_deferred()  # an emergency spends its budget by sizes
         self.drain_reads()
         return self.orders.tier(name, self._look, limit)
 
@@ -365,6 +396,8 @@ class JobIndex:
         `Orders`); with `weighed_only`, only jobs of known, non-zero size (evicting others
         cannot bring a byte total down). The consumer removes each yielded key before asking
         for the next; one it keeps ends the iteration, so a budget can stop early."""
+        if self.deferred and (weighed_only or order == "largest"):
+            self.weigh_deferred()  # sizes are what these orders go by
         if order == "oldest":
             if self.returned:
                 return self._age_walk(None, weighed_only)
@@ -577,6 +610,42 @@ class JobIndex:
         if key not in orders.finished:  # finished now, as far as the index can tell
             orders.finish(key)
 
+    def defer(self, on: bool) -> None:
+        """Weigh finished jobs at the next catch-up (`weigh_deferred`: a pass, a monitor
+        sample, `stats()`, an emergency) instead of at their insert (`on`), or weigh them
+        at insert again (catching up first). Only a plan without a byte bound or the
+        `largest` order defers: nothing on its insert path needs a size."""
+        if not on:
+            self.weigh_deferred()
+        self.defer_weighing = on
+
+    def weigh_deferred(self) -> None:
+        """Weigh the jobs whose weighing was deferred (lock held), and note the mean size."""
+        deferred = self.deferred
+        if not deferred:
+            return
+        self.deferred = []
+        lru, unweighed = self.orders.lru, self.unweighed
+        for key in deferred:
+            if lru.get(key, 0) is None and key not in unweighed:  # still stored, unweighed
+                job = self._job_or_forget(key)
+                if job is not _ABSENT:  # seen finished at its write, weighed as it would
+                    self.total_bytes += self.sizes.store(key, job)  # have been there
+        weighed = len(self.created) - len(unweighed)
+        if weighed > 0 and self.total_bytes > 0:
+            self.mean_size = self.total_bytes // weighed
+
+    def _compact_deferred(self) -> None:
+        """Drop the stale entries of the deferred list (jobs gone or weighed since)."""
+        lru, unweighed = self.orders.lru, self.unweighed
+        seen: set[Key] = set()
+        kept = []
+        for key in self.deferred:
+            if lru.get(key, 0) is None and key not in unweighed and key not in seen:
+                seen.add(key)
+                kept.append(key)
+        self.deferred = kept
+
     def _job_or_forget(self, key: Key) -> Any:
         try:
             return self.job_of(key)
@@ -596,7 +665,13 @@ class JobIndex:
                 self.unweighed.pop(key, None)
             if self.known_active:
                 self.known_active.pop(key, None)
-            self.total_bytes += self.sizes.store(key, job)
+            if self.defer_weighing and self.observer is None:
+                deferred = self.deferred
+                deferred.append(key)
+                if len(deferred) > 4 * len(self.created) + 64:
+                    self._compact_deferred()
+            else:
+                self.total_bytes += self.sizes.store(key, job)
             if orders.tracks_delivered:  # `Orders.finish`, inlined: every insert's path
                 # (a key stored before was taken out by `rewritten` or `reweigh` first,
                 # so this lands at the recent end)

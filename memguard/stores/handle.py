@@ -33,6 +33,7 @@ from memguard.index.job_index import (
     JobIndex,
     Key,
 )
+from memguard.index.orders import Epoch
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
 from memguard.stores.overrides import say_overrides
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 
 _MISSING: Any = object()
+#: One victim in this many, evicted before its deferred weighing, is weighed to keep the
+#: mean size that stands for the others' in `evicted_bytes`.
+SAMPLE_EVERY = 16
 
 
 class _Victim(NamedTuple):
@@ -144,6 +148,7 @@ class LocalHandle(StoreHandle):
         self._max_bytes: Optional[int] = None
         self._soft = False
         self._give_back = False  # a write-time soft cut evicted: reclaim after the insert
+        self._unweighed_victims = 0  # victims evicted before they were weighed (a count)
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
@@ -182,6 +187,7 @@ class LocalHandle(StoreHandle):
             self._use(plan)
             self.index.active = store_policy.active
             self.index.sizer = store_policy.size or estimate_size
+            self._defer_weighing()
 
     def _use(self, plan: EvictionPlan) -> None:
         """Enforce `plan` from now on (lock held)."""
@@ -191,6 +197,19 @@ class LocalHandle(StoreHandle):
         self._soft = plan.soft and bool(plan.soft_rules)
         self._max_jobs = None if plan.soft else plan.max_jobs
         self._max_bytes = None if plan.soft else plan.max_bytes
+        # The plan's cheap path (`fast_count`): an insert over the count bound evicts the
+        # least recent job itself when it is plainly evictable (`_evict_front`).
+        self._fast_over = (plan.max_jobs + 1 if plan.fast_count and plan.max_jobs is not None
+                           else -1)
+        self._defer_weighing()
+
+    def _defer_weighing(self) -> None:
+        """Weigh with the default estimate at the next catch-up rather than at insert when
+        nothing on the plan's insert path needs a size (no byte bound, no `largest` order).
+        A store's own `size=` function is called at each insert, as documented."""
+        plan = self.plan
+        self.index.defer(self.index.sizer is estimate_size and plan.max_bytes is None
+                         and "largest" not in (plan.order, plan.emergency_order))
 
     @property
     def pipeline(self) -> Pipeline:
@@ -302,6 +321,7 @@ class LocalHandle(StoreHandle):
         """
         with self.lock:
             index = self.index
+            index.weigh_deferred()
             jobs = self._backend.count() if self._backend.needs_sync else len(index)
             return StoreStats(
                 name=self.name, jobs=jobs, active=len(index.known_active),
@@ -335,15 +355,41 @@ class LocalHandle(StoreHandle):
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
             return []
-        victims: list[_Victim] = []
         if index.known_active:  # finished jobs become victims again, in time
             index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        if len(index.created) == self._fast_over and index.observer is None:
+            victim = self._evict_front(key)
+            if victim is not None:
+                return [victim]
+        victims: list[_Victim] = []
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
             enforce_insert_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
         return victims
+
+    def _evict_front(self, key: Key) -> Optional[_Victim]:
+        """The cheap path of a `fast_count` plan one job over its bound (lock held): evict
+        the least recent job if it is plainly evictable (not the job `key` being written, no
+        read pending, not pinned, known active or failed, and its predicate says finished);
+        None otherwise, and the runner takes over. The same victim as `MaxJobs` in `lru`
+        order, in a handful of calls."""
+        index = self.index
+        front = next(iter(index.orders.lru), NOTHING)
+        if (front is NOTHING or front == key or type(front) is Epoch or front in index.reads
+                or front in index.pins or front in index.unweighed or front in index.failed):
+            return None
+        backend = self._backend
+        try:
+            job = backend.get(front)
+            if index.active(job):
+                return None
+        except Exception:  # gone behind our back, or a predicate that raises: the runner's
+            return None
+        backend.delete(front)
+        self.evictions["count"] += 1
+        return _Victim(front, job, Cause.COUNT, index.remove(front))
 
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
@@ -403,11 +449,40 @@ class LocalHandle(StoreHandle):
 
     def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
         """Release the victims' big fields and tell the listeners; call without the lock."""
+        victims = [self._weighed(victim) for victim in victims]
         events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
                   for victim in self._released(victims)]
         if events:
             self.manager.notify_evictions(events)
         return events
+
+    def _weighed(self, victim: _Victim) -> _Victim:
+        """`victim` with its size, weighed now if its weighing was deferred (a finished job
+        evicted before the next catch-up); an active job's size stays unknown."""
+        if victim.size is not None or not self.index.defer_weighing:
+            return victim
+        try:
+            if self.index.active(victim.job):
+                return victim
+            return victim._replace(size=max(0, int(self.index.sizer(victim.job))))
+        except Exception:  # the predicate or size function raised: size unknown, as before
+            return victim
+
+    def _guess_size(self, victim: _Victim) -> int:
+        """What a victim evicted before it was weighed freed, for `evicted_bytes` (the cue
+        to give memory back): the index's mean weighed size, kept up by weighing one such
+        victim in SAMPLE_EVERY (and any while no mean is known yet), blended in by eighths.
+        Outside the lock: a race only blends one sample less."""
+        index = self.index
+        self._unweighed_victims += 1
+        if index.mean_size and self._unweighed_victims % SAMPLE_EVERY:
+            return index.mean_size
+        weighed = self._weighed(victim).size
+        if weighed is None:
+            return index.mean_size
+        mean = index.mean_size
+        index.mean_size = weighed if not mean else (7 * mean + weighed) // 8
+        return weighed
 
     def finish_insert(self, victims: list[_Victim]) -> None:
         """`finish_evictions` for an insert, which reports nothing: events (about 1 us each)
@@ -416,8 +491,10 @@ class LocalHandle(StoreHandle):
             self.finish_evictions(victims)
         else:
             freed = 0
-            for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
-                freed += victim.size or 0
+            for victim in victims:  # a loop, not sum(genexpr): a hot path
+                size = victim.size
+                freed += self._guess_size(victim) if size is None else size
+            self._released(victims)
             self.manager.count_freed(freed)
         if self._give_back:
             # A write under pressure cut a soft store back: hand the memory to the system
@@ -464,6 +541,7 @@ class LocalHandle(StoreHandle):
             self.index.resync = False
             self.reconcile()
         emergency = ctx is not None and ctx.budget is not None
+        self.index.weigh_deferred()
         self.index.recheck(None if emergency else RECHECK_PER_PASS)
 
     def notice_finished(self) -> None:
@@ -474,8 +552,9 @@ class LocalHandle(StoreHandle):
         delivery is dated at its drain: this bounds how late). The monitor calls this at
         each sample; without reads or known active jobs it costs two truth tests."""
         index = self.index
-        if index.activity.rotation or index.reads:
+        if index.activity.rotation or index.reads or index.deferred:
             with self.lock:
+                index.weigh_deferred()  # the monitor's byte totals are a sample late at most
                 index.drain_reads()  # deliveries dated within a sample of the read
                 index.recheck(RECHECK_PER_SAMPLE)
 
