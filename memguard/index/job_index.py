@@ -110,32 +110,10 @@ NOTHING: Any = _Nothing()
 class JobIndex:
     """Creation order, recency, sizes and pins of the jobs of one store."""
 
-    __slots__ = (
-        "__weakref__",
-        "active",
-        "activity",
-        "created",
-        "created_churn",
-        "defer_weighing",
-        "deferred",
-        "failed",
-        "job_of",
-        "known_active",
-        "lock",
-        "mean_size",
-        "observer",
-        "orders",
-        "pin_table",
-        "pins",
-        "reads",
-        "resync",
-        "returned",
-        "returned_seq",
-        "sizes",
-        "total_bytes",
-        "unweighed",
-        "writing",
-    )
+    __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "defer_weighing",
+                 "deferred", "failed", "job_of", "known_active", "lock", "mean_size", "observer",
+                 "orders", "pin_table", "pins", "reads", "resync", "returned", "returned_seq",
+                 "sizes", "status", "total_bytes", "unweighed", "writing")
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -193,6 +171,9 @@ class JobIndex:
         self.defer_weighing = False
         self.deferred: list[Key] = []
         self.mean_size = 0
+        #: (field, values) when `active` is a status test on a field (the default kind of
+        #: predicate): the write path then tests a dict job inline, without the call.
+        self.status: Optional[tuple[str, frozenset[Any]]] = None
         _live_indexes.add(self)
 
     def __len__(self) -> int:
@@ -229,7 +210,30 @@ class JobIndex:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
         if self.reads:
             self.drain_reads()  # reads before this write stay before it in the order
-        new = key not in self.created
+        created = self.created
+        if (key not in created and self.defer_weighing and self.observer is None
+                and not self.failed and key not in self.pins and self.writing is NOTHING):
+            # The commonest write, inline: a new key, weighed later. A new key is in none
+            # of `unweighed`, `known_active`, `parked` or the tiers (they hold stored keys).
+            status = self.status
+            if status is not None and type(job) is dict:
+                try:
+                    active = job.get(status[0]) in status[1]
+                except TypeError:  # an unhashable status is no known status
+                    active = False
+                if not active:
+                    created[key] = now
+                    orders = self.orders
+                    orders.aged[key] = None
+                    orders.lru[key] = None
+                    deferred = self.deferred
+                    deferred.append(key)
+                    if len(deferred) > 4 * len(created) + 64:
+                        self._compact_deferred()
+                    if orders.tracks_delivered:
+                        orders.finished[key] = _stamp()
+                    return
+        new = key not in created
         if new:
             self.created[key] = now
             orders = self.orders

@@ -32,6 +32,7 @@ import itertools
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from itertools import islice
+from math import isqrt
 from typing import Any, Callable, Optional
 
 Key = Hashable
@@ -98,8 +99,8 @@ class Orders:
     """The recency, age, delivery and size orders of one store's jobs, and their scans."""
 
     __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
-                 "finished", "finished_churn", "largest", "lru", "lru_churn", "park_after",
-                 "parked", "tracks_delivered")
+                 "finished", "finished_churn", "largest", "lru", "lru_bound", "lru_churn",
+                 "park_after", "parked", "tracks_delivered")
 
     def __init__(self, *, park_after: int) -> None:
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
@@ -117,6 +118,7 @@ class Orders:
         self.largest: Optional[LargestFirst] = None
         self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
+        self.lru_bound = 64  # the same for `lru`, whose front every eviction reads
 
     def clear(self) -> None:
         self.lru.clear()
@@ -169,7 +171,7 @@ class Orders:
         else:
             self.lru[key] = self.lru.pop(key, None)
             self.lru_churn += 1
-            if self.lru_churn > self.bound:
+            if self.lru_churn > self.lru_bound:
                 self.churned()
         self.unfinish(key)  # the write that follows says whether it is finished
 
@@ -214,8 +216,8 @@ class Orders:
             if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
                 self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if (self.lru_churn > bound or self.aged_churn > bound or self.finished_churn > bound
-                or self.delivered_churn > bound):
+        if (self.lru_churn > self.lru_bound or self.aged_churn > bound
+                or self.finished_churn > bound or self.delivered_churn > bound):
             self.churned()
         return size
 
@@ -264,7 +266,12 @@ class Orders:
         few, at an amortized cost of 32 copied entries per deletion. (`bound` is kept for
         `discard`, which checks it inline.)
         """
-        bound = self.bound = max(256, (len(self.lru) + len(self.parked)) // 32)
+        jobs = len(self.lru) + len(self.parked)
+        bound = self.bound = max(256, jobs // 32)
+        # `lru`'s front is read at every eviction (`next(iter(lru))` steps over each deleted
+        # slot before it, about 1 ns a slot here) and a compaction copies every entry (about
+        # 4 ns each): a bound b costs n/b * 4 + b/2 ns a removal, least at b = sqrt(8n).
+        self.lru_bound = max(64, isqrt(8 * jobs))
         self.lru_churn += lru
         self.aged_churn += aged
         self.delivered_churn += delivered
@@ -275,7 +282,7 @@ class Orders:
         if self.finished_churn > bound:
             self.finished_churn = 0
             self.finished = dict(self.finished)
-        if self.lru_churn > bound:
+        if self.lru_churn > self.lru_bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
         if self.aged_churn > bound:

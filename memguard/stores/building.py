@@ -118,7 +118,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
         handle: Optional[LocalHandle] = self._memguard
         if handle is None:  # detached
             return base_setitem(self, key, value)
-        with handle.lock:
+        with handle.index.lock:  # (not the `lock` property: a call per write)
             base_setitem(self, key, value)
             if self._memguard is not handle:
                 return
@@ -134,7 +134,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
         handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return base_delitem(self, key)
-        with handle.lock:
+        with handle.index.lock:
             base_delitem(self, key)
             if self._memguard is handle:
                 handle.index.remove(key)

@@ -34,7 +34,7 @@ from memguard.index.job_index import (
     Key,
 )
 from memguard.index.orders import Epoch
-from memguard.policy.options import StorePolicy
+from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.policy.policy import Policy
 from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
@@ -56,6 +56,11 @@ class _Victim(NamedTuple):
     job: Any
     cause: Cause
     size: Optional[int]
+
+
+#: `_Victim`'s tuple built without the generated `__new__` (half the cost, on every eviction
+#: of the insert cheap path).
+_new_victim = tuple.__new__
 
 
 class _Backend:
@@ -138,7 +143,8 @@ class LocalHandle(StoreHandle):
         self._declared = dict(declared)
         self._backend = backend
         self.index = JobIndex(job_of=backend.get, active=lambda job: False, sizer=estimate_size)
-        self.evictions: Counter[str] = Counter()
+        self._evictions: Counter[str] = Counter()
+        self._count_evicted = 0  # evictions of the insert cheap path, not yet in the Counter
         self.policy = StorePolicy()
         self.plan = EvictionPlan()
         self.extra_rules: tuple[Rule, ...] = ()
@@ -153,6 +159,15 @@ class LocalHandle(StoreHandle):
 
     def __repr__(self) -> str:
         return f"<LocalHandle {self.name!r} jobs={len(self.index)}>"
+
+    @property
+    def evictions(self) -> Counter[str]:
+        """Evictions by cause since the store was created."""
+        with self.lock:
+            if self._count_evicted:
+                self._evictions["count"] += self._count_evicted
+                self._count_evicted = 0
+            return self._evictions
 
     @property
     def lock(self) -> threading.RLock:
@@ -186,6 +201,9 @@ class LocalHandle(StoreHandle):
             self.policy = store_policy
             self._use(plan)
             self.index.active = store_policy.active
+            active = store_policy.active
+            self.index.status = ((active.field, active.values)
+                                 if type(active) is ActiveWhen else None)
             self.index.sizer = store_policy.size or estimate_size
             self._defer_weighing()
 
@@ -383,13 +401,17 @@ class LocalHandle(StoreHandle):
         backend = self._backend
         try:
             job = backend.get(front)
-            if index.active(job):
+            status = index.status
+            if status is not None and type(job) is dict:
+                if job.get(status[0]) in status[1]:
+                    return None
+            elif index.active(job):
                 return None
         except Exception:  # gone behind our back, or a predicate that raises: the runner's
             return None
         backend.delete(front)
-        self.evictions["count"] += 1
-        return _Victim(front, job, Cause.COUNT, index.remove(front))
+        self._count_evicted += 1  # an int: a Counter's `+= 1` costs several times more
+        return _new_victim(_Victim, (front, job, Cause.COUNT, index.remove(front)))
 
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
@@ -444,7 +466,7 @@ class LocalHandle(StoreHandle):
         except KeyError:
             self.index.remove(key)
             return None
-        self.evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
+        self._evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
         return _Victim(key, job, cause, self.index.remove(key))
 
     def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
@@ -471,12 +493,9 @@ class LocalHandle(StoreHandle):
     def _guess_size(self, victim: _Victim) -> int:
         """What a victim evicted before it was weighed freed, for `evicted_bytes` (the cue
         to give memory back): the index's mean weighed size, kept up by weighing one such
-        victim in SAMPLE_EVERY (and any while no mean is known yet), blended in by eighths.
-        Outside the lock: a race only blends one sample less."""
+        victim in SAMPLE_EVERY (and any while no mean is known yet), blended in by eighths:
+        this weighs the sample. Outside the lock: a race only blends one sample less."""
         index = self.index
-        self._unweighed_victims += 1
-        if index.mean_size and self._unweighed_victims % SAMPLE_EVERY:
-            return index.mean_size
         weighed = self._weighed(victim).size
         if weighed is None:
             return index.mean_size
@@ -491,10 +510,23 @@ class LocalHandle(StoreHandle):
             self.finish_evictions(victims)
         else:
             freed = 0
+            release = self.plan.release
             for victim in victims:  # a loop, not sum(genexpr): a hot path
                 size = victim.size
-                freed += self._guess_size(victim) if size is None else size
-            self._released(victims)
+                if size is not None:
+                    freed += size
+                else:  # weighing deferred: the mean size, sampled (`_guess_size`)
+                    self._unweighed_victims += 1
+                    mean = self.index.mean_size
+                    freed += (mean if mean and self._unweighed_victims % SAMPLE_EVERY
+                              else self._guess_size(victim))
+                job = victim.job
+                if type(job) is dict:  # `_release`, inline for the commonest job
+                    for field in release:
+                        if field in job:
+                            job[field] = None
+                elif release:
+                    _release(job, release, victim.key)
             self.manager.count_freed(freed)
         if self._give_back:
             # A write under pressure cut a soft store back: hand the memory to the system
