@@ -20,7 +20,10 @@ per job. Its own structures:
   moves its key to the end with two C calls (pop, then insert): no lock, no clock. Nothing is
   lost and it holds each key at most once, so it never outgrows the store; the order of keys
   read between two drains is that of their last read, so the recency order is exact.
-  Inserts and passes drain it into the recency order under the lock.
+  A write while reads are pending joins the set too (marked `WRITTEN`: a touch, never a
+  delivery) instead of draining it, so the order of reads and writes stays exact without a
+  drain per write. The set is drained into the recency order under the lock when an order
+  is walked (a scan, a pass, an eviction whose least recent candidate has a pending touch).
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
   age order.
 - `unweighed`: keys whose size is not known yet (the job was active when stored, and its
@@ -60,7 +63,17 @@ from typing import Any, Callable, Optional, Protocol
 from memguard._logging import logger
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
-from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, STAMPS, Epoch, Orders
+from memguard.index.orders import (
+    ACTIVE,
+    EVICTABLE,
+    GONE,
+    KEEP,
+    PINNED,
+    STAMPS,
+    WRITTEN,
+    Epoch,
+    Orders,
+)
 from memguard.index.sizes import Sizes
 
 Key = Hashable
@@ -143,7 +156,7 @@ class JobIndex:
         self.job_of = job_of
         self.active = active
         self.created: dict[Key, float] = {}
-        self.reads: dict[Key, None] = {}
+        self.reads: dict[Key, Any] = {}  # key -> None (a read) or WRITTEN
         self.failed: dict[Key, None] = {}
         self.orders = Orders(park_after=PARK_AFTER)
         self.sizes = Sizes(self.orders, sizer)
@@ -202,14 +215,20 @@ class JobIndex:
             return
         batch = self.orders.drain(self.reads, self.unweighed)
         if self.observer is not None:
-            self.observer.read([key for key in reversed(batch) if key in self.created])
+            self.observer.read([key for key, mark in reversed(batch)
+                                if mark is None and key in self.created])
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
     def add(self, key: Key, job: Any, now: float) -> None:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
-        if self.reads:
-            self.drain_reads()  # reads before this write stay before it in the order
+        reads = self.reads
+        if reads:
+            if self.observer is not None or len(reads) > 2 * len(self.created) + 64:
+                self.drain_reads()  # reads before this write stay before it in the order
+            else:  # the write joins the read set, after the reads before it (no drain)
+                reads.pop(key, None)
+                reads[key] = WRITTEN
         created = self.created
         if (key not in created and self.defer_weighing and self.observer is None
                 and not self.failed and key not in self.pins and self.writing is NOTHING):

@@ -49,6 +49,9 @@ _ABSENT: Any = object()
 #: global emergency order can compare them across stores without reading the clock. A
 #: stamp dates the moment the index learned of the event (a drain, a write, a re-check).
 STAMPS = itertools.count(1)
+#: The mark of a write in a read set (`JobIndex.reads`): a touch, not a delivery. A read
+#: marks None.
+WRITTEN: Any = object()
 _stamp = STAMPS.__next__
 
 
@@ -132,9 +135,10 @@ class Orders:
 
     # -- upkeep --------------------------------------------------------------------------
 
-    def drain(self, reads: dict[Key, None], unweighed: dict[Key, None]) -> list[Key]:
-        """Empty the read set `reads` into the recent end of `lru` (those known finished,
-        not `unweighed`, are deliveries); returns the keys taken, most recent first.
+    def drain(self, reads: dict[Key, Any], unweighed: dict[Key, None]) -> list[tuple[Key, Any]]:
+        """Empty the read set `reads` into the recent end of `lru` (reads of jobs known
+        finished, not `unweighed`, are deliveries; writes, marked `WRITTEN`, are not);
+        returns the (key, mark) pairs taken, most recent first.
 
         `popitem` takes keys from the end one atomic call at a time, so a read racing with
         the drain (the read path takes no lock) is taken now or next time, never lost; and,
@@ -143,17 +147,17 @@ class Orders:
         batch = []
         try:
             while True:
-                batch.append(reads.popitem()[0])
+                batch.append(reads.popitem())
         except KeyError:
             pass
         lru, delivered, finished = self.lru, self.delivered, self.finished
         moved = left = 0
         tracks = self.tracks_delivered
-        for key in reversed(batch):  # least recently read first
+        for key, mark in reversed(batch):  # least recently read first
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
-                if tracks and key not in unweighed:  # known finished: a delivery
+                if tracks and mark is None and key not in unweighed:  # finished: a delivery
                     if delivered.pop(key, _ABSENT) is not _ABSENT:
                         moved += 1
                     elif finished.pop(key, _ABSENT) is not _ABSENT:

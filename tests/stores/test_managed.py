@@ -208,6 +208,45 @@ def test_count_bound_is_enforced_on_insert_in_lru_order(manager: MemoryManager) 
     assert [(e.key, e.cause.value) for e in events] == [("b", "count")]
 
 
+def test_writes_while_reads_are_pending_keep_the_exact_order(manager: MemoryManager) -> None:
+    """A write no longer drains the reads before it: it joins them, after them, so the order
+    of reads and writes is still exact when the cheap insert path picks its victims."""
+    @managed_store(manager=manager, max_jobs=4)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for key in "abcd":
+        store[key] = done()
+    store["a"]  # pending read: a after d
+    store["b"] = done()  # rewrite while the read is pending: b after a
+    store["c"]  # c last of all
+    assert handle(store).index.reads  # nothing drained by the write
+    with capture_evictions(manager) as events:
+        for key in "efgh":
+            store[key] = done()
+    assert [e.key for e in events] == ["d", "a", "b", "c"]
+    assert handle(store).stats().evictions == {"count": 4}
+
+
+def test_insert_evictions_count_freed_bytes_before_the_job_is_weighed(
+        manager: MemoryManager) -> None:
+    """The default estimate is weighed at the next catch-up, not at insert; a victim evicted
+    before that counts the store's mean size in `evicted_bytes`, and `stats()` weighs what
+    is left to weigh."""
+    @managed_store(manager=manager, max_jobs=2)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    before = manager.evicted_bytes
+    for n in range(10):
+        store[n] = done("x" * 10_000)
+    freed = manager.evicted_bytes - before
+    assert 8 * 10_000 <= freed <= 8 * 12_000  # 8 victims of about 10 kB each
+    assert 2 * 10_000 <= handle(store).stats().bytes <= 2 * 12_000
+
+
 def test_active_and_pinned_jobs_survive_the_count_bound(manager: MemoryManager) -> None:
     @managed_store(manager=manager, max_jobs=2)
     class Jobs(dict):  # type: ignore[type-arg]
