@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
-from memguard.eviction.rules import Pass, Pipeline, Rule
+from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxJobs, Pass, Pipeline, Rule
 from memguard.eviction.runner import enforce_insert_bounds, enforce_soft_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
@@ -215,6 +215,10 @@ class LocalHandle(StoreHandle):
         self._soft = plan.soft and bool(plan.soft_rules)
         self._max_jobs = None if plan.soft else plan.max_jobs
         self._max_bytes = None if plan.soft else plan.max_bytes
+        # A pass can be skipped in O(1) when its rules are only these (see `nothing_due`).
+        self._checkable = not plan.soft and all(
+            type(rule) in (MaxAge, MaxJobs, MaxBytes, Emergency) for rule in plan.pipeline.rules)
+        self._due = float("-inf")  # the first pass runs, and notes when the next is due
         # The plan's cheap path (`fast_count`): an insert over the count bound evicts the
         # least recent job itself when it is plainly evictable (`_evict_front`).
         self._fast_over = (plan.max_jobs + 1 if plan.fast_count and plan.max_jobs is not None
@@ -310,8 +314,51 @@ class LocalHandle(StoreHandle):
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
-        """One pass of the plan's pipeline (an emergency when `ctx` carries a budget)."""
-        return run_pass(self.plan.pipeline, self, ctx)
+        """One pass of the plan's pipeline (an emergency when `ctx` carries a budget).
+
+        A periodic pass that can evict nothing and has no upkeep to do returns at once, in
+        O(1) (`nothing_due`); after a pass that ran, the earliest time the age bound can evict is
+        noted (`_note_due`)."""
+        if ctx.budget is None and self.nothing_due(ctx.now):
+            if self.index.deferred:  # the pass's one upkeep left: weigh (never a byte
+                with self.lock:  # bound here: a plan with one weighs at insert)
+                    self.index.weigh_deferred()
+            return []
+        events = run_pass(self.plan.pipeline, self, ctx)
+        self._note_due(ctx.now)
+        return events
+
+    def nothing_due(self, now: float) -> bool:
+        """Whether a periodic pass at `now` would evict nothing and do no upkeep but weigh:
+        only built-in bounds in the pipeline (age, count, bytes, emergency: `_checkable`),
+        the age bound not due (`_due`, a lower bound on the oldest job's expiry), the store
+        within its count and byte bounds, nothing to re-check, reconcile or take back from
+        parking. O(1): a few truth tests, no lock (a racing write only makes the next pass
+        the one that sees it)."""
+        index = self.index
+        return (self._checkable and now < self._due
+                and not index.activity.rotation and not index.returned and not index.resync
+                and not self._backend.needs_sync
+                and (self._max_jobs is None or len(index.created) <= self._max_jobs)
+                and (self._max_bytes is None or index.total_bytes <= self._max_bytes))
+
+    def _note_due(self, now: float) -> None:
+        """After a pass at `now`: the earliest time its age bound can evict (the oldest job
+        in the age order, or, in an empty store, a job created now). Writes only add
+        younger jobs and removals only make the oldest younger, so this stays a lower
+        bound until the next pass; a job back from parking sits in `index.returned`, which
+        `nothing_due` checks."""
+        max_age = self.plan.max_age
+        if not self._checkable:
+            return
+        if max_age is None:
+            self._due = float("inf")
+            return
+        with self.lock:
+            created = self.index.created
+            oldest = next(iter(self.index.orders.aged), _MISSING)
+            when = created.get(oldest, now) if oldest is not _MISSING else now
+            self._due = min(when, now) + max_age
 
     def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]:
         """The jobs of this store past a soft bound at `now` (`bounds = "soft"`), as

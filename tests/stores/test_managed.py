@@ -392,3 +392,34 @@ def test_decorator_values_out_of_range_are_store_definition_errors() -> None:
     for options in ({"max_age": 10**400}, {"max_bytes": 10**400}, {"max_jobs": 10**5000}):
         with pytest.raises(StoreDefinitionError, match="too large"):
             managed_store(**options)(type("Jobs", (dict,), {}))
+
+
+def test_a_pass_with_nothing_due_returns_at_once_and_one_due_runs(
+        manager: MemoryManager) -> None:
+    """A periodic pass that can evict nothing is skipped in O(1) (no predicate asked);
+    once the oldest job reaches `max_age`, or the store goes over its count, it runs."""
+    clock = FakeClock(1000.0)
+    manager.clock = clock
+    asked: list[Any] = []
+
+    def active(job: Any) -> bool:
+        asked.append(job)
+        return False
+
+    @managed_store(manager=manager, max_age=60, max_jobs=5, active=active)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for key in "abc":
+        store[key] = done()
+    assert manager.run_cleanup().evicted == 0  # the first pass runs and notes the due time
+    clock.advance(30)
+    store["d"] = done()
+    asked.clear()
+    assert manager.run_cleanup().evicted == 0
+    assert asked == []  # skipped: nothing looked at
+    clock.advance(31)  # a, b, c are 61 s old
+    report = manager.run_cleanup()
+    assert report.by_cause == {"age": 3}
+    assert sorted(store) == ["d"]
