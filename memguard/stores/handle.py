@@ -227,10 +227,12 @@ class LocalHandle(StoreHandle):
 
     def _defer_weighing(self) -> None:
         """Weigh with the default estimate at the next catch-up rather than at insert when
-        nothing on the plan's insert path needs a size (no byte bound, no `largest` order).
+        nothing on the plan's insert path needs a size (no byte bound, no `largest` order,
+        hard bounds: a soft store's write under pressure cuts it back by sizes at once).
         A store's own `size=` function is called at each insert, as documented."""
         plan = self.plan
         self.index.defer(self.index.sizer is estimate_size and plan.max_bytes is None
+                         and not plan.soft  # its cuts under pressure go by sizes at once
                          and "largest" not in (plan.order, plan.emergency_order))
 
     @property
