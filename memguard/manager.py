@@ -57,6 +57,7 @@ class MemoryManager:
         self._lock = threading.RLock()
         self._from_environment = False
         self._handles: dict[str, list[StoreHandle]] = {}
+        self._handle_list: Optional[list[StoreHandle]] = None  # `handles()`, until a change
         self._plain: dict[int, LocalHandle] = {}
         self._callbacks: tuple[EvictionCallback, ...] = ()
         self.monitor: Optional[Monitor] = None
@@ -136,6 +137,7 @@ class MemoryManager:
             if store_handle.policy_source is not self.policy:  # a reload raced its creation
                 store_handle.apply_policy(self.policy)  # may raise: then nothing registered
             self._handles.setdefault(store_handle.name, []).append(store_handle)
+            self._handle_list = None
             try:
                 weakref.finalize(owner, self._unregister, store_handle)
             except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
@@ -148,6 +150,7 @@ class MemoryManager:
     def _unregister(self, store_handle: StoreHandle) -> None:
         with self._lock:
             group = self._handles.get(store_handle.name, [])
+            self._handle_list = None
             if store_handle in group:
                 group.remove(store_handle)
             if not group:
@@ -197,10 +200,17 @@ class MemoryManager:
             return self._plain.get(id(store))
 
     def handles(self) -> list[StoreHandle]:
+        found = self._handle_list  # read without the lock: a change since sets it to None
+        if found is not None and not self._plain:
+            return found[:]
         with self._lock:
             if self._plain:
                 self._forget_orphans()
-            return [h for _, group in sorted(self._handles.items()) for h in group]
+            found = self._handle_list
+            if found is None:
+                found = self._handle_list = [
+                    h for _, group in sorted(self._handles.items()) for h in group]
+            return found[:]
 
     def setup_job_store_cleanup(self, store: MutableMapping[Any, Any], name: str,
                                 max_age: Union[float, str, None] = None,
@@ -244,11 +254,17 @@ class MemoryManager:
         are enforced by it only under memory pressure: the monitor's level at or above
         `warning` (`under_pressure`)."""
         start = self.clock()
-        pressure = self.under_pressure()
+        pressure: Optional[bool] = None
         events: list[EvictionEvent] = []
         for store in self.handles():
+            if type(store) is LocalHandle and store.nothing_due(start):
+                continue  # O(1): a pass would evict nothing and has no upkeep to do
+            if pressure is None:
+                pressure = self.under_pressure()
             events += _isolated(store, Pass(now=start, order=store.policy.order,
                                             pressure=pressure))
+        if not events:
+            return CleanupReport("periodic", {}, 0, start, self.clock() - start)
         report = CleanupReport.from_events("periodic", events, started_at=start,
                                            duration=self.clock() - start)
         if report.evicted:  # announced: the seed's runbook greps for these lines
@@ -296,6 +312,10 @@ class MemoryManager:
         budget = Budget(amount)
         now = self.clock()
         events: list[EvictionEvent] = []
+        for one in self.handles():  # sizes inserts left to weigh: the order goes by bytes
+            if isinstance(one, LocalHandle):
+                with one.lock:
+                    one.index.weigh_deferred()
         stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
         if self.policy.memory.emergency_order == "delivered":
             local = [h for h in stores if isinstance(h, LocalHandle)

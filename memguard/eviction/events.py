@@ -73,6 +73,8 @@ class CleanupReport:
 
     @property
     def evicted(self) -> int:
+        if not self.by_store:  # the commonest report, a pass that evicted nothing
+            return 0
         return sum(sum(causes.values()) for causes in self.by_store.values())
 
     @property

@@ -20,7 +20,10 @@ per job. Its own structures:
   moves its key to the end with two C calls (pop, then insert): no lock, no clock. Nothing is
   lost and it holds each key at most once, so it never outgrows the store; the order of keys
   read between two drains is that of their last read, so the recency order is exact.
-  Inserts and passes drain it into the recency order under the lock.
+  A write while reads are pending joins the set too (marked `WRITTEN`: a touch, never a
+  delivery) instead of draining it, so the order of reads and writes stays exact without a
+  drain per write. The set is drained into the recency order under the lock when an order
+  is walked (a scan, a pass, an eviction whose least recent candidate has a pending touch).
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
   age order.
 - `unweighed`: keys whose size is not known yet (the job was active when stored, and its
@@ -60,7 +63,17 @@ from typing import Any, Callable, Optional, Protocol
 from memguard._logging import logger
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
-from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED, STAMPS, Epoch, Orders
+from memguard.index.orders import (
+    ACTIVE,
+    EVICTABLE,
+    GONE,
+    KEEP,
+    PINNED,
+    STAMPS,
+    WRITTEN,
+    Epoch,
+    Orders,
+)
 from memguard.index.sizes import Sizes
 
 Key = Hashable
@@ -110,10 +123,11 @@ NOTHING: Any = _Nothing()
 class JobIndex:
     """Creation order, recency, sizes and pins of the jobs of one store."""
 
-    __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "failed",
-                 "job_of", "known_active", "lock", "observer", "orders", "pin_table", "pins",
-                 "reads", "resync", "returned", "returned_seq", "sizes", "total_bytes",
-                 "unweighed", "writing", "written")
+    __slots__ = ("__weakref__", "active", "activity", "created", "created_churn", "defer_weighing",
+                 "deferred", "failed", "job_of", "known_active", "lock", "mean_size", "observer",
+                 "orders", "pin_table", "pins", "reads", "resync", "returned", "returned_seq",
+                 "sizes", "status", "total_bytes", "unweighed", "watches_written", "writing",
+                 "written")
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
@@ -143,9 +157,11 @@ class JobIndex:
         self.job_of = job_of
         self.active = active
         self.created: dict[Key, float] = {}
-        #: Key -> when it was last stored, oldest write first: the `max_running` watch.
+        #: Key -> when it was last stored, oldest write first: the `max_running` watch, kept
+        #: only while the store's plan has that bound (`watches_written`).
         self.written: dict[Key, float] = {}
-        self.reads: dict[Key, None] = {}
+        self.watches_written = False
+        self.reads: dict[Key, Any] = {}  # key -> None (a read) or WRITTEN
         self.failed: dict[Key, None] = {}
         self.orders = Orders(park_after=PARK_AFTER)
         self.sizes = Sizes(self.orders, sizer)
@@ -166,6 +182,16 @@ class JobIndex:
         self.resync = False
         self.total_bytes = 0
         self.created_churn = 0
+        #: Weigh finished jobs later, not at their insert (`defer`): the keys waiting, in a
+        #: list (stale entries of jobs evicted or re-weighed since are skipped), and the
+        #: mean weighed size at the last catch-up, which stands for the size of a victim
+        #: evicted before it was weighed.
+        self.defer_weighing = False
+        self.deferred: list[Key] = []
+        self.mean_size = 0
+        #: (field, values) when `active` is a status test on a field (the default kind of
+        #: predicate): the write path then tests a dict job inline, without the call.
+        self.status: Optional[tuple[str, frozenset[Any]]] = None
         _live_indexes.add(self)
 
     def __len__(self) -> int:
@@ -194,18 +220,50 @@ class JobIndex:
             return
         batch = self.orders.drain(self.reads, self.unweighed)
         if self.observer is not None:
-            self.observer.read([key for key in reversed(batch) if key in self.created])
+            self.observer.read([key for key, mark in reversed(batch)
+                                if mark is None and key in self.created])
 
     # -- mutations (caller holds the lock) -----------------------------------------------
 
     def add(self, key: Key, job: Any, now: float) -> None:
         """Index a new job created at `now`, or re-weigh a replaced one (keeping its age)."""
-        if self.reads:
-            self.drain_reads()  # reads before this write stay before it in the order
-        new = key not in self.created
-        written = self.written
-        written.pop(key, None)
-        written[key] = now
+        if self.watches_written:
+            written = self.written
+            written.pop(key, None)
+            written[key] = now
+        reads = self.reads
+        if reads:
+            if self.observer is not None or len(reads) > 2 * len(self.created) + 64:
+                self.drain_reads()  # reads before this write stay before it in the order
+            else:  # the write joins the read set, after the reads before it (no drain)
+                reads.pop(key, None)
+                reads[key] = WRITTEN
+        created = self.created
+        if (key not in created and self.defer_weighing and self.observer is None
+                and not self.failed and key not in self.pins and self.writing is NOTHING):
+            # The commonest write, inline: a new key, weighed later. A new key is in none
+            # of `unweighed`, `known_active`, `parked` or the tiers (they hold stored keys).
+            status = self.status
+            if status is not None and type(job) is dict:
+                try:
+                    active = job.get(status[0]) in status[1]
+                except TypeError:  # an unhashable status is no known status
+                    active = False
+                if not active:
+                    created[key] = now
+                    orders = self.orders
+                    orders.aged[key] = None
+                    orders.lru[key] = None
+                    deferred = self.deferred
+                    deferred.append(key)
+                    if len(deferred) & 15 == 1:  # one in 16 weighed now: keeps `mean_size`,
+                        self._weigh_sample(key, job)  # by which a burst of bytes is seen
+                    elif len(deferred) > 4 * len(created) + 64:
+                        self._compact_deferred()
+                    if orders.tracks_delivered:
+                        orders.finished[key] = _stamp()
+                    return
+        new = key not in created
         if new:
             self.created[key] = now
             orders = self.orders
@@ -269,6 +327,7 @@ class JobIndex:
         self.activity.clear()
         self.pin_table.clear()
         self.returned.clear()
+        self.deferred = []
         self.total_bytes = self.created_churn = 0
 
     def pin(self, key: Key) -> None:
@@ -311,6 +370,7 @@ class JobIndex:
         """Up to `limit` evictable jobs of a tier of the global emergency order, with their
         stamps, front first, none evicted (lock held): `delivered` (oldest delivery first),
         `finished` (undelivered, oldest finished first). See `Orders.tier`."""
+        self.weigh_deferred()  # an emergency spends its budget by sizes
         self.drain_reads()
         return self.orders.tier(name, self._look, limit)
 
@@ -372,6 +432,8 @@ class JobIndex:
         `Orders`); with `weighed_only`, only jobs of known, non-zero size (evicting others
         cannot bring a byte total down). The consumer removes each yielded key before asking
         for the next; one it keeps ends the iteration, so a budget can stop early."""
+        if self.deferred and (weighed_only or order == "largest"):
+            self.weigh_deferred()  # sizes are what these orders go by
         if order == "oldest":
             if self.returned:
                 return self._age_walk(None, weighed_only)
@@ -610,6 +672,57 @@ class JobIndex:
         if key not in orders.finished:  # finished now, as far as the index can tell
             orders.finish(key)
 
+    def defer(self, on: bool) -> None:
+        """Weigh finished jobs at the next catch-up (`weigh_deferred`: a pass, a monitor
+        sample, `stats()`, an emergency) instead of at their insert (`on`), or weigh them
+        at insert again (catching up first). Only a plan without a byte bound or the
+        `largest` order defers: nothing on its insert path needs a size."""
+        if not on:
+            self.weigh_deferred()
+        self.defer_weighing = on
+
+    def _weigh_sample(self, key: Key, job: Any) -> None:
+        """Weigh one deferred job at its insert and blend its size into `mean_size` (by
+        eighths): `unweighed_bytes` then estimates what the deferred jobs hold, so that a
+        burst of large jobs wakes the monitor before they are all weighed."""
+        size = self.sizes.store(key, job)
+        self.total_bytes += size
+        mean = self.mean_size
+        self.mean_size = size if not mean else (7 * mean + size) // 8
+
+    @property
+    def intake_bytes(self) -> int:
+        """Bytes held by estimate: the weighed total plus the deferred jobs at the mean size
+        (an overcount by the deferred jobs weighed since, which the next catch-up clears)."""
+        return self.total_bytes + len(self.deferred) * self.mean_size
+
+    def weigh_deferred(self) -> None:
+        """Weigh the jobs whose weighing was deferred (lock held), and note the mean size."""
+        deferred = self.deferred
+        if not deferred:
+            return
+        self.deferred = []
+        lru, unweighed = self.orders.lru, self.unweighed
+        for key in deferred:
+            if lru.get(key, 0) is None and key not in unweighed:  # still stored, unweighed
+                job = self._job_or_forget(key)
+                if job is not _ABSENT:  # seen finished at its write, weighed as it would
+                    self.total_bytes += self.sizes.store(key, job)  # have been there
+        weighed = len(self.created) - len(unweighed)
+        if weighed > 0 and self.total_bytes > 0:
+            self.mean_size = self.total_bytes // weighed
+
+    def _compact_deferred(self) -> None:
+        """Drop the stale entries of the deferred list (jobs gone or weighed since)."""
+        lru, unweighed = self.orders.lru, self.unweighed
+        seen: set[Key] = set()
+        kept = []
+        for key in self.deferred:
+            if lru.get(key, 0) is None and key not in unweighed and key not in seen:
+                seen.add(key)
+                kept.append(key)
+        self.deferred = kept
+
     def _job_or_forget(self, key: Key) -> Any:
         try:
             return self.job_of(key)
@@ -629,7 +742,13 @@ class JobIndex:
                 self.unweighed.pop(key, None)
             if self.known_active:
                 self.known_active.pop(key, None)
-            self.total_bytes += self.sizes.store(key, job)
+            if self.defer_weighing and self.observer is None:
+                deferred = self.deferred
+                deferred.append(key)
+                if len(deferred) > 4 * len(self.created) + 64:
+                    self._compact_deferred()
+            else:
+                self.total_bytes += self.sizes.store(key, job)
             if orders.tracks_delivered:  # `Orders.finish`, inlined: every insert's path
                 # (a key stored before was taken out by `rewritten` or `reweigh` first,
                 # so this lands at the recent end)

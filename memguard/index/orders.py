@@ -32,6 +32,7 @@ import itertools
 from collections import deque
 from collections.abc import Hashable, Iterable, Iterator
 from itertools import islice
+from math import isqrt
 from typing import Any, Callable, Optional
 
 Key = Hashable
@@ -48,6 +49,9 @@ _ABSENT: Any = object()
 #: global emergency order can compare them across stores without reading the clock. A
 #: stamp dates the moment the index learned of the event (a drain, a write, a re-check).
 STAMPS = itertools.count(1)
+#: The mark of a write in a read set (`JobIndex.reads`): a touch, not a delivery. A read
+#: marks None.
+WRITTEN: Any = object()
 _stamp = STAMPS.__next__
 
 
@@ -98,8 +102,8 @@ class Orders:
     """The recency, age, delivery and size orders of one store's jobs, and their scans."""
 
     __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
-                 "finished", "finished_churn", "largest", "lru", "lru_churn", "park_after",
-                 "parked", "tracks_delivered")
+                 "finished", "finished_churn", "largest", "lru", "lru_bound", "lru_churn",
+                 "park_after", "parked", "tracks_delivered")
 
     def __init__(self, *, park_after: int) -> None:
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
@@ -117,6 +121,7 @@ class Orders:
         self.largest: Optional[LargestFirst] = None
         self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
+        self.lru_bound = 64  # the same for `lru`, whose front every eviction reads
 
     def clear(self) -> None:
         self.lru.clear()
@@ -130,9 +135,10 @@ class Orders:
 
     # -- upkeep --------------------------------------------------------------------------
 
-    def drain(self, reads: dict[Key, None], unweighed: dict[Key, None]) -> list[Key]:
-        """Empty the read set `reads` into the recent end of `lru` (those known finished,
-        not `unweighed`, are deliveries); returns the keys taken, most recent first.
+    def drain(self, reads: dict[Key, Any], unweighed: dict[Key, None]) -> list[tuple[Key, Any]]:
+        """Empty the read set `reads` into the recent end of `lru` (reads of jobs known
+        finished, not `unweighed`, are deliveries; writes, marked `WRITTEN`, are not);
+        returns the (key, mark) pairs taken, most recent first.
 
         `popitem` takes keys from the end one atomic call at a time, so a read racing with
         the drain (the read path takes no lock) is taken now or next time, never lost; and,
@@ -141,17 +147,17 @@ class Orders:
         batch = []
         try:
             while True:
-                batch.append(reads.popitem()[0])
+                batch.append(reads.popitem())
         except KeyError:
             pass
         lru, delivered, finished = self.lru, self.delivered, self.finished
         moved = left = 0
         tracks = self.tracks_delivered
-        for key in reversed(batch):  # least recently read first
+        for key, mark in reversed(batch):  # least recently read first
             size = lru.pop(key, _ABSENT)
             if size is not _ABSENT:
                 lru[key] = size
-                if tracks and key not in unweighed:  # known finished: a delivery
+                if tracks and mark is None and key not in unweighed:  # finished: a delivery
                     if delivered.pop(key, _ABSENT) is not _ABSENT:
                         moved += 1
                     elif finished.pop(key, _ABSENT) is not _ABSENT:
@@ -169,7 +175,7 @@ class Orders:
         else:
             self.lru[key] = self.lru.pop(key, None)
             self.lru_churn += 1
-            if self.lru_churn > self.bound:
+            if self.lru_churn > self.lru_bound:
                 self.churned()
         self.unfinish(key)  # the write that follows says whether it is finished
 
@@ -214,8 +220,8 @@ class Orders:
             if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
                 self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if (self.lru_churn > bound or self.aged_churn > bound or self.finished_churn > bound
-                or self.delivered_churn > bound):
+        if (self.lru_churn > self.lru_bound or self.aged_churn > bound
+                or self.finished_churn > bound or self.delivered_churn > bound):
             self.churned()
         return size
 
@@ -264,7 +270,12 @@ class Orders:
         few, at an amortized cost of 32 copied entries per deletion. (`bound` is kept for
         `discard`, which checks it inline.)
         """
-        bound = self.bound = max(256, (len(self.lru) + len(self.parked)) // 32)
+        jobs = len(self.lru) + len(self.parked)
+        bound = self.bound = max(256, jobs // 32)
+        # `lru`'s front is read at every eviction (`next(iter(lru))` steps over each deleted
+        # slot before it, about 1 ns a slot here) and a compaction copies every entry (about
+        # 4 ns each): a bound b costs n/b * 4 + b/2 ns a removal, least at b = sqrt(8n).
+        self.lru_bound = max(64, isqrt(8 * jobs))
         self.lru_churn += lru
         self.aged_churn += aged
         self.delivered_churn += delivered
@@ -275,7 +286,7 @@ class Orders:
         if self.finished_churn > bound:
             self.finished_churn = 0
             self.finished = dict(self.finished)
-        if self.lru_churn > bound:
+        if self.lru_churn > self.lru_bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
         if self.aged_churn > bound:

@@ -118,7 +118,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
         handle: Optional[LocalHandle] = self._memguard
         if handle is None:  # detached
             return base_setitem(self, key, value)
-        with handle.lock:
+        with handle.index.lock:  # (not the `lock` property: a call per write)
             base_setitem(self, key, value)
             if self._memguard is not handle:
                 return
@@ -129,8 +129,9 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
                 victims = handle.follow_locked(type(self), key, value)
             intake = handle.manager.intake  # a burst wakes the monitor (stores.intake)
             intake.jobs += 1
-            if (intake.jobs >= intake.jobs_mark
-                    or handle.index.total_bytes >= intake.bytes_mark):
+            index = handle.index  # its `intake_bytes`, inline: a call per write
+            if (intake.jobs >= intake.jobs_mark or index.total_bytes
+                    + len(index.deferred) * index.mean_size >= intake.bytes_mark):
                 intake.trip()
         if victims:  # release and callbacks outside the lock
             handle.finish_insert(victims)
@@ -139,7 +140,7 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
         handle: Optional[LocalHandle] = self._memguard
         if handle is None:
             return base_delitem(self, key)
-        with handle.lock:
+        with handle.index.lock:
             base_delitem(self, key)
             if self._memguard is handle:
                 handle.index.remove(key)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 from memguard._logging import logger
 from memguard.eviction.events import Cause, CleanupReport, EvictionEvent
 from memguard.eviction.plan import EvictionPlan, plan_for
-from memguard.eviction.rules import Pass, Pipeline, Rule
+from memguard.eviction.rules import Emergency, MaxAge, MaxBytes, MaxJobs, Pass, Pipeline, Rule
 from memguard.eviction.runner import enforce_insert_bounds, enforce_soft_bounds, run_pass
 from memguard.index.estimate import estimate_size
 from memguard.index.job_index import (
@@ -33,7 +33,8 @@ from memguard.index.job_index import (
     JobIndex,
     Key,
 )
-from memguard.policy.options import StorePolicy
+from memguard.index.orders import Epoch
+from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.policy.policy import Policy
 from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle, StoreStats
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 
 _MISSING: Any = object()
+#: One victim in this many, evicted before its deferred weighing, is weighed to keep the
+#: mean size that stands for the others' in `evicted_bytes`.
+SAMPLE_EVERY = 16
 
 
 class _Victim(NamedTuple):
@@ -52,6 +56,11 @@ class _Victim(NamedTuple):
     job: Any
     cause: Cause
     size: Optional[int]
+
+
+#: `_Victim`'s tuple built without the generated `__new__` (half the cost, on every eviction
+#: of the insert cheap path).
+_new_victim = tuple.__new__
 
 
 class _Backend:
@@ -134,7 +143,8 @@ class LocalHandle(StoreHandle):
         self._declared = dict(declared)
         self._backend = backend
         self.index = JobIndex(job_of=backend.get, active=lambda job: False, sizer=estimate_size)
-        self.evictions: Counter[str] = Counter()
+        self._evictions: Counter[str] = Counter()
+        self._count_evicted = 0  # evictions of the insert cheap path, not yet in the Counter
         self.policy = StorePolicy()
         self.plan = EvictionPlan()
         self.extra_rules: tuple[Rule, ...] = ()
@@ -144,10 +154,20 @@ class LocalHandle(StoreHandle):
         self._max_bytes: Optional[int] = None
         self._soft = False
         self._give_back = False  # a write-time soft cut evicted: reclaim after the insert
+        self._unweighed_victims = 0  # victims evicted before they were weighed (a count)
         self.apply_policy(manager.policy)
 
     def __repr__(self) -> str:
         return f"<LocalHandle {self.name!r} jobs={len(self.index)}>"
+
+    @property
+    def evictions(self) -> Counter[str]:
+        """Evictions by cause since the store was created."""
+        with self.lock:
+            if self._count_evicted:
+                self._evictions["count"] += self._count_evicted
+                self._count_evicted = 0
+            return self._evictions
 
     @property
     def lock(self) -> threading.RLock:
@@ -181,16 +201,46 @@ class LocalHandle(StoreHandle):
             self.policy = store_policy
             self._use(plan)
             self.index.active = store_policy.active
+            active = store_policy.active
+            self.index.status = ((active.field, active.values)
+                                 if type(active) is ActiveWhen else None)
             self.index.sizer = store_policy.size or estimate_size
+            self._defer_weighing()
 
     def _use(self, plan: EvictionPlan) -> None:
         """Enforce `plan` from now on (lock held)."""
         self.plan = plan
         self.index.track_deliveries(plan.tracks_deliveries)
+        index = self.index
+        if plan.max_running is None:
+            index.written.clear()
+        elif not index.watches_written:  # watched from now on: a job's clock starts now
+            now = self.manager.clock()
+            index.written = dict.fromkeys(index.created, now)
+        index.watches_written = plan.max_running is not None
         # Soft bounds are never enforced on insert (plan.insert_rules is empty then).
         self._soft = plan.soft and bool(plan.soft_rules)
         self._max_jobs = None if plan.soft else plan.max_jobs
         self._max_bytes = None if plan.soft else plan.max_bytes
+        # A pass can be skipped in O(1) when its rules are only these (see `nothing_due`).
+        self._checkable = not plan.soft and all(
+            type(rule) in (MaxAge, MaxJobs, MaxBytes, Emergency) for rule in plan.pipeline.rules)
+        self._due = float("-inf")  # the first pass runs, and notes when the next is due
+        # The plan's cheap path (`fast_count`): an insert over the count bound evicts the
+        # least recent job itself when it is plainly evictable (`_evict_front`).
+        self._fast_over = (plan.max_jobs + 1 if plan.fast_count and plan.max_jobs is not None
+                           else -1)
+        self._defer_weighing()
+
+    def _defer_weighing(self) -> None:
+        """Weigh with the default estimate at the next catch-up rather than at insert when
+        nothing on the plan's insert path needs a size (no byte bound, no `largest` order,
+        hard bounds: a soft store's write under pressure cuts it back by sizes at once).
+        A store's own `size=` function is called at each insert, as documented."""
+        plan = self.plan
+        self.index.defer(self.index.sizer is estimate_size and plan.max_bytes is None
+                         and not plan.soft  # its cuts under pressure go by sizes at once
+                         and "largest" not in (plan.order, plan.emergency_order))
 
     @property
     def pipeline(self) -> Pipeline:
@@ -273,8 +323,51 @@ class LocalHandle(StoreHandle):
         return CleanupReport.from_events("periodic", events, started_at=start)
 
     def run_pass(self, ctx: Pass) -> list[EvictionEvent]:
-        """One pass of the plan's pipeline (an emergency when `ctx` carries a budget)."""
-        return run_pass(self.plan.pipeline, self, ctx)
+        """One pass of the plan's pipeline (an emergency when `ctx` carries a budget).
+
+        A periodic pass that can evict nothing and has no upkeep to do returns at once, in
+        O(1) (`nothing_due`); after a pass that ran, the earliest time the age bound can evict is
+        noted (`_note_due`)."""
+        if ctx.budget is None and self.nothing_due(ctx.now):
+            if self.index.deferred:  # the pass's one upkeep left: weigh (never a byte
+                with self.lock:  # bound here: a plan with one weighs at insert)
+                    self.index.weigh_deferred()
+            return []
+        events = run_pass(self.plan.pipeline, self, ctx)
+        self._note_due(ctx.now)
+        return events
+
+    def nothing_due(self, now: float) -> bool:
+        """Whether a periodic pass at `now` would evict nothing and do no upkeep but weigh:
+        only built-in bounds in the pipeline (age, count, bytes, emergency: `_checkable`),
+        the age bound not due (`_due`, a lower bound on the oldest job's expiry), the store
+        within its count and byte bounds, nothing to re-check, reconcile or take back from
+        parking. O(1): a few truth tests, no lock (a racing write only makes the next pass
+        the one that sees it)."""
+        index = self.index
+        return (self._checkable and now < self._due
+                and not index.activity.rotation and not index.returned and not index.resync
+                and not self._backend.needs_sync
+                and (self._max_jobs is None or len(index.created) <= self._max_jobs)
+                and (self._max_bytes is None or index.total_bytes <= self._max_bytes))
+
+    def _note_due(self, now: float) -> None:
+        """After a pass at `now`: the earliest time its age bound can evict (the oldest job
+        in the age order, or, in an empty store, a job created now). Writes only add
+        younger jobs and removals only make the oldest younger, so this stays a lower
+        bound until the next pass; a job back from parking sits in `index.returned`, which
+        `nothing_due` checks."""
+        max_age = self.plan.max_age
+        if not self._checkable:
+            return
+        if max_age is None:
+            self._due = float("inf")
+            return
+        with self.lock:
+            created = self.index.created
+            oldest = next(iter(self.index.orders.aged), _MISSING)
+            when = created.get(oldest, now) if oldest is not _MISSING else now
+            self._due = min(when, now) + max_age
 
     def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]:
         """The jobs of this store past a soft bound at `now` (`bounds = "soft"`), as
@@ -302,6 +395,7 @@ class LocalHandle(StoreHandle):
         """
         with self.lock:
             index = self.index
+            index.weigh_deferred()
             jobs = self._backend.count() if self._backend.needs_sync else len(index)
             return StoreStats(
                 name=self.name, jobs=jobs, active=len(index.known_active),
@@ -335,15 +429,45 @@ class LocalHandle(StoreHandle):
                 (self._max_jobs is not None and len(index.created) > self._max_jobs)
                 or (self._max_bytes is not None and index.total_bytes > self._max_bytes)):
             return []
-        victims: list[_Victim] = []
         if index.known_active:  # finished jobs become victims again, in time
             index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
+        if len(index.created) == self._fast_over and index.observer is None:
+            victim = self._evict_front(key)
+            if victim is not None:
+                return [victim]
+        victims: list[_Victim] = []
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
             enforce_insert_bounds(self.plan, self, now, victims)
         finally:
             index.writing = NOTHING
         return victims
+
+    def _evict_front(self, key: Key) -> Optional[_Victim]:
+        """The cheap path of a `fast_count` plan one job over its bound (lock held): evict
+        the least recent job if it is plainly evictable (not the job `key` being written, no
+        read pending, not pinned, known active or failed, and its predicate says finished);
+        None otherwise, and the runner takes over. The same victim as `MaxJobs` in `lru`
+        order, in a handful of calls."""
+        index = self.index
+        front = next(iter(index.orders.lru), NOTHING)
+        if (front is NOTHING or front == key or type(front) is Epoch or front in index.reads
+                or front in index.pins or front in index.unweighed or front in index.failed):
+            return None
+        backend = self._backend
+        try:
+            job = backend.get(front)
+            status = index.status
+            if status is not None and type(job) is dict:
+                if job.get(status[0]) in status[1]:
+                    return None
+            elif index.active(job):
+                return None
+        except Exception:  # gone behind our back, or a predicate that raises: the runner's
+            return None
+        backend.delete(front)
+        self._count_evicted += 1  # an int: a Counter's `+= 1` costs several times more
+        return _new_victim(_Victim, (front, job, Cause.COUNT, index.remove(front)))
 
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
@@ -398,16 +522,42 @@ class LocalHandle(StoreHandle):
         except KeyError:
             self.index.remove(key)
             return None
-        self.evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
+        self._evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
         return _Victim(key, job, cause, self.index.remove(key))
 
     def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
         """Release the victims' big fields and tell the listeners; call without the lock."""
+        victims = [self._weighed(victim) for victim in victims]
         events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
                   for victim in self._released(victims)]
         if events:
             self.manager.notify_evictions(events)
         return events
+
+    def _weighed(self, victim: _Victim) -> _Victim:
+        """`victim` with its size, weighed now if its weighing was deferred (a finished job
+        evicted before the next catch-up); an active job's size stays unknown."""
+        if victim.size is not None or not self.index.defer_weighing:
+            return victim
+        try:
+            if self.index.active(victim.job):
+                return victim
+            return victim._replace(size=max(0, int(self.index.sizer(victim.job))))
+        except Exception:  # the predicate or size function raised: size unknown, as before
+            return victim
+
+    def _guess_size(self, victim: _Victim) -> int:
+        """What a victim evicted before it was weighed freed, for `evicted_bytes` (the cue
+        to give memory back): the index's mean weighed size, kept up by weighing one such
+        victim in SAMPLE_EVERY (and any while no mean is known yet), blended in by eighths:
+        this weighs the sample. Outside the lock: a race only blends one sample less."""
+        index = self.index
+        weighed = self._weighed(victim).size
+        if weighed is None:
+            return index.mean_size
+        mean = index.mean_size
+        index.mean_size = weighed if not mean else (7 * mean + weighed) // 8
+        return weighed
 
     def finish_insert(self, victims: list[_Victim]) -> None:
         """`finish_evictions` for an insert, which reports nothing: events (about 1 us each)
@@ -416,8 +566,23 @@ class LocalHandle(StoreHandle):
             self.finish_evictions(victims)
         else:
             freed = 0
-            for victim in self._released(victims):  # a loop, not sum(genexpr): a hot path
-                freed += victim.size or 0
+            release = self.plan.release
+            for victim in victims:  # a loop, not sum(genexpr): a hot path
+                size = victim.size
+                if size is not None:
+                    freed += size
+                else:  # weighing deferred: the mean size, sampled (`_guess_size`)
+                    self._unweighed_victims += 1
+                    mean = self.index.mean_size
+                    freed += (mean if mean and self._unweighed_victims % SAMPLE_EVERY
+                              else self._guess_size(victim))
+                job = victim.job
+                if type(job) is dict:  # `_release`, inline for the commonest job
+                    for field in release:
+                        if field in job:
+                            job[field] = None
+                elif release:
+                    _release(job, release, victim.key)
             self.manager.count_freed(freed)
         if self._give_back:
             # A write under pressure cut a soft store back: hand the memory to the system
@@ -464,6 +629,7 @@ class LocalHandle(StoreHandle):
             self.index.resync = False
             self.reconcile()
         emergency = ctx is not None and ctx.budget is not None
+        self.index.weigh_deferred()
         self.index.recheck(None if emergency else RECHECK_PER_PASS)
 
     def notice_finished(self) -> None:
@@ -474,8 +640,9 @@ class LocalHandle(StoreHandle):
         delivery is dated at its drain: this bounds how late). The monitor calls this at
         each sample; without reads or known active jobs it costs two truth tests."""
         index = self.index
-        if index.activity.rotation or index.reads:
+        if index.activity.rotation or index.reads or index.deferred:
             with self.lock:
+                index.weigh_deferred()  # the monitor's byte totals are a sample late at most
                 index.drain_reads()  # deliveries dated within a sample of the read
                 index.recheck(RECHECK_PER_SAMPLE)
 

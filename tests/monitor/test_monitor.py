@@ -74,7 +74,7 @@ class StoreProbe:
         self.start: Optional[int] = None
 
     def stored(self) -> int:
-        return sum(h.index.total_bytes for h in self.manager.handles())
+        return sum(h.stats().bytes for h in self.manager.handles())
 
     def __call__(self) -> MemorySample:
         stored = self.stored()

@@ -208,6 +208,45 @@ def test_count_bound_is_enforced_on_insert_in_lru_order(manager: MemoryManager) 
     assert [(e.key, e.cause.value) for e in events] == [("b", "count")]
 
 
+def test_writes_while_reads_are_pending_keep_the_exact_order(manager: MemoryManager) -> None:
+    """A write no longer drains the reads before it: it joins them, after them, so the order
+    of reads and writes is still exact when the cheap insert path picks its victims."""
+    @managed_store(manager=manager, max_jobs=4)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for key in "abcd":
+        store[key] = done()
+    store["a"]  # pending read: a after d
+    store["b"] = done()  # rewrite while the read is pending: b after a
+    store["c"]  # c last of all
+    assert handle(store).index.reads  # nothing drained by the write
+    with capture_evictions(manager) as events:
+        for key in "efgh":
+            store[key] = done()
+    assert [e.key for e in events] == ["d", "a", "b", "c"]
+    assert handle(store).stats().evictions == {"count": 4}
+
+
+def test_insert_evictions_count_freed_bytes_before_the_job_is_weighed(
+        manager: MemoryManager) -> None:
+    """The default estimate is weighed at the next catch-up, not at insert; a victim evicted
+    before that counts the store's mean size in `evicted_bytes`, and `stats()` weighs what
+    is left to weigh."""
+    @managed_store(manager=manager, max_jobs=2)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    before = manager.evicted_bytes
+    for n in range(10):
+        store[n] = done("x" * 10_000)
+    freed = manager.evicted_bytes - before
+    assert 8 * 10_000 <= freed <= 8 * 12_000  # 8 victims of about 10 kB each
+    assert 2 * 10_000 <= handle(store).stats().bytes <= 2 * 12_000
+
+
 def test_active_and_pinned_jobs_survive_the_count_bound(manager: MemoryManager) -> None:
     @managed_store(manager=manager, max_jobs=2)
     class Jobs(dict):  # type: ignore[type-arg]
@@ -353,3 +392,34 @@ def test_decorator_values_out_of_range_are_store_definition_errors() -> None:
     for options in ({"max_age": 10**400}, {"max_bytes": 10**400}, {"max_jobs": 10**5000}):
         with pytest.raises(StoreDefinitionError, match="too large"):
             managed_store(**options)(type("Jobs", (dict,), {}))
+
+
+def test_a_pass_with_nothing_due_returns_at_once_and_one_due_runs(
+        manager: MemoryManager) -> None:
+    """A periodic pass that can evict nothing is skipped in O(1) (no predicate asked);
+    once the oldest job reaches `max_age`, or the store goes over its count, it runs."""
+    clock = FakeClock(1000.0)
+    manager.clock = clock
+    asked: list[Any] = []
+
+    def active(job: Any) -> bool:
+        asked.append(job)
+        return False
+
+    @managed_store(manager=manager, max_age=60, max_jobs=5, active=active)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for key in "abc":
+        store[key] = done()
+    assert manager.run_cleanup().evicted == 0  # the first pass runs and notes the due time
+    clock.advance(30)
+    store["d"] = done()
+    asked.clear()
+    assert manager.run_cleanup().evicted == 0
+    assert asked == []  # skipped: nothing looked at
+    clock.advance(31)  # a, b, c are 61 s old
+    report = manager.run_cleanup()
+    assert report.by_cause == {"age": 3}
+    assert sorted(store) == ["d"]
