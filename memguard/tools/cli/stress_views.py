@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TextIO
@@ -220,10 +221,15 @@ def plot_stress(results: Sequence[StressResult], path: str) -> None:
             f"{float(params.get('rate', 0)):g} jobs/min, seed {params.get('seed')}, "
             f"policy {Path(str(params.get('policy', '?'))).name}",
             x=0.06, ha="left", fontsize=12, fontweight="bold")
-        lines = [result.verdict() for result in ordered]
-        for i, line in enumerate(lines):
-            figure.text(0.06, 0.935 - 0.028 * i, line, fontsize=9,
-                        color="#1e7e34" if line.startswith("PASS") else "#c62828")
+        lines: list[str] = []
+        colours: list[str] = []
+        for result in ordered:  # wrapped to the figure's width: a verdict runs long
+            verdict = result.verdict()
+            wrapped = textwrap.wrap(verdict, width=170) or [""]
+            lines += wrapped
+            colours += ["#1e7e34" if verdict.startswith("PASS") else "#c62828"] * len(wrapped)
+        for i, (line, colour) in enumerate(zip(lines, colours)):
+            figure.text(0.06, 0.935 - 0.028 * i, line, fontsize=9, color=colour)
         figure.subplots_adjust(left=0.06, right=0.74, top=0.925 - 0.028 * len(lines),
                                bottom=0.08)
         figure.savefig(path)
@@ -232,7 +238,8 @@ def plot_stress(results: Sequence[StressResult], path: str) -> None:
 
 
 def plot_main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m memguard.tools.cli.views OUT.png RESULT.json [RESULT.json]``: draw saved results.
+    """``python -m memguard.tools.cli.stress_views OUT.png RESULT.json [RESULT.json]``: draw
+    saved results.
 
     What ``memguard stress --plot`` runs after its measurement, in a process of its own.
     Exit 0 when the PNG was written, 1 when drawing failed (the reason on stderr).
