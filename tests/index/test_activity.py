@@ -13,6 +13,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
+from counting import counted_store
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -28,25 +29,6 @@ def manager() -> MemoryManager:
     return MemoryManager(Policy(), clock=FakeClock(0.0))
 
 
-class Counting:
-    """The default active predicate (a `status` of queued/running...), counting its calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, job: Any) -> bool:
-        self.calls += 1
-        return job.get("status") in ("queued", "running")
-
-
-def counted_store(manager: MemoryManager, **options: Any) -> tuple[Any, Counting]:
-    active = Counting()
-
-    @managed_store(manager=manager, active=active, **options)
-    class Jobs(dict):  # type: ignore[type-arg]
-        pass
-
-    return Jobs(), active
 
 
 # -- 3. inserts and passes with many active jobs ---------------------------------------------

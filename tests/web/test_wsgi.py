@@ -11,8 +11,9 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
+from counting import counted_store
 
-from memguard import MemoryManager, Policy, managed_store
+from memguard import MemoryManager, Policy
 from memguard.testing import FakeClock, FakeProbe
 from memguard.web.wsgi import wsgi_app
 
@@ -22,25 +23,6 @@ def manager() -> MemoryManager:
     return MemoryManager(Policy(), clock=FakeClock(0.0))
 
 
-class Counting:
-    """The default active predicate (a `status` of queued/running...), counting its calls."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, job: Any) -> bool:
-        self.calls += 1
-        return job.get("status") in ("queued", "running")
-
-
-def counted_store(manager: MemoryManager, **options: Any) -> tuple[Any, Counting]:
-    active = Counting()
-
-    @managed_store(manager=manager, active=active, **options)
-    class Jobs(dict):  # type: ignore[type-arg]
-        pass
-
-    return Jobs(), active
 
 
 def test_the_http_endpoints_call_no_predicate(manager: MemoryManager) -> None:
