@@ -132,15 +132,18 @@ class RedisHandle(StoreHandle):
 
     # -- policy ----------------------------------------------------------------------------
 
-    def effective_policy(self, policy: Policy) -> StorePolicy:
-        """What `policy` makes of this store, given its decorator arguments (may raise).
+    def effective_policy(self, policy: Policy,
+                         declared: Optional[Mapping[str, Any]] = None) -> StorePolicy:
+        """What `policy` makes of this store, given its decorator arguments (or `declared`,
+        standing for them); may raise.
 
         `bounds = "soft"` is refused with a PolicyError for now: the Redis scripts enforce
         bounds as deadlines, and soft bounds need the monitor's pressure level inside them
         (docs/redis.md)."""
-        effective = policy.store_policy(self.name, self._declared)
+        declared = self._declared if declared is None else declared
+        effective = policy.store_policy(self.name, declared)
         if effective.bounds == "soft":
-            origin = policy.explain(self.name, self._declared)["bounds"][1]
+            origin = policy.explain(self.name, declared)["bounds"][1]
             raise PolicyError(
                 'bounds = "soft" is not supported on Redis stores yet (set by '
                 f'{origin}); expected bounds = "hard" for Redis store {self.name!r}, or '
@@ -170,7 +173,7 @@ class RedisHandle(StoreHandle):
         """
         declared = {**self._declared, **{k: v for k, v in rules.items() if v is not None}}
         policy = self.manager.policy
-        effective = policy.store_policy(self.name, declared)
+        effective = self.effective_policy(policy, declared)
         self._declared = declared
         self.apply_policy(policy, effective)
 

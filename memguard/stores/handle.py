@@ -185,9 +185,11 @@ class LocalHandle(StoreHandle):
 
     # -- policy ----------------------------------------------------------------------------
 
-    def effective_policy(self, policy: Policy) -> StorePolicy:
-        """What `policy` makes of this store, given its decorator arguments (may raise)."""
-        return policy.store_policy(self.name, self._declared)
+    def effective_policy(self, policy: Policy,
+                         declared: Optional[Mapping[str, Any]] = None) -> StorePolicy:
+        """What `policy` makes of this store, given its decorator arguments (or `declared`,
+        standing for them); may raise."""
+        return policy.store_policy(self.name, self._declared if declared is None else declared)
 
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:
         """Switch to `policy` at once; the next write and the next pass use it."""
@@ -260,7 +262,7 @@ class LocalHandle(StoreHandle):
         """
         declared = {**self._declared, **{k: v for k, v in rules.items() if v is not None}}
         policy = self.manager.policy
-        effective = policy.store_policy(self.name, declared)
+        effective = self.effective_policy(policy, declared)
         self._declared = declared
         self.apply_policy(policy, effective)
 

@@ -118,8 +118,10 @@ class StoreHandle(Protocol):
         """One pass of the store's plan in `ctx` (an emergency when it carries a budget)."""
         ...
 
-    def effective_policy(self, policy: Policy) -> StorePolicy:
-        """What `policy` makes of this store, given its decorator arguments (may raise)."""
+    def effective_policy(self, policy: Policy,
+                         declared: Optional[Mapping[str, Any]] = None) -> StorePolicy:
+        """What `policy` makes of this store, given its decorator arguments (`declared`, when
+        given, stands for them: what `declare` would make them); may raise."""
         ...
 
     def apply_policy(self, policy: Policy, effective: Optional[StorePolicy] = None) -> None:

@@ -42,3 +42,13 @@ def test_a_policy_turning_soft_is_refused_whole_with_a_redis_store(redis_url: st
     with pytest.raises(PolicyError, match=r'expected bounds = "hard" for Redis store'):
         manager.apply_policy(Policy.from_toml('[stores.jobs]\nbounds = "soft"\n'))
     assert handle(store).plan.bounds == "hard"
+
+
+def test_setup_job_store_cleanup_cannot_make_a_redis_store_soft(redis_url: str) -> None:
+    """`declare` (what setup_job_store_cleanup calls on a managed store) goes through the same
+    check as a policy: nothing changes, and the error names the store."""
+    manager = MemoryManager(Policy())
+    store = store_class(manager, max_jobs=5)(redis_url)
+    with pytest.raises(PolicyError, match=r'expected bounds = "hard" for Redis store'):
+        manager.setup_job_store_cleanup(store, "jobs", bounds="soft")
+    assert handle(store).plan.bounds == "hard" and handle(store).plan.max_jobs == 5
