@@ -261,8 +261,27 @@ class JobIndex(Walks, Weighing, ForkRepair):
         """Forget `key`; returns its last known size."""
         if self.created.pop(key, _ABSENT) is _ABSENT:
             return None
-        size = self.orders.discard(key)
-        self.written.pop(key, None)
+        orders = self.orders
+        if orders.parked:
+            size = orders.discard(key)
+        else:  # `Orders.discard`, inlined for the commonest removal (nothing parked)
+            size = orders.lru.pop(key, None)
+            orders.aged.pop(key, None)
+            orders.lru_churn += 1
+            orders.aged_churn += 1
+            finished = orders.finished
+            if finished and finished.pop(key, _ABSENT) is not _ABSENT:
+                orders.finished_churn += 1
+            else:
+                delivered = orders.delivered
+                if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
+                    orders.delivered_churn += 1
+            bound = orders.bound
+            if (orders.lru_churn > orders.lru_bound or orders.aged_churn > bound
+                    or orders.finished_churn > bound or orders.delivered_churn > bound):
+                orders.churned()
+        if self.written:
+            self.written.pop(key, None)
         # Truth tests before pops: these tables are empty most of the time, and a test costs
         # less than a method call (this runs at every eviction).
         if self.unweighed:

@@ -20,6 +20,7 @@ from memguard.index.job_index import (
     Key,
 )
 from memguard.index.orders import Epoch
+from memguard.stores.backend import _dict_get
 from memguard.stores.handle_state import HandleState, _Victim
 
 _MISSING: Any = object()
@@ -77,8 +78,14 @@ class InsertPath(HandleState):
                 or front in index.pins or front in index.unweighed or front in index.failed):
             return None
         backend = self._backend
+        store = backend._ref()
         try:
-            job = backend.get(front)
+            if backend._get is _dict_get:  # a dict store: its own C methods, no Python call
+                job = dict.get(store, front, _MISSING)
+                if job is _MISSING:
+                    return None
+            else:
+                job = backend.get(front)
             status = index.status
             if status is not None and type(job) is dict:
                 if job.get(status[0]) in status[1]:
@@ -87,7 +94,8 @@ class InsertPath(HandleState):
                 return None
         except Exception:  # gone behind our back, or a predicate that raises: the runner's
             return None
-        backend.delete(front)
+        if store is not None:  # `_Backend.delete`, inline
+            backend._delete(store, front)
         self._count_evicted += 1  # an int: a Counter's `+= 1` costs several times more
         return _new_victim(_Victim, (front, job, Cause.COUNT, index.remove(front)))
 
