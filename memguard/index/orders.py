@@ -78,7 +78,7 @@ class Orders(OrderScans):
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
         self.largest: Optional[LargestFirst] = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
         self.lru_bound = 64  # the same for `lru`, whose front every eviction reads
 
@@ -90,7 +90,7 @@ class Orders(OrderScans):
         self.parked.clear()
         self.epochs.clear()
         self.largest = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.delivered_churn = self.finished_churn = 0
 
     # -- upkeep --------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from memguard.index.marks import (
 class OrderScans:
     """Evictable keys in each order of one store (see `Orders`)."""
 
-    __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
+    __slots__ = ("aged", "bound", "delivered", "delivered_churn", "epochs",
                  "finished", "finished_churn", "largest", "lru", "lru_bound", "lru_churn",
                  "park_after", "parked", "tracks_delivered")
 
