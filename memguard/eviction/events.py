@@ -43,7 +43,9 @@ class EvictionEvent:
                 "size": self.size}
 
 
-@attrs.frozen
+# Not slotted: attrs builds a frozen class's instance through `__dict__` then, at about half
+# the cost of ten `object.__setattr__` calls; a quiet pass's whole cost is mostly this report.
+@attrs.frozen(slots=False)
 class CleanupReport:
     """What one cleanup did: evictions per store and cause, bytes freed, usage before/after."""
 

@@ -5,7 +5,10 @@
 - `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
   first. `Epoch` markers laid into it at each pass date the touches coarsely, which is what
   idle expiry needs. It is also where the sizes live: one dict, not two, per job.
-- `aged`: the age order the age scans walk (all jobs but parked ones, in creation order).
+- `aged`: the age order: key -> creation time, every job in creation order. It is the
+  index's `created` (one dict, not two, per job). A parked job stays in it, moved to its
+  recent end (a scan that meets one moves it there again), and the age scans step over it;
+  its creation time is what the index's age walks go by (`JobIndex.returned`).
 - `delivered`: finished jobs read at least once since they were seen finished, least
   recently read first, each with the stamp of its delivery: what `order = "delivered"`
   and the global emergency order (`memguard.eviction.tiers`) evict first.
@@ -13,9 +16,10 @@
   their write, or when a re-check found a job stored running finished in place), each with
   the stamp of that moment: the last tier of the global emergency order, oldest first.
   A job is in at most one of `delivered` and `finished`; active jobs are in neither.
-- `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
-  step over too many active jobs: the scans then stay amortized O(1) per eviction however
-  many jobs are active. A parked job seen finished goes back at the recent end of both.
+- `parked`: active jobs taken out of `lru` (with their size), and moved to the recent end of
+  `aged`, because a scan had to step over too many active jobs: the scans then stay
+  amortized O(1) per eviction however many jobs are active. A parked job seen finished goes
+  back at the recent end of `lru`.
 - `largest`: None, or a `LargestFirst` heap of the weighed jobs, built the first time the
   `largest` order is asked for and kept up by every weighing from then on.
 
@@ -27,89 +31,44 @@ removes each yielded key before asking for the next; one it keeps ends the itera
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 from collections import deque
-from collections.abc import Hashable, Iterable, Iterator
-from itertools import islice
+from collections.abc import Iterator
 from math import isqrt
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-Key = Hashable
-#: What a `look` function makes of a key: evictable; active (running); pinned; kept for
-#: another reason (the job being written, a job of no size in a byte scan); gone.
-EVICTABLE, ACTIVE, PINNED, KEEP, GONE = object(), object(), object(), object(), object()
-Look = Callable[[Key, bool], object]
+from memguard.index.marks import (
+    _ABSENT,
+    ACTIVE,
+    EVICTABLE,
+    GONE,
+    KEEP,
+    MAX_EPOCHS,
+    PINNED,
+    STAMPS,
+    WRITTEN,
+    Epoch,
+    Key,
+    LargestFirst,
+    Look,
+    _stamp,
+)
+from memguard.index.scans import OrderScans
 
-MAX_EPOCHS = 64
-_CHUNK = 256
-_ABSENT: Any = object()
-
-#: Stamps of deliveries and finishes, one counter for every store of the process, so the
-#: global emergency order can compare them across stores without reading the clock. A
-#: stamp dates the moment the index learned of the event (a drain, a write, a re-check).
-STAMPS = itertools.count(1)
-#: The mark of a write in a read set (`JobIndex.reads`): a touch, not a delivery. A read
-#: marks None.
-WRITTEN: Any = object()
-_stamp = STAMPS.__next__
-
-
-class Epoch:
-    """A marker in the LRU order: every job before it was last touched at or before `time`."""
-
-    __slots__ = ("time",)
-
-    def __init__(self, time: float) -> None:
-        self.time = time
-
-    def __repr__(self) -> str:
-        return f"Epoch({self.time:g})"
+__all__ = ["ACTIVE", "EVICTABLE", "GONE", "KEEP", "MAX_EPOCHS", "PINNED", "STAMPS", "WRITTEN",
+           "Epoch", "Key", "LargestFirst", "Look", "Orders"]
 
 
-class LargestFirst:
-    """The weighed jobs of a store in a heap of `(-size, seq, key)`, largest first.
+class Orders(OrderScans):
+    """The recency, age, delivery and size orders of one store's jobs, and their scans
+    (`OrderScans`, memguard.index.scans, which holds the slots)."""
 
-    Entries are never deleted in place: a job re-weighed gets a new entry, and one that is
-    stale (the job is gone, or its size is no longer the entry's) is skipped when popped.
-    `seq` breaks ties (never the keys, which need not be comparable): among jobs of one size,
-    the one weighed first comes first. When the heap holds twice the entries it had at its
-    last rebuild (plus 64) it is rebuilt from the live sizes, O(n) once per O(n) pushes.
-    """
-
-    __slots__ = ("count", "heap", "limit", "used")
-
-    def __init__(self, sizes: Iterable[tuple[Any, Optional[int]]]) -> None:
-        self.heap: list[tuple[int, int, Key]] = []
-        self.count = itertools.count()
-        self.limit = 64
-        self.used = True  # a largest-first walk ran since the last rebuild
-        self.rebuild(sizes)
-
-    def rebuild(self, sizes: Iterable[tuple[Any, Optional[int]]]) -> None:
-        """Start again from `sizes` (key, size) pairs, in their order for equal sizes."""
-        count = self.count = itertools.count()
-        heap = [(-size, next(count), key) for key, size in sizes if size]
-        heapq.heapify(heap)
-        self.heap = heap
-        self.limit = 2 * len(heap) + 64
-
-    def push(self, key: Key, size: int) -> None:
-        heapq.heappush(self.heap, (-size, next(self.count), key))
-
-
-class Orders:
-    """The recency, age, delivery and size orders of one store's jobs, and their scans."""
-
-    __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
-                 "finished", "finished_churn", "largest", "lru", "lru_bound", "lru_churn",
-                 "park_after", "parked", "tracks_delivered")
+    __slots__ = ()
 
     def __init__(self, *, park_after: int) -> None:
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
         self.park_after = park_after
         self.lru: dict[Key, Optional[int]] = {}
-        self.aged: dict[Key, None] = {}
+        self.aged: dict[Key, Any] = {}  # the index's `created`: key -> creation time
         self.delivered: dict[Key, int] = {}
         self.finished: dict[Key, int] = {}
         # Only a store that evicts in the delivered order (or whose emergencies do) needs
@@ -119,7 +78,7 @@ class Orders:
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
         self.largest: Optional[LargestFirst] = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
         self.lru_bound = 64  # the same for `lru`, whose front every eviction reads
 
@@ -131,7 +90,7 @@ class Orders:
         self.parked.clear()
         self.epochs.clear()
         self.largest = None
-        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.delivered_churn = self.finished_churn = 0
 
     # -- upkeep --------------------------------------------------------------------------
 
@@ -171,7 +130,6 @@ class Orders:
         if it was parked) and undelivered (a new value is not delivered until read)."""
         if key in self.parked:
             self.lru[key] = self.parked.pop(key)
-            self.aged[key] = None
         else:
             self.lru[key] = self.lru.pop(key, None)
             self.lru_churn += 1
@@ -202,14 +160,13 @@ class Orders:
             self.lru_churn += 1
 
     def discard(self, key: Key) -> Optional[int]:
-        """Take `key` out of every order; returns its last known size."""
+        """Take `key` out of every order but `aged` (the index's `created`, which its caller
+        pops); returns its last known size."""
         if key in self.parked:
             size = self.parked.pop(key)
         else:
             size = self.lru.pop(key, None)
-            self.aged.pop(key, None)
             self.lru_churn += 1
-            self.aged_churn += 1
         # A job is in at most one tier; most removals find it in `finished` (evictions of
         # unread results, deletes) or in neither (the tables are empty when not tracked).
         finished = self.finished
@@ -220,22 +177,31 @@ class Orders:
             if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
                 self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if (self.lru_churn > self.lru_bound or self.aged_churn > bound
-                or self.finished_churn > bound or self.delivered_churn > bound):
+        if (self.lru_churn > self.lru_bound or self.finished_churn > bound
+                or self.delivered_churn > bound):
             self.churned()
         return size
 
     def park(self, key: Key) -> None:
-        """Take active `key` out of the orders the scans walk (it keeps its size)."""
+        """Take active `key` out of `lru` (it keeps its size) and to the recent end of `aged`,
+        where the age scans step over it."""
         self.unfinish(key)
         self.parked[key] = self.lru.pop(key, None)
-        self.aged.pop(key, None)
-        self.churned(lru=1, aged=1)
+        self.to_recent_end(key)
+        self.churned(lru=1)
+
+    def to_recent_end(self, key: Key) -> None:
+        """Parked `key` to the recent end of `aged`, its creation time kept."""
+        aged = self.aged
+        when = aged.pop(key, _ABSENT)
+        if when is _ABSENT:
+            return
+        aged[key] = when  # (the slot left behind goes at the index's next compaction)
 
     def unpark(self, key: Key) -> None:
-        """Parked `key` back at the recent end of both orders (as if just touched)."""
+        """Parked `key` back at the recent end of `lru` (as if just touched); in `aged` it
+        stays where parking put it."""
         self.lru[key] = self.parked.pop(key)
-        self.aged[key] = None
 
     def undeliver(self, key: Key) -> None:
         if self.delivered.pop(key, _ABSENT) is not _ABSENT:
@@ -259,10 +225,10 @@ class Orders:
         yield from self.lru.items()
         yield from self.parked.items()
 
-    def churned(self, *, lru: int = 0, aged: int = 0, delivered: int = 0,
+    def churned(self, *, lru: int = 0, delivered: int = 0,
                 finished: int = 0) -> None:
-        """Count deletions from `lru`, `aged`, `delivered` and `finished`, and compact each
-        now and then.
+        """Count deletions from `lru`, `delivered` and `finished`, and compact each now and
+        then (`aged` is the index's `created`, which the index compacts).
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
@@ -277,7 +243,6 @@ class Orders:
         # 4 ns each): a bound b costs n/b * 4 + b/2 ns a removal, least at b = sqrt(8n).
         self.lru_bound = max(64, isqrt(8 * jobs))
         self.lru_churn += lru
-        self.aged_churn += aged
         self.delivered_churn += delivered
         self.finished_churn += finished
         if self.delivered_churn > bound:
@@ -289,9 +254,6 @@ class Orders:
         if self.lru_churn > self.lru_bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
-        if self.aged_churn > bound:
-            self.aged_churn = 0
-            self.aged = dict(self.aged)
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass).
@@ -320,160 +282,3 @@ class Orders:
     def recency(self) -> list[Key]:
         """Job keys, least recently used first (markers left out, parked jobs last)."""
         return [key for key in self.lru if not isinstance(key, Epoch)] + list(self.parked)
-
-    # -- scans: evictable keys in each order; active jobs are never yielded ---------------
-
-    def idle_before(self, cutoff: float, look: Look) -> Iterator[Key]:
-        """Evictable keys whose last touch was at or before `cutoff` (epoch granularity)."""
-        target = None
-        for epoch in self.epochs:
-            if epoch.time > cutoff:
-                break
-            target = epoch
-        if target is None:
-            return iter(())
-        return self.scan("lru", look, until=target)
-
-    def scan(self, order: str, look: Look, *, until: Optional[Epoch] = None,
-             weighed_only: bool = False, skip: Optional[dict[Key, int]] = None
-             ) -> Iterator[Key]:
-        """Evictable keys of `order` ("lru" or "aged"), front first, up to the epoch `until`.
-
-        Active jobs keep their place (up to `park_after` of them; then they are parked);
-        `kept` counts the entries left in front of the scan. The consumer removes what we
-        yield, so the order is read in chunks, and looked up by name at each chunk: removals
-        may compact it into a new dict. Keys in `skip` are stepped over; epoch markers (only
-        in the recency order) date what precedes them.
-        """
-        kept = 0
-        stepped = 0
-        size = 8  # most scans stop at the first key: start small, grow if they go on
-        while True:
-            chunk = list(islice(getattr(self, order), kept, kept + size))
-            size = min(size * 4, _CHUNK)
-            if not chunk:
-                return
-            for key in chunk:
-                if isinstance(key, Epoch):
-                    if kept == 0:  # no job before it left to date
-                        self.drop_epoch(key)
-                    else:
-                        kept += 1
-                    if key is until:
-                        return
-                    continue
-                if skip is not None and key in skip:
-                    kept += 1
-                    continue
-                verdict = look(key, weighed_only)
-                if verdict is EVICTABLE:
-                    yield key
-                    if key in self.lru:  # the consumer kept it: stop here
-                        return
-                elif verdict is ACTIVE or verdict is PINNED:
-                    stepped += 1
-                    if stepped > self.park_after:
-                        self.park(key)
-                    else:
-                        kept += 1
-                elif verdict is KEEP:
-                    kept += 1
-
-    def delivered_first(self, look: Look, weighed_only: bool) -> Iterator[Key]:
-        """The delivered jobs, least recently read first; then the rest in LRU order.
-
-        The second walk steps over the delivered ones the first kept (pinned, being written,
-        of no size in a byte scan). A delivered job found running again (set back in place)
-        is no longer delivered: its next result is not.
-        """
-        kept = 0
-        size = 8
-        while True:
-            chunk = list(islice(self.delivered, kept, kept + size))
-            size = min(size * 4, _CHUNK)
-            if not chunk:
-                break
-            for key in chunk:
-                verdict = look(key, weighed_only)
-                if verdict is EVICTABLE:
-                    yield key
-                    if key in self.lru:  # the consumer kept it: stop here
-                        return
-                elif verdict is ACTIVE:
-                    self.undeliver(key)
-                elif verdict is not GONE:
-                    kept += 1
-        yield from self.scan("lru", look, weighed_only=weighed_only, skip=self.delivered)
-
-    def tier(self, name: str, look: Look, limit: int) -> list[tuple[int, Key]]:
-        """Up to `limit` evictable jobs of one tier of the global emergency order, front
-        first, with their stamps, without evicting them: `delivered` (oldest delivery
-        first) or `finished` (undelivered, oldest finished first).
-
-        A tier with no table of its name here is empty: `expired` (jobs past a soft bound)
-        until the soft bounds give it one. A job found active again leaves the tier (its
-        next result is neither delivered nor finished yet); pinned jobs and the job being
-        written stay in place and are stepped over. The walk reads the tier in chunks and
-        looks it up by name at each chunk: a look may forget a job gone behind the index's
-        back, and a removal may compact the table into a new dict.
-        """
-        found: list[tuple[int, Key]] = []
-        kept = 0
-        size = min(max(limit, 8), _CHUNK)
-        while len(found) < limit:
-            table: Optional[dict[Key, int]] = getattr(self, name, None)
-            if table is None:  # a tier without a table here (`expired`, for now): empty
-                break
-            chunk = list(islice(table.items(), kept, kept + size))
-            size = min(size * 4, _CHUNK)
-            if not chunk:
-                break
-            for key, stamp in chunk:
-                verdict = look(key, False)
-                if verdict is EVICTABLE:
-                    found.append((stamp, key))
-                    kept += 1
-                    if len(found) >= limit:
-                        break
-                elif verdict is ACTIVE:
-                    self.unfinish(key)
-                elif verdict is not GONE:
-                    kept += 1
-        return found
-
-    def largest_first(self, look: Look, weighed_only: bool) -> Iterator[Key]:
-        """Weighed jobs, largest first (O(log n) a victim, amortized); then, unless
-        `weighed_only`, those of unknown or zero size in LRU order.
-
-        An entry is popped when looked at. A job found active (or pinned) loses it until it
-        is weighed again or seen finished (`JobIndex` pushes it back then); the job being
-        written, and a yielded job the consumer kept, get theirs back when the walk ends.
-        """
-        largest = self.largest
-        if largest is None:
-            largest = self.largest = LargestFirst(self.sizes())
-        largest.used = True
-        held: list[tuple[int, int, Key]] = []
-        try:
-            while largest.heap and self.largest is largest:
-                entry = heapq.heappop(largest.heap)
-                size, _, key = entry
-                current = self.lru.get(key)
-                if current is None:
-                    current = self.parked.get(key)
-                if current != -size:
-                    continue  # stale: gone, or weighed again since
-                verdict = look(key, weighed_only)
-                if verdict is EVICTABLE:
-                    held.append(entry)  # back in the heap if the consumer keeps the key
-                    yield key
-                    if key in self.lru:  # the consumer kept it: stop here
-                        return
-                    held.pop()
-                elif verdict is KEEP:
-                    held.append(entry)
-        finally:
-            for entry in held:
-                heapq.heappush(largest.heap, entry)
-        if not weighed_only:
-            yield from self.scan("lru", look)
