@@ -43,7 +43,8 @@ from memguard.monitor.levels import next_level, rank
 from memguard.monitor.readings import MemoryStats, Readings, time_to_limit
 from memguard.monitor.tick import CleanupRecord, Cleanups, Schedule, Ticker, TickResult
 from memguard.monitor.triggers import SignalTrigger
-from memguard.policy.options import MemoryPolicy, Thresholds
+from memguard.policy.options import MemoryPolicy
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import format_duration
 
 if TYPE_CHECKING:
