@@ -237,7 +237,8 @@ class MemoryManager:
         (`memguard.monitor.startup`)."""
         monitor = self.monitor
         if monitor is not None:
-            self._start_line.say_once(self.policy, monitor, own_probe=self.probe is not None,
+            self._start_line.say_once(self.policy, own_probe=self.probe is not None,
+                                      detected_limit=monitor.readings.detected_limit,
                                       stores=self._stores.names)
 
     def _update_companions(self) -> None:
@@ -301,7 +302,7 @@ class MemoryManager:
     @property
     def has_listeners(self) -> bool:
         """Whether any `on_evict` callback is registered (inserts build events only then)."""
-        return bool(self._listeners)
+        return bool(self._listeners.callbacks)
 
     def count_freed(self, nbytes: int) -> None:
         """Add `nbytes` evicted from this process' stores to `evicted_bytes`."""
@@ -317,7 +318,8 @@ class MemoryManager:
         """
         if in_process:
             self.count_freed(sum(event.size or 0 for event in events))
-        self._listeners.notify(events)
+        if self._listeners.callbacks:  # (no call at all on an insert nobody listens to)
+            self._listeners.notify(events)
 
 
 def all_managers() -> list[MemoryManager]:

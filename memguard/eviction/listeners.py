@@ -24,9 +24,6 @@ class Listeners:
     def __init__(self) -> None:
         self.callbacks: tuple[EvictionCallback, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.callbacks)
-
     def add(self, callback: EvictionCallback) -> None:
         self.callbacks += (callback,)
 

@@ -8,16 +8,32 @@ cuts its store back at once instead of at the monitor's next sample.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
+from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.levels import rank
-from memguard.monitor.thread import Monitor
+from memguard.policy.thresholds import Thresholds
 
 #: A write into a soft-bounded store reads memory afresh when the monitor's last sample is
 #: within this share of `warning`.
 NEAR_WARNING = 0.03
 #: ... at most this often (seconds of the manager's clock).
 FRESH_EVERY = 0.05
+
+
+class Watching(Protocol):
+    """What the gauge reads of the monitor (`memguard.monitor.thread.Monitor`)."""
+
+    @property
+    def level(self) -> str: ...
+
+    @property
+    def last_sample(self) -> Optional[MemorySample]: ...
+
+    @property
+    def probe(self) -> Probe: ...
+
+    def thresholds(self, sample: Optional[MemorySample] = None) -> Thresholds: ...
 
 
 class PressureGauge:
@@ -31,7 +47,7 @@ class PressureGauge:
         self.fresh_at: Optional[float] = None
         self.fresh_pressed = False
 
-    def under_pressure(self, monitor: Optional[Monitor], *, fresh: bool = False) -> bool:
+    def under_pressure(self, monitor: Optional[Watching], *, fresh: bool = False) -> bool:
         """The monitor's level at or above `warning` (False without a monitor, or before its
         first sample); with `fresh`, a last sample within `NEAR_WARNING` of `warning` is read
         again (at most every `FRESH_EVERY` seconds)."""

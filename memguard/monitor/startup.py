@@ -13,7 +13,6 @@ import os
 from typing import Callable, Optional
 
 from memguard._logging import announce
-from memguard.monitor.thread import Monitor
 from memguard.policy.policy import Policy
 from memguard.policy.units import format_size
 
@@ -26,17 +25,19 @@ class StartupLine:
     def __init__(self) -> None:
         self.said_in: Optional[int] = None  # the pid that said it
 
-    def say_once(self, policy: Policy, monitor: Monitor, *, own_probe: bool,
-                 stores: Callable[[], list[str]]) -> None:
-        """Log the line unless this process did already; `own_probe`: the manager was given
-        a probe (which knows its limit); `stores` lists the store names when called."""
+    def say_once(self, policy: Policy, *, detected_limit: Callable[[], Optional[int]],
+                 own_probe: bool, stores: Callable[[], list[str]]) -> None:
+        """Log the line unless this process did already. `detected_limit` finds the
+        container's limit (the monitor's readings do); `own_probe`: the manager was given a
+        probe (which knows its limit); `stores` lists the store names when called."""
         if self.said_in == os.getpid():
             return
         self.said_in = os.getpid()
-        say_started(policy, monitor, own_probe=own_probe, stores=stores())
+        say_started(policy, detected_limit=detected_limit, own_probe=own_probe, stores=stores())
 
 
-def say_started(policy: Policy, monitor: Monitor, *, own_probe: bool, stores: list[str]) -> None:
+def say_started(policy: Policy, *, detected_limit: Callable[[], Optional[int]],
+                own_probe: bool, stores: list[str]) -> None:
     """Log the start-up line (see the module docstring)."""
     memory = policy.memory
     scope = memory.scope
@@ -46,7 +47,7 @@ def say_started(policy: Policy, monitor: Monitor, *, own_probe: bool, stores: li
     elif own_probe:  # a probe of the app's own says what its limit is
         limit, said = None, "limit as the manager's probe reports it"
     else:
-        limit = monitor.readings.detected_limit() if memory.limit == "auto" else None
+        limit = detected_limit() if memory.limit == "auto" else None
         if scope == "auto":
             scope = "cgroup" if limit is not None else "process"
         said = (f"limit {format_size(limit)} (the container's)" if limit is not None else
