@@ -1,7 +1,8 @@
-"""`MemoryManager`: the registry of live stores, their policy, cleanups and listeners.
+"""`MemoryManager`: a process's stores under one policy, cleanups and memory monitor.
 
 `memguard.manager` is the process-wide default instance; stores declared without
-`manager=` register with it.
+`manager=` register with it. The parts the manager composes live in the layers below, one
+concern each (`MemoryManager`'s docstring names them).
 """
 
 from __future__ import annotations
