@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "memguard"
 # package's __init__). Units in one row form one layer and may import each other; the cycle
 # check still keeps them from importing each other both ways.
 LAYERS: list[tuple[str, ...]] = [
-    ("memguard.errors", "memguard._version", "memguard._logging"),
+    ("memguard.errors", "memguard._version", "memguard._logging", "memguard._package"),
     ("memguard.index",),
     ("memguard.policy",),
     ("memguard.eviction",),
@@ -238,10 +238,21 @@ def sort_key(name: str) -> tuple[int, list[object]]:
 
 
 def is_guard_or_lazy_loader(statement: ast.stmt) -> bool:
-    """The two things an __init__ may hold besides re-exports (docs/decisions.md): a guard
-    turning a missing framework into the error that names its extra (``try: import django``
-    whose handlers only raise), and PEP 562's ``__getattr__``/``__dir__`` loading submodules
-    on first access (memguard.integrations imports no framework until an adapter is used)."""
+    """What an __init__ may hold besides re-exports (docs/decisions.md): a guard turning a
+    missing framework into the error that names its extra (``try: import django`` whose
+    handlers only raise); PEP 562's ``__getattr__``/``__dir__`` loading submodules on first
+    access (memguard.integrations imports no framework until an adapter is used); and for a
+    lazy package, its re-exports spelled as imports under ``if TYPE_CHECKING:`` (for type
+    checkers) and ``sys.modules[__name__].__class__ = ...`` (memguard: a public name wins over
+    the same-named submodule)."""
+    if isinstance(statement, ast.If):  # the `else:` may hold the loader, hidden from checkers
+        return (isinstance(statement.test, ast.Name) and statement.test.id == "TYPE_CHECKING"
+                and all(isinstance(inner, (ast.Import, ast.ImportFrom))
+                        for inner in statement.body)
+                and all(is_guard_or_lazy_loader(inner) and isinstance(inner, ast.FunctionDef)
+                        for inner in statement.orelse))
+    if isinstance(statement, ast.Assign):
+        return ast.unparse(statement).startswith("sys.modules[__name__].__class__ = ")
     if isinstance(statement, ast.Try):
         return (all(isinstance(inner, (ast.Import, ast.ImportFrom)) for inner in statement.body)
                 and all(len(handler.body) == 1 and isinstance(handler.body[0], ast.Raise)
@@ -260,7 +271,8 @@ def reexport_problems(tree: ast.Module) -> Iterator[str]:
     lazy = False  # a PEP 562 loader: __all__ may name submodules it imports on first access
     for statement in body:
         if is_guard_or_lazy_loader(statement):
-            lazy = lazy or isinstance(statement, ast.FunctionDef)
+            lazy = lazy or isinstance(statement, ast.FunctionDef) or (
+                isinstance(statement, ast.If) and bool(statement.orelse))
             continue
         if isinstance(statement, (ast.Import, ast.ImportFrom)):
             if isinstance(statement, ast.ImportFrom) and statement.module == "__future__":
@@ -391,6 +403,18 @@ def test_an_init_may_guard_a_framework_or_load_submodules_lazily_and_nothing_mor
     refused = ast.parse("try:\n    import django\nexcept ImportError:\n    django = None\n"
                         "def helper():\n    pass\n")
     assert list(reexport_problems(refused)) == ["line 1: try:", "line 5: def helper():"]
+    typed = ast.parse("import sys\nfrom typing import TYPE_CHECKING\n"
+                      "if TYPE_CHECKING:\n    from x import a\n"
+                      "else:\n    def __getattr__(name):\n        return name\n"
+                      "__all__ = ['a']\nsys.modules[__name__].__class__ = P\n")
+    assert list(reexport_problems(typed)) == []
+    more = ast.parse("if TYPE_CHECKING:\n    from x import a\n    a.b = 1\n"
+                     "if TYPE_CHECKING:\n    import x\nelse:\n    import y\n"
+                     "sys.modules['other'].__class__ = P\n"
+                     "if TYPE_CHECKING:\n    import x\nelse:\n    def helper():\n        pass\n")
+    assert list(reexport_problems(more)) == [
+        "line 1: if TYPE_CHECKING:", "line 4: if TYPE_CHECKING:",
+        "line 8: sys.modules['other'].__class__ = P", "line 9: if TYPE_CHECKING:"]
 
 
 def test_the_size_check_measures_modules_classes_and_nested_functions() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import sysconfig
 import time
 from typing import Any, Callable, Final, Optional
 
@@ -117,9 +116,20 @@ def _small_objects() -> str:
     if sys.getallocatedblocks() == 0:
         return "malloc"
     chosen = "" if sys.flags.ignore_environment else os.environ.get("PYTHONMALLOC", "")
-    if chosen.startswith("mimalloc") or sysconfig.get_config_var("Py_GIL_DISABLED"):
+    if chosen.startswith("mimalloc") or _free_threaded():
         return "mimalloc"
     return "pymalloc"
+
+
+def _free_threaded() -> bool:
+    """Whether this is a free-threaded build (``Py_GIL_DISABLED``): the ABI flag ``t`` says so
+    on POSIX; elsewhere sysconfig does (imported only there: with its data module it is about
+    0.2 MB a process would otherwise keep for one flag)."""
+    abiflags = getattr(sys, "abiflags", None)
+    if abiflags is not None:
+        return "t" in abiflags
+    import sysconfig
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def _mallctl_read(mallctl: Any, name: bytes, ctype: Any) -> Any:

@@ -99,6 +99,8 @@ class _Loader:
         Nesting deeper than MAX_NESTING and numbers longer than MAX_DIGITS are refused first:
         tomllib would raise RecursionError, or a bare ValueError past Python's int digit limit.
         """
+        if not self.text.strip():  # the built-in policy: no need to load the TOML parser
+            return {}
         problem = _too_deep_or_long(self.text)
         if problem is not None:
             line, message = problem

@@ -5,7 +5,6 @@ refuse documents too deep or numbers too long before the parser sees them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from typing import Optional
@@ -30,6 +29,8 @@ def _key_parts(text: str) -> _KeyPath:
     parts: list[str] = []
     for raw in re.findall(_KEY_PART, text):
         if raw.startswith('"'):
+            import json  # a quoted key in a policy file: rare, and ordinary use needs no json
+
             try:
                 parts.append(str(json.loads(raw)))
             except ValueError:

@@ -10,7 +10,6 @@ Sizes follow Heroku's quotas and DESIGN section 5: `KB`, `MB`, `GB`, `TB` (and `
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Union
@@ -69,6 +68,8 @@ def show_value(value: object) -> str:
     if isinstance(value, str) and len(value) > 200:
         return show_value(value[:100]) + f"... ({len(value)} characters)"
     if isinstance(value, str):
+        import json  # error messages only: not loaded by ordinary use
+
         body = json.dumps(value, ensure_ascii=False)[1:-1]  # quotes and backslashes escaped
         return '"' + "".join(char if char.isprintable() else _escape(char) for char in body) + '"'
     return repr(value)

@@ -68,7 +68,10 @@ def set_default(host: StoreHost) -> None:
 
 
 def default_host() -> StoreHost:
-    """The process-wide default manager (set when `memguard` is imported)."""
+    """The process-wide default manager (created when the `memguard.manager` module loads:
+    reaching `memguard.manager`, `memguard.managed_store`, `memguard.touches` or
+    `memguard.handle` loads it)."""
     if not _default:
-        raise RuntimeError("memguard's default manager is not set up: import memguard first")
+        raise RuntimeError("memguard's default manager is not set up: reach it through the "
+                           "package (memguard.managed_store, memguard.manager) or pass manager=")
     return _default[0]

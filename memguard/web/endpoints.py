@@ -27,7 +27,9 @@ from memguard.web.payloads import (
     live_payload,
     memory_payload,
     metrics_payload,
+    snapshot_collector,
 )
+from memguard.web.prometheus import serve_every_worker
 
 if TYPE_CHECKING:
     from memguard.manager import MemoryManager
@@ -119,6 +121,9 @@ class Endpoints:
         resolved = token if token is not None else os.environ.get(TOKEN_ENV)
         self._token: Optional[bytes] = resolved.encode("utf-8") if resolved else None
         self.wall_clock = wall_clock
+        # Under `uvicorn --workers N` (no server hook of ours runs there), this is where each
+        # worker joins its siblings' metrics, as the app is loaded.
+        serve_every_worker(snapshot_collector(self.manager))
 
     def __repr__(self) -> str:
         return (f"<Endpoints prefix={self.prefix!r} "

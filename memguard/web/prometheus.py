@@ -1,4 +1,4 @@
-"""Prometheus exposition for servers with one process or several (gunicorn workers).
+"""Prometheus exposition for servers with one process or several (gunicorn or uvicorn workers).
 
 A scrape of a multi-worker server reaches one worker, and each worker counts on its own, so
 the plain exposition of one process's counters makes ``rate()`` see a reset every time the
@@ -9,17 +9,22 @@ scrape lands on another worker. Two modes avoid that:
   worker lives; aggregate in queries (``sum by (store, cause) (rate(...))``). A scrape shows
   only the worker that answered; the others' series go stale until a scrape reaches them.
 - **prometheus-client's multiprocess mode**, when ``PROMETHEUS_MULTIPROC_DIR`` names a
-  directory (set before the server starts, empty at start), and under gunicorn with more
-  than one worker even when it is not set: memguard's hooks then manage a run directory of
-  their own (`run_directory`: one per gunicorn arbiter, made before or as the workers fork,
-  removed when the arbiter exits), so any scrape shows every worker. Each process mirrors
+  directory (set before the server starts, empty at start), and under gunicorn or
+  ``uvicorn --workers N`` with more than one worker even when it is not set: memguard then
+  manages a run directory of its own (`run_directory`, one per gunicorn arbiter or uvicorn
+  supervisor), so any scrape shows every worker. Under gunicorn the hooks make it before or
+  as the workers fork and remove it when the arbiter exits; under uvicorn each worker finds
+  it from its supervisor's pid (`uvicorn_supervisor`) when the app builds its endpoints, and
+  since the supervisor runs no memguard code, a directory whose owner is gone is removed by
+  the next one made (`remove_stale_directories`). Each process mirrors
   its figures into its own files there (at start, at each scrape it answers and every
   `SYNC_INTERVAL` seconds), and the answering worker aggregates every process's files with a
   ``MultiProcessCollector``:
   counters are summed over all workers, dead ones included, so totals never go down; gauges
   carry a ``pid`` label (mode ``liveall``: the gunicorn ``child_exit`` hook in
   `memguard.integrations.gunicorn` drops a dead worker's gauges through
-  ``prometheus_client.multiprocess.mark_process_dead``).
+  ``prometheus_client.multiprocess.mark_process_dead``; under uvicorn, which has no such
+  hook, each worker's mirroring drops the gauges of workers that are gone).
 
 Both modes also export the standard ``process_*`` and ``python_gc_*`` families (and
 ``python_info``) of the answering process, labelled with its ``pid``.
@@ -28,6 +33,7 @@ Both modes also export the standard ``process_*`` and ``python_gc_*`` families (
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Final, Optional
@@ -57,6 +63,97 @@ def run_directory(arbiter: int) -> str:
     except psutil.Error:
         started = 0
     return os.path.join(tempfile.gettempdir(), f"{RUN_PREFIX}{arbiter}-{started}")
+
+
+def uvicorn_supervisor() -> Optional[int]:
+    """The pid of the ``uvicorn --workers N`` supervisor (N >= 2) this process is a worker of,
+    or None.
+
+    uvicorn starts each worker with multiprocessing's spawn, as a process whose target is
+    ``uvicorn._subprocess.subprocess_started`` with the server's ``config`` among its
+    arguments; the worker holds that process object as ``multiprocessing.current_process()``.
+    It is a worker of the multiprocess supervisor when that config asks for two or more
+    workers and no reloading (``--reload`` runs one worker under another supervisor), and
+    the supervisor is still its parent. Anything else (a plain ``uvicorn``, gunicorn's
+    uvicorn worker class, a pool of the app's own) is None. Costs no import: a process
+    uvicorn spawned has multiprocessing loaded already.
+    """
+    multiprocessing: Any = sys.modules.get("multiprocessing")
+    if multiprocessing is None:
+        return None
+    process = multiprocessing.current_process()
+    target = getattr(process, "_target", None)
+    kwargs = getattr(process, "_kwargs", None)
+    if getattr(target, "__module__", None) != "uvicorn._subprocess" or not isinstance(kwargs,
+                                                                                    dict):
+        return None
+    config = kwargs.get("config")
+    workers = getattr(config, "workers", None)
+    if not isinstance(workers, int) or workers < 2 or getattr(config, "should_reload", True):
+        return None
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid != os.getppid():
+        return None
+    return int(parent.pid)
+
+
+def remove_stale_directories() -> list[str]:
+    """Remove the run directories (`run_directory`) of this user whose arbiter or supervisor
+    is gone (no process with that pid and start time), and return their paths. A gunicorn
+    arbiter removes its own on exit; a uvicorn supervisor runs no memguard code, and an
+    arbiter killed with SIGKILL has no exit, so these are removed when the next run
+    directory is made."""
+    import shutil
+    import tempfile
+
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    removed: list[str] = []
+    root = tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        owner, _, started = entry.name[len(RUN_PREFIX):].partition("-")
+        if not (entry.name.startswith(RUN_PREFIX) and owner.isdigit() and started.isdigit()):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
+                continue
+            alive = int(psutil.Process(int(owner)).create_time() * 1000) == int(started)
+        except psutil.Error:
+            alive = False
+        except OSError:
+            continue
+        if not alive:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+def serve_every_worker(snapshot: Snapshot) -> Optional[str]:
+    """Under ``uvicorn --workers N`` without ``PROMETHEUS_MULTIPROC_DIR``: make this worker
+    write its figures to the run directory of its supervisor, start mirroring them there at
+    once (so a scrape any sibling answers shows this worker from now on), and return the
+    directory; anywhere else, do nothing and return None. `memguard.web`'s endpoints call
+    this when an app builds them, in each worker. Stale run directories are removed first."""
+    if os.environ.get(MULTIPROC_ENV):
+        return None
+    supervisor = uvicorn_supervisor()
+    if supervisor is None:
+        return None
+    path = run_directory(supervisor)
+    if not os.path.isdir(path):
+        for stale in remove_stale_directories():
+            logger.debug("memguard: removed the stale metrics directory %s", stale)
+    use_directory(path)
+    global _prune_dead
+    _prune_dead = True
+    logger.debug("memguard: uvicorn worker %s writes metrics to %s (supervisor %s)",
+                 os.getpid(), path, supervisor)
+    ensure_sync(snapshot)
+    return path
 
 
 def use_directory(path: str) -> None:
@@ -183,6 +280,29 @@ def sync(snapshot: Snapshot) -> None:
     """Mirror this process's figures into its multiprocess files (no-op otherwise)."""
     if multiprocess_mode():
         _mirror(snapshot().collect())
+        if _prune_dead:
+            _drop_dead_workers(os.environ[MULTIPROC_ENV])
+
+
+_prune_dead = False
+"""Set in a uvicorn worker using a managed run directory: nothing else drops the gauges of a
+worker the supervisor replaced (gunicorn's ``child_exit`` hook does it there)."""
+
+
+def _drop_dead_workers(path: str) -> None:
+    """``mark_process_dead`` every process whose live gauges are in `path` and which is gone."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+    from prometheus_client.multiprocess import mark_process_dead
+
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("gauge_live") and name.endswith(".db"):
+            pid = name[:-3].rpartition("_")[2]
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
 
 
 def _mirror(families: Iterable[Any]) -> None:

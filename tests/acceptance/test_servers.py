@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -30,6 +31,8 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from memguard.web.prometheus import run_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "acceptance-token-5b1e"
@@ -133,7 +136,11 @@ def example_server(kind: str, env: dict[str, str],
         argv = gunicorn_argv("-c", "examples/gunicorn.conf.py", "--access-logfile", "/dev/null",
                              "examples.flask_app:app")
     with serve(kind, argv, port, dict(env, PORT=str(port)), log) as running:
+        directory = run_directory(running.process.pid)  # while the process lives
         yield running
+    # uvicorn's supervisor (WEB_CONCURRENCY workers) runs no memguard code to remove the
+    # metrics directory its workers shared; the next start would remove it as stale.
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
