@@ -1,47 +1,48 @@
-"""`MemoryManager`: the registry of live stores, their policy, cleanups and listeners.
+"""`MemoryManager`: a process's stores under one policy, cleanups and memory monitor.
 
 `memguard.manager` is the process-wide default instance; stores declared without
-`manager=` register with it.
+`manager=` register with it. The parts the manager composes live in the layers below, one
+concern each (`MemoryManager`'s docstring names them).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from memguard._logging import announce, logger
 from memguard.errors import PolicyError
 from memguard.eviction.events import CleanupReport, EvictionEvent
-from memguard.eviction.rules import Budget, Pass
-from memguard.eviction.tiers import evict_in_global_order
+from memguard.eviction.listeners import EvictionCallback, Listeners
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
-from memguard.monitor.levels import rank
+from memguard.monitor.pressure import PressureGauge
 from memguard.monitor.readings import MemoryStats
+from memguard.monitor.startup import StartupLine
 from memguard.monitor.thread import Monitor
 from memguard.policy.files import policy_from_environment
 from memguard.policy.policy import Policy
-from memguard.policy.units import format_size
-from memguard.stores import registry
-from memguard.stores.building import attach, handle
-from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores import cleanups, registry
+from memguard.stores.building import handle
+from memguard.stores.handle import LocalHandle
 from memguard.stores.intake import Intake
-from memguard.stores.protocol import StoreHandle, as_handle
+from memguard.stores.protocol import StoreHandle
+from memguard.stores.roster import Roster, adopt
 from memguard.stores.trace import Recorder
-
-EvictionCallback = Callable[[EvictionEvent], object]
 
 
 class MemoryManager:
-    """Keeps every registered store within its policy and the process within its memory."""
+    """Keeps every registered store within its policy and the process within its memory.
+
+    It holds the policy and the monitor, and composes small parts that each read alone: the
+    registered stores (`memguard.stores.roster`), the cleanups spread over them
+    (`memguard.stores.cleanups`), the `on_evict` listeners (`memguard.eviction.listeners`),
+    the pressure a soft-bounded write asks about (`memguard.monitor.pressure`) and the
+    start-up line (`memguard.monitor.startup`).
+    """
 
     def __init__(self, policy: Optional[Policy] = None, *,
                  clock: Callable[[], float] = time.monotonic,
@@ -56,16 +57,12 @@ class MemoryManager:
         self._policy = policy if policy is not None else policy_from_environment()
         self._lock = threading.RLock()
         self._from_environment = False
-        self._handles: dict[str, list[StoreHandle]] = {}
-        self._handle_list: Optional[list[StoreHandle]] = None  # `handles()`, until a change
-        self._plain: dict[int, LocalHandle] = {}
-        self._callbacks: tuple[EvictionCallback, ...] = ()
+        self._stores = Roster(self._lock)
+        self._listeners = Listeners()
         self.monitor: Optional[Monitor] = None
-        # `under_pressure(fresh=True)`: when memory was last read for it, and what it said.
-        self._fresh_at: Optional[float] = None
-        self._fresh_pressed = False
+        self._pressure = PressureGauge(lambda: self.clock())
         self.policy_error: Optional[PolicyError] = None
-        self._started_in: Optional[int] = None  # the pid that announced its start
+        self._start_line = StartupLine()
         #: Bytes evicted so far (by estimate) from this process's stores, whatever evicted them:
         #: passes, inserts over a bound, emergencies (not Redis stores' evictions, which free
         #: Redis' memory). The monitor gives memory back when enough has been freed.
@@ -75,7 +72,7 @@ class MemoryManager:
         registry.add_host(self)
 
     def __repr__(self) -> str:
-        return f"<MemoryManager stores={sorted(self._handles)} policy={self.policy.source}>"
+        return f"<MemoryManager stores={self._stores.names()} policy={self.policy.source}>"
 
     # -- policy ------------------------------------------------------------------------------
 
@@ -110,18 +107,7 @@ class MemoryManager:
 
     def apply_policy(self, policy: Policy) -> None:
         with self._lock:
-            handles = [h for group in self._handles.values() for h in group]
-            effective = []
-            for store in handles:  # validate everything before applying anything
-                try:
-                    effective.append(store.effective_policy(policy))
-                except (ValueError, TypeError) as error:
-                    if isinstance(error, PolicyError):
-                        raise
-                    raise PolicyError(str(error), source=policy.source,
-                                      key=f"stores.{store.name}") from None
-            for store, store_policy in zip(handles, effective):
-                store.apply_policy(policy, store_policy)
+            self._stores.apply_policy(policy)  # to every store, or (on any error) to none
             self._policy = policy
             self._from_environment = False  # an explicit policy replaces the environment's
             self.policy_error = None
@@ -136,28 +122,9 @@ class MemoryManager:
         with self._lock:
             if store_handle.policy_source is not self.policy:  # a reload raced its creation
                 store_handle.apply_policy(self.policy)  # may raise: then nothing registered
-            self._handles.setdefault(store_handle.name, []).append(store_handle)
-            self._handle_list = None
-            try:
-                weakref.finalize(owner, self._unregister, store_handle)
-            except TypeError:  # plain dicts cannot be weakly referenced: kept until unregistered
-                if not isinstance(store_handle, LocalHandle):  # (only adopted dicts are)
-                    raise
-                self._plain[id(owner)] = store_handle
+            self._stores.add(store_handle, owner)
             for recorder in self.recorders:
                 recorder.attach(store_handle)
-
-    def _unregister(self, store_handle: StoreHandle) -> None:
-        with self._lock:
-            group = self._handles.get(store_handle.name, [])
-            self._handle_list = None
-            if store_handle in group:
-                group.remove(store_handle)
-            if not group:
-                self._handles.pop(store_handle.name, None)
-            for key, plain in list(self._plain.items()):
-                if plain is store_handle:
-                    del self._plain[key]
 
     def forget(self, store: Any) -> bool:
         """Stop managing `store` (a store, or its `StoreHandle`): no more passes, emergency
@@ -167,81 +134,26 @@ class MemoryManager:
         was not registered with this manager. A plain dict the app no longer references is
         forgotten by itself at the next pass.
         """
-        found = as_handle(store)
-        given_handle = found is not None
-        if found is None:
-            found = self._plain.get(id(store)) or as_handle(getattr(store, "_memguard", None))
-        with self._lock:
-            registered = found is not None and any(
-                found is h for group in self._handles.values() for h in group)
-            if not registered or found is None:
-                return False
-            self._unregister(found)
-        if isinstance(found, LocalHandle) and found.adopted and not given_handle:
-            with contextlib.suppress(AttributeError, TypeError):
-                if getattr(store, "_memguard", None) is found:
-                    attach(store, None)  # an adopted MutableMapping: let it go entirely
-        return True
-
-    def _forget_orphans(self) -> None:
-        """Forget adopted plain dicts nothing else references any more (lock held)."""
-        for found in [h for h in self._plain.values() if h.orphaned()]:
-            self._unregister(found)
+        return self._stores.forget(store)
 
     @property
     def stores(self) -> Mapping[str, tuple[StoreHandle, ...]]:
         """Store name -> the live handles of that name (usually one)."""
-        with self._lock:
-            return {name: tuple(group) for name, group in sorted(self._handles.items())}
+        return self._stores.by_name()
 
     def plain_handle(self, store: Any) -> Optional[LocalHandle]:
         """The handle this manager gave the plain dict `store`, if any."""
-        with self._lock:
-            return self._plain.get(id(store))
+        return self._stores.plain_handle(store)
 
     def handles(self) -> list[StoreHandle]:
-        found = self._handle_list  # read without the lock: a change since sets it to None
-        if found is not None and not self._plain:
-            return found[:]
-        with self._lock:
-            if self._plain:
-                self._forget_orphans()
-            found = self._handle_list
-            if found is None:
-                found = self._handle_list = [
-                    h for _, group in sorted(self._handles.items()) for h in group]
-            return found[:]
+        return self._stores.handles()
 
     def setup_job_store_cleanup(self, store: MutableMapping[Any, Any], name: str,
                                 max_age: Union[float, str, None] = None,
                                 max_jobs: Optional[int] = None, **rules: Any) -> StoreHandle:
         """Manage `store` under `name`: a managed store gets these rules added; a plain dict
         is adopted (it cannot report its writes, so each pass reconciles its keys, O(n))."""
-        declared = {"max_age": max_age, "max_jobs": max_jobs, **rules}
-        existing = as_handle(getattr(store, "_memguard", None)) or self._plain.get(id(store))
-        if existing is not None:
-            try:
-                existing.declare(**declared)
-            except (ValueError, TypeError) as error:
-                raise _setup_error(error, name) from None
-            return existing
-        declared = {k: v for k, v in declared.items() if v is not None}
-        adopt = getattr(store, "__memguard_adopt__", None)
-        if adopt is not None:  # a store type that adopts itself, or refuses (RedisStore)
-            adopted: StoreHandle = adopt(self, name, declared)
-            return adopted
-        backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
-                           keys=type(store).keys)
-        backend.needs_sync = True
-        try:
-            store_handle = LocalHandle(name, manager=self, declared=declared, backend=backend)
-        except (ValueError, TypeError) as error:
-            raise _setup_error(error, name) from None
-        with contextlib.suppress(AttributeError, TypeError):
-            attach(store, store_handle)  # plain dicts take no attributes: found by registry
-        store_handle.reconcile()
-        self.register(store_handle, store)
-        return store_handle
+        return adopt(self, store, name, {"max_age": max_age, "max_jobs": max_jobs, **rules})
 
     def touch_job(self, store: Any, key: Any) -> None:
         """Mark job `key` of `store` as just used."""
@@ -253,50 +165,19 @@ class MemoryManager:
         """One periodic pass over every store, synchronously. Soft bounds (`bounds = "soft"`)
         are enforced by it only under memory pressure: the monitor's level at or above
         `warning` (`under_pressure`)."""
-        start = self.clock()
-        pressure: Optional[bool] = None
-        events: list[EvictionEvent] = []
-        for store in self.handles():
-            if type(store) is LocalHandle and store.nothing_due(start):
-                continue  # O(1): a pass would evict nothing and has no upkeep to do
-            if pressure is None:
-                pressure = self.under_pressure()
-            events += _isolated(store, Pass(now=start, order=store.policy.order,
-                                            pressure=pressure))
-        if not events:
-            return CleanupReport("periodic", {}, 0, start, self.clock() - start)
-        report = CleanupReport.from_events("periodic", events, started_at=start,
-                                           duration=self.clock() - start)
-        if report.evicted:  # announced: the seed's runbook greps for these lines
-            announce(logging.INFO, "Memory cleanup: %s", report.summary())
-        return report
+        return cleanups.periodic_pass(self.handles(), clock=self.clock,
+                                      under_pressure=self.under_pressure)
 
     def under_pressure(self, *, fresh: bool = False) -> bool:
         """Whether memory is at or above `warning`: the monitor's level (False without a
         monitor, or before its first sample); when a pass enforces soft bounds.
 
-        With `fresh` (a write into a soft-bounded store asks), a last sample within
-        `NEAR_WARNING` of `warning` is not trusted: memory is read again (at most every
-        `FRESH_EVERY` seconds of the clock), so the write that crosses `warning` cuts its
-        store back at once instead of at the monitor's next sample.
+        With `fresh` (a write into a soft-bounded store asks), a last sample close to
+        `warning` is not trusted: memory is read again (rate-limited), so the write that
+        crosses `warning` cuts its store back at once instead of at the monitor's next
+        sample (`memguard.monitor.pressure`).
         """
-        monitor = self.monitor
-        if monitor is None:
-            return False
-        if rank(monitor.level) >= rank("warning"):
-            return True
-        last = monitor.last_sample
-        if not fresh or last is None:
-            return False
-        warning = monitor.thresholds(last).warning
-        if warning is None or last.usage < warning * (1 - NEAR_WARNING):
-            return False
-        now = self.clock()
-        if self._fresh_at is not None and now - self._fresh_at < FRESH_EVERY:
-            return self._fresh_pressed
-        self._fresh_at = now
-        self._fresh_pressed = monitor.probe().usage >= warning
-        return self._fresh_pressed
+        return self._pressure.under_pressure(self.monitor, fresh=fresh)
 
     def evict_bytes(self, amount: int, *, kind: str = "emergency") -> list[EvictionEvent]:
         """Free about `amount` bytes (by estimate) from the stores: an emergency budget.
@@ -309,40 +190,13 @@ class MemoryManager:
         weighed bytes), each evicting in that order until the budget is spent. Redis stores
         run their own emergency, on Redis' memory, either way.
         """
-        budget = Budget(amount)
-        now = self.clock()
-        events: list[EvictionEvent] = []
-        for one in self.handles():  # sizes inserts left to weigh: the order goes by bytes
-            if isinstance(one, LocalHandle):
-                with one.lock:
-                    one.index.weigh_deferred()
-        stores = sorted(self.handles(), key=lambda h: h.index.total_bytes, reverse=True)
-        if self.policy.memory.emergency_order == "delivered":
-            local = [h for h in stores if isinstance(h, LocalHandle)
-                     and h.plan.emergency and h.plan.emergency_order == "delivered"]
-            for one in local:  # bounds first, and every active job looked at again
-                events += _isolated(one, Pass(now=now, order=one.policy.order,
-                                              budget=budget, store_emergency=False))
-            if budget.remaining > 0 and local:
-                events += _global_order(local, budget, now)
-            # Then each store's own emergency rule: Redis stores' (on Redis' memory), and
-            # in-process ones only if budget is left (what no tier holds: none, as a rule).
-            stores = [h for h in stores
-                      if budget.remaining > 0 or not isinstance(h, LocalHandle)]
-        for store in stores:
-            events += _isolated(store, Pass(now=now, order=store.policy.order, budget=budget))
-        return events
+        return cleanups.spend_budget(self.handles(), amount, now=self.clock(),
+                                     emergency_order=self.policy.memory.emergency_order)
 
     def notice_finished(self) -> None:
         """Let every in-process store look again at a batch of its running jobs (the
         monitor does this at each sample: `LocalHandle.notice_finished`)."""
-        for store in self.handles():
-            if isinstance(store, LocalHandle):
-                try:
-                    store.notice_finished()
-                except Exception:
-                    logger.exception("memguard: re-checking the running jobs of store %s "
-                                     "failed", store.name)
+        cleanups.notice_finished(self.handles())
 
     def emergency_cleanup(self) -> CleanupReport:
         """Evict until usage is down to the emergency target, then reclaim and re-sample."""
@@ -380,43 +234,13 @@ class MemoryManager:
 
     def announce_start(self) -> None:
         """Log the start-up line (policy, limit, scope, thresholds, stores) once per process
-        (a forked worker says it too), when monitoring is on; later calls do nothing."""
+        (a forked worker says it too), when monitoring is on; later calls do nothing
+        (`memguard.monitor.startup`)."""
         monitor = self.monitor
-        if monitor is None or self._started_in == os.getpid():
-            return
-        self._started_in = os.getpid()
-        self._announce_start(monitor)
-
-    def _announce_start(self, monitor: Monitor) -> None:
-        """One line when monitoring starts: the policy, the limit and where it comes from (or
-        how to give one when none is known), the scope, the thresholds in bytes and the
-        stores registered so far. Reads no sample (a probe may be slow): the limit is the
-        policy's or the container's."""
-        memory = self.policy.memory
-        scope = memory.scope
-        if isinstance(memory.limit, int):
-            limit: Optional[int] = memory.limit
-            said = f"limit {format_size(memory.limit)} (the policy's)"
-        elif self.probe is not None:  # a probe of the app's own says what its limit is
-            limit, said = None, "limit as the manager's probe reports it"
-        else:
-            limit = monitor.readings.detected_limit() if memory.limit == "auto" else None
-            if scope == "auto":
-                scope = "cgroup" if limit is not None else "process"
-            said = (f"limit {format_size(limit)} (the container's)" if limit is not None else
-                    "no memory limit known (limit \"auto\" found no container limit): "
-                    "thresholds given as percentages are off; set [memory] limit or "
-                    "MEMGUARD_MEMORY_LIMIT")
-        thresholds = memory.resolve(limit)
-        levels = ", ".join(f"{name} {format_size(value)}" for name in
-                           ("warning", "emergency", "critical")
-                           if (value := getattr(thresholds, name)) is not None)
-        with self._lock:
-            names = sorted(self._handles)
-        stores = f"stores {', '.join(names)}" if names else "no store registered yet"
-        announce(logging.INFO, "Memory guard started in pid %d: policy %s, %s, scope %s; %s; %s",
-                 os.getpid(), self.policy.source, said, scope, levels or "no thresholds",
-                 stores)
+        if monitor is not None:
+            self._start_line.say_once(self.policy, own_probe=self.probe is not None,
+                                      detected_limit=monitor.readings.detected_limit,
+                                      stores=self._stores.names)
 
     def _update_companions(self) -> None:
         """Start or stop, as the policy says, the threads that run beside a started monitor:
@@ -469,17 +293,17 @@ class MemoryManager:
     def on_evict(self, callback: EvictionCallback) -> EvictionCallback:
         """Call `callback(event)` after each eviction, outside store locks. Usable as decorator."""
         with self._lock:
-            self._callbacks += (callback,)
+            self._listeners.add(callback)
         return callback
 
     def remove_evict_callback(self, callback: EvictionCallback) -> None:
         with self._lock:
-            self._callbacks = tuple(c for c in self._callbacks if c is not callback)
+            self._listeners.remove(callback)
 
     @property
     def has_listeners(self) -> bool:
         """Whether any `on_evict` callback is registered (inserts build events only then)."""
-        return bool(self._callbacks)
+        return bool(self._listeners.callbacks)
 
     def count_freed(self, nbytes: int) -> None:
         """Add `nbytes` evicted from this process' stores to `evicted_bytes`."""
@@ -495,52 +319,13 @@ class MemoryManager:
         """
         if in_process:
             self.count_freed(sum(event.size or 0 for event in events))
-        for callback in self._callbacks:
-            for event in events:
-                try:
-                    callback(event)
-                except Exception:
-                    logger.exception("memguard: on_evict callback %r failed", callback)
-
-
-#: A write into a soft-bounded store reads memory afresh when the monitor's last sample is
-#: within this share of `warning` (`MemoryManager.under_pressure`).
-NEAR_WARNING = 0.03
-#: ... at most this often (seconds of the manager's clock).
-FRESH_EVERY = 0.05
+        if self._listeners.callbacks:  # (no call at all on an insert nobody listens to)
+            self._listeners.notify(events)
 
 
 def all_managers() -> list[MemoryManager]:
     """Every live manager (the default one and any an app created)."""
     return [host for host in registry.hosts() if isinstance(host, MemoryManager)]
-
-
-def _isolated(store: StoreHandle, ctx: Pass) -> list[EvictionEvent]:
-    """One store's pass; a failure is logged and the other stores still get theirs."""
-    try:
-        return store.run_pass(ctx)
-    except Exception:
-        logger.exception("memguard: the pass over store %s failed", store.name)
-        return []
-
-
-def _global_order(stores: list[LocalHandle], budget: Budget, now: float) -> list[EvictionEvent]:
-    """Spend `budget` across `stores` in the global order; a failure is logged (the stores'
-    own emergency rules then take over)."""
-    try:
-        victims = evict_in_global_order(stores, budget, now=now)
-    except Exception:
-        logger.exception("memguard: the emergency in the global order failed")
-        return []
-    events: list[EvictionEvent] = []
-    for at, run in itertools.groupby(victims, key=lambda pair: pair[0]):
-        # each run of one store's victims at once: listeners hear them in eviction order
-        events += stores[at].finish_evictions([victim for _, victim in run])
-    return events
-
-
-def _setup_error(error: Exception, name: str) -> PolicyError:
-    return PolicyError(str(error), source="setup_job_store_cleanup", key=name)
 
 
 def _default_manager() -> MemoryManager:
@@ -554,7 +339,7 @@ def _default_manager() -> MemoryManager:
 def _after_fork_in_child() -> None:
     """A manager lock another thread held at the fork would never be released in the child."""
     for candidate in all_managers():
-        candidate._lock = threading.RLock()
+        candidate._lock = candidate._stores.lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):

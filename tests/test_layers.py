@@ -307,6 +307,51 @@ def test_package_inits_only_reexport(package: str) -> None:
                           "sorted __all__): " + "; ".join(problems))
 
 
+# -- the size rule ---------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 500
+MAX_UNIT_LINES = 300  # a class, a function or a method, decorators and docstring included
+
+# Modules allowed over the size rule, each with its reason; an entry goes as soon as its module
+# fits (`test_the_size_allow_list_holds_only_modules_over_the_rule` says when). None today.
+SIZE_ALLOWED: frozenset[str] = frozenset()
+
+
+def oversized(tree: ast.Module, lines: int) -> Iterator[str]:
+    """What in one file breaks the size rule: the module's length, then each class or
+    function (at any depth) longer than `MAX_UNIT_LINES`, measured from its first line
+    (its decorators' excluded, as `ast` counts) to its last."""
+    if lines > MAX_MODULE_LINES:
+        yield f"{lines} lines (at most {MAX_MODULE_LINES})"
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno is not None
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_UNIT_LINES:
+                kind = "class" if isinstance(node, ast.ClassDef) else "function"
+                yield (f"{kind} {node.name} (line {node.lineno}): {length} lines "
+                       f"(at most {MAX_UNIT_LINES})")
+
+
+def size_problems(module: str) -> list[str]:
+    source = sources()[module]
+    lines = len(source.path.read_text(encoding="utf-8").splitlines())
+    return list(oversized(source.tree, lines))
+
+
+@pytest.mark.parametrize("module", [name for name in module_names() if name not in SIZE_ALLOWED])
+def test_modules_and_units_keep_to_the_size_rule(module: str) -> None:
+    problems = size_problems(module)
+    assert not problems, (f"{module} is over the size rule; split it along its concerns: "
+                          + "; ".join(problems))
+
+
+def test_the_size_allow_list_holds_only_modules_over_the_rule() -> None:
+    known = set(module_names())
+    fits = sorted(name for name in SIZE_ALLOWED if name not in known or not size_problems(name))
+    assert not fits, f"remove from SIZE_ALLOWED in tests/test_layers.py (gone, or fits now): {fits}"
+
+
 # -- the checks themselves ------------------------------------------------------------------------
 
 
@@ -367,3 +412,15 @@ def test_an_init_may_guard_a_framework_or_load_submodules_lazily_and_nothing_mor
     assert list(reexport_problems(more)) == [
         "line 1: if TYPE_CHECKING:", "line 4: if TYPE_CHECKING:",
         "line 8: sys.modules['other'].__class__ = P", "line 9: if TYPE_CHECKING:"]
+
+
+def test_the_size_check_measures_modules_classes_and_nested_functions() -> None:
+    body = "\n".join(["    x = 1"] * (MAX_UNIT_LINES - 1))
+    fits = ast.parse(f"def f():\n{body}\n")  # MAX_UNIT_LINES lines exactly
+    assert list(oversized(fits, MAX_UNIT_LINES)) == []
+    inner = "\n".join(["        x = 1"] * MAX_UNIT_LINES)
+    nested = ast.parse(f"class C:\n    def g(self):\n{inner}\n")
+    assert list(oversized(nested, MAX_MODULE_LINES + 1)) == [
+        f"{MAX_MODULE_LINES + 1} lines (at most {MAX_MODULE_LINES})",
+        f"class C (line 1): {MAX_UNIT_LINES + 2} lines (at most {MAX_UNIT_LINES})",
+        f"function g (line 2): {MAX_UNIT_LINES + 1} lines (at most {MAX_UNIT_LINES})"]

@@ -98,4 +98,4 @@ def test_dropped_plain_dicts_do_not_pile_up(manager: MemoryManager) -> None:
     gc.collect()
     manager.run_cleanup()
     assert [h.name for h in manager.handles()] == ["kept"]
-    assert len(manager._plain) == 1
+    assert len(manager._stores.plain) == 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from memguard._logging import logger
 from memguard.index.base import NOTHING, IndexBase
-from memguard.index.orders import Epoch
+from memguard.index.marks import Epoch
 
 
 class ForkRepair(IndexBase):

@@ -67,7 +67,8 @@ from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
 from memguard.index.base import NOTHING, IndexObserver, Key
 from memguard.index.fork import ForkRepair, _live_indexes
-from memguard.index.orders import STAMPS, WRITTEN, Orders
+from memguard.index.marks import STAMPS, WRITTEN
+from memguard.index.orders import Orders
 from memguard.index.sizes import Sizes
 from memguard.index.walks import Walks
 from memguard.index.weighing import Weighing

@@ -38,24 +38,13 @@ from typing import Any, Optional
 
 from memguard.index.marks import (
     _ABSENT,
-    ACTIVE,
-    EVICTABLE,
-    GONE,
-    KEEP,
     MAX_EPOCHS,
-    PINNED,
-    STAMPS,
-    WRITTEN,
     Epoch,
     Key,
     LargestFirst,
-    Look,
     _stamp,
 )
 from memguard.index.scans import OrderScans
-
-__all__ = ["ACTIVE", "EVICTABLE", "GONE", "KEEP", "MAX_EPOCHS", "PINNED", "STAMPS", "WRITTEN",
-           "Epoch", "Key", "LargestFirst", "Look", "Orders"]
 
 
 class Orders(OrderScans):

@@ -12,7 +12,7 @@ from typing import Optional
 
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.base import NOTHING, IndexBase, Key
-from memguard.index.orders import ACTIVE, EVICTABLE, GONE, KEEP, PINNED
+from memguard.index.marks import ACTIVE, EVICTABLE, GONE, KEEP, PINNED
 
 
 class Walks(IndexBase):

@@ -10,7 +10,7 @@ from typing import Any
 
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.base import IndexBase, Key
-from memguard.index.orders import STAMPS
+from memguard.index.marks import STAMPS
 
 _stamp = STAMPS.__next__
 

@@ -17,7 +17,7 @@ from memguard.eviction.events import CleanupReport
 from memguard.memory.reclaim import Reclaim, reclaim
 from memguard.memory.samples import MemorySample
 from memguard.monitor.levels import HYSTERESIS
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import format_duration, format_size
 
 if TYPE_CHECKING:

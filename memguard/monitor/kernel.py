@@ -33,7 +33,7 @@ from typing import Callable, Optional
 
 from memguard._logging import logger
 from memguard.memory.probes import CgroupProbe
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 
 THREAD_NAME = "memguard-kernel"
 

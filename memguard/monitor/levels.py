@@ -10,7 +10,7 @@ from typing import Final, Optional, Protocol
 
 from memguard._logging import announce, logger
 from memguard.memory.samples import MemorySample
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import format_size
 
 LEVELS: Final = ("ok", "warning", "emergency", "critical")

@@ -14,7 +14,8 @@ from memguard._logging import logger
 from memguard.eviction.events import CleanupReport
 from memguard.memory.probes import detect_limit, make_probe
 from memguard.memory.samples import MemorySample, Probe
-from memguard.policy.options import MemoryPolicy, Thresholds
+from memguard.policy.options import MemoryPolicy
+from memguard.policy.thresholds import Thresholds
 from memguard.stores.protocol import StoreStats
 
 

@@ -37,13 +37,14 @@ from memguard.eviction.events import CleanupReport
 from memguard.memory.reclaim import Reclaim
 from memguard.memory.samples import MemorySample, Probe
 from memguard.monitor.controller import EmergencyController
-from memguard.monitor.daemon import DaemonLoop, ForkSafeLock, Recycler
+from memguard.monitor.daemon import DaemonLoop, ForkLocks, ForkSafeLock, Recycler
 from memguard.monitor.kernel import KernelWake
 from memguard.monitor.levels import next_level, rank
 from memguard.monitor.readings import MemoryStats, Readings, time_to_limit
 from memguard.monitor.tick import CleanupRecord, Cleanups, Schedule, Ticker, TickResult
 from memguard.monitor.triggers import SignalTrigger
-from memguard.policy.options import MemoryPolicy, Thresholds
+from memguard.policy.options import MemoryPolicy
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import format_duration
 
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ class Monitor:
                                 polling=lambda: self._signals.installed,
                                 interrupted=lambda: self._signals.pending,
                                 on_failure=self._failed)
+        # What a fork must not leave held, in the order the code takes them: a tick's lock,
+        # then a cleanup's, then the record's.
+        self._forks = ForkLocks(self._work, self.cleanups.guard, self.record.guard)
         _monitors.add(self)
 
     def __repr__(self) -> str:
@@ -374,24 +378,15 @@ class Monitor:
 
     # -- fork -----------------------------------------------------------------------------------
 
-    def _fork_locks(self) -> tuple[ForkSafeLock, ...]:
-        """The locks a fork must not leave held, in the order the code takes them: a tick's,
-        then a cleanup's, then the record's."""
-        return (self._work, self.cleanups.guard, self.record.guard)
-
     def _before_fork(self) -> None:
-        # Let a tick or cleanup in progress finish, so the child never inherits a store lock
-        # or one of ours held by a thread that does not exist there. Bounded: fork goes ahead.
-        for guard in self._fork_locks():
-            guard.hold_for_fork(_FORK_TIMEOUT)
+        # Let a tick or cleanup in progress finish (bounded: fork goes ahead).
+        self._forks.hold(_FORK_TIMEOUT)
 
     def _after_fork_in_parent(self) -> None:
-        for guard in reversed(self._fork_locks()):
-            guard.release_after_fork()
+        self._forks.release()
 
     def _after_fork_in_child(self) -> None:
         """Fresh locks; no history; restart the thread if it was running in the parent."""
-        for guard in self._fork_locks():
-            guard.renew_after_fork()
+        self._forks.renew()
         self.readings.forget()
         self._loop.relaunch()

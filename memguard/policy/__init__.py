@@ -6,8 +6,9 @@ from memguard.policy.files import (
     load_policy,
     policy_from_environment,
 )
-from memguard.policy.options import ActiveWhen, MemoryPolicy, StorePolicy, Thresholds
+from memguard.policy.options import ActiveWhen, MemoryPolicy, StorePolicy
 from memguard.policy.policy import Policy
+from memguard.policy.thresholds import Thresholds
 
 __all__ = [
     "ActiveWhen",

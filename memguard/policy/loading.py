@@ -14,7 +14,6 @@ from memguard.policy.options import (
     ENV_MEMORY_LIMIT,
     ENVIRONMENT,
     RULE_NAMES,
-    THRESHOLD_FIELDS,
     MemoryPolicy,
     _count_text,
     _idle_problem,
@@ -22,10 +21,10 @@ from memguard.policy.options import (
     _memory_values,
     _minutes,
     _suggest,
-    _threshold_problem,
 )
 from memguard.policy.provenance import _POSITION, _dotted, _KeyLines, _KeyPath, _too_deep_or_long
 from memguard.policy.schema import _SECTION_KEYS, _SECTIONS, _SECTIONS_HELP, _STORE_KEYS
+from memguard.policy.thresholds import THRESHOLD_FIELDS, _threshold_problem
 from memguard.policy.units import Percent, positive_duration, show_value
 
 

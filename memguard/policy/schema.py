@@ -15,8 +15,8 @@ from memguard.policy.options import (
     _release,
     _rules,
     _scope,
-    _threshold,
 )
+from memguard.policy.thresholds import _threshold
 from memguard.policy.units import positive_count, positive_duration, positive_size, show_value
 
 if sys.version_info >= (3, 11):

@@ -11,15 +11,17 @@ and the read set `@touches` fills. What differs:
 - a pass with an emergency budget (the worker's memory) evicts nothing: worker RSS does not
   hold Redis jobs. Redis' own memory drives their emergency rule, checked at each pass;
 - pins live in Redis with a lease, renewed by a daemon thread while this process holds them.
+
+The handle composes the parts that read alone: the pins and their leases
+(`memguard.redis.pins`), the stats and the memory of an unreachable Redis
+(`memguard.redis.figures`), the Redis emergency rule (`memguard.redis.emergency`); the
+store's operations are its `RedisCore`'s (`memguard.redis._core`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-import time
-import uuid
 import weakref
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -34,10 +36,13 @@ from memguard.eviction.runner import log_abandoned
 from memguard.monitor.thread import THREAD_NAME as MONITOR_THREAD
 from memguard.policy.options import StorePolicy
 from memguard.policy.policy import Policy
-from memguard.policy.units import format_size
-from memguard.redis._core import RedisCore, Victim
+from memguard.redis._core import RedisCore
+from memguard.redis._fields import Victim
+from memguard.redis.emergency import redis_emergency
+from memguard.redis.figures import RedisFigures
 from memguard.redis.index import RedisIndex, RedisStoreStats
 from memguard.redis.offload import PENDING, Offloaded
+from memguard.redis.pins import PinLeases
 from memguard.stores.overrides import say_overrides
 from memguard.stores.protocol import StoreHandle
 
@@ -46,16 +51,6 @@ if TYPE_CHECKING:
     from memguard.stores.registry import StoreHost
 
 
-#: The Redis emergency rule acts when Redis' used memory reaches this share of its limit,
-#: and evicts (by stored bytes) down to the target share.
-EMERGENCY_SHARE = 0.90
-TARGET_SHARE = 0.80
-#: Seconds a pin holds without renewal (a crashed worker's pins lapse after this).
-PIN_LEASE = 30.0
-#: Seconds after a failed stats read during which `stats()` reports the store unreachable
-#: without asking Redis again: a host that drops packets costs the connect timeout (2 s) per
-#: try, which `/memory` and `/metrics` would otherwise pay at every request, per store.
-UNREACHABLE_RETRY = 5.0
 #: Seconds `stats()` and a pass started by the manager (the monitor's thread) wait for Redis:
 #: a frozen Redis answers nothing until the socket timeout (5 s), and the monitor samples
 #: memory on the thread that runs the passes. Past the bound the call goes on in the
@@ -91,12 +86,9 @@ class RedisHandle(StoreHandle):
         self.policy = StorePolicy()
         self.plan = EvictionPlan()
         self.policy_source = None
-        self.pin_lease = PIN_LEASE
-        self.unreachable_retry = UNREACHABLE_RETRY
-        self.last_error: Optional[str] = None
-        self._holder = uuid.uuid4().hex[:12]
-        self._renewer: Optional[threading.Thread] = None
-        self._last: Optional[RedisStoreStats] = None
+        self.leases = PinLeases(name, core, self.index)
+        self.figures = RedisFigures(name, core, self.index, self.evictions,
+                                    limit=lambda: self.redis_limit or self.policy_redis_limit)
         core.on_evicted = self._evicted
         core.before_call = self._flush_reads
         core.on_full = self._on_full
@@ -104,7 +96,6 @@ class RedisHandle(StoreHandle):
         self._freeing = threading.Lock()
         self.wait_bound = WAIT_BOUND
         self._passes = Offloaded(f"memguard-redis-pass-{name}")
-        self._stats = Offloaded(f"memguard-redis-stats-{name}", join=True)
         self.apply_policy(manager.policy)
 
     @classmethod
@@ -119,16 +110,20 @@ class RedisHandle(StoreHandle):
             raise StoreDefinitionError(f"store {spec.name!r}: {error}") from None
 
     def __repr__(self) -> str:
-        return f"<RedisHandle {self.name!r} at {self.core.where} jobs={self.index.jobs}>"
+        return f"<RedisHandle {self.name!r} at {self.core.link.where} jobs={self.index.jobs}>"
 
     @property
     def lock(self) -> threading.RLock:
         return self.index.lock
 
     @property
-    def holder(self) -> str:
-        """Who holds this process's pins (a forked child is another holder)."""
-        return f"{self._holder}.{os.getpid()}"
+    def pin_lease(self) -> float:
+        """Seconds a pin holds without renewal (renewed every third of it while held)."""
+        return self.leases.lease
+
+    @pin_lease.setter
+    def pin_lease(self, seconds: float) -> None:
+        self.leases.lease = seconds
 
     # -- policy ----------------------------------------------------------------------------
 
@@ -191,22 +186,10 @@ class RedisHandle(StoreHandle):
     def pin(self, key: Any) -> None:
         """Keep `key` from eviction, by every worker, until as many `unpin` calls; the pin
         is a lease in Redis renewed while this process holds it."""
-        with self.lock:
-            count = self.index.pins.get(key, 0)
-            if count == 0:
-                self.core.pin([key], self.holder, self.pin_lease)
-            self.index.pins[key] = count + 1
-            self._start_renewer()
+        self.leases.pin(key)
 
     def unpin(self, key: Any) -> None:
-        with self.lock:
-            count = self.index.pins.get(key, 0)
-            if count > 1:
-                self.index.pins[key] = count - 1
-                return
-            self.index.pins.pop(key, None)
-            if count == 1:
-                self.core.unpin(key, self.holder)
+        self.leases.unpin(key)
 
     @contextlib.contextmanager
     def in_use(self, key: Any) -> Iterator[None]:
@@ -245,19 +228,9 @@ class RedisHandle(StoreHandle):
             return self._pass_now()  # a cleanup asked for (run_cleanup, SIGUSR1, /cleanup)
         # known unreachable: a refused connection still fails here at once; a frozen one
         # is not waited for
-        wait = self.wait_bound / 4 if self._known_unreachable() else self.wait_bound
+        wait = self.wait_bound / 4 if self.figures.known_unreachable() else self.wait_bound
         outcome = self._passes.call(self._pass_now, wait)
         return [] if outcome is PENDING else list(outcome)
-
-    def _known_unreachable(self) -> Optional[float]:
-        """Seconds since an operation found Redis unreachable, if none got an answer since
-        and that was less than `unreachable_retry` ago; else None."""
-        failed = self.core.unavailable
-        if failed is not None and self.core.answered_at < failed[0]:
-            age = time.monotonic() - failed[0]
-            if 0 <= age < self.unreachable_retry:
-                return age
-        return None
 
     def _pass_now(self) -> list[EvictionEvent]:
         """One pass of the store's rules, run inside Redis; raises RedisStoreError when Redis
@@ -280,7 +253,7 @@ class RedisHandle(StoreHandle):
                 if len(found) > before:
                     self.refresh()
         except RedisStoreError as error:
-            self.last_error = str(error)
+            self.figures.last_error = str(error)
             if not found:
                 raise
             logger.warning("memguard: pass of Redis store %s failed after evicting %d "
@@ -293,7 +266,7 @@ class RedisHandle(StoreHandle):
         then the other Redis stores of this process on the same server while Redis is
         still past it. How many jobs went."""
         peers = [self] + [other for other in list(_live_handles)
-                          if other is not self and other.core.where == self.core.where]
+                          if other is not self and other.core.link.where == self.core.link.where]
         freed = 0
         for store in peers:
             freed += store._free_now()
@@ -317,66 +290,23 @@ class RedisHandle(StoreHandle):
                          found: Optional[list[Victim]] = None) -> list[Victim]:
         """Evict (in the emergency order) while Redis' memory is past its emergency share;
         `full`: Redis just refused a write, so its own `maxmemory` is the limit that holds."""
-        used, maxmemory = self.core.memory()
-        limit = self.redis_limit or self.policy_redis_limit or maxmemory
-        if full and maxmemory:
-            limit = min(limit, maxmemory)
-        if not limit or used < (TARGET_SHARE if full else EMERGENCY_SHARE) * limit:
-            return []
-        need = max(int(used - TARGET_SHARE * limit), 1)
-        found = [] if found is None else found
-        before = len(found)
-        self.core.evict_bytes(self.plan.emergency_order, need, found)
-        logger.warning("memguard: Redis memory %s of %s: emergency evicted %d job(s) from %s",
-                       format_size(used), format_size(limit), len(found) - before, self.name)
-        return found
+        return redis_emergency(self.core, limit=self.redis_limit or self.policy_redis_limit,
+                               order=self.plan.emergency_order, store=self.name, full=full,
+                               found=found)
 
     def stats(self) -> RedisStoreStats:
         """Counts read from Redis now; when it cannot be reached, the last ones with
-        `reachable=False` and the error (never an exception: /memory must still answer).
+        `reachable=False` and the error, never an exception (`memguard.redis.figures`)."""
+        return self.figures.stats(self.wait_bound)
 
-        Once any operation of this store (stats included) found Redis unreachable, Redis is
-        not asked again for `unreachable_retry` seconds, unless a script of this store (a
-        read, a write, a pass) got an answer since: the store is reported unreachable at
-        once, with that error and its age.
-        """
-        age = self._known_unreachable()
-        failed = self.core.unavailable
-        if age is not None and failed is not None:
-            return self._unreachable(f"{failed[1]} ({age:.1f} s ago; tried again "
-                                     f"{self.unreachable_retry:g} s after a failure)")
-        try:
-            read = self._stats.call(self._read_stats, self.wait_bound)
-        except RedisStoreError as error:
-            self.last_error = str(error)  # an unreachable Redis: remembered by the core
-            return self._unreachable(str(error))
-        if read is PENDING:
-            return self._unreachable(f"Redis at {self.core.where} did not answer stats within "
-                                     f"{self.wait_bound:g} s (the last figures read)")
-        return read  # type: ignore[no-any-return]
+    @property
+    def unreachable_retry(self) -> float:
+        """Seconds after a failure during which `stats()` does not ask Redis again."""
+        return self.figures.unreachable_retry
 
-    def _read_stats(self) -> RedisStoreStats:
-        """`stats()` as Redis answers it now (may raise RedisStoreError)."""
-        jobs, active, size, pinned = self.core.figures()
-        used, limit = self.core.memory()
-        self.last_error = None
-        self.index.jobs, self.index.total_bytes = jobs, size
-        stats = RedisStoreStats(
-            name=self.name, jobs=jobs, active=active, pinned=pinned, bytes=size, unweighed=0,
-            evictions=dict(self.evictions), redis=self.core.where, redis_used_memory=used,
-            redis_limit=self.redis_limit or self.policy_redis_limit or limit or None)
-        self._last = stats
-        return stats
-
-    def _unreachable(self, error: str) -> RedisStoreStats:
-        """Stats of a store Redis did not answer for: the last figures read (by a stats
-        call or a pass; zeros if none)."""
-        last = self._last
-        return RedisStoreStats(
-            name=self.name, jobs=self.index.jobs, active=last.active if last else 0,
-            pinned=last.pinned if last else 0, bytes=self.index.total_bytes,
-            unweighed=0, evictions=dict(self.evictions), reachable=False,
-            error=error, redis=self.core.where)
+    @unreachable_retry.setter
+    def unreachable_retry(self, seconds: float) -> None:
+        self.figures.unreachable_retry = seconds
 
     def refresh(self) -> None:
         """Update the figures `index` shows (jobs, bytes) from Redis."""
@@ -413,29 +343,3 @@ class RedisHandle(StoreHandle):
         if reads:
             self.index.reads = {}
             self.core.touch([key for key in reads if isinstance(key, str)])
-
-    def _start_renewer(self) -> None:
-        renewer = self._renewer
-        if renewer is not None and renewer.is_alive():
-            return
-        self._renewer = threading.Thread(target=self._renew, name=f"memguard-pins-{self.name}",
-                                         daemon=True)
-        self._renewer.start()
-
-    def _renew(self) -> None:
-        """Renew this process's pins every third of the lease while any is held; a failed
-        renewal is logged and retried (the pins lapse if Redis stays away longer)."""
-        wait = threading.Event()
-        while True:
-            wait.wait(self.pin_lease / 3)
-            with self.lock:
-                held = list(self.index.pins)
-                if not held:
-                    self._renewer = None
-                    return
-            try:
-                self.core.pin(held, self.holder, self.pin_lease)
-            except Exception:
-                logger.exception("memguard: could not renew %d pin(s) of store %s",
-                                 len(held), self.name)
-

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from memguard.redis._core import IN_RELEASE
+from memguard.redis._fields import IN_RELEASE
 from memguard.redis._scripts import GEN_FIELD
 from memguard.redis.checks import check_field
 

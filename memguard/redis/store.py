@@ -125,7 +125,7 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
         if not isinstance(allow_redis_eviction, bool):
             raise RedisConfigError(f"RedisStore allow_redis_eviction: expected True or False; "
                                    f"got {allow_redis_eviction!r}")
-        self._core.connect()
+        self._core.link.connect()
         self._memguard = None
         if spec is not None:
             from memguard.redis.handle import RedisHandle
@@ -163,13 +163,13 @@ class RedisStore(MutableMapping[str, Mapping[str, Any]]):
             f"(RedisStore) instead (its jobs are kept under the store name's keys)")
 
     def __repr__(self) -> str:
-        return (f"<{type(self).__qualname__} {self._core.name!r} at {self._core.where} "
+        return (f"<{type(self).__qualname__} {self._core.name!r} at {self._core.link.where} "
                 f"prefix={self._core.base!r}>")
 
     @property
     def client(self) -> Any:
         """The redis-py compatible client this store talks through."""
-        return self._core.client
+        return self._core.link.client
 
     # -- the mapping protocol -------------------------------------------------------------
 

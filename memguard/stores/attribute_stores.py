@@ -12,9 +12,10 @@ from typing import (
 )
 
 from memguard.errors import StoreDefinitionError
+from memguard.stores.backend import _Backend, _dict_get
 from memguard.stores.building import _MISSING, _finish, _new_handle, _Spec, attach
 from memguard.stores.dict_stores import _managed_dict_class
-from memguard.stores.handle import LocalHandle, _Backend, _dict_get
+from memguard.stores.handle import LocalHandle
 
 if TYPE_CHECKING:
     pass

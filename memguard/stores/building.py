@@ -18,7 +18,8 @@ import attrs
 from memguard.errors import StoreDefinitionError
 from memguard.index.job_index import Key
 from memguard.stores import registry
-from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores.backend import _Backend
+from memguard.stores.handle import LocalHandle
 from memguard.stores.protocol import StoreHandle, as_handle
 
 if TYPE_CHECKING:

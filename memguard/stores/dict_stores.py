@@ -12,6 +12,7 @@ from typing import (
 )
 
 from memguard.index.job_index import Key
+from memguard.stores.backend import _Backend, _dict_get
 from memguard.stores.building import (
     _MISSING,
     _enroll,
@@ -21,7 +22,7 @@ from memguard.stores.building import (
     _slots_for,
     _Spec,
 )
-from memguard.stores.handle import LocalHandle, _Backend, _dict_get
+from memguard.stores.handle import LocalHandle
 
 if TYPE_CHECKING:
     pass

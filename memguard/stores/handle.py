@@ -28,18 +28,14 @@ from memguard.index.estimate import estimate_size
 from memguard.index.job_index import JobIndex, Key
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.policy.policy import Policy
-from memguard.stores.backend import _Backend, _dict_get
-from memguard.stores.handle_state import _Victim
-from memguard.stores.inserts import SAMPLE_EVERY, InsertPath, _release
+from memguard.stores.backend import _Backend
+from memguard.stores.inserts import InsertPath
 from memguard.stores.overrides import say_overrides
 from memguard.stores.passes import PassPath
 from memguard.stores.protocol import StoreHandle, StoreStats
 
 if TYPE_CHECKING:
     from memguard.stores.registry import StoreHost
-
-__all__ = ["SAMPLE_EVERY", "LocalHandle", "StoreHandle", "_Backend", "_Victim", "_dict_get",
-           "_release"]
 
 
 class LocalHandle(InsertPath, PassPath, StoreHandle):

@@ -19,7 +19,7 @@ from memguard.index.job_index import (
     RECHECK_PER_INSERT,
     Key,
 )
-from memguard.index.orders import Epoch
+from memguard.index.marks import Epoch
 from memguard.stores.backend import _dict_get
 from memguard.stores.handle_state import HandleState, _Victim
 

@@ -11,6 +11,7 @@ from typing import (
 )
 
 from memguard.index.job_index import Key
+from memguard.stores.backend import _Backend
 from memguard.stores.building import (
     _MISSING,
     _enroll,
@@ -20,7 +21,7 @@ from memguard.stores.building import (
     _slots_for,
     _Spec,
 )
-from memguard.stores.handle import LocalHandle, _Backend
+from memguard.stores.handle import LocalHandle
 
 if TYPE_CHECKING:
     pass

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from memguard import MemoryManager, Policy, handle, managed_store
 from memguard.index import job_index as tracking
 from memguard.index.job_index import PARK_AFTER, RECHECK_PER_PASS
-from memguard.index.orders import Epoch
+from memguard.index.marks import Epoch
 from memguard.testing import FakeClock, capture_evictions
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from memguard.index.job_index import NOTHING, JobIndex
-from memguard.index.orders import Epoch
+from memguard.index.marks import Epoch
 
 CALLS: list[str] = []  # the predicate and size function calls, in order
 

@@ -30,7 +30,7 @@ from memguard.monitor.controller import MAX_ROUNDS
 from memguard.monitor.levels import HYSTERESIS, heroku_line, next_level, raw_level
 from memguard.monitor.readings import MemoryStats, growth_rate
 from memguard.monitor.thread import THREAD_NAME, Monitor
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import parse_size
 from memguard.testing import FakeClock, FakeProbe, FakeReclaim, capture_evictions
 

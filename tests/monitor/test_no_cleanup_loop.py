@@ -15,7 +15,7 @@ from memguard import MemoryManager, MemoryPolicy, Policy, managed_store
 from memguard.memory.samples import MemorySample
 from memguard.monitor.controller import EmergencyController
 from memguard.monitor.readings import Readings
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 from memguard.testing import FakeClock, FakeProbe, FakeReclaim
 
 MB = 2**20

@@ -21,7 +21,8 @@ from memguard.policy.files import (
     load_policy,
     policy_from_environment,
 )
-from memguard.policy.options import DEFAULT_ACTIVE_STATUSES, ActiveWhen, Thresholds
+from memguard.policy.options import DEFAULT_ACTIVE_STATUSES, ActiveWhen
+from memguard.policy.thresholds import Thresholds
 from memguard.policy.units import Percent
 
 MB = 1024**2

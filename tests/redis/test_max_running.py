@@ -126,7 +126,7 @@ def test_redis_insert_does_not_walk_past_stuck_jobs(redis_url: str) -> None:
         core = jobs._core
         pipe = client.pipeline(transaction=False)
         for i in range(20_000):
-            core.scripts.put(keys=core.keys, args=(
+            core.link.scripts.put(keys=core.keys, args=(
                 core.base, f"s{i}", "0", *core.active_args(None), "", "", "lru",
                 1, "status", b'"running"', 0), client=pipe)
         pipe.execute()

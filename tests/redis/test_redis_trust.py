@@ -191,7 +191,7 @@ def test_pass_failing_in_a_later_batch_reports_what_earlier_batches_evicted(
     for i in range(PASS_BATCH * 2 + 100):
         store[f"j{i}"] = {"status": "done"}
     time.sleep(0.3)
-    client.pass_sha = store._core.scripts.__dict__["pass"].sha
+    client.pass_sha = store._core.link.scripts.__dict__["pass"].sha
     with capture_evictions(manager) as events:
         report = handle(store).cleanup()
     assert len(events) == PASS_BATCH and report.evicted == PASS_BATCH

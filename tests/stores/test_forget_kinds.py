@@ -17,7 +17,8 @@ from typing import Any, Callable
 import pytest
 
 from memguard import MemoryManager, Policy, handle, managed_store
-from memguard.stores.handle import StoreHandle, _Backend
+from memguard.stores.backend import _Backend
+from memguard.stores.protocol import StoreHandle
 from memguard.testing import FakeClock
 
 

@@ -19,7 +19,7 @@ from memguard import (
 )
 from memguard.eviction.events import Cause
 from memguard.eviction.rules import Pass
-from memguard.index.orders import MAX_EPOCHS
+from memguard.index.marks import MAX_EPOCHS
 from memguard.testing import FakeClock, capture_evictions
 
 
