@@ -8,9 +8,10 @@ documented timing:
 
 - a job is finished for the index from its write (written finished) or from the re-check
   that finds it finished (completed in place), stamped then;
-- a read is taken when its store's reads are drained (at a write to that store, at a
-  re-check that finds a job finished, at each sample, at an emergency); it is a delivery
-  (stamped then) if the job was known finished at that moment;
+- a read is taken when its store's reads are drained (at a re-check that finds a job
+  finished, at each sample, at an emergency); it is a delivery (stamped then) if the job
+  was known finished at that moment. A write does not drain: it joins the pending reads as
+  a touch that is never a delivery, and replaces a pending read of its own key;
 - an emergency first re-checks every running job (stores in the order it visits them:
   most weighed bytes first), then evicts delivered jobs by delivery stamp, then undelivered
   finished jobs by finish stamp, until the budget is spent; running jobs never.
@@ -37,10 +38,12 @@ SIZES = st.integers(min_value=1, max_value=3)
 
 class StoreModel:
     """What the model knows of one store: its jobs, pending reads and running jobs in the
-    round-robin order the index re-checks them in (`ActiveJobs`)."""
+    round-robin order the index re-checks them in (`ActiveJobs`). `pending` maps each key
+    touched since the last drain, least recent first, to whether that touch was a read
+    (True) or a write (False)."""
 
     def __init__(self) -> None:
-        self.pending: dict[str, None] = {}
+        self.pending: dict[str, bool] = {}
         self.known: dict[str, None] = {}
         self.rotation: deque[str] = deque()
 
@@ -90,8 +93,8 @@ class GlobalOrderMachine(RuleBasedStateMachine):
 
     def drain(self, name: str) -> None:
         model = self.stores[name]
-        for key in list(model.pending):  # least recently read first
-            if key in self.jobs and key in self.finished_known:
+        for key, is_read in list(model.pending.items()):  # least recently touched first
+            if is_read and key in self.jobs and key in self.finished_known:
                 self.delivered.pop(key, None)
                 self.finished.pop(key, None)
                 self.delivered[key] = self.stamp()
@@ -132,7 +135,10 @@ class GlobalOrderMachine(RuleBasedStateMachine):
         name = key[0]
         job = {"status": status, "size": size}
         self.real[name][key] = job
-        self.drain(name)
+        pending = self.stores[name].pending
+        if pending:  # the write joins the pending touches (`WRITTEN`), no drain
+            pending.pop(key, None)
+            pending[key] = False
         self.jobs[key] = job
         self.delivered.pop(key, None)
         self.finished.pop(key, None)
@@ -163,7 +169,7 @@ class GlobalOrderMachine(RuleBasedStateMachine):
         assert self.real[name][key] is self.jobs[key]
         pending = self.stores[name].pending
         pending.pop(key, None)
-        pending[key] = None
+        pending[key] = True
 
     @precondition(lambda self: self.jobs)
     @rule(data=st.data())
