@@ -70,7 +70,8 @@ def server_rows(cells: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(row(
             f"{name}: results lost (clairvoyant reference)", 100.0 * ref["lost_share"], "%",
             note=(f"{ref['lost']} of {ref['wanted']} at the run's {ref['budget'] / MB:.1f} MiB "
-                  f"of results; {ref['method']}")))
+                  f"of results (it needed at most {ref['held_peak'] / MB:.1f} MiB); "
+                  f"{ref['method']}")))
         rows.append(row(
             f"{name}: peak RSS", cell["peak"] / MB, "MiB",
             note=(f"bound {BOUND / MB:.1f} MiB (emergency + 10% of the limit); worker at "
