@@ -193,6 +193,12 @@ class EmergencyController:
         judged = max(MIN_JUDGED, (limit or 0) // 100)
         done = _Progress(sample=sample, usage=sample.usage)
         ahead = max(sample.usage, expected or 0)  # a predicted crossing: clean from there
+        if thresholds.emergency is not None and sample.usage < thresholds.emergency:
+            # ... but from `emergency` at most: a fit of two samples just after a cleanup
+            # can foresee 100 MB more than comes, and evicting for it took results about to
+            # be read (measured under 100 MiB/s). If growth is that fast, the next sample
+            # crosses and the threshold acts on what it measures.
+            ahead = min(ahead, thresholds.emergency)
         if target is not None and ahead > target:
             # Give back free pages first: memory the allocator holds but nobody uses (freed
             # temporaries in the middle of an arena) costs no result to return. Without this,
