@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask, jsonify, request
+from result_text import text
 
 import memguard
 from memguard import managed_store
@@ -41,10 +42,6 @@ MODE = os.environ.get("GUARD_MODE", "memguard")
 if MODE not in ("memguard", "plain"):
     raise ValueError(f"GUARD_MODE={MODE!r}: expected 'memguard' (the default) or 'plain'")
 KINDS = ("diagram", "iac", "infrastructure", "application", "concept", "app_creation")
-
-_WORDS = ("resource", "aws_s3_bucket", "terraform", "module", "variable", "output", "diagram",
-          "lambda", "network", "subnet", "gateway", "policy", "role", "bucket", "cluster")
-_CORPUS = " ".join(_WORDS[i * 7 % len(_WORDS)] for i in range(200_000))  # ~1.6 MB of text
 
 
 class JobStore:
@@ -64,16 +61,6 @@ for _kind in KINDS:
 _pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ai")
 _counts = {"created": 0, "finished": 0, "lost_running": 0}
 _counts_lock = threading.Lock()
-
-
-def _text(size: int, salt: str) -> str:
-    """About `size` bytes of text: a fresh string (slices and joins copy)."""
-    parts, have = [salt], len(salt)
-    while have < size:
-        piece = _CORPUS[: min(len(_CORPUS), size - have)]
-        parts.append(piece)
-        have += len(piece)
-    return "".join(parts)
 
 
 _JSON_TEXTS: dict[int, str] = {}
@@ -107,7 +94,7 @@ def _json(size: int, salt: str) -> list[dict[str, Any]]:
 
 def _work(kind: str, job_id: str, job: dict[str, Any], size: int, shape: str) -> None:
     time.sleep(JOB_SECONDS)  # the AI call
-    result: Any = _json(size, job_id) if shape == "json" else _text(size, job_id)
+    result: Any = _json(size, job_id) if shape == "json" else text(size, job_id)
     store = STORES[kind]
     if job_id not in store.jobs:  # evicted while running: must never happen
         with _counts_lock:

@@ -183,9 +183,13 @@ def test_stress_case() -> None:
 def test_results_case() -> None:
     from benchmarks import bench_results
 
-    result = bench_results.run(True, minutes=10, seeds=(1,))
+    # one short server run (real gunicorn, 3 s at 25 MiB/s) beside the stress rows
+    result = bench_results.run(True, minutes=10, seeds=(1,), rates=(25,), server_seconds=3.0)
     assert_well_formed(result, "results")
     assert [line["name"] for line in result["rows"]] == [
+        "server 25 MiB/s: results lost (memguard)",
+        "server 25 MiB/s: results lost (clairvoyant reference)",
+        "server 25 MiB/s: peak RSS",
         "default, seed 1: results lost (memguard)",
         "default, seed 1: results lost (clairvoyant reference)",
         "soft, seed 1: results lost (memguard)",
@@ -193,8 +197,14 @@ def test_results_case() -> None:
         "seed 1: clairvoyant reference at 25 MiB of results",
         "seed 1: clairvoyant reference at 50 MiB of results",
         "seed 1: clairvoyant reference at 100 MiB of results"]
-    assert "gap" in result["rows"][1]["note"]
+    assert "polls of finished results" in result["rows"][0]["note"]
+    assert "greedy Belady with sizes" in result["rows"][1]["note"]
+    assert result["rows"][2]["value"] > 0
+    assert "gap" in result["rows"][4]["note"]
     assert "LP bound" in result["rows"][-1]["note"]
+    server = result["params"]["server"]
+    assert len(server) == 1 and server[0]["reference"]["wanted"] > 0
+    assert server[0]["lost_running"] == server[0]["bad_statuses"] == 0
 
 
 def test_main_prints_the_table_and_writes_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -193,6 +193,25 @@ class EmergencyController:
         judged = max(MIN_JUDGED, (limit or 0) // 100)
         done = _Progress(sample=sample, usage=sample.usage)
         ahead = max(sample.usage, expected or 0)  # a predicted crossing: clean from there
+        if thresholds.emergency is not None and sample.usage < thresholds.emergency:
+            # ... but from `emergency` at most: a fit of two samples just after a cleanup
+            # can foresee 100 MB more than comes, and evicting for it took results about to
+            # be read (measured under 100 MiB/s). If growth is that fast, the next sample
+            # crosses and the threshold acts on what it measures.
+            ahead = min(ahead, thresholds.emergency)
+        if target is not None and ahead > target:
+            # Give back free pages first: memory the allocator holds but nobody uses (freed
+            # temporaries in the middle of an arena) costs no result to return. Without this,
+            # a round evicts by the whole excess and the trim after it returns that memory as
+            # well: measured, twice the estimate fell and the worker dropped far under the
+            # target, results its clients were about to read with it.
+            self._reclaim(clock(), full=False)
+            fresh = probe()
+            fell = sample.usage - fresh.usage
+            ahead -= max(0, fell)
+            done.sample, done.usage = fresh, fresh.usage
+            if fell >= 2**20:
+                done.notes.append(f"a trim gave back ~{format_size(fell)} before evicting")
         while target is not None and ahead > target and done.rounds < MAX_ROUNDS:
             # The app goes on allocating while the cleanup runs: clean that much lower too.
             need = ahead - target + self._busy(growth, self._last_duration)

@@ -102,7 +102,7 @@ class Readings:
         since = self.fit_from
         with self.lock:
             newest = list(itertools.islice(reversed(self.history), last))
-        return [(t, u) for t, u in reversed(newest) if since is None or t >= since]
+        return [(t, u) for t, u in reversed(newest) if since is None or t > since]
 
     def growth(self) -> Optional[float]:
         """Bytes per second over the recent samples since the last cleanup; None until two

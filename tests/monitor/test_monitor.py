@@ -419,7 +419,8 @@ def test_fragmentation_stops_after_one_round_without_emptying_the_stores(
     assert report is not None
     assert 130 <= report.evicted <= 131  # one round: 480 - 350 = 130MB by estimate
     assert len(store) >= 69
-    assert fake_reclaim.calls == 2  # quick, then full before blaming fragmentation
+    # a trim before evicting, quick after, then full before blaming fragmentation
+    assert fake_reclaim.calls == 3
     assert report.usage_before == report.usage_after == parse_size("480MB")
     assert report.note.startswith("stopped: evicting ~")
     assert "fragmentation" in report.note
@@ -465,10 +466,39 @@ def test_emergency_rounds_are_bounded(clock: FakeClock, fake_reclaim: FakeReclai
     manager.probe = probe
     monitor = Monitor(manager)
     report = monitor.emergency(forced=True)
-    assert fake_reclaim.calls == MAX_ROUNDS
+    assert fake_reclaim.calls == 1 + MAX_ROUNDS  # a trim before evicting, then one per round
     assert report.usage_after is not None and report.usage_after > 350 * MB
     assert f"after {MAX_ROUNDS} rounds" in report.note
     assert len(store) > 0
+
+
+def test_a_trim_before_evicting_spares_the_results_when_it_is_enough(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe, fake_reclaim: FakeReclaim
+) -> None:
+    """Free pages the allocator holds go back first: no result is evicted for them."""
+    store = fill(manager, "jobs", done=200, size=MB)
+    probe.set("480MB")
+    fake_reclaim.then = lambda: probe.set("340MB")  # the trim alone gets under 350MB
+    report = monitor.tick().emergency
+    assert report is not None and report.evicted == 0 and len(store) == 200
+    assert fake_reclaim.calls == 1
+    assert (report.usage_before, report.usage_after) == (parse_size("480MB"),
+                                                        parse_size("340MB"))
+    assert "a trim gave back ~140.0MB before evicting" in report.note
+
+
+def test_a_trim_before_evicting_lowers_what_is_evicted(
+    monitor: Monitor, manager: MemoryManager, probe: FakeProbe, fake_reclaim: FakeReclaim
+) -> None:
+    """The trim gives back 40MB of 480MB: the round evicts 90MB to reach 350MB, not 130MB."""
+    store = fill(manager, "jobs", done=200, size=MB)
+    probe.set("480MB")
+    falls = iter(["440MB"])
+    fake_reclaim.then = lambda: probe.set(next(falls, "350MB"))
+    report = monitor.tick().emergency
+    assert report is not None
+    assert 90 <= report.evicted <= 91 and len(store) >= 109
+    assert report.usage_after == parse_size("350MB")
 
 
 def test_forced_emergency_below_target_still_reclaims(

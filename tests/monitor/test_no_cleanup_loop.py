@@ -95,6 +95,31 @@ def test_no_predicted_emergency_below_the_target() -> None:
                              horizon=0.5).trigger == "threshold"
 
 
+def test_a_predicted_cleanup_cleans_down_from_emergency_at_most() -> None:
+    """A fit that foresees 420 MB at the next sample (noise just after a cleanup) evicts
+    what a crossing of `emergency` would (300 -> 200 MB), not 420 -> 200 MB."""
+    manager = MemoryManager(Policy(memory=MemoryPolicy(**THRESHOLDS)), clock=FakeClock(0.0),
+                            probe=FakeProbe("260MB", "512MB"), reclaim=FakeReclaim())
+
+    @managed_store(name="jobs", manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    store = Jobs()
+    for i in range(300):
+        store[f"k{i}"] = {"status": "done", "result": "x" * MB}
+    controller = EmergencyController(manager, reclaimer=FakeReclaim())
+    start = manager.evicted_bytes
+
+    def probe() -> MemorySample:  # usage follows what was evicted
+        return sample(260 * MB - (manager.evicted_bytes - start))
+
+    report = controller.run(sample(260 * MB), thresholds(), probe, trigger="predicted",
+                            expected=420 * MB)
+    assert 99 <= report.evicted <= 101 and 199 <= len(store) <= 201
+    assert report.usage_after is not None and report.usage_after >= 158 * MB
+
+
 def test_the_monitor_predicts_with_the_wait_until_its_next_sample() -> None:
     clock, probe = FakeClock(0.0), FakeProbe("250MB", "512MB")
     manager = MemoryManager(Policy(memory=MemoryPolicy(**THRESHOLDS)), clock=clock,
