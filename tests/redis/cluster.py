@@ -10,7 +10,7 @@ from typing import Optional
 
 import redis
 
-from tests.redis.conftest import RedisServer, _executable
+from tests.redis.conftest import RedisServer, _executable, _free_cluster_port
 
 CLUSTER_TIMEOUT = 30.0
 
@@ -21,7 +21,8 @@ class RedisCluster:
     def __init__(self) -> None:
         self.nodes = [RedisServer(_executable(), "--cluster-enabled", "yes",
                                   "--cluster-node-timeout", "2000",
-                                  "--cluster-config-file", "nodes.conf")
+                                  "--cluster-config-file", "nodes.conf",
+                                  pick_port=_free_cluster_port)
                       for _ in range(3)]
 
     @property

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +31,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _free_cluster_port() -> int:
+    """A free port for a cluster node: at most 55535 (Redis refuses a higher one, its cluster
+    bus listens 10000 ports above) with its bus port free as well."""
+    for _attempt in range(1000):
+        port = _free_port()
+        if port > 55535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a Redis cluster node")
+
+
 def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
@@ -44,10 +60,12 @@ class RedisServer:
     """One redis-server process on 127.0.0.1:`port`, no persistence; stop() and start()
     again on the same port (a restart loses every key, as a real one without persistence)."""
 
-    def __init__(self, executable: str, *extra: str) -> None:
+    def __init__(self, executable: str, *extra: str,
+                 pick_port: Callable[[], int] = _free_port) -> None:
         self.executable = executable
         self.extra = extra
-        self.port = _free_port()
+        self.pick_port = pick_port
+        self.port = pick_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="memguard-redis-"))
         self.process: Optional[subprocess.Popen[bytes]] = None
 
@@ -70,7 +88,7 @@ class RedisServer:
                     return
                 time.sleep(0.02)
             self.stop()
-            self.port = _free_port()  # the port was taken meanwhile: try another one
+            self.port = self.pick_port()  # the port was taken meanwhile: try another one
         raise RuntimeError(f"redis-server did not answer PING; see {self.workdir}/redis.log")
 
     def stop(self) -> None:
