@@ -67,12 +67,13 @@ class KernelWake:
 
     @property
     def armed(self) -> bool:
-        """Whether thresholds are registered and the thread waits on them."""
+        """Whether thresholds or a PSI trigger are registered and the thread waits on them."""
         thread = self._thread
         return thread is not None and thread.is_alive()
 
     def ensure(self, probe: object, thresholds: Thresholds) -> None:
-        """Register `thresholds` for `probe`'s cgroup unless they already are."""
+        """Register `thresholds` for `probe`'s cgroup (v1), or the PSI trigger where any
+        threshold is set (v2), unless they already are."""
         if self._pid != os.getpid():  # a forked child: the parent's thread is not here
             self._pid, self._thread, self._key, self._failed = os.getpid(), None, None, False
             self._close_fds()
@@ -162,7 +163,8 @@ class KernelWake:
             return
 
     def close(self) -> None:
-        """Unregister (closing the eventfd removes the thresholds) and end the thread."""
+        """Unregister (closing the eventfd removes the thresholds, closing ``memory.pressure``
+        the trigger) and end the thread."""
         thread, stop_w = self._thread, self._stop_w
         self._thread = self._stop_w = None
         self._key = None

@@ -36,7 +36,6 @@ class _Victim(NamedTuple):
     size: Optional[int]
 
 
-
 class HandleState:
     """The state of a `LocalHandle`, declared for its parts (`LocalHandle.__init__` and
     `_use` set it)."""

@@ -5,8 +5,9 @@ out when the owner is collected. A plain dict cannot be weakly referenced, so th
 the manager adopted it with is kept by the dict's id until it is forgotten, explicitly or,
 once nothing else references the dict, at the next listing (`LocalHandle.orphaned`).
 
-The roster does no locking of its own beyond `handles()`: its owner (the manager) holds
-`lock` around every change, and hands the same lock in.
+The roster's lock is its owner's (the manager's, handed in): the manager holds it around
+`add` and `apply_policy`; the other methods take it themselves (`handles()` reads its cached
+list without it).
 """
 
 from __future__ import annotations

@@ -49,11 +49,12 @@ RUN_PREFIX: Final = "memguard-prometheus-"
 
 
 def run_directory(arbiter: int) -> str:
-    """The multiprocess directory memguard manages for the gunicorn arbiter of pid `arbiter`
-    when ``PROMETHEUS_MULTIPROC_DIR`` is not set: in the temporary directory, named by the
-    arbiter's pid and start time (a later process reusing the pid gets another one), so the
-    arbiter (``pre_fork``, ``child_exit``, ``on_exit``) and each worker (``post_fork``) find
-    the same path without passing it around."""
+    """The multiprocess directory memguard manages for the gunicorn arbiter or uvicorn
+    supervisor of pid `arbiter` when ``PROMETHEUS_MULTIPROC_DIR`` is not set: in the temporary
+    directory, named by the arbiter's pid and start time (a later process reusing the pid gets
+    another one), so the arbiter (``pre_fork``, ``child_exit``, ``on_exit``) and each worker
+    (``post_fork``, or `serve_every_worker` under uvicorn) find the same path without passing
+    it around."""
     import tempfile
 
     import psutil  # type: ignore[import-untyped, unused-ignore]
