@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from memguard.errors import PolicyError
 from memguard.policy.policy import Policy
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.building import attach
 from memguard.stores.handle import LocalHandle
 from memguard.stores.protocol import StoreHandle, as_handle
@@ -153,7 +153,7 @@ def adopt_plain(host: StoreHost, store: Any, name: str,
     """A handle for `store`, a mapping that is not a managed store: it cannot report its
     writes, so each pass reconciles its keys (O(n)). Not registered yet. A bad rule raises
     PolicyError naming `setup_job_store_cleanup` and the store."""
-    backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
+    backend = Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
                        keys=type(store).keys)
     backend.needs_sync = True
     try:
