@@ -208,3 +208,17 @@ def test_a_memory_stall_fires_the_trigger_and_wakes(tmp_path: Path, wakes: list[
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+def test_a_closed_waker_registers_nothing_after(tmp_path: Path, wakes: list[float]) -> None:
+    """`Monitor.stop` closes the waker while a tick may still be running (a stop that timed
+    out): that tick's `ensure` must not register a trigger and start a thread nobody closes."""
+    probe = v2_probe(tmp_path, accepting(PSI_TRIGGER))
+    kernel = KernelWake(lambda: wakes.append(time.monotonic()))
+    kernel.ensure(probe, THRESHOLDS)
+    assert kernel.armed and len(kernel_threads()) == 1
+    kernel.close()
+    assert not kernel.armed and not kernel_threads()
+    kernel.ensure(probe, THRESHOLDS)  # the late tick
+    assert not kernel.armed and not kernel_threads()
+    kernel.close()  # idempotent
