@@ -1,4 +1,4 @@
-"""`LocalHandle`: the control surface of a store held in this process, and raw access to it.
+"""`LocalHandle`: the control surface of a store held in this process.
 
 `LocalHandle` implements the `StoreHandle` protocol (`memguard.stores.protocol`) beside the
 Redis handle (`memguard.redis.handle`). It owns the store's `JobIndex`, policy and eviction
