@@ -85,7 +85,7 @@ class ForkRepair(IndexBase):
         self.resync = True
 
 
-_live_indexes: weakref.WeakSet[ForkRepair] = weakref.WeakSet()
+live_indexes: weakref.WeakSet[ForkRepair] = weakref.WeakSet()
 #: How long a fork waits, at most, for the store locks other threads hold.
 FORK_QUIESCE_SECONDS = 1.0
 _held_for_fork: list[Any] = []
@@ -96,7 +96,7 @@ def _snapshot() -> list[ForkRepair]:
     with "changed size during iteration": try again)."""
     for _ in range(100):
         try:
-            return list(_live_indexes)
+            return list(live_indexes)
         except RuntimeError:
             continue
     return []

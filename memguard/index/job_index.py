@@ -66,7 +66,7 @@ from memguard._logging import logger
 from memguard.index.activity import ABSENT as _ABSENT
 from memguard.index.activity import ActiveJobs, Pins
 from memguard.index.base import NOTHING, IndexObserver, Key
-from memguard.index.fork import ForkRepair, _live_indexes
+from memguard.index.fork import ForkRepair, live_indexes
 from memguard.index.marks import STAMPS, WRITTEN
 from memguard.index.orders import Orders
 from memguard.index.sizes import Sizes
@@ -167,7 +167,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
         #: (field, values) when `active` is a status test on a field (the default kind of
         #: predicate): the write path then tests a dict job inline, without the call.
         self.status: Optional[tuple[str, frozenset[Any]]] = None
-        _live_indexes.add(self)
+        live_indexes.add(self)
 
     def __len__(self) -> int:
         return len(self.created)

@@ -18,8 +18,6 @@ EVICTABLE, ACTIVE, PINNED, KEEP, GONE = object(), object(), object(), object(), 
 Look = Callable[[Key, bool], object]
 
 MAX_EPOCHS = 64
-_CHUNK = 256
-_ABSENT: Any = object()
 
 #: Stamps of deliveries and finishes, one counter for every store of the process, so the
 #: global emergency order can compare them across stores without reading the clock. A
@@ -28,7 +26,6 @@ STAMPS = itertools.count(1)
 #: The mark of a write in a read set (`JobIndex.reads`): a touch, not a delivery. A read
 #: marks None.
 WRITTEN: Any = object()
-_stamp = STAMPS.__next__
 
 
 class Epoch:

@@ -36,15 +36,11 @@ from collections.abc import Iterator
 from math import isqrt
 from typing import Any, Optional
 
-from memguard.index.marks import (
-    _ABSENT,
-    MAX_EPOCHS,
-    Epoch,
-    Key,
-    LargestFirst,
-    _stamp,
-)
+from memguard.index.activity import ABSENT as _ABSENT
+from memguard.index.marks import MAX_EPOCHS, STAMPS, Epoch, Key, LargestFirst
 from memguard.index.scans import OrderScans
+
+_stamp = STAMPS.__next__
 
 
 class Orders(OrderScans):

@@ -15,7 +15,6 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any, Optional
 
 from memguard.index.marks import (
-    _CHUNK,
     ACTIVE,
     EVICTABLE,
     GONE,
@@ -26,6 +25,9 @@ from memguard.index.marks import (
     LargestFirst,
     Look,
 )
+
+#: Most keys a scan reads from an order at a time (it starts at 8 and grows fourfold).
+_CHUNK = 256
 
 
 class OrderScans:

@@ -50,7 +50,8 @@ class KernelWake:
     and the thread that waits on it.
 
     `ensure(probe, thresholds)` (each tick) registers the thresholds when they or the cgroup
-    changed, or after a fork; `close()` ends it. `fired` counts the notifications.
+    changed, or after a fork; `close()` ends it for good (a tick still running when the
+    monitor stopped registers nothing after it). `fired` counts the notifications.
     `psi_trigger` is the text written to ``memory.pressure`` (default `PSI_TRIGGER`).
     """
 
@@ -63,23 +64,36 @@ class KernelWake:
         self._stop_w: Optional[int] = None
         self._thread: Optional[threading.Thread] = None
         self._failed = False
+        self._closed = False
+        #: Serializes `ensure` (the monitor thread) and `close` (the thread stopping it).
+        self._lock = threading.Lock()
         self.fired = 0
 
     @property
     def armed(self) -> bool:
-        """Whether thresholds are registered and the thread waits on them."""
+        """Whether thresholds or a PSI trigger are registered and the thread waits on them."""
         thread = self._thread
         return thread is not None and thread.is_alive()
 
     def ensure(self, probe: object, thresholds: Thresholds) -> None:
-        """Register `thresholds` for `probe`'s cgroup unless they already are."""
+        """Register `thresholds` for `probe`'s cgroup (v1), or the PSI trigger where any
+        threshold is set (v2), unless they already are; nothing once closed."""
+        self._after_fork()
+        with self._lock:
+            if not self._closed:
+                self._ensure(probe, thresholds)
+
+    def _after_fork(self) -> None:
         if self._pid != os.getpid():  # a forked child: the parent's thread is not here
             self._pid, self._thread, self._key, self._failed = os.getpid(), None, None, False
+            self._lock = threading.Lock()  # one a parent's thread held stays held
             self._close_fds()
+
+    def _ensure(self, probe: object, thresholds: Thresholds) -> None:
         if (not isinstance(probe, CgroupProbe) or self._failed or probe.version not in (1, 2)
                 or (probe.version == 1 and not hasattr(os, "eventfd"))):  # Python 3.10+
             if self._key is not None:
-                self.close()
+                self._unregister()
             return
         version = probe.version
         levels = tuple(sorted({t for t in (thresholds.warning, thresholds.emergency,
@@ -87,7 +101,7 @@ class KernelWake:
         key = (str(probe.path), levels)
         if key == self._key and self.armed:
             return
-        self.close()
+        self._unregister()
         if not levels:  # nothing to guard: no reason to be woken
             return
         try:
@@ -162,7 +176,15 @@ class KernelWake:
             return
 
     def close(self) -> None:
-        """Unregister (closing the eventfd removes the thresholds) and end the thread."""
+        """Unregister and end the thread, for good: a later `ensure` registers nothing."""
+        self._after_fork()
+        with self._lock:
+            self._closed = True
+            self._unregister()
+
+    def _unregister(self) -> None:
+        """Unregister (closing the eventfd removes the thresholds, closing ``memory.pressure``
+        the trigger) and end the thread."""
         thread, stop_w = self._thread, self._stop_w
         self._thread = self._stop_w = None
         self._key = None

@@ -366,8 +366,9 @@ class Ticker:
         largest = max((h.index.total_bytes for h in handles), default=0)
         self.manager.intake.arm(self.wake, jobs=self.manager.intake.jobs, store_bytes=largest,
                                 margin_jobs=WAKE_JOBS, margin_bytes=self.wake_bytes())
-        if self.kernel is not None:  # cgroup v1 thresholds, where the kernel offers them
-            self.kernel.ensure(self.readings.probe, self.readings.thresholds(self.last_sample))
+        kernel = self.kernel  # read once: `Monitor.stop` may take it away meanwhile
+        if kernel is not None:  # cgroup v1 thresholds or a v2 PSI trigger, where offered
+            kernel.ensure(self.readings.probe, self.readings.thresholds(self.last_sample))
 
     def wake_bytes(self) -> int:
         """The bytes a store may take in before it wakes the monitor: 1/64 of the limit (of

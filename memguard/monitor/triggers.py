@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import _thread
 import atexit
-import json
 import os
 import signal
 import stat
@@ -199,6 +198,8 @@ def process_start_time(pid: int) -> Optional[float]:
 
 
 def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+    import json  # here, not at the top: a monitor that writes no beacon never loads it
+
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(data))
     os.replace(temporary, path)

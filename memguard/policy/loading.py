@@ -24,7 +24,7 @@ from memguard.policy.options import (
 )
 from memguard.policy.provenance import _POSITION, _dotted, _KeyLines, _KeyPath, _too_deep_or_long
 from memguard.policy.schema import _SECTION_KEYS, _SECTIONS, _SECTIONS_HELP, _STORE_KEYS
-from memguard.policy.thresholds import THRESHOLD_FIELDS, _threshold_problem
+from memguard.policy.thresholds import THRESHOLD_FIELDS, threshold_problem
 from memguard.policy.units import Percent, positive_duration, show_value
 
 
@@ -219,7 +219,7 @@ class _Loader:
 
     def memory_policy(self, memory: dict[str, Any]) -> MemoryPolicy:
         """The MemoryPolicy, once its thresholds are known to be in order."""
-        problem = _threshold_problem({**_memory_values(MemoryPolicy()), **memory})
+        problem = threshold_problem({**_memory_values(MemoryPolicy()), **memory})
         if problem is None:
             return MemoryPolicy(**memory)
         for name in (problem.key, problem.other):

@@ -21,8 +21,8 @@ import attrs
 from memguard.policy.thresholds import (
     Threshold,
     Thresholds,
-    _threshold,
-    _threshold_problem,
+    parse_threshold,
+    threshold_problem,
 )
 from memguard.policy.units import (
     MAX_COUNT,
@@ -357,13 +357,13 @@ class MemoryPolicy:
 
     scope: str = option(_scope, default="auto")
     limit: Union[int, str, None] = option(_limit, default="auto")
-    warning: Optional[Threshold] = option(_threshold, default=Percent(0.75), optional=True)
-    warning_heap: Optional[Threshold] = option(_threshold, default=None, optional=True)
-    emergency: Optional[Threshold] = option(_threshold, default=Percent(0.90), optional=True)
+    warning: Optional[Threshold] = option(parse_threshold, default=Percent(0.75), optional=True)
+    warning_heap: Optional[Threshold] = option(parse_threshold, default=None, optional=True)
+    emergency: Optional[Threshold] = option(parse_threshold, default=Percent(0.90), optional=True)
     emergency_target: Optional[Threshold] = option(
-        _threshold, default=Percent(0.70), optional=True
+        parse_threshold, default=Percent(0.70), optional=True
     )
-    critical: Optional[Threshold] = option(_threshold, default=Percent(1.0), optional=True)
+    critical: Optional[Threshold] = option(parse_threshold, default=Percent(1.0), optional=True)
     check_interval: float = option(positive_duration, default=120.0)
     sample_interval: float = option(positive_duration, default=0.25)
     gc_interval: float = option(positive_duration, default=300.0)
@@ -376,7 +376,7 @@ class MemoryPolicy:
     summary_interval: float = option(positive_duration, default=600.0)
 
     def __attrs_post_init__(self) -> None:
-        problem = _threshold_problem(_memory_values(self))
+        problem = threshold_problem(_memory_values(self))
         if problem is not None:
             raise ValueError(f"{problem.key}: {problem.message}")
 

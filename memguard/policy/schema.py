@@ -16,7 +16,7 @@ from memguard.policy.options import (
     _rules,
     _scope,
 )
-from memguard.policy.thresholds import _threshold
+from memguard.policy.thresholds import parse_threshold
 from memguard.policy.units import positive_count, positive_duration, positive_size, show_value
 
 if sys.version_info >= (3, 11):
@@ -28,11 +28,11 @@ else:  # pragma: no cover - Python 3.9 and 3.10 only
 _MEMORY_KEYS: dict[str, Callable[[object], Any]] = {
     "scope": _scope,
     "limit": _limit,
-    "warning": _threshold,
-    "warning_heap": _threshold,
-    "emergency": _threshold,
-    "emergency_target": _threshold,
-    "critical": _threshold,
+    "warning": parse_threshold,
+    "warning_heap": parse_threshold,
+    "emergency": parse_threshold,
+    "emergency_target": parse_threshold,
+    "critical": parse_threshold,
     "check_interval": positive_duration,
     "sample_interval": positive_duration,
     "gc_interval": positive_duration,

@@ -1,8 +1,8 @@
 """Memory thresholds: what one may be, the order they must keep, and `Thresholds` in bytes.
 
 A threshold is a size in bytes or a `Percent` of the memory limit. `MemoryPolicy`
-(`memguard.policy.options`) reads each with `_threshold` and checks their order with
-`_threshold_problem`, which the TOML loader also asks so it can blame the file, line and
+(`memguard.policy.options`) reads each with `parse_threshold` and checks their order with
+`threshold_problem`, which the TOML loader also asks so it can blame the file, line and
 key that broke the order; `MemoryPolicy.resolve` turns them into `Thresholds` for a known
 limit.
 """
@@ -24,7 +24,7 @@ Threshold = Union[int, Percent]
 _MAX_FRACTION = 10.0
 
 
-def _threshold(value: object) -> Threshold:
+def parse_threshold(value: object) -> Threshold:
     """A memory threshold: a size above zero or a percentage of the limit (0% < p <= 1000%)."""
     parsed = value if isinstance(value, Percent) else parse_size(value, allow_percent=True)
     allowed = f'{SIZE_HELP} or a percentage of the limit such as "80%"'
@@ -65,13 +65,13 @@ _THRESHOLD_ORDER = (
 
 
 @attrs.frozen
-class _ThresholdProblem:
+class ThresholdProblem:
     key: str  # the key to blame first
     other: str  # the other key of the pair (blamed when `key` was not written by the user)
     message: str
 
 
-def _threshold_problem(values: Mapping[str, Any]) -> Optional[_ThresholdProblem]:
+def threshold_problem(values: Mapping[str, Any]) -> Optional[ThresholdProblem]:
     """The first threshold rule `values` (MemoryPolicy fields by name) breaks, else None.
 
     Percentages need a limit. Two thresholds are compared when both are sizes, both are
@@ -82,7 +82,7 @@ def _threshold_problem(values: Mapping[str, Any]) -> Optional[_ThresholdProblem]
     for name in THRESHOLD_FIELDS:
         value = values.get(name)
         if isinstance(value, Percent) and limit is None:
-            return _ThresholdProblem(
+            return ThresholdProblem(
                 name,
                 name,
                 f"{value} is a percentage of the memory limit, but no limit is set; "
@@ -101,7 +101,7 @@ def _threshold_problem(values: Mapping[str, Any]) -> Optional[_ThresholdProblem]
             low_value, high_value = _magnitude(low), _magnitude(high)
         if not low_value < high_value:
             blamed, other = (lower, upper) if lower == "emergency_target" else (upper, lower)
-            return _ThresholdProblem(
+            return ThresholdProblem(
                 blamed,
                 other,
                 f"{lower} ({_show_threshold(low)}) must be below {upper} "

@@ -12,7 +12,7 @@ from typing import (
 )
 
 from memguard.errors import StoreDefinitionError
-from memguard.stores.backend import _Backend, _dict_get
+from memguard.stores.backend import Backend, dict_get
 from memguard.stores.building import _MISSING, _finish, _new_handle, _Spec, attach
 from memguard.stores.dict_stores import _managed_dict_class
 from memguard.stores.handle import LocalHandle
@@ -78,7 +78,7 @@ class _MappingAttribute(property):
             dict.update(jobs, value)
             old = owner.__dict__.get(self.holder)
             owner.__dict__[self.holder] = jobs
-            handle.switch_backend(_Backend(jobs, get=_dict_get, delete=dict.__delitem__,
+            handle.switch_backend(Backend(jobs, get=dict_get, delete=dict.__delitem__,
                                            keys=dict.keys))
             handle.reconcile()
             for key in handle.index.created:  # the same key may now hold another job
@@ -95,8 +95,8 @@ class _MappingAttribute(property):
 def _owner_handle(owner: Any, descriptor: _MappingAttribute) -> LocalHandle:
     handle: Optional[LocalHandle] = owner.__dict__.get("_memguard")
     if handle is None:
-        handle = _new_handle(descriptor.spec, _Backend(
-            {}, get=_dict_get, delete=dict.__delitem__, keys=dict.keys))
+        handle = _new_handle(descriptor.spec, Backend(
+            {}, get=dict_get, delete=dict.__delitem__, keys=dict.keys))
         owner.__dict__["_memguard"] = handle
     return handle
 

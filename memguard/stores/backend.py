@@ -15,7 +15,7 @@ from memguard.index.job_index import Key
 _MISSING: Any = object()
 
 
-class _Backend:
+class Backend:
     """Raw access to a store's data, bypassing the managed methods (and so the index)."""
 
     needs_sync = False
@@ -69,7 +69,7 @@ class _Backend:
         return 0 if store is None else len(store)
 
 
-def _dict_get(store: Any, key: Key) -> Any:
+def dict_get(store: Any, key: Key) -> Any:
     value = dict.get(store, key, _MISSING)  # dict.get never calls __missing__
     if value is _MISSING:
         raise KeyError(key)

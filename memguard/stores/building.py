@@ -18,7 +18,7 @@ import attrs
 from memguard.errors import StoreDefinitionError
 from memguard.index.job_index import Key
 from memguard.stores import registry
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.handle import LocalHandle
 from memguard.stores.protocol import StoreHandle, as_handle
 
@@ -53,7 +53,7 @@ def _manager_of(spec: _Spec) -> StoreHost:
     return spec.manager if spec.manager is not None else registry.default_host()
 
 
-def _new_handle(spec: _Spec, backend: _Backend) -> LocalHandle:
+def _new_handle(spec: _Spec, backend: Backend) -> LocalHandle:
     manager = _manager_of(spec)
     try:
         handle = LocalHandle(spec.name, manager=manager, declared=spec.declared, backend=backend)
@@ -89,7 +89,7 @@ def _slots_for(cls: type, *names: str) -> tuple[str, ...]:
 # load instead of an attribute lookup through the MRO, which would be a visible part of a read
 # that costs a few tens of ns. Each factory below returns the methods of one concern.
 
-def _open_store(store: Any, spec: _Spec, backend: _Backend) -> LocalHandle:
+def _open_store(store: Any, spec: _Spec, backend: Backend) -> LocalHandle:
     """Give a new store instance its handle (before the class's own `__init__` fills it)."""
     store_handle = _new_handle(spec, backend)
     attach(store, store_handle)

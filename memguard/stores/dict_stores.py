@@ -12,7 +12,7 @@ from typing import (
 )
 
 from memguard.index.job_index import Key
-from memguard.stores.backend import _Backend, _dict_get
+from memguard.stores.backend import Backend, dict_get
 from memguard.stores.building import (
     _MISSING,
     _enroll,
@@ -73,8 +73,8 @@ def _dict_init(base_init: Callable[..., None],
         if store_spec is None:
             base_init(self, *args, **kwargs)
             return
-        store_handle = _open_store(self, store_spec, _Backend(
-            self, get=_dict_get, delete=base_delitem, keys=dict.keys))
+        store_handle = _open_store(self, store_spec, Backend(
+            self, get=dict_get, delete=base_delitem, keys=dict.keys))
         base_init(self, *args, **kwargs)
         _enroll(store_handle, self)  # dict.__init__ stores without __setitem__
 

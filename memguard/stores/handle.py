@@ -1,4 +1,4 @@
-"""`LocalHandle`: the control surface of a store held in this process, and raw access to it.
+"""`LocalHandle`: the control surface of a store held in this process.
 
 `LocalHandle` implements the `StoreHandle` protocol (`memguard.stores.protocol`) beside the
 Redis handle (`memguard.redis.handle`). It owns the store's `JobIndex`, policy and eviction
@@ -10,7 +10,7 @@ write.
 The class comes in parts (memguard.stores.handle_state): this module has the policy and plan,
 the public operations and stats; `InsertPath` (memguard.stores.inserts) the write path and
 its evictions; `PassPath` (memguard.stores.passes) the periodic pass and its catch-ups; raw
-access to the store's data is `_Backend` (memguard.stores.backend).
+access to the store's data is `Backend` (memguard.stores.backend).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from memguard.index.estimate import estimate_size
 from memguard.index.job_index import JobIndex, Key
 from memguard.policy.options import ActiveWhen, StorePolicy
 from memguard.policy.policy import Policy
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.inserts import InsertPath
 from memguard.stores.overrides import say_overrides
 from memguard.stores.passes import PassPath
@@ -51,7 +51,7 @@ class LocalHandle(InsertPath, PassPath, StoreHandle):
     index: JobIndex
 
     def __init__(self, name: str, *, manager: StoreHost, declared: Mapping[str, Any],
-                 backend: _Backend) -> None:
+                 backend: Backend) -> None:
         self.name = name
         self.manager = manager
         self._declared = dict(declared)
@@ -255,7 +255,7 @@ class LocalHandle(InsertPath, PassPath, StoreHandle):
 
     # -- internals: called by the store classes and the pipeline ------------------------------
 
-    def switch_backend(self, backend: _Backend) -> None:
+    def switch_backend(self, backend: Backend) -> None:
         """Read and delete through `backend` from now on (a reassigned `mapping=` dict)."""
         self._backend = backend
         self.index.job_of = backend.get

@@ -21,20 +21,19 @@ from memguard.eviction.events import Cause, EvictionEvent
 from memguard.eviction.plan import EvictionPlan
 from memguard.eviction.rules import Pass
 from memguard.index.job_index import JobIndex, Key
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 
 if TYPE_CHECKING:
     from memguard.stores.registry import StoreHost
 
 
-class _Victim(NamedTuple):
+class Victim(NamedTuple):
     """An evicted job between its removal (under the lock) and its release (outside)."""
 
     key: Key
     job: Any
     cause: Cause
     size: Optional[int]
-
 
 
 class HandleState:
@@ -45,7 +44,7 @@ class HandleState:
     manager: StoreHost
     index: JobIndex
     plan: EvictionPlan
-    _backend: _Backend
+    _backend: Backend
     _evictions: Counter[str]
     _count_evicted: int
     _max_jobs: Optional[int]
@@ -60,7 +59,7 @@ class HandleState:
     if TYPE_CHECKING:  # one part's members another part uses
         @property
         def lock(self) -> threading.RLock: ...
-        def evict_locked(self, key: Key, cause: Cause) -> Optional[_Victim]: ...
-        def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]: ...
+        def evict_locked(self, key: Key, cause: Cause) -> Optional[Victim]: ...
+        def finish_evictions(self, victims: list[Victim]) -> list[EvictionEvent]: ...
         def prepare_pass(self, ctx: Optional[Pass] = None) -> None: ...
         def soft_expired(self, now: float) -> Iterator[tuple[Key, Cause]]: ...

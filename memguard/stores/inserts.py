@@ -20,8 +20,8 @@ from memguard.index.job_index import (
     Key,
 )
 from memguard.index.marks import Epoch
-from memguard.stores.backend import _dict_get
-from memguard.stores.handle_state import HandleState, _Victim
+from memguard.stores.backend import dict_get
+from memguard.stores.handle_state import HandleState, Victim
 
 _MISSING: Any = object()
 #: One victim in this many, evicted before its deferred weighing, is weighed to keep the
@@ -29,7 +29,7 @@ _MISSING: Any = object()
 SAMPLE_EVERY = 16
 
 
-#: `_Victim`'s tuple built without the generated `__new__` (half the cost, on every eviction
+#: `Victim`'s tuple built without the generated `__new__` (half the cost, on every eviction
 #: of the insert cheap path).
 _new_victim = tuple.__new__
 
@@ -37,7 +37,7 @@ _new_victim = tuple.__new__
 class InsertPath(HandleState):
     """Index a write, enforce the insert-time bounds, release the victims."""
 
-    def stored_locked(self, key: Key, job: Any) -> list[_Victim]:
+    def stored_locked(self, key: Key, job: Any) -> list[Victim]:
         """Index a write and enforce the insert-time bounds; returns what they evicted.
 
         The job just written is never the victim: when every other job is active the store
@@ -58,7 +58,7 @@ class InsertPath(HandleState):
             victim = self._evict_front(key)
             if victim is not None:
                 return [victim]
-        victims: list[_Victim] = []
+        victims: list[Victim] = []
         index.writing = key  # counts as active while its own insert enforces the bound
         try:
             enforce_insert_bounds(self.plan, self, now, victims)
@@ -66,7 +66,7 @@ class InsertPath(HandleState):
             index.writing = NOTHING
         return victims
 
-    def _evict_front(self, key: Key) -> Optional[_Victim]:
+    def _evict_front(self, key: Key) -> Optional[Victim]:
         """The cheap path of a `fast_count` plan one job over its bound (lock held): evict
         the least recent job if it is plainly evictable (not the job `key` being written, no
         read pending, not pinned, known active or failed, and its predicate says finished);
@@ -80,7 +80,7 @@ class InsertPath(HandleState):
         backend = self._backend
         store = backend._ref()
         try:
-            if backend._get is _dict_get:  # a dict store: its own C methods, no Python call
+            if backend._get is dict_get:  # a dict store: its own C methods, no Python call
                 job = dict.get(store, front, _MISSING)
                 if job is _MISSING:
                     return None
@@ -94,19 +94,19 @@ class InsertPath(HandleState):
                 return None
         except Exception:  # gone behind our back, or a predicate that raises: the runner's
             return None
-        if store is not None:  # `_Backend.delete`, inline
+        if store is not None:  # `Backend.delete`, inline
             backend._delete(store, front)
         self._count_evicted += 1  # an int: a Counter's `+= 1` costs several times more
-        return _new_victim(_Victim, (front, job, Cause.COUNT, index.remove(front)))
+        return _new_victim(Victim, (front, job, Cause.COUNT, index.remove(front)))
 
     def _pressed(self) -> bool:
         """Whether the manager says memory is under pressure (level at or above warning)."""
         return self.manager.under_pressure(fresh=True)
 
-    def _soft_cut(self, key: Key, now: float) -> list[_Victim]:
+    def _soft_cut(self, key: Key, now: float) -> list[Victim]:
         """A write under memory pressure into a soft-bounded store: evict what is past its
         soft bounds now (the job written stays)."""
-        victims: list[_Victim] = []
+        victims: list[Victim] = []
         index = self.index
         if index.known_active:
             index.recheck(RECHECK_PER_INSERT, most=RECHECK_MOST_PER_INSERT)
@@ -119,7 +119,7 @@ class InsertPath(HandleState):
             self._give_back = True
         return victims
 
-    def follow_locked(self, cls: type, key: Key, value: Any) -> list[_Victim]:
+    def follow_locked(self, cls: type, key: Key, value: Any) -> list[Victim]:
         """After a write that the store class did not keep under `key` (it normalised the
         key, or refused the write): make the index match the store's keys, O(n). New keys
         are stored (bounds enforced), vanished ones forgotten, a job replaced under another
@@ -135,7 +135,7 @@ class InsertPath(HandleState):
         still = set(present)
         for gone in [k for k in known if k not in still]:
             self.index.remove(gone)
-        victims: list[_Victim] = []
+        victims: list[Victim] = []
         for stored in present:
             try:
                 job = self._backend.get(stored)
@@ -145,7 +145,7 @@ class InsertPath(HandleState):
                 victims += self.stored_locked(stored, job)
         return victims
 
-    def evict_locked(self, key: Key, cause: Cause) -> Optional[_Victim]:
+    def evict_locked(self, key: Key, cause: Cause) -> Optional[Victim]:
         """Take `key` out of the store and the index, and count it by cause (lock held)."""
         try:
             job = self._backend.pop(key)
@@ -153,9 +153,9 @@ class InsertPath(HandleState):
             self.index.remove(key)
             return None
         self._evictions[cause._value_] += 1  # `_value_`: a plain attribute, not the descriptor
-        return _Victim(key, job, cause, self.index.remove(key))
+        return Victim(key, job, cause, self.index.remove(key))
 
-    def finish_evictions(self, victims: list[_Victim]) -> list[EvictionEvent]:
+    def finish_evictions(self, victims: list[Victim]) -> list[EvictionEvent]:
         """Release the victims' big fields and tell the listeners; call without the lock."""
         victims = [self._weighed(victim) for victim in victims]
         events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
@@ -164,7 +164,7 @@ class InsertPath(HandleState):
             self.manager.notify_evictions(events)
         return events
 
-    def _weighed(self, victim: _Victim) -> _Victim:
+    def _weighed(self, victim: Victim) -> Victim:
         """`victim` with its size, weighed now if its weighing was deferred (a finished job
         evicted before the next catch-up); an active job's size stays unknown."""
         if victim.size is not None or not self.index.defer_weighing:
@@ -176,7 +176,7 @@ class InsertPath(HandleState):
         except Exception:  # the predicate or size function raised: size unknown, as before
             return victim
 
-    def _guess_size(self, victim: _Victim) -> int:
+    def _guess_size(self, victim: Victim) -> int:
         """What a victim evicted before it was weighed freed, for `evicted_bytes` (the cue
         to give memory back): the index's mean weighed size, kept up by weighing one such
         victim in SAMPLE_EVERY (and any while no mean is known yet), blended in by eighths:
@@ -189,7 +189,7 @@ class InsertPath(HandleState):
         index.mean_size = weighed if not mean else (7 * mean + weighed) // 8
         return weighed
 
-    def finish_insert(self, victims: list[_Victim]) -> None:
+    def finish_insert(self, victims: list[Victim]) -> None:
         """`finish_evictions` for an insert, which reports nothing: events (about 1 us each)
         are built only when an `on_evict` callback listens; the freed bytes count always."""
         if self.manager.has_listeners:
@@ -227,7 +227,7 @@ class InsertPath(HandleState):
                     logger.exception("memguard: reclaim after a soft cut of %s failed",
                                      self.name)
 
-    def _released(self, victims: list[_Victim]) -> list[_Victim]:
+    def _released(self, victims: list[Victim]) -> list[Victim]:
         """`victims`, each with the policy's release fields set to None."""
         release = self.plan.release
         if release:
@@ -240,7 +240,7 @@ class InsertPath(HandleState):
         (shallow copies): new or replaced jobs are stored (bounds enforced, re-weighed),
         vanished ones removed. Evictions are finished outside the lock."""
         with self.lock:
-            victims: list[_Victim] = []
+            victims: list[Victim] = []
             for key in [key for key in self.index.created if key not in after]:
                 self.index.remove(key)
             for key, value in after.items():

@@ -11,7 +11,7 @@ from typing import (
 )
 
 from memguard.index.job_index import Key
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.building import (
     _MISSING,
     _enroll,
@@ -49,9 +49,9 @@ def _managed_mapping_class(cls: Any, spec: _Spec) -> type:
     return _finish(cls, type(cls.__name__, (cls,), namespace), spec)
 
 
-def _mapping_backend(cls: Any, store: Any) -> _Backend:
+def _mapping_backend(cls: Any, store: Any) -> Backend:
     """How the index reaches the jobs of a MutableMapping store: its class's own methods."""
-    return _Backend(store, get=cls.__getitem__, delete=cls.__delitem__, keys=cls.__iter__)
+    return Backend(store, get=cls.__getitem__, delete=cls.__delitem__, keys=cls.__iter__)
 
 
 def _mapping_lifecycle(cls: Any) -> dict[str, Any]:

@@ -5,8 +5,9 @@ out when the owner is collected. A plain dict cannot be weakly referenced, so th
 the manager adopted it with is kept by the dict's id until it is forgotten, explicitly or,
 once nothing else references the dict, at the next listing (`LocalHandle.orphaned`).
 
-The roster does no locking of its own beyond `handles()`: its owner (the manager) holds
-`lock` around every change, and hands the same lock in.
+The roster's lock is its owner's (the manager's, handed in): the manager holds it around
+`add` and `apply_policy`; the other methods take it themselves (`handles()` reads its cached
+list without it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Optional
 
 from memguard.errors import PolicyError
 from memguard.policy.policy import Policy
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.building import attach
 from memguard.stores.handle import LocalHandle
 from memguard.stores.protocol import StoreHandle, as_handle
@@ -152,7 +153,7 @@ def adopt_plain(host: StoreHost, store: Any, name: str,
     """A handle for `store`, a mapping that is not a managed store: it cannot report its
     writes, so each pass reconciles its keys (O(n)). Not registered yet. A bad rule raises
     PolicyError naming `setup_job_store_cleanup` and the store."""
-    backend = _Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
+    backend = Backend(store, get=type(store).__getitem__, delete=type(store).__delitem__,
                        keys=type(store).keys)
     backend.needs_sync = True
     try:

@@ -38,7 +38,6 @@ started. The format is JSON lines: a header object, then one array per event::
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import weakref
@@ -115,7 +114,10 @@ class Recorder:
         # hashlib loads OpenSSL (about 3.5 MB of RSS): imported by a recording, not by
         # `import memguard`; bound here so `hash` pays no import at each record.
         import hashlib
+        import json  # likewise: `import memguard.manager` loads this module
+
         self._blake2b = hashlib.blake2b
+        self._dumps = json.dumps
         self._lock = threading.Lock()
         self._file: Optional[IO[str]] = self.path.open("w", encoding="utf-8")
         self._stores: dict[str, int] = {}
@@ -203,7 +205,7 @@ class Recorder:
         if self._file is None:
             return
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write(self._dumps(record, separators=(",", ":")) + "\n")
         except Exception as error:
             self._stop(error)
             return

@@ -49,11 +49,12 @@ RUN_PREFIX: Final = "memguard-prometheus-"
 
 
 def run_directory(arbiter: int) -> str:
-    """The multiprocess directory memguard manages for the gunicorn arbiter of pid `arbiter`
-    when ``PROMETHEUS_MULTIPROC_DIR`` is not set: in the temporary directory, named by the
-    arbiter's pid and start time (a later process reusing the pid gets another one), so the
-    arbiter (``pre_fork``, ``child_exit``, ``on_exit``) and each worker (``post_fork``) find
-    the same path without passing it around."""
+    """The multiprocess directory memguard manages for the gunicorn arbiter or uvicorn
+    supervisor of pid `arbiter` when ``PROMETHEUS_MULTIPROC_DIR`` is not set: in the temporary
+    directory, named by the arbiter's pid and start time (a later process reusing the pid gets
+    another one), so the arbiter (``pre_fork``, ``child_exit``, ``on_exit``) and each worker
+    (``post_fork``, or `serve_every_worker` under uvicorn) find the same path without passing
+    it around."""
     import tempfile
 
     import psutil  # type: ignore[import-untyped, unused-ignore]
@@ -281,7 +282,7 @@ def sync(snapshot: Snapshot) -> None:
     if multiprocess_mode():
         _mirror(snapshot().collect())
         if _prune_dead:
-            _drop_dead_workers(os.environ[MULTIPROC_ENV])
+            drop_dead_workers(os.environ[MULTIPROC_ENV])
 
 
 _prune_dead = False
@@ -289,10 +290,14 @@ _prune_dead = False
 worker the supervisor replaced (gunicorn's ``child_exit`` hook does it there)."""
 
 
-def _drop_dead_workers(path: str) -> None:
-    """``mark_process_dead`` every process whose live gauges are in `path` and which is gone."""
+def drop_dead_workers(path: str) -> None:
+    """Remove the live gauges' files (``gauge_live*_<pid>.db``, what prometheus-client's
+    ``mark_process_dead`` removes) in `path` of every process that is gone.
+
+    Every worker does this at each mirroring, so two may find the same dead worker's file
+    and one removes it first: a file already gone is no error (``mark_process_dead`` lists
+    the files and removes them, and would raise then)."""
     import psutil  # type: ignore[import-untyped, unused-ignore]
-    from prometheus_client.multiprocess import mark_process_dead
 
     try:
         names = os.listdir(path)
@@ -302,7 +307,10 @@ def _drop_dead_workers(path: str) -> None:
         if name.startswith("gauge_live") and name.endswith(".db"):
             pid = name[:-3].rpartition("_")[2]
             if pid.isdigit() and not psutil.pid_exists(int(pid)):
-                mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+                try:
+                    os.remove(os.path.join(path, name))
+                except FileNotFoundError:  # a sibling removed it first
+                    pass
 
 
 def _mirror(families: Iterable[Any]) -> None:

@@ -27,7 +27,7 @@ from waiting import wait_until
 from memguard import MemoryManager, MemoryPolicy, Policy
 from memguard.memory.probes import CgroupProbe
 from memguard.monitor.kernel import PSI_TRIGGER, THREAD_NAME, KernelWake
-from memguard.policy.options import Thresholds
+from memguard.policy.thresholds import Thresholds
 
 MB = 2**20
 THRESHOLDS = Thresholds(warning=600 * MB, emergency=800 * MB, emergency_target=700 * MB,
@@ -186,18 +186,20 @@ def test_a_memory_stall_fires_the_trigger_and_wakes(tmp_path: Path, wakes: list[
         kernel = KernelWake(lambda: wakes.append(time.monotonic()), psi_trigger=SENSITIVE)
         armed_at = time.monotonic()
         kernel.ensure(probe, THRESHOLDS)
-        assert kernel.armed
-        deadline = armed_at + 20
-        while not wakes and time.monotonic() < deadline:
-            stall_once(cgroup)
-            wait_until(lambda: bool(wakes), timeout=0.5)
-        assert wakes and kernel.fired >= 1
-        # The kernel signals at most once per two-second window: a waker woken by anything
-        # else (a poll for the always-ready POLLIN, say) would count thousands.
-        time.sleep(1.0)
-        windows = (time.monotonic() - armed_at) / 2
-        assert kernel.fired <= windows + 2, (kernel.fired, windows)
-        kernel.close()
+        try:
+            assert kernel.armed
+            deadline = armed_at + 20
+            while not wakes and time.monotonic() < deadline:
+                stall_once(cgroup)
+                wait_until(lambda: bool(wakes), timeout=0.5)
+            assert wakes and kernel.fired >= 1
+            # The kernel signals at most once per two-second window: a waker woken by
+            # anything else (a poll for the always-ready POLLIN, say) would count thousands.
+            time.sleep(1.0)
+            windows = (time.monotonic() - armed_at) / 2
+            assert kernel.fired <= windows + 2, (kernel.fired, windows)
+        finally:  # a failed assertion must not leave the thread and the trigger behind
+            kernel.close()
         assert not kernel.armed
     finally:
         for _ in range(50):  # the killed child leaves the cgroup a moment later
@@ -206,3 +208,17 @@ def test_a_memory_stall_fires_the_trigger_and_wakes(tmp_path: Path, wakes: list[
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+def test_a_closed_waker_registers_nothing_after(tmp_path: Path, wakes: list[float]) -> None:
+    """`Monitor.stop` closes the waker while a tick may still be running (a stop that timed
+    out): that tick's `ensure` must not register a trigger and start a thread nobody closes."""
+    probe = v2_probe(tmp_path, accepting(PSI_TRIGGER))
+    kernel = KernelWake(lambda: wakes.append(time.monotonic()))
+    kernel.ensure(probe, THRESHOLDS)
+    assert kernel.armed and len(kernel_threads()) == 1
+    kernel.close()
+    assert not kernel.armed and not kernel_threads()
+    kernel.ensure(probe, THRESHOLDS)  # the late tick
+    assert not kernel.armed and not kernel_threads()
+    kernel.close()  # idempotent

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from memguard import MemoryManager, Policy, handle, managed_store
-from memguard.stores.backend import _Backend
+from memguard.stores.backend import Backend
 from memguard.stores.protocol import StoreHandle
 from memguard.testing import FakeClock
 
@@ -166,12 +166,12 @@ def test_a_forgotten_adopted_dict_is_no_longer_referenced_by_the_manager(
 
 
 def held_by_a_backend(store: dict[str, Any]) -> bool:
-    """Whether a `_Backend` references `store`: directly (Python 3.11+ keeps instance
+    """Whether a `Backend` references `store`: directly (Python 3.11+ keeps instance
     attributes inline) or through its instance `__dict__` (Python 3.10 and older)."""
     for referrer in gc.get_referrers(store):
-        if type(referrer) is _Backend:
+        if type(referrer) is Backend:
             return True
-        if type(referrer) is dict and any(type(owner) is _Backend and vars(owner) is referrer
+        if type(referrer) is dict and any(type(owner) is Backend and vars(owner) is referrer
                                           for owner in gc.get_referrers(referrer)):
             return True
     return False

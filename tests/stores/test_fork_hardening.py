@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     from memguard import MemoryManager, Policy, handle, managed_store
     from memguard.eviction.events import Cause
     from memguard.index.job_index import NOTHING
-    from memguard.index.orders import Epoch
+    from memguard.index.marks import Epoch
 
     PARENT = os.getpid()
     entered = threading.Event()

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from memguard.web.prometheus import (
     MULTIPROC_ENV,
     RUN_PREFIX,
+    drop_dead_workers,
     remove_stale_directories,
     run_directory,
     serve_every_worker,
@@ -61,3 +63,37 @@ def test_stale_run_directories_are_those_whose_owner_is_gone(
     assert sorted(remove_stale_directories()) == sorted([str(gone), str(reused_pid)])
     assert live.is_dir() and other.is_dir() and plain_file.is_file()
     assert not gone.exists() and not reused_pid.exists()
+
+
+def test_workers_dropping_the_same_dead_worker_at_once_raise_nothing(tmp_path: Path) -> None:
+    """Every uvicorn worker drops gone workers' gauges at each mirroring: two finding the same
+    dead worker's files race to remove them, and the later one must not fail (it would log a
+    traceback for a mirroring that did its work). Four threads, many rounds: a removal that
+    raises on a file already gone fails about one round in three."""
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    errors: list[BaseException] = []
+    for round_ in range(60):
+        directory = tmp_path / f"run{round_}"
+        directory.mkdir()
+        for mode in ("liveall", "livesum"):
+            (directory / f"gauge_{mode}_{exited.pid}.db").write_bytes(b"")
+        (directory / f"gauge_liveall_{os.getpid()}.db").write_bytes(b"")  # alive: kept
+        (directory / f"counter_{exited.pid}.db").write_bytes(b"")  # totals of the dead: kept
+        start = threading.Barrier(4)
+
+        def drop(directory: Path = directory, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                drop_dead_workers(str(directory))
+            except BaseException as error:  # collected for the assertion below
+                errors.append(error)
+
+        threads = [threading.Thread(target=drop) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(path.name for path in directory.iterdir()) == sorted(
+            [f"counter_{exited.pid}.db", f"gauge_liveall_{os.getpid()}.db"])
+    assert not errors, errors[:3]
