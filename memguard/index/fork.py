@@ -35,10 +35,8 @@ class ForkRepair(IndexBase):
         runs inside `os.fork()`):
 
         - the job an insert was writing is no longer protected as such;
-        - entries of jobs no longer created go (a job the thread was moving to the recent end
-          of the age order, `created` itself, counts as gone until the store's keys are
-          compared); a job in no order goes back at the recent end of `lru`; epoch markers
-          left half laid or half dropped go;
+        - entries of jobs no longer created go; a job in no order goes back at the recent end
+          of both; epoch markers left half laid or half dropped go;
         - a job of unknown size that nobody is to weigh (the thread was in the size function
           or the predicate) is marked unweighed and known active: the next re-check (an insert
           over a bound, a pass) asks the predicate and weighs it;
@@ -53,9 +51,8 @@ class ForkRepair(IndexBase):
         """
         self.writing = NOTHING
         created, orders, unweighed = self.created, self.orders, self.unweighed
-        orders.aged = created  # one dict (a compaction may have been half assigned)
-        lru, parked = orders.lru, orders.parked
-        for table in (lru, parked, orders.delivered, orders.finished, unweighed,
+        lru, aged, parked = orders.lru, orders.aged, orders.parked
+        for table in (lru, aged, parked, orders.delivered, orders.finished, unweighed,
                       self.failed, self.known_active):
             for key in [k for k in table if not isinstance(k, Epoch) and k not in created]:
                 del table[key]
@@ -69,9 +66,11 @@ class ForkRepair(IndexBase):
                 size = lru.pop(key, None)
                 if parked[key] is None and size is not None:
                     parked[key] = size
+                aged.pop(key, None)
                 size = parked[key]
             else:
                 size = lru.setdefault(key, None)
+                aged.setdefault(key, None)
             if size is None:
                 unweighed[key] = None
             else:

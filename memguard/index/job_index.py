@@ -32,8 +32,7 @@ per job. Its own structures:
   drain per write. The set is drained into the recency order under the lock when an order
   is walked (a scan, a pass, an eviction whose least recent candidate has a pending touch).
 - `created`: a dict of key -> creation time; dicts keep insertion order, so it is also the
-  age order (it is `Orders.aged`: one dict, not two, per job). Parked jobs sit at its
-  recent end, where the age scans step over them.
+  age order.
 - `unweighed`: keys whose size is not known yet (the job was active when stored, and its
   result is still to come). They are weighed once seen finished. Sizes live in the recency
   order (`Orders.lru`: key -> size); `total_bytes` is their sum.
@@ -99,14 +98,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
 
     # The collaborators' structures, read-only here (tests, tools, `stats()`).
     lru = property(attrgetter("orders.lru"), doc="Key -> size, least recently used first.")
-
-    @property
-    def aged(self) -> list[Key]:
-        """The age order the age scans walk: every job but the parked ones (which `created`,
-        the same dict as `Orders.aged`, holds at its recent end)."""
-        parked = self.orders.parked
-        return [key for key in self.created if key not in parked]
-
+    aged = property(attrgetter("orders.aged"), doc="The age order the age scans walk.")
     delivered = property(attrgetter("orders.delivered"), doc="Delivered jobs, by last read.")
     parked = property(attrgetter("orders.parked"), doc="Active jobs out of the orders.")
     epochs = property(attrgetter("orders.epochs"), doc="The markers laid in `lru`.")
@@ -131,6 +123,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
     ) -> None:
         self.job_of = job_of
         self.active = active
+        self.created: dict[Key, float] = {}
         #: Key -> when it was last stored, oldest write first: the `max_running` watch, kept
         #: only while the store's plan has that bound (`watches_written`).
         self.written: dict[Key, float] = {}
@@ -138,7 +131,6 @@ class JobIndex(Walks, Weighing, ForkRepair):
         self.reads: dict[Key, Any] = {}  # key -> None (a read) or WRITTEN
         self.failed: dict[Key, None] = {}
         self.orders = Orders(park_after=PARK_AFTER)
-        self.created: dict[Key, float] = self.orders.aged  # one dict: `Orders.aged`
         self.sizes = Sizes(self.orders, sizer)
         self.unweighed = self.sizes.unweighed  # same dict: it is never replaced
         self.activity = ActiveJobs()
@@ -227,6 +219,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
                 if not active:
                     created[key] = now
                     orders = self.orders
+                    orders.aged[key] = None
                     orders.lru[key] = None
                     deferred = self.deferred
                     deferred.append(key)
@@ -241,6 +234,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
         if new:
             self.created[key] = now
             orders = self.orders
+            orders.aged[key] = None
             orders.lru[key] = None
             if key in self.pins:
                 self.pin_table.jobs += 1
@@ -273,7 +267,9 @@ class JobIndex(Walks, Weighing, ForkRepair):
             size = orders.discard(key)
         else:  # `Orders.discard`, inlined for the commonest removal (nothing parked)
             size = orders.lru.pop(key, None)
+            orders.aged.pop(key, None)
             orders.lru_churn += 1
+            orders.aged_churn += 1
             finished = orders.finished
             if finished and finished.pop(key, _ABSENT) is not _ABSENT:
                 orders.finished_churn += 1
@@ -282,8 +278,8 @@ class JobIndex(Walks, Weighing, ForkRepair):
                 if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
                     orders.delivered_churn += 1
             bound = orders.bound
-            if (orders.lru_churn > orders.lru_bound or orders.finished_churn > bound
-                    or orders.delivered_churn > bound):
+            if (orders.lru_churn > orders.lru_bound or orders.aged_churn > bound
+                    or orders.finished_churn > bound or orders.delivered_churn > bound):
                 orders.churned()
         if self.written:
             self.written.pop(key, None)
@@ -302,7 +298,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
         self.created_churn += 1  # compact now and then (see `Orders.churned`)
         if self.created_churn > 256 and self.created_churn > len(self.created) >> 5:
             self.created_churn = 0
-            self.created = self.orders.aged = dict(self.created)
+            self.created = dict(self.created)
         if self.observer is not None:
             self.observer.removed(key)
         return size
@@ -368,7 +364,7 @@ class JobIndex(Walks, Weighing, ForkRepair):
         return orders.parked.get(key) if size is None and key in orders.parked else size
 
     def keys(self) -> list[Key]:
-        """Every job key, in creation order (a parked job where it was last parked)."""
+        """Every job key, in creation order (parked ones included)."""
         return list(self.created)
 
     def recency(self) -> list[Key]:

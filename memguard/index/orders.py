@@ -5,10 +5,7 @@
 - `lru`: a plain dict of key -> size (None until weighed) in recency order, least recent
   first. `Epoch` markers laid into it at each pass date the touches coarsely, which is what
   idle expiry needs. It is also where the sizes live: one dict, not two, per job.
-- `aged`: the age order: key -> creation time, every job in creation order. It is the
-  index's `created` (one dict, not two, per job). A parked job stays in it, moved to its
-  recent end (a scan that meets one moves it there again), and the age scans step over it;
-  its creation time is what the index's age walks go by (`JobIndex.returned`).
+- `aged`: the age order the age scans walk (all jobs but parked ones, in creation order).
 - `delivered`: finished jobs read at least once since they were seen finished, least
   recently read first, each with the stamp of its delivery: what `order = "delivered"`
   and the global emergency order (`memguard.eviction.tiers`) evict first.
@@ -16,10 +13,9 @@
   their write, or when a re-check found a job stored running finished in place), each with
   the stamp of that moment: the last tier of the global emergency order, oldest first.
   A job is in at most one of `delivered` and `finished`; active jobs are in neither.
-- `parked`: active jobs taken out of `lru` (with their size), and moved to the recent end of
-  `aged`, because a scan had to step over too many active jobs: the scans then stay
-  amortized O(1) per eviction however many jobs are active. A parked job seen finished goes
-  back at the recent end of `lru`.
+- `parked`: active jobs taken out of `lru` and `aged` (with their size) because a scan had to
+  step over too many active jobs: the scans then stay amortized O(1) per eviction however
+  many jobs are active. A parked job seen finished goes back at the recent end of both.
 - `largest`: None, or a `LargestFirst` heap of the weighed jobs, built the first time the
   `largest` order is asked for and kept up by every weighing from then on.
 
@@ -53,7 +49,7 @@ class Orders(OrderScans):
         #: Active jobs a scan steps over (keeping them in place) before it parks the next.
         self.park_after = park_after
         self.lru: dict[Key, Optional[int]] = {}
-        self.aged: dict[Key, Any] = {}  # the index's `created`: key -> creation time
+        self.aged: dict[Key, None] = {}
         self.delivered: dict[Key, int] = {}
         self.finished: dict[Key, int] = {}
         # Only a store that evicts in the delivered order (or whose emergencies do) needs
@@ -63,7 +59,7 @@ class Orders(OrderScans):
         self.parked: dict[Key, Optional[int]] = {}
         self.epochs: deque[Epoch] = deque()
         self.largest: Optional[LargestFirst] = None
-        self.lru_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
         self.bound = 256  # the churn that triggers a compaction (see `churned`)
         self.lru_bound = 64  # the same for `lru`, whose front every eviction reads
 
@@ -75,7 +71,7 @@ class Orders(OrderScans):
         self.parked.clear()
         self.epochs.clear()
         self.largest = None
-        self.lru_churn = self.delivered_churn = self.finished_churn = 0
+        self.lru_churn = self.aged_churn = self.delivered_churn = self.finished_churn = 0
 
     # -- upkeep --------------------------------------------------------------------------
 
@@ -115,6 +111,7 @@ class Orders(OrderScans):
         if it was parked) and undelivered (a new value is not delivered until read)."""
         if key in self.parked:
             self.lru[key] = self.parked.pop(key)
+            self.aged[key] = None
         else:
             self.lru[key] = self.lru.pop(key, None)
             self.lru_churn += 1
@@ -145,13 +142,14 @@ class Orders(OrderScans):
             self.lru_churn += 1
 
     def discard(self, key: Key) -> Optional[int]:
-        """Take `key` out of every order but `aged` (the index's `created`, which its caller
-        pops); returns its last known size."""
+        """Take `key` out of every order; returns its last known size."""
         if key in self.parked:
             size = self.parked.pop(key)
         else:
             size = self.lru.pop(key, None)
+            self.aged.pop(key, None)
             self.lru_churn += 1
+            self.aged_churn += 1
         # A job is in at most one tier; most removals find it in `finished` (evictions of
         # unread results, deletes) or in neither (the tables are empty when not tracked).
         finished = self.finished
@@ -162,31 +160,22 @@ class Orders(OrderScans):
             if delivered and delivered.pop(key, _ABSENT) is not _ABSENT:
                 self.delivered_churn += 1
         bound = self.bound  # `churned`, inlined: this is every removal's path
-        if (self.lru_churn > self.lru_bound or self.finished_churn > bound
-                or self.delivered_churn > bound):
+        if (self.lru_churn > self.lru_bound or self.aged_churn > bound
+                or self.finished_churn > bound or self.delivered_churn > bound):
             self.churned()
         return size
 
     def park(self, key: Key) -> None:
-        """Take active `key` out of `lru` (it keeps its size) and to the recent end of `aged`,
-        where the age scans step over it."""
+        """Take active `key` out of the orders the scans walk (it keeps its size)."""
         self.unfinish(key)
         self.parked[key] = self.lru.pop(key, None)
-        self.to_recent_end(key)
-        self.churned(lru=1)
-
-    def to_recent_end(self, key: Key) -> None:
-        """Parked `key` to the recent end of `aged`, its creation time kept."""
-        aged = self.aged
-        when = aged.pop(key, _ABSENT)
-        if when is _ABSENT:
-            return
-        aged[key] = when  # (the slot left behind goes at the index's next compaction)
+        self.aged.pop(key, None)
+        self.churned(lru=1, aged=1)
 
     def unpark(self, key: Key) -> None:
-        """Parked `key` back at the recent end of `lru` (as if just touched); in `aged` it
-        stays where parking put it."""
+        """Parked `key` back at the recent end of both orders (as if just touched)."""
         self.lru[key] = self.parked.pop(key)
+        self.aged[key] = None
 
     def undeliver(self, key: Key) -> None:
         if self.delivered.pop(key, _ABSENT) is not _ABSENT:
@@ -210,10 +199,10 @@ class Orders(OrderScans):
         yield from self.lru.items()
         yield from self.parked.items()
 
-    def churned(self, *, lru: int = 0, delivered: int = 0,
+    def churned(self, *, lru: int = 0, aged: int = 0, delivered: int = 0,
                 finished: int = 0) -> None:
-        """Count deletions from `lru`, `delivered` and `finished`, and compact each now and
-        then (`aged` is the index's `created`, which the index compacts).
+        """Count deletions from `lru`, `aged`, `delivered` and `finished`, and compact each
+        now and then.
 
         A dict keeps a deleted entry's slot until it resizes, and iteration from the front
         steps over every such slot: a store whose oldest jobs keep leaving would make each
@@ -228,6 +217,7 @@ class Orders(OrderScans):
         # 4 ns each): a bound b costs n/b * 4 + b/2 ns a removal, least at b = sqrt(8n).
         self.lru_bound = max(64, isqrt(8 * jobs))
         self.lru_churn += lru
+        self.aged_churn += aged
         self.delivered_churn += delivered
         self.finished_churn += finished
         if self.delivered_churn > bound:
@@ -239,6 +229,9 @@ class Orders(OrderScans):
         if self.lru_churn > self.lru_bound:
             self.lru_churn = 0
             self.lru = dict(self.lru)
+        if self.aged_churn > bound:
+            self.aged_churn = 0
+            self.aged = dict(self.aged)
 
     def lay_epoch(self, now: float, *, min_gap: float = 0.0) -> None:
         """Date every touch so far as at or before `now` (the idle rule, once per pass).

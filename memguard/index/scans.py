@@ -12,7 +12,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from memguard.index.marks import (
     ACTIVE,
@@ -33,13 +33,13 @@ _CHUNK = 256
 class OrderScans:
     """Evictable keys in each order of one store (see `Orders`)."""
 
-    __slots__ = ("aged", "bound", "delivered", "delivered_churn", "epochs",
+    __slots__ = ("aged", "aged_churn", "bound", "delivered", "delivered_churn", "epochs",
                  "finished", "finished_churn", "largest", "lru", "lru_bound", "lru_churn",
                  "park_after", "parked", "tracks_delivered")
 
     park_after: int
     lru: dict[Key, Optional[int]]
-    aged: dict[Key, Any]
+    aged: dict[Key, None]
     delivered: dict[Key, int]
     finished: dict[Key, int]
     parked: dict[Key, Optional[int]]
@@ -52,7 +52,6 @@ class OrderScans:
         def undeliver(self, key: Key) -> None: ...
         def unfinish(self, key: Key) -> None: ...
         def sizes(self) -> Iterator[tuple[Key, Optional[int]]]: ...
-        def to_recent_end(self, key: Key) -> None: ...
 
     def idle_before(self, cutoff: float, look: Look) -> Iterator[Key]:
         """Evictable keys whose last touch was at or before `cutoff` (epoch granularity)."""
@@ -74,14 +73,10 @@ class OrderScans:
         `kept` counts the entries left in front of the scan. The consumer removes what we
         yield, so the order is read in chunks, and looked up by name at each chunk: removals
         may compact it into a new dict. Keys in `skip` are stepped over; epoch markers (only
-        in the recency order) date what precedes them. Parked jobs (only in the age order)
-        are moved to its recent end, so later scans do not step over them again until the
-        store has turned over; one met again at the end of this scan is stepped over.
+        in the recency order) date what precedes them.
         """
         kept = 0
         stepped = 0
-        parked = self.parked if order == "aged" else None
-        moved: set[Key] = set()  # parked jobs this scan moved to the recent end
         size = 8  # most scans stop at the first key: start small, grow if they go on
         while True:
             chunk = list(islice(getattr(self, order), kept, kept + size))
@@ -100,13 +95,6 @@ class OrderScans:
                 if skip is not None and key in skip:
                     kept += 1
                     continue
-                if parked and key in parked:
-                    if key in moved:
-                        kept += 1
-                    else:
-                        moved.add(key)
-                        self.to_recent_end(key)
-                    continue
                 verdict = look(key, weighed_only)
                 if verdict is EVICTABLE:
                     yield key
@@ -116,8 +104,6 @@ class OrderScans:
                     stepped += 1
                     if stepped > self.park_after:
                         self.park(key)
-                        if parked is not None:
-                            moved.add(key)
                     else:
                         kept += 1
                 elif verdict is KEEP:
