@@ -41,12 +41,25 @@ import logging
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from memguard._logging import announce, logger
 
-if TYPE_CHECKING:
-    from memguard.manager import MemoryManager
+# Imported here, in the arbiter, when gunicorn reads its configuration: the workers then share
+# the monitor's modules (copy-on-write) instead of each importing them in `post_fork`, and
+# `post_fork` stays short. It runs before gunicorn sets the worker's signal handlers, so a
+# SIGTERM that arrives meanwhile is lost and the worker lives until the graceful timeout
+# kills it; importing the monitor there took about 100 ms of that window. The metrics module
+# comes too (its multiprocess directory is the arbiter's business as well).
+from memguard.manager import MemoryManager
+from memguard.manager import manager as default_manager
+from memguard.web.prometheus import (
+    MULTIPROC_ENV,
+    ensure_sync,
+    multiprocess_mode,
+    run_directory,
+    use_directory,
+)
 
 __all__ = ["GunicornHooks", "child_exit", "on_exit", "post_fork", "post_worker_init",
            "pre_fork", "worker_exit"]
@@ -66,11 +79,7 @@ class GunicornHooks:
 
     @property
     def manager(self) -> MemoryManager:
-        if self._manager is None:
-            from memguard.manager import manager
-
-            return manager
-        return self._manager
+        return default_manager if self._manager is None else self._manager
 
     def pre_fork(self, server: Any, worker: Any) -> None:
         """gunicorn ``pre_fork`` (runs in the arbiter before each worker forks): with more
@@ -83,8 +92,6 @@ class GunicornHooks:
     def post_fork(self, server: Any, worker: Any) -> None:
         """gunicorn ``post_fork``: start this worker's monitor and arm the recycle hook;
         with more than one worker, write metrics where every worker's are aggregated."""
-        from memguard.web.prometheus import ensure_sync, multiprocess_mode, use_directory
-
         path = _managed_directory(server, getattr(worker, "ppid", None) or os.getppid())
         if path is not None:  # no pre_fork hook made it: the arbiter's pid names it
             use_directory(path)
@@ -113,7 +120,6 @@ class GunicornHooks:
     def child_exit(self, server: Any, worker: Any) -> None:
         """gunicorn ``child_exit`` (runs in the arbiter): in multiprocess mode, drop the dead
         worker's gauges (``mark_process_dead``); its counters stay counted."""
-        from memguard.web.prometheus import MULTIPROC_ENV, run_directory
 
         path = os.environ.get(MULTIPROC_ENV)
         if not path:  # the workers made the run directory (no pre_fork hook)
@@ -150,7 +156,6 @@ _adopted: set[str] = set()
 def _managed_directory(server: Any, arbiter: int) -> Optional[str]:
     """The run directory memguard manages for `arbiter`'s workers, or None: one worker (its
     own figures are all there is), or ``PROMETHEUS_MULTIPROC_DIR`` set by the operator."""
-    from memguard.web.prometheus import MULTIPROC_ENV, run_directory
 
     if os.environ.get(MULTIPROC_ENV):
         return None
@@ -165,7 +170,6 @@ def _adopt_in_arbiter(path: str) -> str:
     arbiter exits (once per path)."""
     import atexit
 
-    from memguard.web.prometheus import use_directory
 
     use_directory(path)
     if path not in _adopted:
@@ -179,7 +183,6 @@ def _remove_run_directory(arbiter: int) -> None:
     a worker exiting must not take its siblings' files)."""
     import shutil
 
-    from memguard.web.prometheus import run_directory
 
     if os.getpid() != arbiter:
         return

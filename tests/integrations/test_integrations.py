@@ -300,6 +300,28 @@ def test_gunicorn_module_hooks_use_the_default_manager(monkeypatch: pytest.Monke
     assert started == ["start", "stop"]
 
 
+def test_gunicorn_hooks_load_the_monitor_in_the_arbiter_not_after_the_fork() -> None:
+    """gunicorn reads its configuration (these hooks) in the arbiter; `post_fork` runs in each
+    worker before gunicorn sets the worker's signal handlers, so whatever it imports is
+    imported once per worker (not shared copy-on-write) and widens the window in which a
+    SIGTERM to the worker is lost. In a fresh interpreter: importing the hooks module loads
+    the manager and the monitor; starting a worker's monitor then imports nothing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from memguard.integrations import gunicorn\n"
+        "before = set(sys.modules)\n"
+        "gunicorn.post_fork(None, type('Worker', (), {'alive': True})())\n"
+        "gunicorn.worker_exit(None, None)\n"
+        "print(sorted(set(sys.modules) - before))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEMGUARD_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Routes an app already serves are never shadowed
 
