@@ -23,7 +23,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,34 +34,18 @@ from typing import Any, Optional
 
 import httpx
 
+from benchmarks.bench_guard import EMERGENCY, LIMIT, MB, POLICY, free_port
 from memguard.tools.reference import Demand, ReferenceOutcome, clairvoyant
 
-MB = 1 << 20
 POLL_AFTER = 1.5
 SIZES = (2 * MB, 6 * MB)
-LIMIT = 512 * MB
-EMERGENCY = 300 * MB
 EMERGENCY_TARGET = 200 * MB
 BOUND = EMERGENCY + LIMIT // 10
-POLICY = """
-[memory]
-limit = "512MB"
-warning = "250MB"
-emergency = "300MB"
-emergency_target = "200MB"
-"""
 KINDS = ("diagram", "iac", "application")
 STARTUP_SECONDS = 60.0
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-def free_port() -> int:
-    """A port the kernel just handed out on 127.0.0.1 (closed again for gunicorn to bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_status(pid: int, field: str) -> int:

@@ -25,20 +25,12 @@ import httpx
 import pytest
 from test_servers import ROOT, free_port, gunicorn_argv, serve
 
+from benchmarks.bench_guard import EMERGENCY, LIMIT, MB, POLICY
+
 pytestmark = pytest.mark.slow
 
-MB = 2**20
 SECONDS = 30.0
-LIMIT = 512 * MB
-EMERGENCY = 300 * MB
 BOUND = EMERGENCY + LIMIT // 10
-POLICY = """
-[memory]
-limit = "512MB"
-warning = "250MB"
-emergency = "300MB"
-emergency_target = "200MB"
-"""
 KINDS = ("diagram", "iac", "infrastructure", "application", "concept", "app_creation")
 
 
