@@ -18,9 +18,11 @@ lint: $(BIN)/memguard
 	$(BIN)/ruff check memguard tests benchmarks examples
 	$(BIN)/mypy --strict memguard
 
-# The tests marked slow (sustained load on real servers, real memory) run in .ci/run, after this.
+# The tests marked slow (sustained load on real servers, real memory) run in .ci/run, after this,
+# one at a time; these fast ones run in two processes (pytest-xdist), most of them wait on a
+# subprocess, a server or a sleep.
 test: $(BIN)/memguard system-packages lint docs-build
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # Installs what the tests drive for real (as root), else says in one line what to install.
 system-packages:
