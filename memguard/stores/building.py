@@ -128,9 +128,11 @@ def _indexed_writes(base_setitem: Callable[[Any, Key, Any], None],
                 victims = handle.stored_locked(key, stored)
             else:
                 victims = handle.follow_locked(type(self), key, value)
-            intake = handle.manager.intake  # a burst wakes the monitor (stores.intake)
+            # A burst wakes the monitor: `Intake.count` and the index's `intake_bytes`,
+            # inline (each would be a call per write).
+            intake = handle.manager.intake
             intake.jobs += 1
-            index = handle.index  # its `intake_bytes`, inline: a call per write
+            index = handle.index
             if (intake.jobs >= intake.jobs_mark or index.total_bytes
                     + len(index.deferred) * index.mean_size >= intake.bytes_mark):
                 intake.trip()

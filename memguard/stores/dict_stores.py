@@ -181,6 +181,7 @@ def _dict_bulk_writes(cls: Any) -> dict[str, Any]:
             if self._memguard is not handle:
                 return default
             victims = handle.stored_locked(key, default)
+            handle.manager.intake.count(handle.index.intake_bytes)  # a burst wakes the monitor
         if victims:
             handle.finish_insert(victims)
         return default

@@ -46,6 +46,13 @@ class Intake:
         self._wake = None
         self.jobs_mark = self.bytes_mark = NEVER
 
+    def count(self, store_bytes: int) -> None:
+        """One job stored into a store that now holds `store_bytes` (by estimate): wake the
+        monitor if that passes a mark. Managed `__setitem__` does the same inline."""
+        self.jobs += 1
+        if self.jobs >= self.jobs_mark or store_bytes >= self.bytes_mark:
+            self.trip()
+
     def trip(self) -> None:
         """A mark was passed: wake the monitor, once until it arms again."""
         self.jobs_mark = self.bytes_mark = NEVER

@@ -66,3 +66,37 @@ def test_a_stopped_monitor_is_not_woken(manager: MemoryManager) -> None:
     for n in range(WAKE_JOBS + 1):
         store[f"small-{n}"] = {"status": "done", "result": n}
     assert manager.intake.wakes == 0
+
+
+def test_every_write_path_counts_toward_a_burst(manager: MemoryManager) -> None:
+    """`[]=`, `update`, `setdefault` and `|=` of a dict store, and the same on a `mapping=`
+    store's dict, each count one job per job stored; a `setdefault` that finds its key
+    stores nothing and counts nothing."""
+
+    @managed_store(name="dicts", manager=manager)
+    class Jobs(dict):  # type: ignore[type-arg]
+        pass
+
+    @managed_store(name="attribute", mapping="jobs", manager=manager)
+    class Service:
+        def __init__(self) -> None:
+            self.jobs: dict[str, Any] = {}
+
+    job = {"status": "done", "result": 0}
+    for jobs in (Jobs(), Service().jobs):
+        before = manager.intake.jobs
+        jobs["a"] = job
+        jobs.update({"b": job, "c": job})
+        jobs.setdefault("d", job)
+        jobs.setdefault("d", job)  # there already: nothing stored
+        jobs |= {"e": job}
+        assert manager.intake.jobs - before == 5
+
+
+def test_a_burst_of_setdefault_wakes_the_monitor(manager: MemoryManager) -> None:
+    store, monitor = started(manager)
+    ticks = monitor.ticks
+    for n in range(WAKE_JOBS):
+        store.setdefault(f"small-{n}", {"status": "done", "result": n})
+    assert wait_until(lambda: monitor.ticks > ticks, timeout=2)
+    assert manager.intake.wakes == 1
