@@ -318,7 +318,7 @@ class MemoryManager:
         they stay out of `evicted_bytes`, which cues the monitor to give memory back.
         """
         if in_process:
-            self.count_freed(sum(event.size or 0 for event in events))
+            self.count_freed(sum([event.size or 0 for event in events]))
         if self._listeners.callbacks:  # (no call at all on an insert nobody listens to)
             self._listeners.notify(events)
 

@@ -349,6 +349,13 @@ class JobIndex(Walks, Weighing, ForkRepair):
             return True
         if key in self.failed:
             return False
+        # The default predicate, inline as on the write path: every scan asks, per job.
+        status = self.status
+        if status is not None and type(job) is dict:
+            try:
+                return job.get(status[0]) in status[1]
+            except TypeError:  # an unhashable status is no known status
+                return False
         try:
             return True if self.active(job) else False  # noqa: SIM210 - no bool() call
         except Exception as error:

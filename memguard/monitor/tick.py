@@ -422,7 +422,7 @@ class Ticker:
                    ) -> tuple[Optional[CleanupReport], str]:
         """A SIGUSR1 request, else the controller's decision on `sample`: the cleanup that
         ran (if any), and why the controller held back (if it did)."""
-        if self.signals.take():
+        if self.signals.pending and self.signals.take():  # the flag first: no call a tick
             announce(logging.WARNING, "Memory cleanup requested by SIGUSR1")
             return self.guard(errors, "emergency", self.cleanups.run, "signal", sample), ""
         if sample is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 from collections.abc import Sequence
 from typing import Callable, Optional
 
@@ -98,7 +99,7 @@ def _global_order(stores: list[LocalHandle], budget: Budget, now: float) -> list
         logger.exception("memguard: the emergency in the global order failed")
         return []
     events: list[EvictionEvent] = []
-    for at, run in itertools.groupby(victims, key=lambda pair: pair[0]):
+    for at, run in itertools.groupby(victims, key=operator.itemgetter(0)):
         # each run of one store's victims at once: listeners hear them in eviction order
         events += stores[at].finish_evictions([victim for _, victim in run])
     return events

@@ -157,7 +157,8 @@ class InsertPath(HandleState):
 
     def finish_evictions(self, victims: list[Victim]) -> list[EvictionEvent]:
         """Release the victims' big fields and tell the listeners; call without the lock."""
-        victims = [self._weighed(victim) for victim in victims]
+        victims = [victim if victim.size is not None else self._weighed(victim)
+                   for victim in victims]
         events = [EvictionEvent(self.name, victim.key, victim.cause, victim.size)
                   for victim in self._released(victims)]
         if events:

@@ -87,7 +87,7 @@ class PassPath(HandleState):
         (`evict_locked(key, cause)`) before asking for the next, as with
         `JobIndex.candidates`; stopping early is fine. Active jobs are never yielded.
         """
-        if not self.plan.soft:
+        if not self._soft:
             return iter(())
         self.index.drain_reads()
         return self.plan.soft_expired(self.index, now)

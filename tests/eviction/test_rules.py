@@ -143,6 +143,25 @@ def test_custom_active_predicate(manager: MemoryManager) -> None:
     assert sorted(store) == ["a", "c"]
 
 
+def test_an_unhashable_status_is_no_known_status_on_every_path(
+        manager: MemoryManager, caplog: pytest.LogCaptureFixture) -> None:
+    """A status that cannot be looked up (a list) is not an active one: the default
+    predicate says so quietly, on the write path and on the scans alike, and the job is
+    never marked as one whose predicate failed."""
+    store = make_store(manager, max_jobs=2)
+    store["listed"] = {"status": ["running"], "result": "x"}  # written: the write path's test
+    store["run"] = {"status": "running"}
+    store["new"] = done()  # over the bound: the scan looks at "listed" and "run"
+    assert sorted(store) == ["new", "run"]
+    store["again"] = {"status": "running"}
+    store["again"]["status"] = ["done"]  # changed in place: only a scan sees it
+    handle(store).cleanup()
+    manager.evict_bytes(10**9)
+    assert sorted(store) == ["run"]
+    index = handle(store).index  # type: ignore[attr-defined]
+    assert not index.failed and "predicate raised" not in caplog.text
+
+
 def test_a_failing_rule_is_logged_and_the_pass_goes_on(
         manager: MemoryManager, clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
     store = make_store(manager, max_age=1)
