@@ -29,8 +29,6 @@ class Backend:
             self._strong = store
             self._ref = self._held
         self._get, self._delete, self._keys = get, delete, keys
-        if get is dict_get:  # a dict store: `get` reads through the dict's own C method
-            self.get = self._dict_item  # type: ignore[method-assign]
 
     def _held(self) -> Any:
         return self._strong
@@ -45,16 +43,12 @@ class Backend:
         store = self._ref()
         if store is None:
             raise KeyError(key)
+        if self._get is dict_get:  # `dict_get`, inline: the index asks per job a scan looks at
+            value = dict.get(store, key, _MISSING)
+            if value is _MISSING:
+                raise KeyError(key)
+            return value
         return self._get(store, key)
-
-    def _dict_item(self, key: Key) -> Any:
-        """`get` of a dict store, in one Python call (the index asks it per job a scan
-        looks at)."""
-        store = self._ref()
-        value = _MISSING if store is None else dict.get(store, key, _MISSING)
-        if value is _MISSING:
-            raise KeyError(key)
-        return value
 
     def delete(self, key: Key) -> None:
         store = self._ref()
